@@ -1,0 +1,70 @@
+# dynlen: every target runs inside .venv (made by `make install`).
+PY      ?= .venv/bin/python
+MODEL   ?= models/minilm-squad
+DATA    ?= ../shared/data/squad/dev-v1.1.json
+TRAIN   ?= ../shared/data/squad/train-v1.1-first44articles.json
+CONFIG  ?= keep-all
+LIMIT   ?=
+OUT     ?= runs/eval
+RUN     ?= default
+TRIALS  ?= 120
+BUDGET  ?=
+COST    ?= flops
+SAMPLER ?= tpe
+QUICK   ?=
+
+ifeq ($(QUICK),1)
+  TRIALS := 12
+  SEARCH_SIZE := --search-questions 150 --heldout-questions 300 --latency-sample 4 --latency-repeats 2
+  RUN := $(if $(filter default,$(RUN)),quick,$(RUN))
+endif
+
+.PHONY: install test model eval pareto report choose regress regress-update bench-eval bench-overhead bench-fidelity bench-samplers help
+
+help:
+	@echo "make install | test | model | eval | pareto | report | choose | regress | bench-eval | bench-overhead | bench-fidelity | bench-samplers"
+
+install:
+	python3 -m venv .venv
+	.venv/bin/pip install --quiet torch==2.13.0
+	.venv/bin/pip install --quiet -e '.[dev]'
+	@if .venv/bin/pip list 2>/dev/null | grep -qi '^nvidia-'; then echo "error: CUDA packages were installed"; exit 1; fi
+	@.venv/bin/python -c "import torch, transformers, optuna; print('torch', torch.__version__, '| transformers', transformers.__version__, '| optuna', optuna.__version__)"
+
+test:
+	$(PY) -m pytest
+
+model:
+	$(PY) -m bench.train --out $(MODEL) --train $(TRAIN)
+
+eval:
+	$(PY) -m bench eval --model $(MODEL) --data $(DATA) --config '$(CONFIG)' --out $(OUT) $(if $(LIMIT),--limit $(LIMIT),)
+
+pareto:
+	@test -f $(MODEL)/config.json || $(MAKE) model MODEL=$(MODEL)
+	$(PY) -m search run --model $(MODEL) --data $(DATA) --run-dir reports/$(RUN) --trials $(TRIALS) \
+		--cost $(COST) --sampler $(SAMPLER) $(if $(BUDGET),--budget '$(BUDGET)',) $(SEARCH_SIZE)
+
+report:
+	$(PY) -m reports reports/$(RUN)
+
+choose:
+	$(PY) -m search choose --run reports/$(RUN) $(if $(BUDGET),--budget '$(BUDGET)',)
+
+regress:
+	$(PY) -m bench.regress check
+
+regress-update:
+	$(PY) -m bench.regress update --from reports/reference/frontier.csv
+
+bench-eval:
+	$(PY) benchmarks/evaluator_throughput.py --model $(MODEL) --data $(DATA)
+
+bench-overhead:
+	$(PY) benchmarks/keep_all_overhead.py --model $(MODEL) --data $(DATA)
+
+bench-fidelity:
+	$(PY) benchmarks/flops_fidelity.py --model $(MODEL) --data $(DATA)
+
+bench-samplers:
+	$(PY) benchmarks/sampler_comparison.py --model $(MODEL) --data $(DATA)

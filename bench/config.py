@@ -1,0 +1,204 @@
+"""The length configuration: how many tokens each encoder layer keeps.
+
+Every part of the suite speaks this one value: ``bench`` applies it, ``search`` samples
+it, ``reports`` prints it, ``choose`` writes it. It is validated on construction, so an
+invalid configuration never reaches a model.
+
+Two forms:
+
+* ``ratios`` -- fractions of the example's real (unpadded) token count. One configuration
+  fits every input length under dynamic padding.
+* ``counts`` -- absolute token counts at max length 384, as the Length-Adaptive Transformer
+  and Dynamic-TinyBERT publish them (e.g. 269,253,252,202,104,34). Padding is dropped first,
+  so an example keeps ``min(count, tokens it still has)``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Literal, Sequence
+
+from bench.errors import UserError
+
+Kind = Literal["ratios", "counts"]
+KINDS: tuple[str, ...] = ("ratios", "counts")
+COUNTS_MAX_LENGTH = 384
+
+
+@dataclass(frozen=True)
+class LengthConfig:
+    """Per-layer token budget; ``values[i]`` is what layer ``i`` keeps after its self-attention."""
+
+    kind: Kind
+    values: tuple[float, ...]
+    max_length: int = COUNTS_MAX_LENGTH
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise UserError(f"configuration kind must be one of {KINDS}, got {self.kind!r}")
+        if not self.values:
+            raise UserError("a configuration needs one value per encoder layer; got none")
+        values = tuple(float(v) for v in self.values) if self.kind == "ratios" else tuple(self.values)
+        object.__setattr__(self, "values", values)
+        for layer, value in enumerate(values, start=1):
+            self._check_value(layer, value)
+        for layer in range(1, len(values)):
+            if values[layer] > values[layer - 1]:
+                raise UserError(
+                    f"layer {layer + 1} keeps {values[layer]:g}, more than layer {layer} ({values[layer - 1]:g}): "
+                    "a layer cannot keep tokens the previous layer dropped; make the values non-increasing"
+                )
+
+    def _check_value(self, layer: int, value: float) -> None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+            raise UserError(f"layer {layer}: {value!r} is not a number")
+        if self.kind == "ratios":
+            if not 0.0 < value <= 1.0:
+                raise UserError(
+                    f"layer {layer}: ratio {value:g} is out of range; ratios are shares of the real token "
+                    "count in (0, 1], and every layer keeps at least 1 token"
+                )
+        else:
+            if int(value) != value:
+                raise UserError(f"layer {layer}: count {value!r} is not a whole number of tokens")
+            if not 1 <= value <= self.max_length:
+                raise UserError(
+                    f"layer {layer}: count {int(value)} is out of range; counts are tokens kept at max length "
+                    f"{self.max_length}, between 1 and {self.max_length}"
+                )
+
+    # --- constructors -------------------------------------------------------------------
+    @classmethod
+    def keep_all(cls, num_layers: int) -> "LengthConfig":
+        return cls("ratios", (1.0,) * num_layers)
+
+    @classmethod
+    def constant(cls, num_layers: int, ratio: float, start_layer: int = 1) -> "LengthConfig":
+        """Keep ``ratio`` of the previous layer's tokens at every layer from ``start_layer`` on."""
+        values, keep = [], 1.0
+        for layer in range(1, num_layers + 1):
+            if layer >= start_layer:
+                keep *= ratio
+            values.append(round(keep, 6))
+        return cls("ratios", tuple(values))
+
+    @classmethod
+    def from_values(cls, values: Iterable[float], kind: str | None = None) -> "LengthConfig":
+        """Ratios when every value is ≤ 1 and ``kind`` is not given; counts otherwise."""
+        vals = list(values)
+        if kind is None:
+            kind = "ratios" if vals and all(float(v) <= 1.0 for v in vals) else "counts"
+        if kind == "counts":
+            vals = [int(v) if float(v).is_integer() else v for v in vals]
+        return cls(kind, tuple(vals))  # type: ignore[arg-type]
+
+    @classmethod
+    def parse(cls, text: str) -> "LengthConfig":
+        """``keep-all``? no -- use :func:`resolve`; this reads '269,253,...' or 'ratios:1,0.9,...'."""
+        text = text.strip()
+        kind = None
+        if ":" in text:
+            kind, text = (part.strip() for part in text.split(":", 1))
+            if kind not in KINDS:
+                raise UserError(f"unknown configuration kind {kind!r}; write 'ratios:...' or 'counts:...'")
+        try:
+            values = [float(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            raise UserError(
+                f"cannot read configuration {text!r}: give comma-separated numbers, e.g. 269,253,252,202,104,34"
+            ) from None
+        return cls.from_values(values, kind)
+
+    # --- serialisation ------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        values = [int(v) for v in self.values] if self.kind == "counts" else list(self.values)
+        out: dict = {"kind": self.kind, "values": values}
+        if self.kind == "counts":
+            out["max_length"] = self.max_length
+        return out
+
+    @classmethod
+    def from_dict(cls, raw: object) -> "LengthConfig":
+        if isinstance(raw, dict) and "config" in raw and isinstance(raw["config"], dict):
+            raw = raw["config"]  # a `choose` output or metrics.json holds the configuration under "config"
+        if not isinstance(raw, dict) or "kind" not in raw or "values" not in raw:
+            raise UserError(
+                'a configuration file is JSON like {"kind": "ratios", "values": [1.0, 0.9, ...]} '
+                'or {"kind": "counts", "values": [269, 253, ...]}'
+            )
+        values = raw["values"]
+        if not isinstance(values, list):
+            raise UserError("configuration 'values' must be a list, one number per layer")
+        return cls(raw["kind"], tuple(values), int(raw.get("max_length", COUNTS_MAX_LENGTH)))
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict())
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "LengthConfig":
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"configuration file not found: {path}")
+        try:
+            return cls.from_dict(json.loads(path.read_text()))
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{path} is not valid JSON ({exc})") from None
+
+    # --- meaning ------------------------------------------------------------------------
+    @property
+    def num_layers(self) -> int:
+        return len(self.values)
+
+    @property
+    def is_keep_all(self) -> bool:
+        if self.kind == "ratios":
+            return all(v >= 1.0 for v in self.values)
+        return all(v >= self.max_length for v in self.values)
+
+    def check_layers(self, num_layers: int, model_name: str = "the model") -> None:
+        if self.num_layers != num_layers:
+            raise UserError(
+                f"the configuration has {self.num_layers} values but {model_name} has {num_layers} encoder layers; "
+                f"give one value per layer"
+            )
+
+    def keep_counts(self, real_length: int) -> list[int]:
+        """Tokens each layer keeps for one example with ``real_length`` unpadded tokens."""
+        out, current = [], real_length
+        for value in self.values:
+            if self.kind == "ratios":
+                want = math.ceil(value * real_length - 1e-9)
+            else:
+                want = int(value)
+            current = max(1, min(current, want))
+            out.append(current)
+        return out
+
+    def label(self) -> str:
+        if self.kind == "counts":
+            return "counts:" + ",".join(str(int(v)) for v in self.values)
+        return "ratios:" + ",".join(f"{v:.3g}" for v in self.values)
+
+    def __str__(self) -> str:
+        return self.label()
+
+
+def resolve_config(spec: str | None, num_layers: int) -> LengthConfig:
+    """A CLI value: empty/'keep-all', a JSON file path, or inline numbers."""
+    if spec is None or spec.strip() in ("", "keep-all", "keepall", "full"):
+        return LengthConfig.keep_all(num_layers)
+    if spec.endswith(".json") or Path(spec).is_file():
+        return LengthConfig.load(spec)
+    return LengthConfig.parse(spec)
+
+
+def keep_counts_batch(config: LengthConfig, real_lengths: Sequence[int]) -> list[list[int]]:
+    """Per-layer keep counts for each example: ``[layer][example]``."""
+    per_example = [config.keep_counts(n) for n in real_lengths]
+    return [list(col) for col in zip(*per_example)] if per_example else [[] for _ in config.values]

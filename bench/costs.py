@@ -1,0 +1,141 @@
+"""Exact FLOPs of a length configuration on given inputs, and the speedups they imply.
+
+Unit: FLOPs = 2 x multiply-accumulates of every matrix product (projections, attention
+scores, attention-weighted values, feed-forward, span head), the convention of the field and
+of ``torch.utils.flop_counter.FlopCounterMode``. Element-wise work (softmax, LayerNorm, GELU,
+bias adds) and embedding look-ups are not counted. Tokens are real tokens: padding is free.
+
+Two conventions, both reported:
+
+* ``dynamic`` -- each feature at its real length (what this suite runs);
+* ``padded`` -- each feature padded to 384, the convention behind published speedups
+  such as Dynamic-TinyBERT's 3.3x.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+from bench.config import COUNTS_MAX_LENGTH, LengthConfig
+
+
+@dataclass(frozen=True)
+class EncoderShape:
+    """What FLOPs depend on: depth, widths, and the span head's outputs."""
+
+    num_layers: int
+    hidden: int
+    intermediate: int
+    attention_dim: int | None = None  # all heads together; = hidden for BERT
+    span_outputs: int = 2
+
+    @property
+    def attn(self) -> int:
+        return self.attention_dim or self.hidden
+
+    @classmethod
+    def from_hf_config(cls, config) -> "EncoderShape":
+        heads = config.num_attention_heads
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+        return cls(config.num_hidden_layers, config.hidden_size, config.intermediate_size, heads * head_dim)
+
+
+BERT_BASE = EncoderShape(num_layers=12, hidden=768, intermediate=3072)
+
+
+def layer_flops(shape: EncoderShape, n_in: int, n_out: int) -> int:
+    """One layer that attends over ``n_in`` tokens and keeps ``n_out`` of them.
+
+    Q/K/V and the attention scores need every incoming token; the attention-weighted values,
+    the output projection and the FFN run only for the kept tokens.
+    """
+    d, a, f = shape.hidden, shape.attn, shape.intermediate
+    qkv = 3 * 2 * n_in * d * a
+    scores = 2 * n_in * n_in * a
+    context = 2 * n_out * n_in * a
+    out_proj = 2 * n_out * a * d
+    ffn = 2 * 2 * n_out * d * f
+    return qkv + scores + context + out_proj + ffn
+
+
+def span_head_flops(shape: EncoderShape, length: int) -> int:
+    return 2 * length * shape.hidden * shape.span_outputs
+
+
+def example_layer_flops(shape: EncoderShape, config: LengthConfig, length: int) -> list[int]:
+    """Per-layer FLOPs for one feature of ``length`` real tokens (span head excluded)."""
+    out, n_in = [], length
+    for n_out in config.keep_counts(length):
+        out.append(layer_flops(shape, n_in, n_out))
+        n_in = n_out
+    return out
+
+
+def example_flops(shape: EncoderShape, config: LengthConfig, length: int) -> int:
+    return sum(example_layer_flops(shape, config, length)) + span_head_flops(shape, length)
+
+
+def total_flops(shape: EncoderShape, config: LengthConfig, lengths: Iterable[int]) -> int:
+    return sum(example_flops(shape, config, n) for n in lengths)
+
+
+@dataclass(frozen=True)
+class FlopReport:
+    """FLOPs of one configuration on one input set, with both reference points."""
+
+    flops: int
+    keep_all_flops: int
+    bert_base_flops: int
+    features: int
+    questions: int
+
+    @property
+    def speedup_vs_keep_all(self) -> float:
+        return self.keep_all_flops / self.flops
+
+    @property
+    def speedup_vs_bert_base(self) -> float:
+        return self.bert_base_flops / self.flops
+
+    @property
+    def gflops_per_question(self) -> float:
+        return self.flops / 1e9 / max(1, self.questions)
+
+    def as_dict(self) -> dict:
+        return {
+            "flops": self.flops,
+            "macs": self.flops // 2,
+            "gflops_per_question": self.gflops_per_question,
+            "keep_all_flops": self.keep_all_flops,
+            "bert_base_flops": self.bert_base_flops,
+            "speedup_vs_keep_all": self.speedup_vs_keep_all,
+            "speedup_vs_bert_base": self.speedup_vs_bert_base,
+        }
+
+
+def flop_report(
+    shape: EncoderShape, config: LengthConfig, lengths: Sequence[int], questions: int, padded: bool = False
+) -> FlopReport:
+    """FLOPs under dynamic padding (real lengths) or the padded-to-384 convention."""
+    lengths = [COUNTS_MAX_LENGTH] * len(lengths) if padded else list(lengths)
+    keep_all = LengthConfig.keep_all(shape.num_layers)
+    base_keep_all = LengthConfig.keep_all(BERT_BASE.num_layers)
+    return FlopReport(
+        flops=total_flops(shape, config, lengths),
+        keep_all_flops=total_flops(shape, keep_all, lengths),
+        bert_base_flops=total_flops(BERT_BASE, base_keep_all, lengths),
+        features=len(lengths),
+        questions=questions,
+    )
+
+
+def mean_tokens_per_layer(config: LengthConfig, lengths: Sequence[int]) -> list[float]:
+    """Average real tokens each layer keeps, over features."""
+    if not lengths:
+        return [0.0] * config.num_layers
+    sums = [0] * config.num_layers
+    for n in lengths:
+        for i, k in enumerate(config.keep_counts(n)):
+            sums[i] += k
+    return [s / len(lengths) for s in sums]

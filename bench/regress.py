@@ -1,0 +1,170 @@
+"""CI guard: the speedups of the committed reference configurations must not regress.
+
+Runs without the trained model: a random model of the default model's shape costs the same
+FLOPs and time. FLOPs are counted by ``FlopCounterMode`` on the model as it runs (so a bug
+that stops tokens from really leaving the tensors shows up), and must match the committed
+values exactly; latency speedup over keep-all is measured interleaved in one run and may
+fall at most ``--latency-tolerance`` below the committed value.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from bench.adaptive import LengthAdaptiveQA
+from bench.config import LengthConfig
+from bench.errors import UserError
+from bench.latency import interleaved_timings, ratio
+
+BASELINE = Path("reports/reference/speedup-baseline.json")
+DEFAULT_SHAPE = {"layers": 6, "hidden": 384, "heads": 12, "ffn": 1536, "vocab": 30522}
+
+
+@dataclass(frozen=True)
+class Measured:
+    label: str
+    flops_speedup: float
+    latency_speedup: float | None
+
+
+def shaped_model(shape: dict):
+    from transformers import BertConfig, BertForQuestionAnswering
+
+    config = BertConfig(vocab_size=shape["vocab"], hidden_size=shape["hidden"], num_hidden_layers=shape["layers"],
+                        num_attention_heads=shape["heads"], intermediate_size=shape["ffn"])
+    torch.manual_seed(0)
+    return BertForQuestionAnswering._from_config(config, attn_implementation="sdpa").eval()
+
+
+def fixed_inputs(count: int, vocab: int, seed: int = 0) -> list[torch.Tensor]:
+    """Deterministic token sequences with SQuAD-like lengths (100 to 384 tokens)."""
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(100, 385, (count,), generator=g).tolist()
+    return [torch.cat([torch.tensor([[101]]), torch.randint(1000, vocab, (1, n - 1), generator=g)], dim=1) for n in lengths]
+
+
+def counted_flops(model: LengthAdaptiveQA, inputs: list[torch.Tensor], config: LengthConfig) -> int:
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        for ids in inputs:
+            model(ids, torch.ones_like(ids), None, config=config, attention="eager")
+    return counter.get_total_flops()
+
+
+def measure(configs: dict[str, LengthConfig], shape: dict, features: int, repeats: int, latency: bool) -> list[Measured]:
+    model = shaped_model(shape)
+    adaptive = LengthAdaptiveQA(model)
+    inputs = fixed_inputs(features, shape["vocab"])
+    keep_all = LengthConfig.keep_all(adaptive.num_layers)
+    base_flops = counted_flops(adaptive, inputs, keep_all)
+    out = []
+    for label, config in configs.items():
+        flops_speedup = base_flops / counted_flops(adaptive, inputs, config)
+        lat = None
+        if latency:
+            def run(cfg=config):
+                for ids in inputs:
+                    adaptive(ids, torch.ones_like(ids), None, config=cfg)
+
+            def stock():
+                for ids in inputs:
+                    model(input_ids=ids)
+
+            with torch.inference_mode():
+                t = interleaved_timings({"config": run, "keep_all": stock}, repeats=repeats, warmup=1)
+            lat = ratio(t["keep_all"], t["config"]).median
+        out.append(Measured(label, flops_speedup, lat))
+    return out
+
+
+def configs_from_frontier_csv(path: Path) -> dict[str, LengthConfig]:
+    """Reference configurations: the committed report's frontier rows that drop tokens."""
+    if not path.is_file():
+        raise UserError(f"{path} not found; commit a reference report first (make pareto RUN=reference)")
+    configs = {}
+    with path.open() as fh:
+        for row in csv.DictReader(fh):
+            config = LengthConfig.from_values([float(v) for v in row["values"].split(";")], row["kind"])
+            if not config.is_keep_all:
+                configs[config.label()] = config
+    return configs
+
+
+def load_baseline(path: Path) -> dict:
+    if not path.is_file():
+        raise UserError(f"no committed speedup baseline at {path}; create it with `make regress-update`")
+    return json.loads(path.read_text())
+
+
+def check(baseline: dict, repeats: int, tolerance: float, latency: bool) -> tuple[bool, str]:
+    """Compare fresh measurements with the committed ones; returns (passed, readable table)."""
+    configs = {e["label"]: LengthConfig.from_dict(e["config"]) for e in baseline["entries"]}
+    fresh = {m.label: m for m in measure(configs, baseline["shape"], baseline["features"], repeats, latency)}
+    lines = [f"{'configuration':44} {'FLOPs x (committed -> now)':>28} {'latency x (committed -> now, floor)':>40}  verdict"]
+    passed = True
+    for entry in baseline["entries"]:
+        now = fresh[entry["label"]]
+        flops_ok = abs(now.flops_speedup - entry["flops_speedup"]) <= 1e-9 * entry["flops_speedup"]
+        floor = entry["latency_speedup"] * (1 - tolerance)
+        lat_ok = (not latency) or now.latency_speedup >= floor
+        verdict = "ok" if flops_ok and lat_ok else "REGRESSED" + (" (FLOPs)" if not flops_ok else "") + (" (latency)" if not lat_ok else "")
+        passed &= flops_ok and lat_ok
+        lat_text = f"{entry['latency_speedup']:.3f} -> {now.latency_speedup:.3f} (>= {floor:.3f})" if latency else "not measured"
+        lines.append(f"{entry['label'][:44]:44} {entry['flops_speedup']:>12.6f} -> {now.flops_speedup:<12.6f} {lat_text:>40}  {verdict}")
+    return passed, "\n".join(lines)
+
+
+def update(configs: dict[str, LengthConfig], path: Path, features: int, repeats: int, shape: dict | None = None) -> None:
+    shape = shape or DEFAULT_SHAPE
+    measured = measure(configs, shape, features, repeats, latency=True)
+    payload = {
+        "about": "speedups over keep-all of the reference configurations on a random model of the default "
+                 "shape; FLOPs counted by FlopCounterMode (exact), latency interleaved median (make regress)",
+        "shape": shape,
+        "features": features,
+        "entries": [{"label": m.label, "config": configs[m.label].to_dict(), "flops_speedup": m.flops_speedup,
+                     "latency_speedup": m.latency_speedup} for m in measured],
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.regress",
+                                     description="Fail when the speedup of the committed reference configurations regresses.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    c = sub.add_parser("check", help="re-measure and compare with the committed baseline (exit 1 on regression)")
+    c.add_argument("--baseline", default=str(BASELINE), help="committed baseline JSON (default: %(default)s)")
+    c.add_argument("--repeats", type=int, default=7, help="interleaved latency rounds (default: %(default)s)")
+    c.add_argument("--latency-tolerance", type=float, default=0.15, help="allowed relative fall of latency speedup (default: %(default)s)")
+    c.add_argument("--no-latency", action="store_true", help="check FLOPs only")
+    u = sub.add_parser("update", help="measure the reference configurations and write the baseline")
+    u.add_argument("--from", dest="source", default="reports/reference/frontier.csv", help="frontier CSV of the reference report")
+    u.add_argument("--baseline", default=str(BASELINE))
+    u.add_argument("--features", type=int, default=16)
+    u.add_argument("--repeats", type=int, default=7)
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "update":
+            update(configs_from_frontier_csv(Path(args.source)), Path(args.baseline), args.features, args.repeats)
+            print(f"wrote {args.baseline}")
+            return 0
+        passed, table = check(load_baseline(Path(args.baseline)), args.repeats,
+                              args.latency_tolerance, not args.no_latency)
+        print(table)
+        print("speedup check passed" if passed else "speedup REGRESSED: see the rows marked above")
+        return 0 if passed else 1
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,251 @@
+"""Measure one model x data x configuration: EM/F1, exact FLOPs, interleaved latency.
+
+A :class:`QARunner` tokenises once and keeps its padded batches, so evaluating another
+configuration only re-runs the model -- the property the search depends on.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from bench.adaptive import LengthAdaptiveQA
+from bench.config import LengthConfig
+from bench.costs import BERT_BASE, EncoderShape, FlopReport, flop_report, mean_tokens_per_layer
+from bench.features import Features, cached_features, collate, length_sorted_batches
+from bench.latency import Ratio, interleaved_timings, ratio
+from bench.model_io import load_qa_model, load_tokenizer
+from bench.squad import SquadData
+
+
+@dataclass
+class EvalResult:
+    """Accuracy of one configuration plus what the model actually kept."""
+
+    exact_match: float
+    f1: float
+    answers: dict[str, dict]
+    tokens_kept_per_layer: list[float]
+    questions: int
+    features: int
+    seconds: float
+
+    @property
+    def questions_per_second(self) -> float:
+        return self.questions / self.seconds if self.seconds else float("inf")
+
+
+@dataclass
+class LatencyResult:
+    """Interleaved timings of a configuration against its references."""
+
+    batch_size: int
+    features: int
+    repeats: int
+    ms_per_feature: float
+    vs_keep_all: Ratio
+    vs_bert_base: Ratio | None = None
+    extra: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        out = {
+            "batch_size": self.batch_size,
+            "features": self.features,
+            "repeats": self.repeats,
+            "ms_per_feature": self.ms_per_feature,
+            "speedup_vs_keep_all": self.vs_keep_all.as_dict(),
+        }
+        if self.vs_bert_base is not None:
+            out["speedup_vs_bert_base"] = self.vs_bert_base.as_dict()
+        out.update(self.extra)
+        return out
+
+
+def bert_base_qa(vocab_size: int = 30522):
+    """A randomly initialised BERT-base QA model: same latency as a trained one, no download."""
+    from transformers import BertConfig, BertForQuestionAnswering
+
+    config = BertConfig(vocab_size=vocab_size, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                        intermediate_size=3072)
+    torch.manual_seed(0)
+    return BertForQuestionAnswering._from_config(config, attn_implementation="sdpa").eval()
+
+
+class QARunner:
+    """One model and one SQuAD set, tokenised once, ready to evaluate many configurations."""
+
+    def __init__(
+        self,
+        model_name: str,
+        data: SquadData,
+        batch_size: int = 32,
+        threads: int | None = None,
+        model=None,
+        tokenizer=None,
+        progress: bool = True,
+    ):
+        if threads:
+            torch.set_num_threads(threads)
+        self.model_name = model_name
+        self.data = data
+        self.progress = progress
+        self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(model_name)
+        self.model = model if model is not None else load_qa_model(model_name)
+        self.model.eval()
+        self.adaptive = LengthAdaptiveQA(self.model)
+        self.shape = EncoderShape.from_hf_config(self.model.config)
+        self.features: Features = cached_features(data, self.tokenizer)
+        self.pad_id = self.tokenizer.pad_token_id or 0
+        self.batch_size = batch_size
+        self._batches = [
+            (idx, collate(self.features, idx, self.pad_id))
+            for idx in length_sorted_batches(self.features.lengths, batch_size)
+        ]
+
+    @property
+    def num_layers(self) -> int:
+        return self.adaptive.num_layers
+
+    @property
+    def questions(self) -> int:
+        return len(self.data.examples)
+
+    def logits(self, config: LengthConfig, desc: str = "evaluating") -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
+        """Per-feature start/end logits (unpadded) and the tokens each layer kept per feature."""
+        config.check_layers(self.num_layers, self.model_name)
+        n = len(self.features)
+        starts: list[np.ndarray] = [np.empty(0)] * n
+        ends: list[np.ndarray] = [np.empty(0)] * n
+        kept = np.zeros((self.num_layers, n), dtype=np.int64)
+        bar = tqdm(self._batches, desc=desc, unit="batch", disable=not self.progress, leave=False)
+        with torch.inference_mode():
+            for idx, batch in bar:
+                out = self.adaptive(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"], config)
+                s, e = out.start_logits.numpy(), out.end_logits.numpy()
+                for row, i in enumerate(idx):
+                    length = len(self.features.input_ids[i])
+                    starts[i], ends[i] = s[row, :length], e[row, :length]
+                kept[:, idx] = out.kept.numpy()
+        return starts, ends, kept
+
+    def evaluate(self, config: LengthConfig, desc: str = "evaluating") -> EvalResult:
+        from bench.postprocess import predict_answers
+        from bench.scoring import squad_scores
+
+        started = time.perf_counter()
+        starts, ends, kept = self.logits(config, desc)
+        answers = predict_answers(self.data.examples, self.features, starts, ends)
+        seconds = time.perf_counter() - started
+        scores = squad_scores({qid: a["text"] for qid, a in answers.items()}, self.data.examples)
+        return EvalResult(
+            exact_match=scores["exact_match"],
+            f1=scores["f1"],
+            answers=answers,
+            tokens_kept_per_layer=kept.mean(axis=1).tolist(),
+            questions=self.questions,
+            features=len(self.features),
+            seconds=seconds,
+        )
+
+    def flops(self, config: LengthConfig, padded: bool = False) -> FlopReport:
+        return flop_report(self.shape, config, self.features.lengths, self.questions, padded=padded)
+
+    def mean_tokens(self, config: LengthConfig) -> list[float]:
+        return mean_tokens_per_layer(config, self.features.lengths)
+
+    def latency_sample(self, count: int) -> list[int]:
+        """Features spread evenly over the length distribution, so the sample looks like the set."""
+        order = sorted(range(len(self.features)), key=lambda i: self.features.lengths[i])
+        count = max(1, min(count, len(order)))
+        step = len(order) / count
+        return [order[int(step * k + step / 2)] for k in range(count)]
+
+    def latency(
+        self,
+        config: LengthConfig,
+        sample: int = 16,
+        batch_size: int = 1,
+        repeats: int = 5,
+        warmup: int = 1,
+        with_bert_base: bool = True,
+        bert_base=None,
+    ) -> LatencyResult:
+        """Time the configuration, the stock model (keep-all) and BERT-base on the same batches."""
+        picks = self.latency_sample(sample)
+        batches = [collate(self.features, chunk, self.pad_id) for chunk in
+                   (picks[i : i + batch_size] for i in range(0, len(picks), batch_size))]
+
+        def run_config():
+            for b in batches:
+                self.adaptive(b["input_ids"], b["attention_mask"], b["token_type_ids"], config)
+
+        def run_stock(model):
+            def go():
+                for b in batches:
+                    model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], token_type_ids=b["token_type_ids"])
+            return go
+
+        contenders = {"config": run_config, "keep_all": run_stock(self.model)}
+        if with_bert_base:
+            contenders["bert_base"] = run_stock(bert_base if bert_base is not None else bert_base_qa())
+        with torch.inference_mode():
+            timings = interleaved_timings(contenders, repeats=repeats, warmup=warmup)
+        return LatencyResult(
+            batch_size=batch_size,
+            features=len(picks),
+            repeats=repeats,
+            ms_per_feature=1000 * timings["config"].median / len(picks),
+            vs_keep_all=ratio(timings["keep_all"], timings["config"]),
+            vs_bert_base=ratio(timings["bert_base"], timings["config"]) if with_bert_base else None,
+            extra={"keep_all_ms_per_feature": 1000 * timings["keep_all"].median / len(picks)},
+        )
+
+
+def metrics_record(
+    runner: QARunner, config: LengthConfig, result: EvalResult, latency: LatencyResult | None
+) -> dict:
+    """The metrics.json content: accuracy, FLOPs in both conventions, speedups, kept tokens."""
+    dynamic = runner.flops(config)
+    padded = runner.flops(config, padded=True)
+    speedups = {
+        "flops_vs_bert_base": dynamic.speedup_vs_bert_base,
+        "flops_vs_keep_all": dynamic.speedup_vs_keep_all,
+        "flops_vs_bert_base_padded384": padded.speedup_vs_bert_base,
+        "flops_vs_keep_all_padded384": padded.speedup_vs_keep_all,
+        "latency_vs_keep_all": latency.vs_keep_all.median if latency else None,
+        "latency_vs_bert_base": latency.vs_bert_base.median if latency and latency.vs_bert_base else None,
+    }
+    return {
+        "model": runner.model_name,
+        "data": runner.data.source,
+        "questions": result.questions,
+        "features": result.features,
+        "config": config.to_dict(),
+        "config_label": config.label(),
+        "exact_match": result.exact_match,
+        "f1": result.f1,
+        "speedups": speedups,
+        "flops": {
+            "unit": "FLOPs = 2 x MACs, matrix products only (projections, attention, FFN, span head)",
+            "dynamic_padding": dynamic.as_dict(),
+            "padded_to_384": padded.as_dict(),
+            "bert_base_shape": {"layers": BERT_BASE.num_layers, "hidden": BERT_BASE.hidden, "ffn": BERT_BASE.intermediate},
+        },
+        "latency": latency.as_dict() if latency else None,
+        "tokens_kept_per_layer": result.tokens_kept_per_layer,
+        "mean_input_tokens": float(np.mean(runner.features.lengths)) if len(runner.features) else 0.0,
+        "evaluation_seconds": result.seconds,
+        "questions_per_second": result.questions_per_second,
+    }
+
+
+def check_flops_consistent(runner: QARunner, config: LengthConfig, kept_mean: Sequence[float]) -> None:
+    """The formula's token counts must be the model's: a guard against the two drifting apart."""
+    expected = runner.mean_tokens(config)
+    if any(abs(a - b) > 1e-6 for a, b in zip(expected, kept_mean)):
+        raise AssertionError(f"model kept {kept_mean} tokens per layer but the FLOP formula assumes {expected}")

@@ -1,0 +1,171 @@
+"""SQuAD 1.1 examples: reading the official nested JSON, the hub copy, and article splits.
+
+The evaluator works on flat examples (one question each) but splits must be made
+per article, so that a search split and a held-out split never share a context.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.errors import UserError
+
+
+@dataclass(frozen=True)
+class Example:
+    """One SQuAD question with its context and gold answers."""
+
+    qid: str
+    title: str
+    context: str
+    question: str
+    answers: tuple[str, ...]
+    answer_starts: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class SquadData:
+    """The examples of one SQuAD file plus an identity used for feature caching."""
+
+    examples: list[Example]
+    source: str
+    fingerprint: str
+
+    @property
+    def titles(self) -> list[str]:
+        seen: dict[str, None] = {}
+        for ex in self.examples:
+            seen.setdefault(ex.title, None)
+        return list(seen)
+
+
+def _parse_nested(raw: object, source: str) -> list[Example]:
+    if not isinstance(raw, dict) or not isinstance(raw.get("data"), list):
+        raise UserError(
+            f"{source} is not a SQuAD 1.1 file: expected a JSON object with a 'data' list "
+            "(the official layout {\"version\", \"data\": [{\"title\", \"paragraphs\": ...}]})"
+        )
+    examples: list[Example] = []
+    try:
+        for article in raw["data"]:
+            title = article["title"]
+            for para in article["paragraphs"]:
+                context = para["context"]
+                for qa in para["qas"]:
+                    answers = qa.get("answers") or []
+                    examples.append(
+                        Example(
+                            qid=str(qa["id"]),
+                            title=title,
+                            context=context,
+                            question=qa["question"],
+                            answers=tuple(a["text"] for a in answers),
+                            answer_starts=tuple(int(a["answer_start"]) for a in answers),
+                        )
+                    )
+    except (KeyError, TypeError) as exc:
+        raise UserError(
+            f"{source} is a malformed SQuAD file: missing or wrong field {exc}; each article needs "
+            "'title' and 'paragraphs', each paragraph 'context' and 'qas', each qa 'id', 'question', 'answers'"
+        ) from None
+    if not examples:
+        raise UserError(f"{source} holds no questions; point DATA at a SQuAD 1.1 JSON file with questions")
+    return examples
+
+
+def load_squad_file(path: str | Path) -> SquadData:
+    """Read an official SQuAD 1.1 JSON file."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(
+            f"SQuAD file not found: {path}. Pass DATA=/path/to/dev-v1.1.json "
+            "(on these machines: ../shared/data/squad/dev-v1.1.json)"
+        )
+    blob = path.read_bytes()
+    try:
+        raw = json.loads(blob)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path} is not valid JSON ({exc}); give the official SQuAD 1.1 JSON file") from None
+    examples = _parse_nested(raw, str(path))
+    return SquadData(examples, str(path), hashlib.md5(blob).hexdigest())
+
+
+def load_squad_hub(name: str = "rajpurkar/squad", split: str = "validation") -> SquadData:
+    """Load SQuAD from the Hugging Face hub (only where the hub is reachable)."""
+    try:
+        import datasets
+
+        ds = datasets.load_dataset(name, split=split)
+    except Exception as exc:  # noqa: BLE001 - any hub failure becomes one clear line
+        raise UserError(
+            f"could not load dataset {name!r} ({split}) from the hub: {type(exc).__name__}. "
+            "Offline, pass a local file instead, e.g. DATA=../shared/data/squad/dev-v1.1.json"
+        ) from None
+    examples = [
+        Example(
+            qid=str(row["id"]),
+            title=row["title"],
+            context=row["context"],
+            question=row["question"],
+            answers=tuple(row["answers"]["text"]),
+            answer_starts=tuple(int(s) for s in row["answers"]["answer_start"]),
+        )
+        for row in ds
+    ]
+    return SquadData(examples, f"hub:{name}:{split}", f"hub-{name}-{split}-{ds._fingerprint}")
+
+
+def load_squad(source: str | Path) -> SquadData:
+    """A local path, or ``hub:<name>[:<split>]`` for the hub copy."""
+    text = str(source)
+    if text.startswith("hub:"):
+        parts = text.split(":")
+        name = parts[1] if len(parts) > 1 and parts[1] else "rajpurkar/squad"
+        split = parts[2] if len(parts) > 2 else "validation"
+        return load_squad_hub(name, split)
+    return load_squad_file(text)
+
+
+def limit_examples(data: SquadData, limit: int | None) -> SquadData:
+    """The first ``limit`` questions, in file order (what the published numbers' subsets use)."""
+    if limit is None or limit <= 0 or limit >= len(data.examples):
+        return data
+    return SquadData(data.examples[:limit], data.source, f"{data.fingerprint}-first{limit}")
+
+
+def split_by_article(data: SquadData, held_out_fraction: float = 0.5, seed: int = 0) -> tuple[SquadData, SquadData]:
+    """(search split, held-out split): whole articles go to one side only.
+
+    Articles are shuffled with a fixed seed, then assigned greedily so that the held-out
+    side gets about ``held_out_fraction`` of the questions.
+    """
+    if not 0.0 < held_out_fraction < 1.0:
+        raise UserError(f"held-out fraction must be between 0 and 1, got {held_out_fraction}")
+    titles = data.titles
+    if len(titles) < 2:
+        raise UserError(f"{data.source} has {len(titles)} article(s); an article-level split needs at least 2")
+    rng = random.Random(seed)
+    order = titles[:]
+    rng.shuffle(order)
+    counts: dict[str, int] = {}
+    for ex in data.examples:
+        counts[ex.title] = counts.get(ex.title, 0) + 1
+    target = held_out_fraction * len(data.examples)
+    held: set[str] = set()
+    total = 0
+    for title in order:
+        if total >= target or len(held) == len(titles) - 1:
+            break
+        held.add(title)
+        total += counts[title]
+    search_ex = [ex for ex in data.examples if ex.title not in held]
+    held_ex = [ex for ex in data.examples if ex.title in held]
+    tag = f"split{seed}-{held_out_fraction}"
+    return (
+        SquadData(search_ex, f"{data.source}[search]", f"{data.fingerprint}-{tag}-search"),
+        SquadData(held_ex, f"{data.source}[held-out]", f"{data.fingerprint}-{tag}-heldout"),
+    )

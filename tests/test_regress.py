@@ -1,0 +1,60 @@
+import csv
+import json
+
+import torch
+
+from bench import regress
+from bench.adaptive import LengthAdaptiveQA
+
+TINY = {"layers": 4, "hidden": 32, "heads": 4, "ffn": 64, "vocab": 1200}
+
+
+def _baseline(tmp_path):
+    frontier = tmp_path / "frontier.csv"
+    with frontier.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=["kind", "values"])
+        w.writeheader()
+        w.writerow({"kind": "ratios", "values": "1;1;1;1"})  # keep-all rows are not reference configurations
+        w.writerow({"kind": "ratios", "values": "1;0.6;0.4;0.2"})
+        w.writerow({"kind": "counts", "values": "200;120;60;20"})
+    path = tmp_path / "baseline.json"
+    regress.update(regress.configs_from_frontier_csv(frontier), path, features=3, repeats=1, shape=TINY)
+    return path
+
+
+def test_unchanged_code_passes_and_flops_speedup_is_real(tmp_path, capsys):
+    path = _baseline(tmp_path)
+    entries = json.loads(path.read_text())["entries"]
+    assert [e["label"] for e in entries] == ["ratios:1,0.6,0.4,0.2", "counts:200,120,60,20"]
+    assert all(e["flops_speedup"] > 1.3 for e in entries)
+    assert regress.main(["check", "--baseline", str(path), "--no-latency"]) == 0
+    assert "speedup check passed" in capsys.readouterr().out
+
+
+def test_breaking_the_dropping_fails_the_check(tmp_path, monkeypatch, capsys):
+    path = _baseline(tmp_path)
+    original = LengthAdaptiveQA._dropping_layer
+
+    def keep_everything(self, layer, hidden, valid, keep, positions):
+        # the bug: tokens are "dropped" but every slot stays in the tensors
+        return original(self, layer, hidden, valid, torch.full_like(keep, hidden.shape[1]), positions)
+
+    monkeypatch.setattr(LengthAdaptiveQA, "_dropping_layer", keep_everything)
+    assert regress.main(["check", "--baseline", str(path), "--no-latency"]) == 1
+    out = capsys.readouterr().out
+    assert "REGRESSED (FLOPs)" in out and "speedup REGRESSED" in out
+
+
+def test_latency_below_the_floor_fails(tmp_path, capsys):
+    path = _baseline(tmp_path)
+    data = json.loads(path.read_text())
+    for e in data["entries"]:
+        e["latency_speedup"] = 50.0  # no real run can be 50x faster than keep-all with these configs
+    path.write_text(json.dumps(data))
+    assert regress.main(["check", "--baseline", str(path), "--repeats", "1"]) == 1
+    assert "REGRESSED (latency)" in capsys.readouterr().out
+
+
+def test_missing_baseline_is_a_clear_error(tmp_path, capsys):
+    assert regress.main(["check", "--baseline", str(tmp_path / "none.json")]) == 2
+    assert "make regress-update" in capsys.readouterr().err
