@@ -9,6 +9,7 @@ from bench.errors import UserError
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from bench.answer import add_answer_arguments
     from bench.cli_eval import add_eval_arguments
 
     parser = argparse.ArgumentParser(
@@ -21,6 +22,11 @@ def build_parser() -> argparse.ArgumentParser:
                                     "OUT/metrics.json (EM, F1, FLOPs, speedups, latency, tokens kept) and "
                                     "OUT/predictions.json (official SQuAD format).")
     add_eval_arguments(ev)
+    ans = sub.add_parser("answer", help="answer questions with a model and a length configuration",
+                         description="Answer questions about contexts with a QA model and a length configuration "
+                                     "(the transformers 4 question-answering pipeline's output: answer, score, "
+                                     "start, end). Prints JSON: one object for --question/--context, a list for --input.")
+    add_answer_arguments(ans)
     sub.add_parser("train", help="fine-tune the default QA model (see python -m bench.train --help)", add_help=False)
     return parser
 
@@ -44,6 +50,10 @@ def main(argv: list[str] | None = None) -> int:
             from bench.cli_eval import run_eval
 
             run_eval(args)
+        elif args.command == "answer":
+            from bench.answer import run_answer
+
+            run_answer(args)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -1,0 +1,51 @@
+"""Benchmark 2: the length-adaptive forward with keep-all vs the stock forward (target ratio <= 1.05)."""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from bench.adaptive import LengthAdaptiveQA
+from bench.config import LengthConfig
+from bench.features import collate
+from bench.latency import interleaved_timings, ratio
+from bench.model_io import quiet_libraries
+from bench.runner import QARunner
+from bench.squad import limit_examples, load_squad
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model", default="models/minilm-squad")
+    parser.add_argument("--data", default="../shared/data/squad/dev-v1.1.json")
+    parser.add_argument("--features", type=int, default=32)
+    parser.add_argument("--batch-sizes", default="1,16")
+    parser.add_argument("--repeats", type=int, default=9)
+    args = parser.parse_args()
+    quiet_libraries()
+    runner = QARunner(args.model, limit_examples(load_squad(args.data), 400), progress=False)
+    picks = runner.latency_sample(args.features)
+    keep_all = LengthConfig.keep_all(runner.num_layers)
+    adaptive: LengthAdaptiveQA = runner.adaptive
+    print(f"model {args.model}, {len(picks)} dev features spread over the length range, {torch.get_num_threads()} threads")
+    for bs in (int(b) for b in args.batch_sizes.split(",")):
+        batches = [collate(runner.features, picks[i : i + bs], runner.pad_id) for i in range(0, len(picks), bs)]
+
+        def stock():
+            for b in batches:
+                runner.model(**b)
+
+        def ours():
+            for b in batches:
+                adaptive(b["input_ids"], b["attention_mask"], b["token_type_ids"], keep_all)
+
+        with torch.inference_mode():
+            t = interleaved_timings({"stock": stock, "adaptive_keep_all": ours}, repeats=args.repeats, warmup=1)
+        overhead = ratio(t["adaptive_keep_all"], t["stock"])  # adaptive time / stock time
+        print(f"batch {bs:>3}: stock {1000 * t['stock'].median / len(picks):.2f} ms/feature, adaptive keep-all "
+              f"{1000 * t['adaptive_keep_all'].median / len(picks):.2f} ms/feature; latency ratio adaptive/stock {overhead}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""Budgets: one syntax for every command (``--budget`` and ``BUDGET=``).
+
+* ``flops-speedup>=X``   -- FLOPs speedup over the same model's keep-all
+* ``latency-speedup>=X`` -- measured latency speedup over the same model's keep-all
+* ``gflops<=X``          -- GFLOPs per question
+* ``latency-ms<=X``      -- milliseconds per feature at the measured batch size
+
+Optuna treats a constraint value <= 0 as satisfied, so :meth:`Budget.violation` returns
+how far a configuration is from the budget in that sign convention.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from bench.errors import UserError
+from search.records import Scores
+
+_FORMS = {
+    "flops-speedup": (">=", "flops_speedup_vs_keep_all"),
+    "latency-speedup": (">=", "latency_speedup_vs_keep_all"),
+    "gflops": ("<=", "gflops_per_question"),
+    "latency-ms": ("<=", "latency_ms"),
+}
+SYNTAX = "flops-speedup>=X, latency-speedup>=X, gflops<=X or latency-ms<=X"
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A threshold on one cost measure of :class:`~search.records.Scores`."""
+
+    name: str
+    threshold: float
+
+    @property
+    def op(self) -> str:
+        return _FORMS[self.name][0]
+
+    @property
+    def field(self) -> str:
+        return _FORMS[self.name][1]
+
+    @property
+    def needs_latency(self) -> bool:
+        return self.name.startswith("latency")
+
+    def value(self, scores: Scores) -> float | None:
+        return getattr(scores, self.field)
+
+    def violation(self, scores: Scores) -> float:
+        """<= 0 when met; positive (and larger when further off) otherwise."""
+        value = self.value(scores)
+        if value is None:
+            return float("inf")
+        return self.threshold - value if self.op == ">=" else value - self.threshold
+
+    def is_met(self, scores: Scores) -> bool:
+        return self.violation(scores) <= 1e-12
+
+    def __str__(self) -> str:
+        return f"{self.name}{self.op}{self.threshold:g}"
+
+
+def parse_budget(text: str | None) -> Budget | None:
+    """``None``/empty means no budget."""
+    if text is None or not text.strip() or text.strip().lower() == "none":
+        return None
+    match = re.fullmatch(r"\s*([a-z-]+)\s*(>=|<=)\s*([0-9]*\.?[0-9]+)\s*", text)
+    if not match or match.group(1) not in _FORMS:
+        raise UserError(f"cannot read budget {text!r}; write one of {SYNTAX}, e.g. BUDGET='flops-speedup>=2'")
+    name, op, number = match.group(1), match.group(2), float(match.group(3))
+    if op != _FORMS[name][0]:
+        raise UserError(f"budget {text!r}: {name} takes {_FORMS[name][0]} (e.g. {name}{_FORMS[name][0]}{number:g})")
+    if number <= 0:
+        raise UserError(f"budget {text!r}: the threshold must be positive")
+    return Budget(name, number)
