@@ -1,0 +1,212 @@
+"""The written side of a report: ``frontier.csv`` for tools and ``report.md`` for people.
+
+Both list the same held-out rows, so a number quoted from the Markdown can always be traced to
+the CSV (and from there re-measured by ``bench.regress``, which reads the ``kind`` and
+``values`` columns).
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from reports.frontier import best_within, most_accurate, pareto_front
+from search.records import RunInfo, TrialPoint
+
+FLOPS_KEY = "flops_speedup_vs_bert_base"
+LATENCY_KEY = "latency_speedup_vs_bert_base"
+
+SCORE_COLUMNS: tuple[str, ...] = (
+    "exact_match",
+    "f1",
+    "gflops_per_question",
+    "flops_speedup_vs_bert_base",
+    "flops_speedup_vs_keep_all",
+    "flops_speedup_vs_bert_base_padded384",
+    "latency_speedup_vs_bert_base",
+    "latency_speedup_vs_keep_all",
+    "latency_ms",
+)
+COLUMNS: tuple[str, ...] = (
+    ("number", "label", "baseline", "kind", "values")
+    + SCORE_COLUMNS
+    + ("on_flops_frontier", "on_latency_frontier")
+)
+
+
+# --- which rows -------------------------------------------------------------------------
+def frontier_rows(points: list[TrialPoint]) -> list[dict]:
+    """Held-out rows: every point on the FLOPs or latency frontier, plus every re-scored baseline.
+
+    Baselines are kept even when dominated, because "how much better than a constant ratio" is
+    the question a reader brings to the table.
+    """
+    on_flops = {p.number for p in pareto_front(points, FLOPS_KEY)}
+    on_latency = {p.number for p in pareto_front(points, LATENCY_KEY)}
+    chosen = [
+        p for p in points
+        if p.heldout is not None and (p.number in on_flops or p.number in on_latency or p.baseline)
+    ]
+    chosen.sort(key=lambda p: (p.heldout.flops_speedup_vs_bert_base, p.number))
+    return [_row(p, p.number in on_flops, p.number in on_latency) for p in chosen]
+
+
+def _row(point: TrialPoint, on_flops: bool, on_latency: bool) -> dict:
+    config = point.length_config
+    values = [int(v) for v in config.values] if config.kind == "counts" else list(config.values)
+    row: dict = {
+        "number": point.number,
+        "label": point.label,
+        "baseline": point.baseline,
+        "kind": config.kind,
+        "values": ";".join(str(v) for v in values),  # str() of a float round-trips exactly
+    }
+    for column in SCORE_COLUMNS:
+        row[column] = getattr(point.heldout, column)
+    row["on_flops_frontier"] = on_flops
+    row["on_latency_frontier"] = on_latency
+    return row
+
+
+# --- frontier.csv -----------------------------------------------------------------------
+def _csv_cell(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def write_frontier_csv(points: list[TrialPoint], path: Path) -> Path:
+    """Full-precision held-out rows; empty cells where a number was not measured."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(COLUMNS)
+        for row in frontier_rows(points):
+            writer.writerow([_csv_cell(row[c]) for c in COLUMNS])
+    return path
+
+
+# --- headline ---------------------------------------------------------------------------
+def line_name(reference: str, drop: float) -> str:
+    """"BERT-1%", "own-1%": the usual shorthand for "within 1 F1 point of the reference"."""
+    return f"{reference}-{drop:g}%"
+
+
+def _describe_best(points: list[TrialPoint], key: str, floor: float, axis: str) -> str:
+    if not any(p.heldout is not None and getattr(p.heldout, key) is not None for p in points):
+        return f"{axis}: not measured"
+    best = best_within(points, key, floor)
+    if best is not None:
+        h = best.heldout
+        return f"{axis}: {getattr(h, key):.2f}x ({best.label}, F1 {h.f1:.2f})"
+    closest = most_accurate(points, key)
+    if closest is None:
+        return f"{axis}: none reaches it; no feasible point has held-out scores"
+    h = closest.heldout
+    return f"{axis}: none reaches it; closest: {closest.label} (F1 {h.f1:.2f}, {getattr(h, key):.2f}x)"
+
+
+def _reach(points: list[TrialPoint], floor: float) -> str:
+    flops = _describe_best(points, FLOPS_KEY, floor, "FLOPs")
+    latency = _describe_best(points, LATENCY_KEY, floor, "latency")
+    return f"{flops}, {latency}"
+
+
+def headline_lines(info: RunInfo, points: list[TrialPoint], bert_f1: float = 88.5, drop: float = 1.0) -> list[str]:
+    """The two sentences a reader wants first: the best speedup within 1 F1 of BERT, and of the model itself."""
+    bert_floor = bert_f1 - drop
+    lines = [f"Best speedup within {line_name('BERT', drop)} (F1 ≥ {bert_floor:.2f}): {_reach(points, bert_floor)}"]
+    own = info.keep_all_heldout_f1
+    own_name = line_name("own", drop)
+    if own is None:
+        lines.append(f"Best speedup within {own_name}: keep-all was not scored on the held-out split")
+    else:
+        own_floor = own - drop
+        lines.append(
+            f"Best speedup within {own_name} (keep-all F1 {own:.2f} − {drop:g} = {own_floor:.2f}): "
+            f"{_reach(points, own_floor)}"
+        )
+    return lines
+
+
+# --- report.md --------------------------------------------------------------------------
+def _rounded(column: str, value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else ""
+    if column in ("gflops_per_question", "latency_ms"):
+        return f"{value:.3g}"
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    return str(value).replace("|", "\\|")
+
+
+def markdown_table(points: list[TrialPoint]) -> str:
+    header = "| " + " | ".join(COLUMNS) + " |"
+    rule = "|" + "|".join("---" for _ in COLUMNS) + "|"
+    body = ["| " + " | ".join(_rounded(c, row[c]) for c in COLUMNS) + " |" for row in frontier_rows(points)]
+    return "\n".join([header, rule, *body])
+
+
+def _duration(seconds: float) -> str:
+    minutes = int(round(seconds / 60))
+    return f"{minutes // 60} h {minutes % 60:02d} min"
+
+
+def _per_hour(trials: int, seconds: float) -> str:
+    return f"{trials / (seconds / 3600):.1f}" if seconds > 0 else "n/a"
+
+
+def provenance(info: RunInfo) -> str:
+    """Everything needed to judge or repeat the run, so the numbers above are never orphaned."""
+    rows = [
+        ("model", info.model),
+        ("data", info.data),
+        ("search split", f"{info.search_split} ({info.search_questions} questions)"),
+        ("held-out split", f"{info.heldout_split} ({info.heldout_questions} questions)"),
+        ("trials", str(info.trials)),
+        ("sampler", info.sampler),
+        ("cost", info.cost),
+        ("budget", info.budget or "none"),
+        ("search time", _duration(info.seconds)),
+        ("trials per hour", _per_hour(info.trials, info.seconds)),
+        ("latency batch size", str(info.latency_batch_size)),
+        ("machine", info.machine),
+        ("date", info.date),
+    ]
+    return "\n".join(f"- **{name}**: {text}" for name, text in rows)
+
+
+CONVENTIONS = (
+    "Speedups vs BERT-base compare with BERT-base run on the same inputs (same questions, same "
+    "tokenisation, same dynamic padding). FLOPs are 2 × the multiply-accumulates of the matrix "
+    "products over the real tokens only (dynamic padding: no padding tokens are counted). The "
+    "`flops_speedup_vs_bert_base_padded384` column instead charges BERT-base for every sequence "
+    "padded to 384 tokens, the convention of the published Length-Adaptive Transformer and "
+    "Dynamic-TinyBERT results; it is larger and is given only for comparison with them. All numbers "
+    "in the table are on the held-out split, which the search never saw."
+)
+
+
+def write_report_md(
+    info: RunInfo, points: list[TrialPoint], path: Path, bert_f1: float = 88.5, drop: float = 1.0
+) -> Path:
+    """The human summary: headline first, then the evidence, then where it came from."""
+    headline = "\n".join(f"- {line}" for line in headline_lines(info, points, bert_f1, drop))
+    text = "\n\n".join([
+        f"# Length-configuration search: {info.name}",
+        headline,
+        "![Pareto frontier](pareto.png)",
+        "## Held-out frontier and baselines",
+        markdown_table(points),
+        "## Provenance",
+        provenance(info),
+        "## Conventions",
+        CONVENTIONS,
+    ])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text + "\n")
+    return path

@@ -1,0 +1,180 @@
+"""Reports from a hand-made run whose frontier is known in advance; no model is run."""
+
+import csv
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.config import LengthConfig
+from reports.__main__ import main, make_report
+from reports.frontier import best_within, pareto_front
+from reports.tables import frontier_rows
+from search.records import RunInfo, Scores, TrialPoint, read_run, write_run
+
+ROOT = Path(__file__).resolve().parents[1]
+FLOPS = "flops_speedup_vs_bert_base"
+LATENCY = "latency_speedup_vs_bert_base"
+
+
+def _scores(f1: float, speed: float, latency: float | None = None) -> Scores:
+    return Scores(exact_match=f1 - 8.0, f1=f1, gflops_per_question=40.0 / speed, flops_speedup_vs_keep_all=speed,
+                  flops_speedup_vs_bert_base=speed, flops_speedup_vs_bert_base_padded384=speed * 1.8,
+                  latency_speedup_vs_keep_all=latency, latency_speedup_vs_bert_base=latency,
+                  latency_ms=None if latency is None else 20.0 / latency)
+
+
+def _point(number: int, f1: float, speed: float, heldout: bool = True, latency: float | None = None,
+           feasible: bool = True, baseline: str | None = None) -> TrialPoint:
+    config = LengthConfig.keep_all(4) if baseline == "keep-all" else LengthConfig.constant(4, 1.0 - number / 40)
+    return TrialPoint(number=number, config=config.to_dict(), label=config.label(), baseline=baseline,
+                      feasible=feasible, search=_scores(f1 + 0.3, speed, latency),
+                      heldout=_scores(f1, speed, latency) if heldout else None)
+
+
+# Held-out (F1, FLOPs speedup, latency speedup) of the points that matter.
+KNOWN = [
+    _point(0, 88.0, 1.0, latency=1.0, baseline="keep-all"),
+    _point(1, 87.8, 1.6, latency=1.5),
+    _point(2, 87.6, 2.5, latency=1.9),           # fastest with F1 >= 87.5 (BERT-1%)
+    _point(3, 86.0, 3.2, latency=2.6),
+    _point(4, 85.0, 3.0, latency=2.7),           # FLOPs-dominated by 3, but fastest on latency
+    _point(5, 88.2, 4.0, latency=3.0, feasible=False),  # would dominate everything, but misses the budget
+    _point(6, 87.6, 2.5, latency=1.8),           # same FLOPs coordinates as 2: the lower number wins
+    _point(7, 85.9, 3.2, latency=2.0),           # same speedup as 3, lower F1
+    _point(8, 87.0, 1.5, latency=1.4, baseline="constant-0.90"),  # dominated baseline
+    _point(9, 99.0, 9.0, heldout=False),         # search-split scores only
+    _point(10, 87.1, 2.8, latency=2.1),          # fastest with F1 >= 87.0 (own-1%)
+]
+FLOPS_FRONT = [0, 1, 2, 10, 3]
+LATENCY_FRONT = [0, 1, 2, 10, 3, 4]
+
+
+def _sampled(seed: int = 0) -> list[TrialPoint]:
+    """Search-only trials that sit well below the frontier."""
+    rng = random.Random(seed)
+    return [_point(n, rng.uniform(20.0, 80.0), rng.uniform(1.0, 5.0), heldout=False, latency=None)
+            for n in range(11, 30)]
+
+
+def _info(keep_all_f1: float | None = 88.0, **kw) -> RunInfo:
+    base = dict(name="synthetic", model="tiny/dynamic-bert", data="squad-dev.json", search_split="dev[0::2]",
+                heldout_split="dev[1::2]", search_questions=500, heldout_questions=480, trials=30,
+                sampler="tpe", cost="flops", budget="flops-speedup>=1.2", seconds=5400.0,
+                machine="test box, 2 cores", date="2025-01-01", keep_all_heldout_f1=keep_all_f1)
+    base.update(kw)
+    return RunInfo(**base)
+
+
+@pytest.fixture
+def run_dir(tmp_path) -> Path:
+    folder = tmp_path / "run"
+    write_run(folder, _info(), KNOWN + _sampled())
+    return folder
+
+
+def _numbers(points) -> list[int]:
+    return [p.number for p in points]
+
+
+def test_flops_frontier_is_the_hand_known_set():
+    assert _numbers(pareto_front(KNOWN + _sampled(), FLOPS)) == FLOPS_FRONT
+
+
+def test_latency_frontier_skips_points_without_latency():
+    assert _numbers(pareto_front(KNOWN + _sampled(), LATENCY)) == LATENCY_FRONT
+
+
+def test_frontier_does_not_depend_on_input_order():
+    shuffled = KNOWN + _sampled()
+    random.Random(1).shuffle(shuffled)
+    assert _numbers(pareto_front(shuffled, FLOPS)) == FLOPS_FRONT
+
+
+def test_search_split_frontier_uses_search_scores():
+    front = _numbers(pareto_front(KNOWN + _sampled(), "flops_speedup_vs_keep_all", split="search"))
+    assert front[-1] == 9 and 5 not in front
+
+
+def test_best_within_picks_the_fastest_point_above_the_floor():
+    assert best_within(KNOWN, FLOPS, 87.5).number == 2
+    assert best_within(KNOWN, FLOPS, 87.0).number == 10
+    assert best_within(KNOWN, LATENCY, 80.0).number == 4
+    assert best_within(KNOWN, FLOPS, 95.0) is None
+
+
+def test_frontier_csv_rows(run_dir):
+    make_report(run_dir)
+    with (run_dir / "frontier.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert [int(r["number"]) for r in rows] == [0, 8, 1, 2, 10, 4, 3]  # by FLOPs speedup
+    by_number = {int(r["number"]): r for r in rows}
+    assert by_number[2]["f1"] == "87.6" and by_number[2]["flops_speedup_vs_bert_base"] == "2.5"
+    assert by_number[2]["on_flops_frontier"] == "true" and by_number[2]["on_latency_frontier"] == "true"
+    assert by_number[4]["on_flops_frontier"] == "false" and by_number[4]["on_latency_frontier"] == "true"
+    assert by_number[8]["baseline"] == "constant-0.90" and by_number[8]["on_flops_frontier"] == "false"
+    assert by_number[0]["kind"] == "ratios" and by_number[0]["values"] == "1.0;1.0;1.0;1.0"
+    assert by_number[0]["baseline"] == "keep-all"
+
+
+def test_empty_cells_for_unmeasured_latency(tmp_path):
+    points = [_point(0, 88.0, 1.0, baseline="keep-all"), _point(1, 87.0, 2.0)]
+    write_run(tmp_path, _info(), points)
+    make_report(tmp_path)
+    rows = list(csv.DictReader((tmp_path / "frontier.csv").open()))
+    assert rows[1]["latency_ms"] == "" and rows[1]["latency_speedup_vs_bert_base"] == ""
+    assert "latency: not measured" in (tmp_path / "report.md").read_text()
+
+
+def test_report_md_headline_and_provenance(run_dir):
+    make_report(run_dir)
+    text = (run_dir / "report.md").read_text()
+    assert "Best speedup within BERT-1% (F1 ≥ 87.50): FLOPs: 2.50x" in text
+    assert "Best speedup within own-1% (keep-all F1 88.00 − 1 = 87.00): FLOPs: 2.80x" in text
+    assert "latency: 2.10x" in text
+    assert "dev[1::2] (480 questions)" in text and "1 h 30 min" in text and "20.0" in text  # trials per hour
+    assert "padded384" in text and "2 × " in text
+    assert len([line for line in text.splitlines() if line.startswith("| ")]) == 1 + 7
+
+
+def test_none_reaches_the_line(run_dir, tmp_path):
+    make_report(run_dir, tmp_path / "out", bert_f1=95.0)
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "FLOPs: none reaches it; closest: ratios:1,1,1,1 (F1 88.00, 1.00x)" in text
+
+
+def test_plots_render_even_far_below_the_bert_line(tmp_path):
+    low = [_point(p.number, p.heldout.f1 - 18.0 if p.heldout else p.search.f1 - 18.0, p.search.flops_speedup_vs_bert_base,
+                  heldout=p.heldout is not None, latency=p.search.latency_speedup_vs_bert_base,
+                  feasible=p.feasible, baseline=p.baseline) for p in KNOWN + _sampled()]
+    write_run(tmp_path, _info(keep_all_f1=70.0), low)
+    paths = make_report(tmp_path)
+    assert {p.name for p in paths} == {"pareto.png", "pareto.svg", "frontier.csv", "report.md"}
+    assert (tmp_path / "pareto.png").stat().st_size > 10_000
+    assert (tmp_path / "pareto.svg").stat().st_size > 10_000
+    assert "none reaches it" in (tmp_path / "report.md").read_text()
+
+
+def test_frontier_rows_cover_both_frontiers_and_baselines():
+    assert {r["number"] for r in frontier_rows(KNOWN)} == set(FLOPS_FRONT) | set(LATENCY_FRONT) | {8}
+
+
+def test_cli_prints_paths_and_headline(run_dir, tmp_path, capsys):
+    assert main([str(run_dir), "--out", str(tmp_path / "cli")]) == 0
+    out = capsys.readouterr().out
+    assert "pareto.png" in out and "FLOPs: 2.50x" in out
+    assert read_run(run_dir)[0].name == "synthetic"
+
+
+def test_cli_help_exits_zero():
+    done = subprocess.run([sys.executable, "-m", "reports", "--help"], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0 and "RUN_DIR" in done.stdout
+
+
+def test_missing_run_folder_is_a_one_line_error(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "reports", str(tmp_path / "nope")], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: ") and len(done.stderr.strip().splitlines()) == 1

@@ -1,0 +1,152 @@
+import json
+
+import optuna
+import pytest
+
+from bench.config import LengthConfig
+from bench.errors import UserError
+from search.budget import parse_budget
+from search.choose import NothingMeetsBudget, choose
+from search.records import Scores, read_run
+from search.space import baseline_params, config_from_shares, sample_config
+from search.study import Objective, SearchSettings, run_search
+
+
+def _scores(**kw):
+    base = dict(exact_match=50.0, f1=60.0, gflops_per_question=2.0, flops_speedup_vs_keep_all=2.0,
+                flops_speedup_vs_bert_base=10.0, latency_speedup_vs_keep_all=1.5, latency_ms=12.0)
+    base.update(kw)
+    return Scores(**base)
+
+
+@pytest.mark.parametrize("text, met, missed", [
+    ("flops-speedup>=2", dict(flops_speedup_vs_keep_all=2.0), dict(flops_speedup_vs_keep_all=1.9)),
+    ("latency-speedup>=1.5", dict(latency_speedup_vs_keep_all=1.6), dict(latency_speedup_vs_keep_all=1.2)),
+    ("gflops<=2.5", dict(gflops_per_question=2.5), dict(gflops_per_question=2.6)),
+    ("latency-ms<=10", dict(latency_ms=9.0), dict(latency_ms=11.0)),
+])
+def test_budget_syntax(text, met, missed):
+    budget = parse_budget(text)
+    assert str(budget) == text.replace(" ", "")
+    assert budget.is_met(_scores(**met)) and budget.violation(_scores(**met)) <= 0
+    assert not budget.is_met(_scores(**missed)) and budget.violation(_scores(**missed)) > 0
+
+
+@pytest.mark.parametrize("text", ["speed>=2", "flops-speedup<=2", "gflops>=1", "flops-speedup>=-1", "fast"])
+def test_bad_budget_is_a_clear_error(text):
+    with pytest.raises(UserError, match="budget"):
+        parse_budget(text)
+
+
+def test_sampled_configurations_are_valid_and_baselines_are_in_the_space():
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(30):
+        trial = study.ask()
+        config = sample_config(trial, 6)
+        assert list(config.values) == sorted(config.values, reverse=True)
+        study.tell(trial, [0.0, 1.0])
+    params = baseline_params(4)
+    assert config_from_shares(list(params["keep-all"].values())).is_keep_all
+    assert config_from_shares(list(params["constant-0.50"].values())) == LengthConfig("ratios", (1.0, 0.5, 0.25, 0.125))
+
+
+def _settings(tmp_path, model_dir, squad_file, trials, **kw):
+    return SearchSettings(model=str(model_dir), data=str(squad_file), run_dir=str(tmp_path / "run"), trials=trials,
+                          search_questions=None, heldout_questions=None, latency_sample=2, latency_repeats=1,
+                          batch_size=4, **kw)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, model_dir, squad_file):
+    tmp = tmp_path_factory.mktemp("search")
+    settings = _settings(tmp, model_dir, squad_file, trials=10)
+    run_dir = run_search(settings, None)
+    return settings, run_dir
+
+
+def test_search_writes_run_with_held_out_scores(finished_run):
+    settings, run_dir = finished_run
+    info, points = read_run(run_dir)
+    assert info.trials == 10 and len(points) == 10
+    assert info.search_questions + info.heldout_questions == 10
+    assert {p.baseline for p in points if p.baseline} == {"keep-all", "constant-0.90", "constant-0.80",
+                                                           "constant-0.70", "constant-0.60", "constant-0.50"}
+    rescored = [p for p in points if p.heldout is not None]
+    assert all(p.baseline or p.on_search_frontier for p in rescored)
+    keep_all = next(p for p in points if p.baseline == "keep-all")
+    assert keep_all.heldout.flops_speedup_vs_keep_all == pytest.approx(1.0)
+    assert info.keep_all_heldout_f1 == keep_all.heldout.f1
+    assert all(p.heldout.latency_speedup_vs_bert_base > 0 for p in rescored)
+
+
+def test_rerun_resumes_without_repeating_trials(finished_run, model_dir, squad_file):
+    settings, run_dir = finished_run
+    study = optuna.load_study(study_name="dynlen", storage=settings.storage_url)
+    before = [(t.number, t.params) for t in study.trials]
+    more = SearchSettings(**{**settings.__dict__, "trials": 12})
+    run_search(more, None)
+    study = optuna.load_study(study_name="dynlen", storage=settings.storage_url)
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == 12
+    assert [(t.number, t.params) for t in study.trials[: len(before)]] == before
+
+
+def test_killed_search_loses_no_completed_trial(tmp_path, model_dir, squad_file, monkeypatch):
+    settings = _settings(tmp_path, model_dir, squad_file, trials=8)
+    calls = {"n": 0}
+    original = Objective.measure
+
+    def dies_on_fourth(self, config):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return original(self, config)
+
+    monkeypatch.setattr(Objective, "measure", dies_on_fourth)
+    with pytest.raises(KeyboardInterrupt):
+        run_search(settings, None)
+    study = optuna.load_study(study_name="dynlen", storage=settings.storage_url)
+    assert len([t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]) == 3
+    monkeypatch.setattr(Objective, "measure", original)
+    run_search(settings, None)
+    info, points = read_run(tmp_path / "run")
+    assert len(points) == 8
+
+
+def test_changed_settings_are_refused(finished_run):
+    settings, _ = finished_run
+    other = SearchSettings(**{**settings.__dict__, "cost": "latency"})
+    with pytest.raises(UserError, match="other settings"):
+        run_search(other, None)
+
+
+def test_budget_keeps_infeasible_trials_out_of_the_frontier(tmp_path, model_dir, squad_file):
+    budget = parse_budget("flops-speedup>=1.5")
+    run_dir = run_search(_settings(tmp_path, model_dir, squad_file, trials=8, budget=str(budget)), budget)
+    _, points = read_run(run_dir)
+    assert any(not p.feasible for p in points)  # keep-all misses it but stays in the study
+    assert all(p.feasible for p in points if p.on_search_frontier)
+    assert all(p.search.flops_speedup_vs_keep_all >= 1.5 for p in points if p.on_search_frontier)
+
+
+def test_choose_picks_best_held_out_f1_meeting_the_budget(finished_run, tmp_path):
+    _, run_dir = finished_run
+    budget = parse_budget("flops-speedup>=1.3")
+    best, record = choose(run_dir, budget)
+    _, points = read_run(run_dir)
+    meeting = [p for p in points if p.heldout and p.heldout.flops_speedup_vs_keep_all >= 1.3]
+    assert best.heldout.f1 == max(p.heldout.f1 for p in meeting)
+    assert LengthConfig.from_dict(record) == best.length_config
+    with pytest.raises(NothingMeetsBudget, match="closest"):
+        choose(run_dir, parse_budget("flops-speedup>=100"))
+
+
+def test_choose_cli_writes_json_and_exits_1_when_unreachable(finished_run, tmp_path, capsys):
+    from search.__main__ import main
+
+    _, run_dir = finished_run
+    out = tmp_path / "chosen.json"
+    assert main(["choose", "--run", str(run_dir), "--budget", "flops-speedup>=1.2", "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["config"]["kind"] == "ratios"
+    assert main(["choose", "--run", str(run_dir), "--budget", "flops-speedup>=100"]) == 1
+    assert "closest" in capsys.readouterr().out
