@@ -14,10 +14,9 @@ import json
 import os
 import platform
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
-
 import optuna
 from tqdm import tqdm
 
@@ -68,17 +67,13 @@ class SearchSettings:
         return {k: getattr(self, k) for k in keys}
 
 
-def make_sampler(name: str, seed: int, constraints: Callable) -> optuna.samplers.BaseSampler:
+def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
+    """Both samplers read the budget from each trial's constraint (``Trial.set_constraint``)."""
     if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, constraints_func=constraints,
-                                          n_startup_trials=10)
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=10)
     if name == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed, constraints_func=constraints, population_size=20)
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=20)
     raise UserError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
-
-
-def _constraints(trial: optuna.trial.FrozenTrial) -> list[float]:
-    return list(trial.user_attrs.get("constraint", [0.0]))
 
 
 def split_data(settings: SearchSettings) -> tuple[SquadData, SquadData]:
@@ -90,12 +85,15 @@ def split_data(settings: SearchSettings) -> tuple[SquadData, SquadData]:
 def open_study(settings: SearchSettings, sampler: optuna.samplers.BaseSampler) -> optuna.Study:
     """Create the study, or resume it after checking it was made with the same settings."""
     Path(settings.run_dir).mkdir(parents=True, exist_ok=True)
-    storage = optuna.storages.RDBStorage(
-        settings.storage_url,
-        heartbeat_interval=30,
-        grace_period=90,
-        failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=1),
-    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        # heartbeats let any worker fail (and retry) a trial whose process was killed
+        storage = optuna.storages.RDBStorage(
+            settings.storage_url,
+            heartbeat_interval=30,
+            grace_period=90,
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1),
+        )
     study = optuna.create_study(study_name=STUDY_NAME, storage=storage, sampler=sampler,
                                 directions=["maximize", "minimize"], load_if_exists=True)
     stored = study.user_attrs.get("settings")
@@ -112,7 +110,9 @@ def open_study(settings: SearchSettings, sampler: optuna.samplers.BaseSampler) -
 
 def _fail_orphans(study: optuna.Study) -> None:
     """Trials left RUNNING by a killed single-worker run are failed so they are retried."""
-    optuna.storages.fail_stale_trials(study)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
 
 
 def enqueue_baselines(study: optuna.Study, num_layers: int) -> None:
@@ -166,7 +166,9 @@ class Objective:
         trial.set_user_attr("config", config.to_dict())
         trial.set_user_attr("label", label)
         trial.set_user_attr("search_scores", asdict(scores))
-        trial.set_user_attr("constraint", [self.budget.violation(scores) if self.budget else 0.0])
+        violation = min(self.budget.violation(scores), 1e9) if self.budget else 0.0
+        trial.set_user_attr("constraint", [violation])
+        trial.set_constraint("budget", violation)
         speed = scores.flops_speedup_vs_keep_all if self.settings.cost == "flops" else scores.latency_speedup_vs_keep_all
         return scores.f1, 1.0 / speed
 
@@ -305,7 +307,7 @@ def run_search(settings: SearchSettings, budget: Budget | None) -> Path:
     model = load_qa_model(settings.model)
     runner = QARunner(settings.model, search_data, settings.batch_size, model=model, tokenizer=tokenizer,
                       progress=False)
-    study = open_study(settings, make_sampler(settings.sampler, settings.seed, _constraints))
+    study = open_study(settings, make_sampler(settings.sampler, settings.seed))
     _fail_orphans(study)
     enqueue_baselines(study, runner.num_layers)
     objective = Objective(settings, runner, budget)
