@@ -5,6 +5,7 @@ DATA    ?= ../shared/data/squad/dev-v1.1.json
 TRAIN   ?= ../shared/data/squad/train-v1.1-first44articles.json
 CONFIG  ?= keep-all
 LIMIT   ?=
+LD_OUT  ?= models/minilm-squad-lengthdrop
 OUT     ?= runs/eval
 RUN     ?= default
 TRIALS  ?= 120
@@ -19,10 +20,10 @@ ifeq ($(QUICK),1)
   RUN := $(if $(filter default,$(RUN)),quick,$(RUN))
 endif
 
-.PHONY: install test model eval pareto report choose regress regress-update bench-eval bench-overhead bench-fidelity bench-samplers help
+.PHONY: install test model train eval pareto report choose regress regress-update bench-eval bench-overhead bench-fidelity bench-samplers help
 
 help:
-	@echo "make install | test | model | eval | pareto | report | choose | regress | bench-eval | bench-overhead | bench-fidelity | bench-samplers"
+	@echo "make install | test | model | train | eval | pareto | report | choose | regress | bench-eval | bench-overhead | bench-fidelity | bench-samplers"
 
 install:
 	python3 -m venv .venv
@@ -36,6 +37,9 @@ test:
 
 model:
 	$(PY) -m bench.train --out $(MODEL) --train $(TRAIN)
+
+train:
+	$(PY) -m bench.lengthdrop --model $(MODEL) --out $(LD_OUT) --train $(TRAIN)
 
 eval:
 	$(PY) -m bench eval --model $(MODEL) --data $(DATA) --config '$(CONFIG)' --out $(OUT) $(if $(LIMIT),--limit $(LIMIT),)
@@ -57,7 +61,10 @@ regress:
 regress-update:
 	$(PY) -m bench.regress update --from reports/reference/frontier.csv
 
-bench-eval:
+bench-train:
+	$(PY) -m bench.lengthdrop --model $(MODEL) --out $(LD_OUT) --train $(TRAIN)
+
+eval:
 	$(PY) benchmarks/evaluator_throughput.py --model $(MODEL) --data $(DATA)
 
 bench-overhead:

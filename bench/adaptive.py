@@ -9,6 +9,10 @@ cover the whole input.
 The forward runs the stock modules' own weights (projections, LayerNorms, FFN) and only
 re-implements the wiring, so keep-all matches the stock model. Attention probabilities are
 materialised only in layers that drop tokens; elsewhere the fused SDPA kernel runs.
+
+What differs between model families (embeddings, where attention inputs and residuals come
+from, the rest of the block, the FLOPs formula) lives in one adapter per family under
+``bench.families``, registered in ``ADAPTERS``; this module holds only what they share.
 """
 
 from __future__ import annotations
@@ -20,7 +24,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.config import LengthConfig
+from bench.costs import CostShape
 from bench.errors import UserError
+from bench.families.base import FamilyAdapter
+from bench.families.bert import BertLayoutAdapter
+from bench.families.distilbert import DistilBertAdapter
+from bench.families.mobilebert import MobileBertAdapter
+
+__all__ = ["ADAPTERS", "AdaptiveOutput", "BertLayoutAdapter", "LengthAdaptiveQA", "adapter_for", "keep_table"]
 
 
 @dataclass
@@ -33,53 +44,15 @@ class AdaptiveOutput:
     real_lengths: torch.Tensor  # (batch,)
 
 
-class BertLayoutAdapter:
-    """Wiring of the BERT encoder layout (BERT, TinyBERT, MiniLM, RoBERTa share it).
-
-    Adding a model family means writing one adapter with these four pieces: ``embed``,
-    ``layers``, ``project_qkv``/``finish_layer`` around the attention, and ``span_head``.
-    """
-
-    def __init__(self, model: nn.Module):
-        self.model = model
-        self.base = model.base_model
-        cfg = model.config
-        self.num_heads = cfg.num_attention_heads
-        self.hidden = cfg.hidden_size
-        self.head_dim = self.base.encoder.layer[0].attention.self.attention_head_size
-        self.scaling = self.head_dim**-0.5
-
-    @property
-    def layers(self) -> list[nn.Module]:
-        return list(self.base.encoder.layer)
-
-    def embed(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None) -> torch.Tensor:
-        return self.base.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
-
-    def project_qkv(self, layer: nn.Module, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        attn = layer.attention.self
-        b, n, _ = hidden.shape
-        shape = (b, n, self.num_heads, self.head_dim)
-        q = attn.query(hidden).view(shape).transpose(1, 2)
-        k = attn.key(hidden).view(shape).transpose(1, 2)
-        v = attn.value(hidden).view(shape).transpose(1, 2)
-        return q, k, v
-
-    def finish_layer(self, layer: nn.Module, context: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-        """Attention output projection + residual LayerNorm, then the feed-forward block."""
-        attention_output = layer.attention.output(context, residual)
-        return layer.output(layer.intermediate(attention_output), attention_output)
-
-    def span_head(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self.model.qa_outputs(hidden)
-        start, end = logits.split(1, dim=-1)
-        return start.squeeze(-1).contiguous(), end.squeeze(-1).contiguous()
+ADAPTERS: dict[str, type] = {
+    "bert": BertLayoutAdapter,  # also BORT, whose checkpoints are model_type "bert"
+    "roberta": BertLayoutAdapter,
+    "distilbert": DistilBertAdapter,
+    "mobilebert": MobileBertAdapter,
+}
 
 
-ADAPTERS: dict[str, type] = {"bert": BertLayoutAdapter, "roberta": BertLayoutAdapter}
-
-
-def adapter_for(model: nn.Module):
+def adapter_for(model: nn.Module) -> FamilyAdapter:
     model_type = getattr(model.config, "model_type", None)
     if model_type not in ADAPTERS or not hasattr(model, "qa_outputs"):
         raise UserError(
@@ -125,6 +98,10 @@ class LengthAdaptiveQA(nn.Module):
     def num_layers(self) -> int:
         return len(self.adapter.layers)
 
+    def cost_shape(self) -> CostShape:
+        """The family's exact FLOPs formula for this model's widths (see ``bench.costs``)."""
+        return self.adapter.shape()
+
     def forward(
         self,
         input_ids: torch.Tensor,
@@ -165,7 +142,8 @@ class LengthAdaptiveQA(nn.Module):
 
     def _full_layer(self, layer: nn.Module, hidden: torch.Tensor, valid: torch.Tensor, attention: str) -> torch.Tensor:
         ad = self.adapter
-        q, k, v = ad.project_qkv(layer, hidden)
+        inputs = ad.project_qkv(layer, hidden)
+        q, k, v = inputs.query, inputs.key, inputs.value
         if attention == "eager":
             probs = _attention_probs(q, k, valid, ad.scaling)
             context = probs @ v
@@ -173,21 +151,21 @@ class LengthAdaptiveQA(nn.Module):
             mask = None if bool(valid.all()) else valid[:, None, None, :]
             context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=ad.scaling)
         context = context.transpose(1, 2).reshape(hidden.shape[0], hidden.shape[1], -1)
-        return ad.finish_layer(layer, context, hidden)
+        return ad.finish_layer(layer, context, inputs.carry)
 
     def _dropping_layer(
         self, layer: nn.Module, hidden: torch.Tensor, valid: torch.Tensor, keep: torch.Tensor, positions: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Attention over all current tokens; context, projection and FFN only for the kept ones."""
         ad = self.adapter
-        q, k, v = ad.project_qkv(layer, hidden)
-        probs = _attention_probs(q, k, valid, ad.scaling)
+        inputs = ad.project_qkv(layer, hidden)
+        probs = _attention_probs(inputs.query, inputs.key, valid, ad.scaling)
         slots, slot_real = _select_kept(probs, valid, keep)
         b, h, n, _ = probs.shape
         kept_probs = probs.gather(2, slots[:, None, :, None].expand(b, h, slots.shape[1], n))
-        context = (kept_probs @ v).transpose(1, 2).reshape(b, slots.shape[1], -1)
-        residual = hidden.gather(1, slots[:, :, None].expand(-1, -1, hidden.shape[-1]))
-        out = ad.finish_layer(layer, context, residual)
+        context = (kept_probs @ inputs.value).transpose(1, 2).reshape(b, slots.shape[1], -1)
+        carry = tuple(_gather_rows(t, slots) for t in inputs.carry)
+        out = ad.finish_layer(layer, context, carry)
         return out, positions.gather(1, slots), slot_real
 
 
@@ -196,6 +174,11 @@ def _attention_probs(q: torch.Tensor, k: torch.Tensor, valid: torch.Tensor, scal
     if not bool(valid.all()):
         scores = scores.masked_fill(~valid[:, None, None, :], torch.finfo(scores.dtype).min)
     return scores.softmax(dim=-1)
+
+
+def _gather_rows(tensor: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
+    """Rows ``slots`` (batch, kept) of a (batch, tokens, width) tensor."""
+    return tensor.gather(1, slots[:, :, None].expand(-1, -1, tensor.shape[-1]))
 
 
 def _scatter_rows(

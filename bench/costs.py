@@ -3,7 +3,12 @@
 Unit: FLOPs = 2 x multiply-accumulates of every matrix product (projections, attention
 scores, attention-weighted values, feed-forward, span head), the convention of the field and
 of ``torch.utils.flop_counter.FlopCounterMode``. Element-wise work (softmax, LayerNorm, GELU,
-bias adds) and embedding look-ups are not counted. Tokens are real tokens: padding is free.
+bias adds) and embedding look-ups are not counted; a matrix product inside the embedding
+(MobileBERT's embedding projection) is. Tokens are real tokens: padding is free.
+
+Each model family describes its own arithmetic with a :class:`CostShape` (BERT, RoBERTa and
+DistilBERT with :class:`EncoderShape`; others next to their adapter in ``bench.families``), so
+the functions below hold for every family.
 
 Two conventions, both reported:
 
@@ -15,14 +20,26 @@ Two conventions, both reported:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Iterable, Protocol, Sequence
 
 from bench.config import COUNTS_MAX_LENGTH, LengthConfig
 
 
+class CostShape(Protocol):
+    """Exact FLOPs of one family's forward, split where token counts change."""
+
+    num_layers: int
+
+    def embed_flops(self, length: int) -> int: ...
+
+    def layer_flops(self, n_in: int, n_out: int) -> int: ...
+
+    def head_flops(self, length: int) -> int: ...
+
+
 @dataclass(frozen=True)
 class EncoderShape:
-    """What FLOPs depend on: depth, widths, and the span head's outputs."""
+    """Depth and widths of a post-LayerNorm encoder (BERT, RoBERTa, BORT, DistilBERT): all their FLOPs need."""
 
     num_layers: int
     hidden: int
@@ -40,43 +57,57 @@ class EncoderShape:
         head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
         return cls(config.num_hidden_layers, config.hidden_size, config.intermediate_size, heads * head_dim)
 
+    def embed_flops(self, length: int) -> int:
+        """Look-ups and sums only: no matrix product before the first layer."""
+        return 0
+
+    def layer_flops(self, n_in: int, n_out: int) -> int:
+        """One layer that attends over ``n_in`` tokens and keeps ``n_out`` of them.
+
+        Q/K/V and the attention scores need every incoming token (significance sums over all
+        queries); the attention-weighted values, the output projection and the FFN run only for
+        the kept tokens.
+        """
+        d, a, f = self.hidden, self.attn, self.intermediate
+        qkv = 3 * 2 * n_in * d * a
+        scores = 2 * n_in * n_in * a
+        context = 2 * n_out * n_in * a
+        out_proj = 2 * n_out * a * d
+        ffn = 2 * 2 * n_out * d * f
+        return qkv + scores + context + out_proj + ffn
+
+    def head_flops(self, length: int) -> int:
+        """The span head sees every token: dropped ones are restored before it."""
+        return 2 * length * self.hidden * self.span_outputs
+
 
 BERT_BASE = EncoderShape(num_layers=12, hidden=768, intermediate=3072)
 
 
-def layer_flops(shape: EncoderShape, n_in: int, n_out: int) -> int:
-    """One layer that attends over ``n_in`` tokens and keeps ``n_out`` of them.
-
-    Q/K/V and the attention scores need every incoming token; the attention-weighted values,
-    the output projection and the FFN run only for the kept tokens.
-    """
-    d, a, f = shape.hidden, shape.attn, shape.intermediate
-    qkv = 3 * 2 * n_in * d * a
-    scores = 2 * n_in * n_in * a
-    context = 2 * n_out * n_in * a
-    out_proj = 2 * n_out * a * d
-    ffn = 2 * 2 * n_out * d * f
-    return qkv + scores + context + out_proj + ffn
+def layer_flops(shape: CostShape, n_in: int, n_out: int) -> int:
+    """One layer that attends over ``n_in`` tokens and keeps ``n_out`` of them."""
+    return shape.layer_flops(n_in, n_out)
 
 
-def span_head_flops(shape: EncoderShape, length: int) -> int:
-    return 2 * length * shape.hidden * shape.span_outputs
+def span_head_flops(shape: CostShape, length: int) -> int:
+    return shape.head_flops(length)
 
 
-def example_layer_flops(shape: EncoderShape, config: LengthConfig, length: int) -> list[int]:
-    """Per-layer FLOPs for one feature of ``length`` real tokens (span head excluded)."""
+def example_layer_flops(shape: CostShape, config: LengthConfig, length: int) -> list[int]:
+    """Per-layer FLOPs for one feature of ``length`` real tokens (embedding and span head excluded)."""
     out, n_in = [], length
     for n_out in config.keep_counts(length):
-        out.append(layer_flops(shape, n_in, n_out))
+        out.append(shape.layer_flops(n_in, n_out))
         n_in = n_out
     return out
 
 
-def example_flops(shape: EncoderShape, config: LengthConfig, length: int) -> int:
-    return sum(example_layer_flops(shape, config, length)) + span_head_flops(shape, length)
+def example_flops(shape: CostShape, config: LengthConfig, length: int) -> int:
+    layers = sum(example_layer_flops(shape, config, length))
+    return shape.embed_flops(length) + layers + shape.head_flops(length)
 
 
-def total_flops(shape: EncoderShape, config: LengthConfig, lengths: Iterable[int]) -> int:
+def total_flops(shape: CostShape, config: LengthConfig, lengths: Iterable[int]) -> int:
     return sum(example_flops(shape, config, n) for n in lengths)
 
 
@@ -115,7 +146,7 @@ class FlopReport:
 
 
 def flop_report(
-    shape: EncoderShape, config: LengthConfig, lengths: Sequence[int], questions: int, padded: bool = False
+    shape: CostShape, config: LengthConfig, lengths: Sequence[int], questions: int, padded: bool = False
 ) -> FlopReport:
     """FLOPs under dynamic padding (real lengths) or the padded-to-384 convention."""
     lengths = [COUNTS_MAX_LENGTH] * len(lengths) if padded else list(lengths)

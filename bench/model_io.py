@@ -57,9 +57,11 @@ def load_qa_model(name: str, attn_implementation: str = "sdpa"):
 def load_tokenizer(name: str):
     from transformers import AutoTokenizer
 
+    from bench.families.bort import byte_level_bpe_tokenizer
+
     check_model_source(name)
     try:
-        return AutoTokenizer.from_pretrained(name)
+        return byte_level_bpe_tokenizer(name) or AutoTokenizer.from_pretrained(name)
     except (OSError, ValueError) as exc:
         raise UserError(f"could not load the tokenizer of {name!r}: {str(exc).splitlines()[0][:200]}") from None
 

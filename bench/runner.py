@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from bench.adaptive import LengthAdaptiveQA
 from bench.config import LengthConfig
-from bench.costs import BERT_BASE, EncoderShape, FlopReport, flop_report, mean_tokens_per_layer
+from bench.costs import BERT_BASE, FlopReport, flop_report, mean_tokens_per_layer
 from bench.features import Features, cached_features, collate, length_sorted_batches
 from bench.latency import Ratio, interleaved_timings, ratio
 from bench.model_io import load_qa_model, load_tokenizer
@@ -98,7 +98,7 @@ class QARunner:
         self.model = model if model is not None else load_qa_model(model_name)
         self.model.eval()
         self.adaptive = LengthAdaptiveQA(self.model)
-        self.shape = EncoderShape.from_hf_config(self.model.config)
+        self.shape = self.adaptive.cost_shape()
         self.features: Features = cached_features(data, self.tokenizer)
         self.pad_id = self.tokenizer.pad_token_id or 0
         self.batch_size = batch_size

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from bench.errors import UserError
 from bench.features import Features, build_features, collate
-from bench.model_io import DEFAULT_MODEL_DIR, default_encoder_dir
+from bench.model_io import DEFAULT_MODEL_DIR, default_encoder_dir, load_tokenizer
 from bench.squad import load_squad
 
 DEFAULT_TRAIN = "../shared/data/squad/train-v1.1-first44articles.json"
@@ -77,7 +77,7 @@ def _already_built(out: Path, recipe: Recipe) -> bool:
 
 def train(recipe: Recipe, out: Path, max_steps: int | None = None, threads: int | None = None) -> Path:
     """Train (or skip when already built) and save a Hugging Face folder at ``out``."""
-    from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+    from transformers import AutoModelForQuestionAnswering
 
     if _already_built(out, recipe):
         print(f"{out} already holds a model trained with this recipe; nothing to do (delete it to rebuild)")
@@ -89,7 +89,7 @@ def train(recipe: Recipe, out: Path, max_steps: int | None = None, threads: int 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
     data = load_squad(recipe.train)
-    tokenizer = AutoTokenizer.from_pretrained(recipe.base)
+    tokenizer = load_tokenizer(recipe.base)
     model = AutoModelForQuestionAnswering.from_pretrained(recipe.base).to(device)
     feats: Features = build_features(data.examples, tokenizer, recipe.max_length, recipe.stride, with_labels=True)
     rng = random.Random(recipe.seed)

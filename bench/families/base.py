@@ -1,0 +1,64 @@
+"""The small interface every family adapter implements, and the helpers they share.
+
+The length-adaptive forward owns what is common to all families (significance, picking the
+kept tokens, Drop-and-Restore); an adapter owns only what differs: how a family embeds, where
+its attention inputs come from, and how the rest of its layer wires the kept tokens together.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+from torch import nn
+
+from bench.costs import CostShape
+
+
+@dataclass
+class LayerInputs:
+    """What one layer needs before attention, for every current token.
+
+    ``carry`` holds the per-token tensors (batch, tokens, ...) the layer uses after attention,
+    e.g. residuals. They are separate from q/k/v because a family may attend over one tensor and
+    add another as residual (MobileBERT); the forward keeps only the kept tokens' rows of them.
+    """
+
+    query: torch.Tensor  # (batch, heads, tokens, head_dim)
+    key: torch.Tensor
+    value: torch.Tensor
+    carry: tuple[torch.Tensor, ...]
+
+
+class FamilyAdapter(Protocol):
+    """Wiring of one family; every method runs the stock modules' own weights."""
+
+    scaling: float
+
+    @property
+    def layers(self) -> list[nn.Module]: ...
+
+    def embed(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None) -> torch.Tensor: ...
+
+    def project_qkv(self, layer: nn.Module, hidden: torch.Tensor) -> LayerInputs: ...
+
+    def finish_layer(
+        self, layer: nn.Module, context: torch.Tensor, carry: tuple[torch.Tensor, ...]
+    ) -> torch.Tensor: ...
+
+    def span_head(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def shape(self) -> CostShape: ...
+
+
+def split_heads(projected: torch.Tensor, head_dim: int) -> torch.Tensor:
+    """(batch, tokens, heads * head_dim) -> (batch, heads, tokens, head_dim), the layout attention wants."""
+    b, n, _ = projected.shape
+    return projected.view(b, n, -1, head_dim).transpose(1, 2)
+
+
+def split_span_logits(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(batch, tokens, 2) -> start and end logits, contiguous like the stock heads return them."""
+    start, end = logits.split(1, dim=-1)
+    return start.squeeze(-1).contiguous(), end.squeeze(-1).contiguous()

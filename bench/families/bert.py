@@ -1,0 +1,51 @@
+"""The BERT encoder layout, shared by BERT, TinyBERT, MiniLM, RoBERTa and BORT.
+
+RoBERTa differs from BERT only in its embeddings (position ids counted from ``padding_idx`` over
+non-pad tokens), which the stock embedding module handles from ``input_ids`` alone. BORT
+checkpoints are plain ``model_type: bert`` models; only their tokenizer is RoBERTa's (see
+:mod:`bench.families.bort`).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from bench.costs import EncoderShape
+from bench.families.base import LayerInputs, split_heads, split_span_logits
+
+
+class BertLayoutAdapter:
+    """Attention over the layer input itself; the same input is the residual of the attention block."""
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+        self.base = model.base_model
+        attention = self.base.encoder.layer[0].attention.self
+        self.num_heads = model.config.num_attention_heads
+        self.head_dim = attention.attention_head_size
+        self.scaling = self.head_dim**-0.5
+
+    @property
+    def layers(self) -> list[nn.Module]:
+        return list(self.base.encoder.layer)
+
+    def embed(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None) -> torch.Tensor:
+        return self.base.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
+
+    def project_qkv(self, layer: nn.Module, hidden: torch.Tensor) -> LayerInputs:
+        attn = layer.attention.self
+        q, k, v = (split_heads(proj(hidden), self.head_dim) for proj in (attn.query, attn.key, attn.value))
+        return LayerInputs(q, k, v, carry=(hidden,))
+
+    def finish_layer(self, layer: nn.Module, context: torch.Tensor, carry: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """Attention output projection + residual LayerNorm, then the feed-forward block."""
+        (residual,) = carry
+        attention_output = layer.attention.output(context, residual)
+        return layer.output(layer.intermediate(attention_output), attention_output)
+
+    def span_head(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return split_span_logits(self.model.qa_outputs(hidden))
+
+    def shape(self) -> EncoderShape:
+        return EncoderShape.from_hf_config(self.model.config)

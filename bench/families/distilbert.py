@@ -1,0 +1,50 @@
+"""DistilBERT: BERT's post-LayerNorm block under other module names, without token types.
+
+Its embeddings take no ``token_type_ids``; the adapter ignores them rather than failing, so the
+feature pipeline (which always builds them) needs no family switch.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from bench.costs import EncoderShape
+from bench.families.base import LayerInputs, split_heads, split_span_logits
+
+
+class DistilBertAdapter:
+    """q_lin/k_lin/v_lin/out_lin attention, ``sa_layer_norm``, FFN ``lin1``/``lin2``, ``output_layer_norm``."""
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+        self.base = model.distilbert
+        attention = self.base.transformer.layer[0].attention
+        self.num_heads = attention.n_heads
+        self.head_dim = attention.attention_head_size
+        self.scaling = self.head_dim**-0.5
+
+    @property
+    def layers(self) -> list[nn.Module]:
+        return list(self.base.transformer.layer)
+
+    def embed(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None) -> torch.Tensor:
+        return self.base.embeddings(input_ids)
+
+    def project_qkv(self, layer: nn.Module, hidden: torch.Tensor) -> LayerInputs:
+        attn = layer.attention
+        q, k, v = (split_heads(proj(hidden), self.head_dim) for proj in (attn.q_lin, attn.k_lin, attn.v_lin))
+        return LayerInputs(q, k, v, carry=(hidden,))
+
+    def finish_layer(self, layer: nn.Module, context: torch.Tensor, carry: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        (residual,) = carry
+        attention_output = layer.sa_layer_norm(layer.attention.out_lin(context) + residual)
+        return layer.output_layer_norm(layer.ffn(attention_output) + attention_output)
+
+    def span_head(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The stock head applies dropout first; kept here so training through the adapter matches."""
+        return split_span_logits(self.model.qa_outputs(self.model.dropout(hidden)))
+
+    def shape(self) -> EncoderShape:
+        cfg = self.model.config
+        return EncoderShape(cfg.n_layers, cfg.dim, cfg.hidden_dim, self.num_heads * self.head_dim)

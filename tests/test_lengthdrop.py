@@ -1,0 +1,285 @@
+import json
+import random
+from pathlib import Path
+
+import pytest
+import torch
+from fixtures import tiny_bert, tiny_tokenizer, vocabulary
+
+from bench import lengthdrop as ld
+from bench.adaptive import LengthAdaptiveQA
+from bench.errors import UserError
+from bench.features import build_features, collate
+from bench.squad import load_squad
+
+NUM_LAYERS = 4
+
+
+def _recipe(model_dir: Path, squad_file: Path, **overrides) -> ld.LengthDropRecipe:
+    """Tiny fixture: 10 questions -> 10 features, batch 4 -> 3 steps per epoch, 6 steps over 2 epochs."""
+    options = dict(base=str(model_dir), train=str(squad_file), batch_size=4, max_length=64, stride=16,
+                   learning_rate=1e-3, warmup=0.0)
+    options.update(overrides)
+    return ld.LengthDropRecipe(**options)
+
+
+def _weights(folder: Path) -> dict[str, torch.Tensor]:
+    from transformers import AutoModelForQuestionAnswering
+
+    return AutoModelForQuestionAnswering.from_pretrained(folder).state_dict()
+
+
+def _batch(squad_file: Path, size: int = 4) -> dict[str, torch.Tensor]:
+    feats = build_features(load_squad(str(squad_file)).examples, tiny_tokenizer(), 64, 16, with_labels=True)
+    return collate(feats, list(range(size)))
+
+
+# --- sub-model configurations ------------------------------------------------------------------
+@pytest.mark.parametrize("bound", [0.0, 0.2, 0.5])
+def test_smallest_config_is_cumulative_product(bound):
+    config = ld.smallest_config(NUM_LAYERS, bound)
+    assert config.kind == "ratios"
+    expected = [(1 - bound) ** layer for layer in range(1, NUM_LAYERS + 1)]
+    assert config.values == pytest.approx(expected, abs=1e-6)
+
+
+@pytest.mark.parametrize("bound", [0.1, 0.2, 0.6])
+def test_random_configs_are_valid_and_within_the_bound(bound):
+    rng = random.Random(3)
+    smallest = ld.smallest_config(NUM_LAYERS, bound).values
+    for _ in range(200):
+        values = ld.random_config(NUM_LAYERS, bound, rng).values
+        previous = 1.0
+        for layer, value in enumerate(values):
+            assert 0 < value <= previous  # non-increasing, as LengthConfig demands
+            share = value / previous
+            assert 1 - bound - 1e-5 <= share <= 1 + 1e-9  # keeps [1 - bound, 1] of the previous layer
+            assert value >= smallest[layer] - 1e-6
+            previous = value
+
+
+def test_sub_models_per_step_are_smallest_plus_n_random_and_reproducible():
+    configs = ld.sub_model_configs(NUM_LAYERS, 0.2, 2, seed=0, step=7)
+    assert len(configs) == 3
+    assert configs[0] == ld.smallest_config(NUM_LAYERS, 0.2)
+    assert configs == ld.sub_model_configs(NUM_LAYERS, 0.2, 2, seed=0, step=7)
+    assert configs != ld.sub_model_configs(NUM_LAYERS, 0.2, 2, seed=0, step=8)
+
+
+@pytest.mark.parametrize("bad", [dict(bound=1.0), dict(bound=-0.1), dict(num_sub_models=-1), dict(max_steps=0)])
+def test_bad_options_are_user_errors(bad, model_dir, squad_file):
+    with pytest.raises(UserError):
+        _recipe(model_dir, squad_file, **bad).check()
+
+
+# --- losses ------------------------------------------------------------------------------------
+def _logits(seed: int, shape=(3, 10)) -> torch.Tensor:
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+
+
+def _mask() -> torch.Tensor:
+    mask = torch.ones(3, 10, dtype=torch.long)
+    mask[1, 6:] = 0
+    mask[2, 3:] = 0
+    return mask
+
+
+def test_kl_is_zero_for_identical_predictions_and_positive_otherwise():
+    mask = _mask()
+    start, end = _logits(0), _logits(1)
+    same = ld.span_kl((start, end), (start.clone(), end.clone()), mask)
+    assert same.abs().item() < 1e-6
+    other = ld.span_kl((start, end), (_logits(2), _logits(3)), mask)
+    assert other.item() > 1e-3
+
+
+def test_kl_is_the_standard_direction_teacher_as_target():
+    mask = torch.ones(3, 10, dtype=torch.long)
+    s, t = _logits(0), _logits(1)
+    p_t = t.softmax(-1)
+    by_hand = (p_t * (p_t.log() - s.log_softmax(-1))).sum(-1).mean()
+    assert ld.span_kl((s, s), (t, t), mask).item() == pytest.approx(by_hand.item(), rel=1e-5)
+
+
+def test_padded_positions_do_not_contribute():
+    mask = _mask()
+    start, end, t_start, t_end = _logits(0), _logits(1), _logits(2), _logits(3)
+    base = ld.span_kl((start, end), (t_start, t_end), mask)
+    pad = ~mask.bool()
+    noisy = [x.masked_fill(pad, 0.0) + pad * 50.0 * _logits(9) for x in (start, end, t_start, t_end)]
+    moved = ld.span_kl((noisy[0], noisy[1]), (noisy[2], noisy[3]), mask)
+    assert torch.isfinite(moved)
+    assert moved.item() == pytest.approx(base.item(), rel=1e-6, abs=1e-7)
+    # and a student that matches the teacher on real positions only has zero KL
+    only_real = ld.span_kl((t_start + pad * 30.0, t_end - pad * 30.0), (t_start, t_end), mask)
+    assert only_real.abs().item() < 1e-6
+
+
+def test_student_gets_gradients_teacher_none():
+    mask = _mask()
+    s = _logits(0).requires_grad_()
+    t = _logits(1).requires_grad_()
+    ld.span_kl((s, s), (t, t), mask).backward()
+    assert s.grad is not None and t.grad is None
+    assert s.grad[~mask.bool()].abs().max().item() == 0.0
+
+
+def test_task_loss_is_mean_of_start_and_end_cross_entropy():
+    mask = torch.ones(3, 10, dtype=torch.long)
+    s, e = _logits(0), _logits(1)
+    sp, ep = torch.tensor([1, 2, 3]), torch.tensor([4, 5, 6])
+    expected = (torch.nn.functional.cross_entropy(s, sp) + torch.nn.functional.cross_entropy(e, ep)) / 2
+    assert ld.span_task_loss(s, e, mask, sp, ep).item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+# --- one step ----------------------------------------------------------------------------------
+def test_one_step_changes_weights_with_finite_losses(squad_file):
+    torch.manual_seed(0)
+    model = tiny_bert().train()
+    qa = LengthAdaptiveQA(model)
+    recipe = ld.LengthDropRecipe(base="", train="", learning_rate=1e-3, warmup=0.0)
+    optimizer = ld.make_optimizer(model, recipe)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _step: 1.0)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    configs = ld.sub_model_configs(qa.num_layers, 0.5, 2, seed=0, step=0)
+    losses = ld.train_step(qa, _batch(squad_file), configs)
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+    ld.optimizer_step(model, optimizer, scheduler)
+    assert torch.isfinite(torch.tensor(losses.task)) and losses.task > 0
+    assert len(losses.sub_kl) == 3 and all(x >= 0 and torch.isfinite(torch.tensor(x)) for x in losses.sub_kl)
+    assert any(x > 0 for x in losses.sub_kl)  # dropping tokens changes predictions
+    changed = [k for k, v in model.state_dict().items() if not torch.equal(v, before[k])]
+    assert any("encoder.layer" in k for k in changed) and any("qa_outputs" in k for k in changed)
+
+
+def test_teacher_adds_a_kl_term_and_stays_frozen(squad_file):
+    model, teacher = tiny_bert(seed=0).train(), tiny_bert(seed=1)
+    teacher_before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    losses = ld.train_step(LengthAdaptiveQA(model), _batch(squad_file), [], teacher)
+    assert losses.teacher_kl is not None and losses.teacher_kl > 0
+    assert all(p.grad is None for p in teacher.parameters())
+    assert all(torch.equal(v, teacher_before[k]) for k, v in teacher.state_dict().items())
+
+
+# --- whole runs --------------------------------------------------------------------------------
+def test_run_writes_a_loadable_folder_with_small_files_and_is_idempotent(model_dir, squad_file, tmp_path, capsys):
+    out = tmp_path / "ld"
+    assert ld.main(["--model", str(model_dir), "--train", str(squad_file), "--out", str(out), "--batch-size", "4",
+                    "--max-length", "64", "--stride", "16", "--max-steps", "2", "--threads", "1"]) == 0
+    info = json.loads((out / "training.json").read_text())
+    assert info["steps"] == 2 and info["recipe"]["bound"] == 0.2 and info["recipe"]["num_sub_models"] == 2
+    assert not (out / "checkpoint").exists()
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert files and max(p.stat().st_size for p in files) < 16 * 2**20
+    from transformers import AutoModelForQuestionAnswering
+
+    AutoModelForQuestionAnswering.from_pretrained(out)
+    assert (out / "tokenizer_config.json").is_file()
+    mtime = (out / "training.json").stat().st_mtime_ns
+    capsys.readouterr()
+    assert ld.main(["--model", str(model_dir), "--train", str(squad_file), "--out", str(out), "--batch-size", "4",
+                    "--max-length", "64", "--stride", "16", "--max-steps", "2"]) == 0
+    assert "nothing to do" in capsys.readouterr().out
+    assert (out / "training.json").stat().st_mtime_ns == mtime
+
+
+def test_killed_run_resumes_to_the_same_weights(model_dir, squad_file, tmp_path, monkeypatch):
+    recipe = _recipe(model_dir, squad_file)  # 6 steps across 2 epochs
+    reference = ld.train_lengthdrop(recipe, tmp_path / "straight", save_every=100)
+
+    real_step, calls = ld.train_step, {"n": 0}
+
+    def dies_after_step_5(*args, **kwargs):
+        out = real_step(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt("killed")
+        return out
+
+    monkeypatch.setattr(ld, "train_step", dies_after_step_5)
+    out = tmp_path / "killed"
+    with pytest.raises(KeyboardInterrupt):
+        ld.train_lengthdrop(recipe, out, save_every=2)
+    state = torch.load(out / "checkpoint" / "state.pt", weights_only=True)
+    assert state["progress"]["step"] == 4  # steps 5 is lost and must be redone
+    assert not (out / "training.json").exists()
+    ckpt_files = [p for p in (out / "checkpoint").rglob("*") if p.is_file()]
+    assert max(p.stat().st_size for p in ckpt_files) < 16 * 2**20
+
+    monkeypatch.setattr(ld, "train_step", real_step)
+    torch.manual_seed(1234)  # a different process state must not matter
+    random.seed(1234)
+    ld.train_lengthdrop(recipe, out, save_every=2)
+    assert json.loads((out / "training.json").read_text())["steps"] == 6
+    assert not (out / "checkpoint").exists()
+    expected, got = _weights(reference), _weights(out)
+    assert expected.keys() == got.keys()
+    for name in expected:
+        assert torch.allclose(expected[name], got[name], rtol=0, atol=1e-7), name
+    start = _weights(model_dir)
+    assert not torch.equal(start["qa_outputs.weight"], got["qa_outputs.weight"])
+
+
+def test_checkpoint_of_other_options_is_refused(model_dir, squad_file, tmp_path, monkeypatch):
+    out = tmp_path / "ld"
+    monkeypatch.setattr(ld, "train_step", _raise_on_second_call(ld.train_step))
+    with pytest.raises(KeyboardInterrupt):
+        ld.train_lengthdrop(_recipe(model_dir, squad_file), out, save_every=1)
+    with pytest.raises(UserError, match="other options.*bound"):
+        ld.train_lengthdrop(_recipe(model_dir, squad_file, bound=0.3), out, save_every=1)
+
+
+def _raise_on_second_call(real):
+    calls = []
+
+    def wrapped(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt("killed")
+        return real(*args, **kwargs)
+
+    return wrapped
+
+
+def test_sharded_tensors_round_trip_exactly_and_split_big_tensors(tmp_path):
+    tensors = {"big": torch.randn(100, 50), "step": torch.tensor(3.0), "ints": torch.arange(7)}
+    ld.save_tensor_shards(tensors, tmp_path / "s", max_bytes=4000)
+    files = list((tmp_path / "s").glob("*.safetensors"))
+    assert len(files) > 5 and max(p.stat().st_size for p in files) < 4000 + 1000
+    back = ld.load_tensor_shards(tmp_path / "s")
+    assert all(torch.equal(tensors[k], back[k]) and tensors[k].dtype == back[k].dtype for k in tensors)
+
+
+# --- teacher -----------------------------------------------------------------------------------
+def test_teacher_with_another_vocabulary_is_a_clear_user_error(model_dir, squad_file, tmp_path, capsys):
+    from transformers import BertTokenizer
+
+    teacher = tmp_path / "teacher"
+    tiny_bert(seed=1).save_pretrained(teacher)
+    vocab = dict(vocabulary())
+    vocab["zebra"] = len(vocab)
+    BertTokenizer(vocab=vocab).save_pretrained(teacher)
+    with pytest.raises(UserError, match="different vocabulary.*1 only in the teacher"):
+        ld.train_lengthdrop(_recipe(model_dir, squad_file, teacher=str(teacher), max_steps=1), tmp_path / "o")
+    code = ld.main(["--model", str(model_dir), "--train", str(squad_file), "--out", str(tmp_path / "o"),
+                    "--teacher", str(teacher), "--max-steps", "1"])
+    assert code == 2 and "same tokenizer" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_run_with_a_teacher(model_dir, squad_file, tmp_path):
+    teacher = tmp_path / "teacher"
+    tiny_bert(seed=1).save_pretrained(teacher)
+    tiny_tokenizer().save_pretrained(teacher)
+    out = ld.train_lengthdrop(_recipe(model_dir, squad_file, teacher=str(teacher), max_steps=2), tmp_path / "o")
+    assert json.loads((out / "training.json").read_text())["recipe"]["teacher"] == str(teacher)
+
+
+def test_help_lists_the_options(capsys):
+    with pytest.raises(SystemExit):
+        ld.main(["--help"])
+    text = capsys.readouterr().out
+    for option in ("--model", "--train", "--out", "--teacher", "--bound", "--num-sub-models", "--epochs", "--lr",
+                   "--batch-size", "--save-every", "--max-steps", "--threads"):
+        assert option in text
