@@ -123,6 +123,28 @@ def enqueue_baselines(study: optuna.Study, num_layers: int) -> None:
     study.set_user_attr("baselines_enqueued", True)
 
 
+def measure_scores(
+    runner: QARunner, settings: SearchSettings, config: LengthConfig, timed: bool, desc: str = "evaluating"
+) -> Scores:
+    """EM/F1 and exact FLOPs of one configuration on the runner's split; latency vs keep-all when ``timed``."""
+    result = runner.evaluate(config, desc=desc)
+    flops = runner.flops(config)
+    scores = Scores(
+        exact_match=result.exact_match,
+        f1=result.f1,
+        gflops_per_question=flops.gflops_per_question,
+        flops_speedup_vs_keep_all=flops.speedup_vs_keep_all,
+        flops_speedup_vs_bert_base=flops.speedup_vs_bert_base,
+        flops_speedup_vs_bert_base_padded384=runner.flops(config, padded=True).speedup_vs_bert_base,
+    )
+    if timed:
+        lat = runner.latency(config, sample=settings.latency_sample, batch_size=settings.latency_batch_size,
+                             repeats=settings.latency_repeats, with_bert_base=False)
+        scores.latency_speedup_vs_keep_all = lat.vs_keep_all.median
+        scores.latency_ms = lat.ms_per_feature
+    return scores
+
+
 class Objective:
     """Scores one sampled configuration on the search split; repeats are served from the study."""
 
@@ -138,24 +160,8 @@ class Objective:
                 self.seen[t.user_attrs["label"]] = t.user_attrs["search_scores"]
 
     def measure(self, config: LengthConfig) -> Scores:
-        result = self.runner.evaluate(config)
-        flops = self.runner.flops(config)
-        padded = self.runner.flops(config, padded=True)
-        scores = Scores(
-            exact_match=result.exact_match,
-            f1=result.f1,
-            gflops_per_question=flops.gflops_per_question,
-            flops_speedup_vs_keep_all=flops.speedup_vs_keep_all,
-            flops_speedup_vs_bert_base=flops.speedup_vs_bert_base,
-            flops_speedup_vs_bert_base_padded384=padded.speedup_vs_bert_base,
-        )
-        if self.settings.cost == "latency" or (self.budget and self.budget.needs_latency):
-            lat = self.runner.latency(config, sample=self.settings.latency_sample,
-                                      batch_size=self.settings.latency_batch_size,
-                                      repeats=self.settings.latency_repeats, with_bert_base=False)
-            scores.latency_speedup_vs_keep_all = lat.vs_keep_all.median
-            scores.latency_ms = lat.ms_per_feature
-        return scores
+        timed = self.settings.cost == "latency" or bool(self.budget and self.budget.needs_latency)
+        return measure_scores(self.runner, self.settings, config, timed)
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, float]:
         config = sample_config(trial, self.runner.num_layers)
@@ -269,23 +275,8 @@ class HeldOutScorer:
         label = config.label()
         if label in self.cache:
             return Scores(**self.cache[label])
-        result = self.runner.evaluate(config, desc=f"held-out {label}")
-        flops = self.runner.flops(config)
-        padded = self.runner.flops(config, padded=True)
-        lat = self.runner.latency(config, sample=self.settings.latency_sample,
-                                  batch_size=self.settings.latency_batch_size,
-                                  repeats=self.settings.latency_repeats, with_bert_base=False)
-        scores = Scores(
-            exact_match=result.exact_match,
-            f1=result.f1,
-            gflops_per_question=flops.gflops_per_question,
-            flops_speedup_vs_keep_all=flops.speedup_vs_keep_all,
-            flops_speedup_vs_bert_base=flops.speedup_vs_bert_base,
-            flops_speedup_vs_bert_base_padded384=padded.speedup_vs_bert_base,
-            latency_speedup_vs_keep_all=lat.vs_keep_all.median,
-            latency_speedup_vs_bert_base=lat.vs_keep_all.median * self.keep_all_vs_bert_base(),
-            latency_ms=lat.ms_per_feature,
-        )
+        scores = measure_scores(self.runner, self.settings, config, timed=True, desc=f"held-out {label}")
+        scores.latency_speedup_vs_bert_base = scores.latency_speedup_vs_keep_all * self.keep_all_vs_bert_base()
         self.cache[label] = asdict(scores)
         self._save()
         return scores
