@@ -61,10 +61,7 @@ regress:
 regress-update:
 	$(PY) -m bench.regress update --from reports/reference/frontier.csv
 
-bench-train:
-	$(PY) -m bench.lengthdrop --model $(MODEL) --out $(LD_OUT) --train $(TRAIN)
-
-eval:
+bench-eval:
 	$(PY) benchmarks/evaluator_throughput.py --model $(MODEL) --data $(DATA)
 
 bench-overhead:
