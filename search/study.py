@@ -41,13 +41,13 @@ class SearchSettings:
     model: str
     data: str
     run_dir: str
-    trials: int = 120
+    trials: int = 100
     cost: str = "flops"
     budget: str | None = None
     sampler: str = "tpe"
     seed: int = 0
-    search_questions: int | None = 1500
-    heldout_questions: int | None = 2500
+    search_questions: int | None = 500
+    heldout_questions: int | None = 1000
     heldout_fraction: float = 0.5
     split_seed: int = 0
     storage: str | None = None
