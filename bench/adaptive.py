@@ -74,8 +74,11 @@ def _select_kept(probs: torch.Tensor, valid: torch.Tensor, keep: torch.Tensor) -
     ``probs`` is (batch, heads, queries, keys). Padding scores -inf so it goes first;
     slot 0 ([CLS]) scores +inf so it always stays.
     """
-    query_weight = valid.to(probs.dtype)[:, None, :, None]
-    significance = (probs * query_weight).sum(dim=(1, 2))
+    received = probs.sum(dim=1)  # over heads first: (batch, queries, keys), 1/heads of the work below
+    if bool(valid.all()):
+        significance = received.sum(dim=1)
+    else:
+        significance = (received * valid.to(probs.dtype)[:, :, None]).sum(dim=1)  # valid queries only
     significance = significance.masked_fill(~valid, float("-inf"))
     significance[:, 0] = float("inf")
     width = int(keep.max())
