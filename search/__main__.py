@@ -39,6 +39,7 @@ def _add_run(sub) -> None:
     p.add_argument("--latency-sample", type=int, default=d.latency_sample, help="features timed per latency measurement (default: %(default)s)")
     p.add_argument("--latency-repeats", type=int, default=d.latency_repeats, help="timed rounds per latency measurement (default: %(default)s)")
     p.add_argument("--latency-batch-size", type=int, default=d.latency_batch_size, help="batch size of latency timing (default: %(default)s)")
+    p.add_argument("--max-rescore", type=int, default=d.max_rescore, help="frontier points re-scored on held-out, evenly spread (default: %(default)s; baselines always are)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--bert-f1", type=float, default=88.5, help="BERT-base F1 for the BERT-1%% line (default: %(default)s)")
     p.add_argument("--no-report", action="store_true", help="skip writing the report files")
@@ -69,7 +70,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         search_questions=args.search_questions or None, heldout_questions=args.heldout_questions or None,
         heldout_fraction=args.heldout_fraction, split_seed=args.split_seed, storage=args.storage,
         batch_size=args.batch_size, latency_sample=args.latency_sample, latency_repeats=args.latency_repeats,
-        latency_batch_size=args.latency_batch_size, threads=args.threads,
+        latency_batch_size=args.latency_batch_size, threads=args.threads, max_rescore=args.max_rescore,
     )
     run_dir = run_search(settings, budget)
     if not args.no_report:

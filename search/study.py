@@ -56,6 +56,7 @@ class SearchSettings:
     latency_repeats: int = 3
     latency_batch_size: int = 1
     threads: int | None = None
+    max_rescore: int = 16
 
     @property
     def storage_url(self) -> str:
@@ -229,12 +230,26 @@ def run_trials(settings: SearchSettings, study: optuna.Study, objective: Objecti
     bar.close()
 
 
-def points_to_rescore(points: list[TrialPoint], cost: str) -> list[TrialPoint]:
-    """The search-split frontier (feasible only) plus every baseline."""
+def spread(front: list[TrialPoint], most: int) -> list[TrialPoint]:
+    """At most ``most`` points evenly spaced along a sorted frontier, both ends included.
+
+    On a small search split, F1 noise makes many near-identical configurations non-dominated;
+    re-scoring all of them would cost more than the search itself.
+    """
+    if len(front) <= most:
+        return front
+    if most == 1:
+        return [front[-1]]
+    picks = sorted({round(i * (len(front) - 1) / (most - 1)) for i in range(most)})
+    return [front[i] for i in picks]
+
+
+def points_to_rescore(points: list[TrialPoint], cost: str, most: int = 16) -> list[TrialPoint]:
+    """The search-split frontier (feasible only, at most ``most`` points) plus every baseline."""
     from reports.frontier import pareto_front
 
     key = "flops_speedup_vs_keep_all" if cost == "flops" else "latency_speedup_vs_keep_all"
-    front = pareto_front(points, key, split="search")
+    front = spread(pareto_front(points, key, split="search"), most)
     for p in front:
         p.on_search_frontier = True
     chosen = {p.number: p for p in front}
@@ -312,7 +327,7 @@ def run_search(settings: SearchSettings, budget: Budget | None) -> Path:
     heldout_runner = QARunner(settings.model, heldout_data, settings.batch_size, model=model, tokenizer=tokenizer,
                               progress=False)
     scorer = HeldOutScorer(settings, heldout_runner)
-    to_score = points_to_rescore(points, settings.cost)
+    to_score = points_to_rescore(points, settings.cost, settings.max_rescore)
     for p in tqdm(to_score, desc="re-scoring on held-out", unit="config"):
         p.heldout = scorer.score(p.length_config)
     keep_all = next((p for p in points if p.baseline == "keep-all" and p.heldout), None)

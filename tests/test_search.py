@@ -150,3 +150,13 @@ def test_choose_cli_writes_json_and_exits_1_when_unreachable(finished_run, tmp_p
     assert json.loads(out.read_text())["config"]["kind"] == "ratios"
     assert main(["choose", "--run", str(run_dir), "--budget", "flops-speedup>=100"]) == 1
     assert "closest" in capsys.readouterr().out
+
+
+def test_spread_keeps_both_ends_and_caps_the_count():
+    from search.study import spread
+
+    front = list(range(42))
+    picked = spread(front, 16)
+    assert len(picked) == 16 and picked[0] == 0 and picked[-1] == 41
+    assert picked == sorted(set(picked))
+    assert spread(front[:5], 16) == front[:5]
