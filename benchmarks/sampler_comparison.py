@@ -33,7 +33,7 @@ def main() -> None:
             settings = SearchSettings(model=args.model, data=args.data, run_dir=f"{args.out}/{sampler}-seed{seed}",
                                       trials=args.trials, sampler=sampler, seed=seed,
                                       search_questions=args.search_questions, heldout_questions=200,
-                                      latency_sample=4, latency_repeats=1)
+                                      latency_sample=4, latency_repeats=1, max_rescore=2)
             started = time.time()
             run_search(settings, None)
             info, points = read_run(Path(settings.run_dir))
