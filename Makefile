@@ -16,7 +16,7 @@ QUICK   ?=
 
 ifeq ($(QUICK),1)
   TRIALS := 12
-  SEARCH_SIZE := --search-questions 150 --heldout-questions 300 --latency-sample 4 --latency-repeats 2
+  SEARCH_SIZE := --search-questions 150 --heldout-questions 300 --latency-sample 4 --latency-repeats 2 --max-rescore 4
   RUN := $(if $(filter default,$(RUN)),quick,$(RUN))
 endif
 
