@@ -14,6 +14,7 @@ import time
 
 import torch
 
+from bench.config import LengthConfig
 from bench.features import build_features, collate
 from bench.model_io import load_qa_model, load_tokenizer, quiet_libraries
 from bench.postprocess import predict_answers
@@ -53,12 +54,12 @@ def main() -> None:
     tokenizer = load_tokenizer(args.model)
     anchor_model = load_qa_model(args.model, attn_implementation="eager")
     runner = QARunner(args.model, data, batch_size=args.batch_size, tokenizer=tokenizer, progress=False)
-    keep_all = None
+    keep_all = LengthConfig.keep_all(runner.num_layers)
     anchor_times, suite_times = [], []
     for _ in range(args.repeats):
         anchor_scores, t = anchor_evaluate(anchor_model, tokenizer, data.examples, args.batch_size)
         anchor_times.append(t)
-        result = runner.evaluate(keep_all or __import__("bench.config", fromlist=["LengthConfig"]).LengthConfig.keep_all(runner.num_layers))
+        result = runner.evaluate(keep_all)
         suite_times.append(result.seconds)
     n = len(data.examples)
     a, s = statistics.median(anchor_times), statistics.median(suite_times)
