@@ -55,7 +55,7 @@ class LengthDropRecipe:
     base: str
     train: str
     teacher: str | None = None
-    epochs: float = 2.0
+    epochs: float = 1.0
     learning_rate: float = 5e-5
     batch_size: int = 16
     max_length: int = 384

@@ -18,7 +18,7 @@ NUM_LAYERS = 4
 def _recipe(model_dir: Path, squad_file: Path, **overrides) -> ld.LengthDropRecipe:
     """Tiny fixture: 10 questions -> 10 features, batch 4 -> 3 steps per epoch, 6 steps over 2 epochs."""
     options = dict(base=str(model_dir), train=str(squad_file), batch_size=4, max_length=64, stride=16,
-                   learning_rate=1e-3, warmup=0.0)
+                   learning_rate=1e-3, warmup=0.0, epochs=2.0)
     options.update(overrides)
     return ld.LengthDropRecipe(**options)
 
