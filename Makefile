@@ -1,11 +1,11 @@
 # dynlen: every target runs inside .venv (made by `make install`).
 PY      ?= .venv/bin/python
-MODEL   ?= models/minilm-squad
+MODEL   ?= models/minilm-squad-lengthdrop
+STANDARD ?= models/minilm-squad
 DATA    ?= ../shared/data/squad/dev-v1.1.json
 TRAIN   ?= ../shared/data/squad/train-v1.1-first44articles.json
 CONFIG  ?= keep-all
 LIMIT   ?=
-LD_OUT  ?= models/minilm-squad-lengthdrop
 OUT     ?= runs/eval
 RUN     ?= default
 TRIALS  ?= 100
@@ -20,10 +20,10 @@ ifeq ($(QUICK),1)
   RUN := $(if $(filter default,$(RUN)),quick,$(RUN))
 endif
 
-.PHONY: install test model train eval pareto report choose regress regress-update bench-eval bench-overhead bench-fidelity bench-samplers help
+.PHONY: install test model model-standard train eval pareto report choose regress regress-update bench-eval bench-overhead bench-fidelity bench-samplers bench-lengthdrop help
 
 help:
-	@echo "make install | test | model | train | eval | pareto | report | choose | regress | bench-eval | bench-overhead | bench-fidelity | bench-samplers"
+	@echo "make install | test | model | model-standard | train | eval | pareto | report | choose | regress | bench-eval | bench-overhead | bench-fidelity | bench-samplers | bench-lengthdrop"
 
 install:
 	python3 -m venv .venv
@@ -35,17 +35,21 @@ install:
 test:
 	$(PY) -m pytest
 
-model:
-	$(PY) -m bench.train --out $(MODEL) --train $(TRAIN)
+# The default model is LengthDrop-trained (MODEL); it starts from the standard fine-tuned one
+# (STANDARD), which stays for comparison. Both steps are idempotent and resumable.
+model: model-standard train
+
+model-standard:
+	$(PY) -m bench.train --out $(STANDARD) --train $(TRAIN)
 
 train:
-	$(PY) -m bench.lengthdrop --model $(MODEL) --out $(LD_OUT) --train $(TRAIN)
+	$(PY) -m bench.lengthdrop --model $(STANDARD) --out $(MODEL) --train $(TRAIN)
 
 eval:
 	$(PY) -m bench eval --model $(MODEL) --data $(DATA) --config '$(CONFIG)' --out $(OUT) $(if $(LIMIT),--limit $(LIMIT),)
 
 pareto:
-	@test -f $(MODEL)/config.json || $(MAKE) model MODEL=$(MODEL)
+	@test -f $(MODEL)/config.json || $(MAKE) $(if $(filter $(STANDARD),$(MODEL)),model-standard,model) MODEL=$(MODEL)
 	$(PY) -m search run --model $(MODEL) --data $(DATA) --run-dir reports/$(RUN) --trials $(TRIALS) \
 		--cost $(COST) --sampler $(SAMPLER) $(if $(BUDGET),--budget '$(BUDGET)',) $(SEARCH_SIZE)
 
@@ -72,3 +76,10 @@ bench-fidelity:
 
 bench-samplers:
 	$(PY) benchmarks/sampler_comparison.py --model $(MODEL) --data $(DATA)
+
+# Standard fine-tuning vs LengthDrop: the same search on both models, compared on held-out.
+bench-lengthdrop:
+	$(MAKE) pareto MODEL=$(STANDARD) RUN=reference-standard
+	$(MAKE) pareto MODEL=$(MODEL) RUN=reference
+	$(PY) -m reports.compare standard=reports/reference-standard lengthdrop=reports/reference \
+		--out reports/lengthdrop-vs-standard

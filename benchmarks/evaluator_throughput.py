@@ -16,7 +16,7 @@ import torch
 
 from bench.config import LengthConfig
 from bench.features import build_features, collate
-from bench.model_io import load_qa_model, load_tokenizer, quiet_libraries
+from bench.model_io import DEFAULT_MODEL_DIR, load_qa_model, load_tokenizer, quiet_libraries
 from bench.postprocess import predict_answers
 from bench.runner import QARunner
 from bench.scoring import squad_scores
@@ -43,7 +43,7 @@ def anchor_evaluate(model, tokenizer, examples, batch_size: int) -> tuple[dict, 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--model", default="models/minilm-squad")
+    parser.add_argument("--model", default=DEFAULT_MODEL_DIR)
     parser.add_argument("--data", default="../shared/data/squad/dev-v1.1.json")
     parser.add_argument("--questions", type=int, default=500)
     parser.add_argument("--batch-size", type=int, default=32)

@@ -11,7 +11,7 @@ import argparse
 import torch
 
 from bench.config import LengthConfig
-from bench.model_io import quiet_libraries
+from bench.model_io import DEFAULT_MODEL_DIR, quiet_libraries
 from bench.costs import total_flops
 from bench.runner import QARunner
 from bench.squad import limit_examples, load_squad
@@ -22,7 +22,7 @@ CONFIGS = ["ratios:1,0.6,0.36,0.216,0.1296,0.07776", "ratios:0.7,0.5,0.35,0.25,0
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--model", default="models/minilm-squad")
+    parser.add_argument("--model", default=DEFAULT_MODEL_DIR)
     parser.add_argument("--data", default="../shared/data/squad/dev-v1.1.json")
     parser.add_argument("--features", type=int, default=48)
     parser.add_argument("--repeats", type=int, default=7)

@@ -10,14 +10,14 @@ from bench.adaptive import LengthAdaptiveQA
 from bench.config import LengthConfig
 from bench.features import collate
 from bench.latency import interleaved_timings, ratio
-from bench.model_io import quiet_libraries
+from bench.model_io import DEFAULT_MODEL_DIR, quiet_libraries
 from bench.runner import QARunner
 from bench.squad import limit_examples, load_squad
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--model", default="models/minilm-squad")
+    parser.add_argument("--model", default=DEFAULT_MODEL_DIR)
     parser.add_argument("--data", default="../shared/data/squad/dev-v1.1.json")
     parser.add_argument("--features", type=int, default=32)
     parser.add_argument("--batch-sizes", default="1,16")

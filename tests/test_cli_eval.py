@@ -82,3 +82,14 @@ def test_help_lists_every_option():
     assert proc.returncode == 0
     for option in ("--model", "--data", "--config", "--limit", "--out", "--batch-size", "--no-latency"):
         assert option in proc.stdout
+
+
+def test_missing_folder_under_an_existing_directory_is_a_path(tmp_path, monkeypatch):
+    """`models/foo` with a local `models/` is a folder that is missing, not a hub id."""
+    from bench.model_io import _looks_like_path
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()
+    assert _looks_like_path("models/foo")
+    assert not _looks_like_path("google/bert_uncased_L-2_H-128_A-2")
+    assert not _looks_like_path("bert-base-uncased")
