@@ -23,7 +23,7 @@ import random
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Sequence
 
@@ -38,7 +38,7 @@ from bench.errors import UserError
 from bench.features import Features, cached_features, collate
 from bench.model_io import DEFAULT_MODEL_DIR, STANDARD_MODEL_DIR, load_qa_model, load_tokenizer, quiet_libraries
 from bench.squad import load_squad
-from bench.train import DEFAULT_TRAIN, _already_built, _linear_schedule, length_grouped_batches
+from bench.train import DEFAULT_TRAIN, _already_built, _linear_schedule, length_grouped_batches, same_recipe
 
 DEFAULT_OUT = DEFAULT_MODEL_DIR
 CHECKPOINT_DIR = "checkpoint"
@@ -55,7 +55,7 @@ class LengthDropRecipe:
     base: str
     train: str
     teacher: str | None = None
-    epochs: float = 1.0
+    epochs: float = 0.6
     learning_rate: float = 5e-5
     batch_size: int = 16
     max_length: int = 384
@@ -368,8 +368,10 @@ def find_checkpoint(folder: Path, recipe: LengthDropRecipe) -> Path | None:
     if found is None:
         return None
     saved = torch.load(found / "state.pt", map_location="cpu", weights_only=True)["recipe"]
-    if saved != asdict(recipe):
-        changed = sorted(k for k in set(saved) | set(asdict(recipe)) if saved.get(k) != asdict(recipe).get(k))
+    if not same_recipe(saved, recipe):
+        wanted = asdict(recipe)
+        filled = {**{f.name: f.default for f in fields(LengthDropRecipe)}, **saved}
+        changed = sorted(k for k in set(filled) | set(wanted) if filled.get(k) != wanted.get(k))
         raise UserError(
             f"{found} holds a checkpoint of a run with other options (differs in: {', '.join(changed)}); "
             "re-run with the same options to resume it, or delete the folder to start over"

@@ -70,8 +70,22 @@ def _already_built(out: Path, recipe: Recipe) -> bool:
     if not (info.is_file() and (out / "config.json").is_file()):
         return False
     try:
-        return json.loads(info.read_text()).get("recipe") == asdict(recipe)
+        return same_recipe(json.loads(info.read_text()).get("recipe"), recipe)
     except json.JSONDecodeError:
+        return False
+
+
+def same_recipe(stored: dict | None, recipe) -> bool:
+    """Whether a stored recipe equals ``recipe``, reading options it predates as their defaults.
+
+    A recipe written before an option existed was trained without it, i.e. with its default,
+    so adding an option must not make finished models look stale.
+    """
+    if not isinstance(stored, dict):
+        return False
+    try:
+        return asdict(type(recipe)(**stored)) == asdict(recipe)
+    except TypeError:  # an option this version no longer knows
         return False
 
 
