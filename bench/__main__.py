@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from bench.errors import UserError
+from bench.errors import exit_status
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 1
-    try:
+
+    def run() -> None:
         if args.command == "eval":
             from bench.cli_eval import run_eval
 
@@ -54,10 +55,8 @@ def main(argv: list[str] | None = None) -> int:
             from bench.answer import run_answer
 
             run_answer(args)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+
+    return exit_status(run)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from bench.adaptive import LengthAdaptiveQA
 from bench.config import LengthConfig
-from bench.errors import UserError
+from bench.errors import UserError, exit_status
 from bench.features import Features, cached_features, collate
 from bench.model_io import DEFAULT_MODEL_DIR, STANDARD_MODEL_DIR, load_qa_model, load_tokenizer, quiet_libraries
 from bench.squad import load_squad
@@ -577,12 +577,11 @@ def recipe_from_args(args: argparse.Namespace) -> LengthDropRecipe:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     quiet_libraries()
-    try:
+
+    def run() -> None:
         train_lengthdrop(recipe_from_args(args), Path(args.out), args.save_every, args.threads)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+
+    return exit_status(run)
 
 
 if __name__ == "__main__":

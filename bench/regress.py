@@ -21,7 +21,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from bench.adaptive import LengthAdaptiveQA
 from bench.config import LengthConfig
-from bench.errors import UserError
+from bench.errors import UserError, exit_status
 from bench.latency import interleaved_timings, ratio
 
 BASELINE = Path("reports/reference/speedup-baseline.json")
@@ -151,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     u.add_argument("--features", type=int, default=16)
     u.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args(argv)
-    try:
+
+    def run() -> int:
         if args.command == "update":
             update(configs_from_frontier_csv(Path(args.source)), Path(args.baseline), args.features, args.repeats)
             print(f"wrote {args.baseline}")
@@ -161,9 +162,8 @@ def main(argv: list[str] | None = None) -> int:
         print(table)
         print("speedup check passed" if passed else "speedup REGRESSED: see the rows marked above")
         return 0 if passed else 1
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+
+    return exit_status(run)
 
 
 if __name__ == "__main__":

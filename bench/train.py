@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from bench.errors import UserError
+from bench.errors import exit_status
 from bench.features import Features, build_features, collate
 from bench.model_io import STANDARD_MODEL_DIR, default_encoder_dir, load_tokenizer
 from bench.squad import load_squad
@@ -170,16 +170,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (smoke runs)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     args = parser.parse_args(argv)
-    try:
+
+    def run() -> None:
         recipe = Recipe(
             base=args.base or default_encoder_dir(), train=args.train, epochs=args.epochs, learning_rate=args.lr,
             batch_size=args.batch_size, max_length=args.max_length, stride=args.stride, seed=args.seed,
         )
         train(recipe, Path(args.out), args.max_steps, args.threads)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+
+    return exit_status(run)
 
 
 if __name__ == "__main__":

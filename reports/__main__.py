@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from bench.errors import UserError
+from bench.errors import UserError, exit_status
 from reports.plot import plot_pareto
 from reports.tables import headline_lines, write_frontier_csv, write_report_md
 from search.records import read_run
@@ -57,17 +57,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
+
+    def run() -> None:
         paths = make_report(args.run_dir, args.out, bert_f1=args.bert_f1, drop=args.drop)
         info, points = read_run(args.run_dir)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    for path in paths:
-        print(f"wrote {path}")
-    for line in headline_lines(info, points, args.bert_f1, args.drop):
-        print(line)
-    return 0
+        for path in paths:
+            print(f"wrote {path}")
+        for line in headline_lines(info, points, args.bert_f1, args.drop):
+            print(line)
+
+    return exit_status(run)
 
 
 if __name__ == "__main__":

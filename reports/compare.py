@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.errors import UserError
+from bench.errors import UserError, exit_status
 from reports.frontier import best_within, pareto_front
 from search.records import RunInfo, TrialPoint, read_run
 
@@ -257,16 +257,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
+
+    def run() -> None:
         paths, summaries = compare_runs([parse_spec(s) for s in args.runs], args.out, args.drop)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    for path in paths:
-        print(f"wrote {path}")
-    for line in headline(summaries, args.drop):
-        print(line)
-    return 0
+        for path in paths:
+            print(f"wrote {path}")
+        for line in headline(summaries, args.drop):
+            print(line)
+
+    return exit_status(run)
 
 
 if __name__ == "__main__":

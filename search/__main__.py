@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from bench.errors import UserError
+from bench.errors import exit_status
 from bench.model_io import DEFAULT_MODEL_DIR
 from search.budget import SYNTAX, parse_budget
 
@@ -116,11 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 1
-    try:
-        return cmd_run(args) if args.command == "run" else cmd_choose(args)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return exit_status(lambda: cmd_run(args) if args.command == "run" else cmd_choose(args))
 
 
 if __name__ == "__main__":
