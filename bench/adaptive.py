@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Collection
 
 import torch
 import torch.nn.functional as F
@@ -66,6 +67,18 @@ def adapter_for(model: nn.Module) -> FamilyAdapter:
 def keep_table(config: LengthConfig, real_lengths: torch.Tensor) -> torch.Tensor:
     """(num_layers, batch) tokens each layer keeps, computed on the real (unpadded) lengths."""
     return _keep_tensor(keep_counts_batch(config, real_lengths.tolist()), config.num_layers, real_lengths.device)
+
+
+def _skip_layers(plan: list[list[int]], lengths: list[int], skip: Collection[int]) -> list[list[int]]:
+    """A bypassed layer keeps what the layer before it kept; later layers keep their own counts."""
+    if not skip:
+        return plan
+    out, previous = [], list(lengths)
+    for index, counts in enumerate(plan):
+        row = list(previous) if index in skip else [min(k, n) for k, n in zip(counts, previous)]
+        out.append(row)
+        previous = row
+    return out
 
 
 def _keep_tensor(counts: list[list[int]], num_layers: int, device: torch.device) -> torch.Tensor:
@@ -161,13 +174,15 @@ class LengthAdaptiveQA(nn.Module):
         token_type_ids: torch.Tensor | None = None,
         config: LengthConfig | None = None,
         attention: str = "sdpa",
+        skip: Collection[int] = (),
     ) -> AdaptiveOutput:
         """``attention='eager'`` materialises probabilities in every layer (for FLOP counting).
 
         Keep counts are planned on the host once, so deciding whether a layer drops needs no
         device round trip. The slot mask is None while every slot is real (batch 1 without
         padding, equal lengths, or after a drop where every example keeps as many): attention
-        and significance then run with no masking at all.
+        and significance then run with no masking at all. Layers in ``skip`` are bypassed (their
+        input is their output) and drop nothing: LengthDrop training's optional LayerDrop.
         """
         ad = self.adapter
         config = config or LengthConfig.keep_all(self.num_layers)
@@ -176,7 +191,7 @@ class LengthAdaptiveQA(nn.Module):
         valid = attention_mask.bool()
         real = valid.sum(dim=1)
         lengths = real.tolist()
-        plan = keep_counts_batch(config, lengths)  # [layer][example]
+        plan = _skip_layers(keep_counts_batch(config, lengths), lengths, skip)  # [layer][example]
         keep = _keep_tensor(plan, config.num_layers, real.device)
         mask: torch.Tensor | None = None if all(n == width for n in lengths) else valid
 
@@ -185,6 +200,8 @@ class LengthAdaptiveQA(nn.Module):
         restore: _Restore | None = None
         current = lengths
         for index, layer in enumerate(ad.layers):
+            if index in skip:
+                continue
             if any(k < n for k, n in zip(plan[index], current)):
                 if restore is None:
                     restore = _Restore(hidden, width)

@@ -25,7 +25,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Sequence
+from typing import Collection, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -64,6 +64,7 @@ class LengthDropRecipe:
     weight_decay: float = 0.01
     bound: float = 0.2
     num_sub_models: int = 2
+    layerdrop: float = 0.0  # chance that a sub-model bypasses a layer (LayerDrop); 0 = off
     seed: int = 0
     max_steps: int | None = None  # part of the key: it sets the learning-rate schedule
 
@@ -71,6 +72,8 @@ class LengthDropRecipe:
         """Reject options that would only fail (or silently do nothing) hours later."""
         if not 0.0 <= self.bound < 1.0:
             raise UserError(f"--bound must be in [0, 1): the share of tokens a layer may drop; got {self.bound:g}")
+        if not 0.0 <= self.layerdrop < 1.0:
+            raise UserError(f"--layerdrop must be in [0, 1): the chance a sub-model skips a layer; got {self.layerdrop:g}")
         if self.num_sub_models < 0:
             raise UserError(f"--num-sub-models must be 0 or more; got {self.num_sub_models}")
         if self.batch_size < 1:
@@ -110,6 +113,22 @@ def sub_model_configs(num_layers: int, bound: float, count: int, seed: int, step
     """
     rng = random.Random(f"lengthdrop:{seed}:{step}")
     return [smallest_config(num_layers, bound)] + [random_config(num_layers, bound, rng) for _ in range(count)]
+
+
+def layer_skips(num_layers: int, probability: float, count: int, seed: int, step: int) -> list[frozenset[int]]:
+    """LayerDrop: for each of ``count`` sub-models, the layers it bypasses this step.
+
+    Each layer is skipped with ``probability``, but never all of them. Drawn from (seed, step) on
+    a stream of its own, so turning LayerDrop on leaves the sub-models' lengths unchanged.
+    """
+    rng = random.Random(f"layerdrop:{seed}:{step}")
+    skips = []
+    for _ in range(count):
+        skipped = {i for i in range(num_layers) if rng.random() < probability}
+        if len(skipped) == num_layers:
+            skipped.discard(num_layers - 1)
+        skips.append(frozenset(skipped))
+    return skips
 
 
 # --- losses ---------------------------------------------------------------------------------
@@ -171,6 +190,7 @@ def train_step(
     batch: dict[str, torch.Tensor],
     configs: Sequence[LengthConfig],
     teacher: nn.Module | None = None,
+    skips: Sequence[Collection[int]] | None = None,
 ) -> StepLosses:
     """Forward and backward for the full model, then each sub-model; gradients accumulate, the caller steps.
 
@@ -187,8 +207,8 @@ def train_step(
         losses.teacher_kl = kd.item()
     loss.backward()
     target = (full.start_logits.detach(), full.end_logits.detach())
-    for config in configs:
-        out = qa(*inputs, config=config)
+    for index, config in enumerate(configs):
+        out = qa(*inputs, config=config, skip=skips[index] if skips else ())
         kl = span_kl((out.start_logits, out.end_logits), target, mask)
         kl.backward()
         losses.sub_kl.append(kl.item())
@@ -513,7 +533,8 @@ class Session:
         r = self.recipe
         batch = {k: v.to(self.device) for k, v in collate(self.feats, idx, self.pad_id).items()}
         configs = sub_model_configs(self.qa.num_layers, r.bound, r.num_sub_models, r.seed, progress.step)
-        losses = train_step(self.qa, batch, configs, self.teacher)
+        skips = layer_skips(self.qa.num_layers, r.layerdrop, len(configs), r.seed, progress.step) if r.layerdrop else None
+        losses = train_step(self.qa, batch, configs, self.teacher, skips)
         optimizer_step(self.qa.model, self.optimizer, self.scheduler)
         progress.step += 1
         progress.loss_avg = _ema(progress.loss_avg, losses.task)
@@ -547,6 +568,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="largest share of the previous layer's tokens a layer may drop, in [0, 1)")
     ld.add_argument("--num-sub-models", type=int, default=d.num_sub_models,
                     help="random sub-models per step, besides the full and the smallest one")
+    ld.add_argument("--layerdrop", type=float, default=d.layerdrop,
+                    help="LayerDrop: chance that a sub-model bypasses each layer (0 turns it off)")
     opt = parser.add_argument_group("optimisation")
     opt.add_argument("--epochs", type=float, default=d.epochs, help="passes over the training features")
     opt.add_argument("--lr", type=float, default=d.learning_rate, help="peak AdamW learning rate (linear warmup/decay)")
@@ -569,7 +592,8 @@ def recipe_from_args(args: argparse.Namespace) -> LengthDropRecipe:
     return LengthDropRecipe(
         base=args.model, train=args.train, teacher=args.teacher, epochs=args.epochs, learning_rate=args.lr,
         batch_size=args.batch_size, max_length=args.max_length, stride=args.stride, warmup=args.warmup,
-        weight_decay=args.weight_decay, bound=args.bound, num_sub_models=args.num_sub_models, seed=args.seed,
+        weight_decay=args.weight_decay, bound=args.bound, num_sub_models=args.num_sub_models,
+        layerdrop=args.layerdrop, seed=args.seed,
         max_steps=args.max_steps,
     )
 

@@ -283,3 +283,23 @@ def test_help_lists_the_options(capsys):
     for option in ("--model", "--train", "--out", "--teacher", "--bound", "--num-sub-models", "--epochs", "--lr",
                    "--batch-size", "--save-every", "--max-steps", "--threads"):
         assert option in text
+
+
+# --- LayerDrop ------------------------------------------------------------------------------
+def test_layer_skips_are_reproducible_and_never_skip_every_layer():
+    a = ld.layer_skips(NUM_LAYERS, 0.5, 3, seed=0, step=7)
+    assert a == ld.layer_skips(NUM_LAYERS, 0.5, 3, seed=0, step=7)
+    assert len(a) == 3 and all(s <= set(range(NUM_LAYERS)) for s in a)
+    assert ld.layer_skips(NUM_LAYERS, 0.0, 3, seed=0, step=7) == [frozenset()] * 3
+    assert all(len(s) < NUM_LAYERS for s in ld.layer_skips(NUM_LAYERS, 0.999, 20, seed=0, step=1))
+    drawn = [len(s) for step in range(200) for s in ld.layer_skips(NUM_LAYERS, 0.25, 1, seed=0, step=step)]
+    assert 0.15 < sum(drawn) / (200 * NUM_LAYERS) < 0.35
+
+
+def test_layerdrop_recipe_validated_and_changes_training(tmp_path, model_dir, squad_file):
+    with pytest.raises(UserError, match="--layerdrop"):
+        _recipe(model_dir, squad_file, layerdrop=1.0).check()
+    plain = ld.train_lengthdrop(_recipe(model_dir, squad_file, max_steps=2), tmp_path / "plain")
+    dropped = ld.train_lengthdrop(_recipe(model_dir, squad_file, max_steps=2, layerdrop=0.5), tmp_path / "ld")
+    a, b = _weights(plain), _weights(dropped)
+    assert any(not torch.equal(a[k], b[k]) for k in a)
