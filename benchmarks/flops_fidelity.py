@@ -27,9 +27,17 @@ def main() -> None:
     parser.add_argument("--features", type=int, default=48)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--configs", default=";".join(CONFIGS), help="';'-separated configurations")
+    parser.add_argument("--threads", default=str(torch.get_num_threads()),
+                        help="comma-separated torch thread counts to measure under, one after the other")
     args = parser.parse_args()
     quiet_libraries()
     runner = QARunner(args.model, limit_examples(load_squad(args.data), 600), progress=False)
+    for threads in (int(t) for t in args.threads.split(",")):
+        torch.set_num_threads(threads)
+        measure(runner, args)
+
+
+def measure(runner: QARunner, args: argparse.Namespace) -> None:
     picks = runner.latency_sample(args.features)
     lengths = [runner.features.lengths[i] for i in picks]
     keep_all = LengthConfig.keep_all(runner.num_layers)
