@@ -20,10 +20,10 @@ ifeq ($(QUICK),1)
   RUN := $(if $(filter default,$(RUN)),quick,$(RUN))
 endif
 
-.PHONY: install test model model-standard train eval pareto report choose regress regress-update bench-eval bench-overhead bench-fidelity bench-samplers bench-lengthdrop help
+.PHONY: install test model model-standard train eval pareto report choose regress regress-update bench-eval bench-overhead bench-fidelity bench-samplers bench-lengthdrop bench-survival help
 
 help:
-	@echo "make install | test | model | model-standard | train | eval | pareto | report | choose | regress | bench-eval | bench-overhead | bench-fidelity | bench-samplers | bench-lengthdrop"
+	@echo "make install | test | model | model-standard | train | eval | pareto | report | choose | regress | bench-eval | bench-overhead | bench-fidelity | bench-samplers | bench-lengthdrop | bench-survival"
 
 install:
 	python3 -m venv .venv
@@ -83,3 +83,8 @@ bench-lengthdrop:
 	$(MAKE) pareto MODEL=$(MODEL) RUN=reference
 	$(PY) -m reports.compare standard=reports/reference-standard lengthdrop=reports/reference \
 		--out reports/lengthdrop-vs-standard
+
+# Do the gold answers' tokens survive dropping, and how well are they scored when they do not?
+bench-survival:
+	$(PY) benchmarks/answer_survival.py --models $(STANDARD),$(MODEL) --data $(DATA) --features 250 \
+		--out reports/lengthdrop-vs-standard/answer-survival.json
