@@ -16,6 +16,7 @@ from pathlib import Path
 
 from bench.errors import UserError, exit_status
 from reports.frontier import best_within, pareto_front
+from reports.plot import save_with_legend
 from search.records import RunInfo, TrialPoint, read_run
 
 FLOPS_VS_OWN = "flops_speedup_vs_keep_all"
@@ -208,13 +209,7 @@ def plot_comparison(runs: list[LabelledRun], summaries: list[Summary], out_dir: 
         ax.set_xlabel(xlabel.format(batch=runs[0].info.latency_batch_size))
     axes[0].set_ylabel(f"F1 on held-out split ({runs[0].info.heldout_questions} questions)")
     fig.suptitle("held-out frontiers: " + " vs ".join(r.label for r in runs), fontsize=12)
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 4), fontsize=9, frameon=False)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = [out_dir / "compare.png", out_dir / "compare.svg"]
-    fig.savefig(paths[0], dpi=150)
-    fig.savefig(paths[1])
-    return paths
+    return save_with_legend(fig, *axes[0].get_legend_handles_labels(), out_dir / "compare")
 
 
 def compare_runs(specs: list[tuple[str, Path]], out_dir: Path, drop: float = 1.0) -> tuple[list[Path], list[Summary]]:

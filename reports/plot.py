@@ -202,10 +202,14 @@ def plot_pareto(
         f"{info.trials} trials",
         fontsize=12,
     )
-    handles, labels = _legend_entries((left, right))
+    return save_with_legend(fig, *_legend_entries((left, right)), out_dir / "pareto")
+
+
+def save_with_legend(fig, handles: list, labels: list[str], stem: Path) -> list[Path]:
+    """Shared legend under the panels, then ``stem``.png (for reading) and .svg (for editing)."""
     fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 4), fontsize=9, frameon=False)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = [out_dir / "pareto.png", out_dir / "pareto.svg"]
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = [stem.with_suffix(".png"), stem.with_suffix(".svg")]
     fig.savefig(paths[0], dpi=150)
     fig.savefig(paths[1])
     return paths
