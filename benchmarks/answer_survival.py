@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 import torch
 from tqdm import tqdm
 
 from bench.adaptive import LengthAdaptiveQA
 from bench.config import LengthConfig
+from bench.errors import exit_status
 from bench.features import build_features
 from bench.model_io import STANDARD_MODEL_DIR, DEFAULT_MODEL_DIR, load_qa_model, load_tokenizer, quiet_libraries
 from bench.squad import limit_examples, load_squad, split_by_article
@@ -47,9 +49,10 @@ class LastKept:
         LengthAdaptiveQA._dropping_layer = self._original
 
 
-def survival(model_dir: str, data, config: LengthConfig, limit: int) -> dict:
+def survival(model_dir: str, data, spec: str, limit: int) -> dict:
     tokenizer = load_tokenizer(model_dir)
     qa = LengthAdaptiveQA(load_qa_model(model_dir))
+    config = LengthConfig.keep_all(qa.num_layers) if spec == "keep-all" else LengthConfig.parse(spec)
     feats = build_features(data.examples, tokenizer, with_labels=True)
     rows = [i for i in range(len(feats)) if feats.start_positions[i] > 0][:limit]
     groups = {"kept": [0, 0], "dropped": [0, 0]}  # [features, start and end both right]
@@ -75,7 +78,11 @@ def survival(model_dir: str, data, config: LengthConfig, limit: int) -> dict:
     }
 
 
-def main() -> None:
+def main() -> int:
+    return exit_status(_run)
+
+
+def _run() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default=f"{STANDARD_MODEL_DIR},{DEFAULT_MODEL_DIR}")
     parser.add_argument("--data", default="../shared/data/squad/dev-v1.1.json")
@@ -90,9 +97,7 @@ def main() -> None:
     rows = []
     for spec in ["keep-all"] + args.configs.split(";"):
         for model_dir in args.models.split(","):
-            config = LengthConfig.parse(spec) if spec != "keep-all" else None
-            config = config or LengthConfig.keep_all(6)
-            row = survival(model_dir, data, config, args.features)
+            row = survival(model_dir, data, spec, args.features)
             rows.append(row)
             print(f"{row['model']:34} {row['config']:38} answer survives {row['answer_survives']:.1%}  "
                   f"span exact: kept {row['span_exact_when_kept']:.1%}, dropped {row['span_exact_when_dropped']:.1%}, "
@@ -103,4 +108,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -20,6 +20,16 @@ CONFIGS = ["ratios:1,0.6,0.36,0.216,0.1296,0.07776", "ratios:0.7,0.5,0.35,0.25,0
            "269,253,252,202,104,34", "ratios:1,1,0.5,0.3,0.2,0.1"]
 
 
+def _thread_counts(text: str) -> list[int]:
+    try:
+        counts = [int(t) for t in text.split(",")]
+    except ValueError:
+        counts = []
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give positive thread counts, e.g. 2,1")
+    return counts
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", default=DEFAULT_MODEL_DIR)
@@ -27,12 +37,12 @@ def main() -> None:
     parser.add_argument("--features", type=int, default=48)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--configs", default=";".join(CONFIGS), help="';'-separated configurations")
-    parser.add_argument("--threads", default=str(torch.get_num_threads()),
+    parser.add_argument("--threads", type=_thread_counts, default=[torch.get_num_threads()],
                         help="comma-separated torch thread counts to measure under, one after the other")
     args = parser.parse_args()
     quiet_libraries()
     runner = QARunner(args.model, limit_examples(load_squad(args.data), 600), progress=False)
-    for threads in (int(t) for t in args.threads.split(",")):
+    for threads in args.threads:
         torch.set_num_threads(threads)
         measure(runner, args)
 
