@@ -72,7 +72,7 @@ bench-overhead:
 	$(PY) benchmarks/keep_all_overhead.py --model $(MODEL) --data $(DATA)
 
 bench-fidelity:
-	$(PY) benchmarks/flops_fidelity.py --model $(MODEL) --data $(DATA) --threads 2,1
+	$(PY) benchmarks/flops_fidelity.py --model $(MODEL) --data $(DATA) --threads 2,1 --frontier reports/reference/frontier.csv
 
 bench-samplers:
 	$(PY) benchmarks/sampler_comparison.py --model $(MODEL) --data $(DATA)

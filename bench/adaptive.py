@@ -54,14 +54,14 @@ ADAPTERS: dict[str, type] = {
 }
 
 
-def adapter_for(model: nn.Module) -> FamilyAdapter:
+def adapter_for(model: nn.Module, kernels: bool = True) -> FamilyAdapter:
     model_type = getattr(model.config, "model_type", None)
     if model_type not in ADAPTERS or not hasattr(model, "qa_outputs"):
         raise UserError(
             f"unsupported architecture {type(model).__name__} (model_type={model_type!r}); "
             f"supported: {', '.join(sorted(ADAPTERS))} *ForQuestionAnswering models"
         )
-    return ADAPTERS[model_type](model)
+    return ADAPTERS[model_type](model, kernels=kernels)
 
 
 def keep_table(config: LengthConfig, real_lengths: torch.Tensor) -> torch.Tensor:
@@ -152,12 +152,18 @@ class _Restore:
 
 
 class LengthAdaptiveQA(nn.Module):
-    """Wraps a ``*ForQuestionAnswering`` model; ``forward`` takes the configuration per call."""
+    """Wraps a ``*ForQuestionAnswering`` model; ``forward`` takes the configuration per call.
 
-    def __init__(self, model: nn.Module):
+    ``kernels`` lets inference (no gradients, eval mode) run its projections through the native
+    small-GEMM kernel where it is available (``bench.kernels``); training never does. Turn it off
+    to run torch's own GEMM, e.g. when counting FLOPs with ``FlopCounterMode``, which cannot see
+    inside a native call.
+    """
+
+    def __init__(self, model: nn.Module, kernels: bool = True):
         super().__init__()
         self.model = model
-        self.adapter = adapter_for(model)
+        self.adapter = adapter_for(model, kernels)
 
     @property
     def num_layers(self) -> int:

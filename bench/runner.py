@@ -18,7 +18,7 @@ from bench.adaptive import LengthAdaptiveQA
 from bench.config import LengthConfig
 from bench.costs import BERT_BASE, FlopReport, flop_report, mean_tokens_per_layer
 from bench.features import Features, cached_features, collate, length_sorted_batches
-from bench.latency import Ratio, interleaved_timings, ratio
+from bench.latency import Ratio, interleaved_batch_timings, ratio
 from bench.model_io import load_qa_model, load_tokenizer
 from bench.squad import SquadData
 
@@ -180,21 +180,19 @@ class QARunner:
         batches = [collate(self.features, chunk, self.pad_id) for chunk in
                    (picks[i : i + batch_size] for i in range(0, len(picks), batch_size))]
 
-        def run_config():
-            for b in batches:
-                self.adaptive(b["input_ids"], b["attention_mask"], b["token_type_ids"], config)
+        def run_config(b):
+            self.adaptive(b["input_ids"], b["attention_mask"], b["token_type_ids"], config)
 
         def run_stock(model):
-            def go():
-                for b in batches:
-                    model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], token_type_ids=b["token_type_ids"])
+            def go(b):
+                model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], token_type_ids=b["token_type_ids"])
             return go
 
         contenders = {"config": run_config, "keep_all": run_stock(self.model)}
         if with_bert_base:
             contenders["bert_base"] = run_stock(bert_base if bert_base is not None else bert_base_qa())
         with torch.inference_mode():
-            timings = interleaved_timings(contenders, repeats=repeats, warmup=warmup)
+            timings = interleaved_batch_timings(contenders, batches, repeats=repeats, warmup=warmup)
         return LatencyResult(
             batch_size=batch_size,
             features=len(picks),

@@ -12,19 +12,20 @@ import torch
 from torch import nn
 
 from bench.costs import EncoderShape
-from bench.families.base import LayerInputs, split_heads, split_span_logits
+from bench.families.base import LayerInputs, Projections, split_heads, split_span_logits
 
 
 class BertLayoutAdapter:
     """Attention over the layer input itself; the same input is the residual of the attention block."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, kernels: bool = True):
         self.model = model
         self.base = model.base_model
         attention = self.base.encoder.layer[0].attention.self
         self.num_heads = model.config.num_attention_heads
         self.head_dim = attention.attention_head_size
         self.scaling = self.head_dim**-0.5
+        self.project = Projections(kernels)
 
     @property
     def layers(self) -> list[nn.Module]:
@@ -35,14 +36,22 @@ class BertLayoutAdapter:
 
     def project_qkv(self, layer: nn.Module, hidden: torch.Tensor) -> LayerInputs:
         attn = layer.attention.self
-        q, k, v = (split_heads(proj(hidden), self.head_dim) for proj in (attn.query, attn.key, attn.value))
+        q, k, v = (split_heads(t, self.head_dim) for t in self.project(hidden, attn.query, attn.key, attn.value))
         return LayerInputs(q, k, v, carry=(hidden,))
 
     def finish_layer(self, layer: nn.Module, context: torch.Tensor, carry: tuple[torch.Tensor, ...]) -> torch.Tensor:
         """Attention output projection + residual LayerNorm, then the feed-forward block."""
         (residual,) = carry
-        attention_output = layer.attention.output(context, residual)
-        return layer.output(layer.intermediate(attention_output), attention_output)
+        if torch.is_grad_enabled() or layer.training:
+            attention_output = layer.attention.output(context, residual)
+            return layer.output(layer.intermediate(attention_output), attention_output)
+        # The same modules without their (inactive) dropouts, projections through ``self.project``.
+        attn_out, inter, out = layer.attention.output, layer.intermediate, layer.output
+        (projected,) = self.project(context, attn_out.dense)
+        attention_output = attn_out.LayerNorm(projected + residual)
+        (expanded,) = self.project(attention_output, inter.dense)
+        (reduced,) = self.project(inter.intermediate_act_fn(expanded), out.dense)
+        return out.LayerNorm(reduced + attention_output)
 
     def span_head(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return split_span_logits(self.model.qa_outputs(hidden))

@@ -10,19 +10,20 @@ import torch
 from torch import nn
 
 from bench.costs import EncoderShape
-from bench.families.base import LayerInputs, split_heads, split_span_logits
+from bench.families.base import LayerInputs, Projections, split_heads, split_span_logits
 
 
 class DistilBertAdapter:
     """q_lin/k_lin/v_lin/out_lin attention, ``sa_layer_norm``, FFN ``lin1``/``lin2``, ``output_layer_norm``."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, kernels: bool = True):
         self.model = model
         self.base = model.distilbert
         attention = self.base.transformer.layer[0].attention
         self.num_heads = attention.n_heads
         self.head_dim = attention.attention_head_size
         self.scaling = self.head_dim**-0.5
+        self.project = Projections(kernels)
 
     @property
     def layers(self) -> list[nn.Module]:
@@ -33,13 +34,21 @@ class DistilBertAdapter:
 
     def project_qkv(self, layer: nn.Module, hidden: torch.Tensor) -> LayerInputs:
         attn = layer.attention
-        q, k, v = (split_heads(proj(hidden), self.head_dim) for proj in (attn.q_lin, attn.k_lin, attn.v_lin))
+        q, k, v = (split_heads(t, self.head_dim) for t in self.project(hidden, attn.q_lin, attn.k_lin, attn.v_lin))
         return LayerInputs(q, k, v, carry=(hidden,))
 
     def finish_layer(self, layer: nn.Module, context: torch.Tensor, carry: tuple[torch.Tensor, ...]) -> torch.Tensor:
         (residual,) = carry
-        attention_output = layer.sa_layer_norm(layer.attention.out_lin(context) + residual)
-        return layer.output_layer_norm(layer.ffn(attention_output) + attention_output)
+        if torch.is_grad_enabled() or layer.training:
+            attention_output = layer.sa_layer_norm(layer.attention.out_lin(context) + residual)
+            return layer.output_layer_norm(layer.ffn(attention_output) + attention_output)
+        # The same modules without their (inactive) dropouts, projections through ``self.project``.
+        (projected,) = self.project(context, layer.attention.out_lin)
+        attention_output = layer.sa_layer_norm(projected + residual)
+        ffn = layer.ffn
+        (expanded,) = self.project(attention_output, ffn.lin1)
+        (reduced,) = self.project(ffn.activation(expanded), ffn.lin2)
+        return layer.output_layer_norm(reduced + attention_output)
 
     def span_head(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The stock head applies dropout first; kept here so training through the adapter matches."""

@@ -92,7 +92,7 @@ class MobileBertShape:
 class MobileBertAdapter:
     """Bottlenecked attention inputs; the layer input and its bottleneck are the two residuals."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, kernels: bool = True):  # kernels: not used by this family yet
         self.model = model
         self.base = model.mobilebert
         cfg = model.config

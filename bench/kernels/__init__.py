@@ -1,0 +1,60 @@
+"""Native kernels the length-adaptive forward can use, compiled on first use.
+
+Only one so far: a float32 GEMM for few rows (``small_gemm.cpp``), because at batch 1 the layers
+that have dropped most tokens multiply a handful of rows by full-size weights, and on this class
+of CPU the BLAS path runs those calls at a fraction of its large-GEMM speed, which is what kept
+FLOPs savings from turning into latency. It is optional: without AVX-512, a C++ compiler or
+ninja, or with ``DYNLEN_KERNELS=off``, the forward uses torch's own GEMM and says so once.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from functools import lru_cache
+from pathlib import Path
+from types import ModuleType
+
+import torch
+
+SOURCE = Path(__file__).with_name("small_gemm.cpp")
+SWITCH = "DYNLEN_KERNELS"
+
+
+def unavailable_reason() -> str | None:
+    """Why the kernel cannot be used on this machine, or None when it can."""
+    if os.environ.get(SWITCH, "").lower() in {"0", "off", "no", "false"}:
+        return f"disabled by {SWITCH}={os.environ[SWITCH]}"
+    capability = torch.backends.cpu.get_cpu_capability()
+    if capability != "AVX512":
+        return f"needs an AVX-512 CPU (torch reports {capability})"
+    compiler = os.environ.get("CXX", "c++")
+    if shutil.which(compiler) is None:
+        return f"no C++ compiler {compiler!r} on PATH (install g++ or set CXX)"
+    try:
+        from torch.utils.cpp_extension import verify_ninja_availability
+
+        verify_ninja_availability()
+    except RuntimeError:
+        return "ninja is not installed (pip install ninja)"
+    return None
+
+
+@lru_cache(maxsize=None)
+def small_gemm() -> ModuleType | None:
+    """The compiled small-GEMM module (built once per machine, then cached by torch), or None."""
+    reason = unavailable_reason()
+    if reason is None:
+        try:
+            from torch.utils.cpp_extension import load
+
+            # -fopenmp: at::parallel_for is an OpenMP pragma in torch's headers; without it the
+            # kernel would silently run on one thread whatever torch.set_num_threads says.
+            print("note: loading the small-GEMM kernel (the first time on a machine it compiles, ~30 s)", file=sys.stderr)
+            return load(name="dynlen_small_gemm", sources=[str(SOURCE)],
+                        extra_cflags=["-O3", "-mavx512f", "-mfma", "-fopenmp"], verbose=False)
+        except Exception as exc:  # a failed build must not stop inference: torch's GEMM still works
+            reason = f"build failed: {str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__}"
+    print(f"note: small-GEMM kernel off ({reason}); using torch's GEMM", file=sys.stderr)
+    return None

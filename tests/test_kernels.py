@@ -1,0 +1,89 @@
+"""The native small-GEMM kernel and the inference projections that use it.
+
+Where the machine can build the kernel (AVX-512, a C++ compiler, ninja) it must build: a silent
+fallback would hide a broken build. Elsewhere the kernel tests skip and the engine tests still run
+the torch-GEMM path.
+"""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from fixtures import tiny_bert_config
+
+from bench.adaptive import LengthAdaptiveQA
+from bench.config import LengthConfig
+from bench.families.base import Projections
+from bench.kernels import small_gemm, unavailable_reason
+
+
+@pytest.fixture(scope="module")
+def kernel():
+    reason = unavailable_reason()
+    if reason is not None:
+        pytest.skip(f"small-GEMM kernel not usable here: {reason}")
+    module = small_gemm()
+    assert module is not None, "the machine supports the kernel but it did not build (see the note on stderr)"
+    return module
+
+
+@pytest.mark.parametrize("rows", [1, 5, 12, 13, 40])
+@pytest.mark.parametrize("k,n", [(7, 32), (64, 40), (48, 96), (33, 3)])
+def test_packed_linear_equals_torch_linear(kernel, rows, k, n):
+    g = torch.Generator().manual_seed(rows * 100 + k + n)
+    x, w, b = torch.randn(rows, k, generator=g), torch.randn(n, k, generator=g), torch.randn(n, generator=g)
+    panels, bias = kernel.pack_weight(w, b)
+    assert panels.shape == ((n + 31) // 32, k, 32)
+    out = kernel.packed_linear(x, panels, bias)[:, :n]
+    torch.testing.assert_close(out, F.linear(x, w, b), rtol=1e-5, atol=1e-5)
+
+
+def test_kernel_follows_torch_thread_count(kernel):
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert kernel.parallel_width(64) == 2, "built without OpenMP: the kernel would run on one thread"
+        torch.set_num_threads(1)
+        assert kernel.parallel_width(64) == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_switch_turns_kernel_off(monkeypatch):
+    monkeypatch.setenv("DYNLEN_KERNELS", "off")
+    assert "DYNLEN_KERNELS" in unavailable_reason()
+
+
+def test_projections_fuse_and_follow_weight_changes():
+    torch.manual_seed(0)
+    q, k, v = (torch.nn.Linear(8, 6) for _ in range(3))
+    project = Projections()
+    x = torch.randn(2, 5, 8)
+    with torch.no_grad():
+        got = project(x, q, k, v)
+        for lin, out in zip((q, k, v), got):
+            torch.testing.assert_close(out, lin(x), rtol=1e-5, atol=1e-5)
+        k.weight.mul_(3)  # an optimiser step or load_state_dict changes weights in place
+        torch.testing.assert_close(project(x, q, k, v)[1], k(x), rtol=1e-5, atol=1e-5)
+    grads = project(x, q)[0]
+    assert grads.requires_grad and grads.grad_fn is not None  # with gradients on, the stock module runs
+
+
+def test_engine_same_logits_with_and_without_kernel_on_unaligned_widths():
+    """Hidden 40 and FFN 72 are not multiples of the kernel's 32-column panels: the padded path."""
+    from transformers import BertForQuestionAnswering
+
+    torch.manual_seed(0)
+    model = BertForQuestionAnswering._from_config(tiny_bert_config(hidden=40, heads=4, ffn=72)).eval()
+    ids = torch.randint(5, 60, (2, 19), generator=torch.Generator().manual_seed(3))
+    mask = torch.ones_like(ids)
+    mask[1, 11:] = 0
+    config = LengthConfig.parse("ratios:1,0.6,0.4,0.3")
+    with torch.no_grad():
+        fast = LengthAdaptiveQA(model)(ids, mask, None, config)
+        plain = LengthAdaptiveQA(model, kernels=False)(ids, mask, None, config)
+        stock = model(input_ids=ids, attention_mask=mask)
+        keep_all = LengthAdaptiveQA(model)(ids, mask, None)
+    real = mask.bool()
+    torch.testing.assert_close(fast.start_logits[real], plain.start_logits[real], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(fast.end_logits[real], plain.end_logits[real], rtol=1e-5, atol=1e-5)
+    assert (keep_all.start_logits - stock.start_logits)[real].abs().max() <= 1e-5
