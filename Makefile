@@ -20,10 +20,10 @@ ifeq ($(QUICK),1)
   RUN := $(if $(filter default,$(RUN)),quick,$(RUN))
 endif
 
-.PHONY: install test model model-standard train eval pareto report choose regress regress-update bench-eval bench-overhead bench-fidelity bench-samplers bench-lengthdrop bench-survival help
+.PHONY: install test model model-standard train eval pareto report choose regress regress-update bench-eval bench-overhead bench-kernel bench-fidelity bench-samplers bench-lengthdrop bench-survival help
 
 help:
-	@echo "make install | test | model | model-standard | train | eval | pareto | report | choose | regress | bench-eval | bench-overhead | bench-fidelity | bench-samplers | bench-lengthdrop | bench-survival"
+	@echo "make install | test | model | model-standard | train | eval | pareto | report | choose | regress | bench-eval | bench-overhead | bench-kernel | bench-fidelity | bench-samplers | bench-lengthdrop | bench-survival"
 
 install:
 	python3 -m venv .venv
@@ -70,6 +70,9 @@ bench-eval:
 
 bench-overhead:
 	$(PY) benchmarks/keep_all_overhead.py --model $(MODEL) --data $(DATA)
+
+bench-kernel:
+	$(PY) benchmarks/small_gemm_throughput.py
 
 bench-fidelity:
 	$(PY) benchmarks/flops_fidelity.py --model $(MODEL) --data $(DATA) --threads 2,1 --frontier reports/reference/frontier.csv

@@ -4,8 +4,7 @@ On a small shared CPU the absolute milliseconds drift by tens of percent from mi
 minute; timing the candidate and its references alternately, with the order rotated each
 round, makes their ratio far steadier than either number alone. The finer the alternation the
 steadier: ``interleaved_batch_timings`` alternates on every batch, so all contenders see the same
-few milliseconds of machine state (stock against itself: per-round ratios 0.98-1.04 this way,
-0.81-1.15 when each contender runs a whole pass over the batches in turn).
+few milliseconds of machine state rather than whole passes seconds apart.
 """
 
 from __future__ import annotations

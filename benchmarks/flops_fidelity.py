@@ -72,7 +72,7 @@ def main() -> int:
 def _run(args: argparse.Namespace) -> None:
     quiet_libraries()
     specs = args.configs.split(";") + (frontier_configs(args.frontier, 2.0) if args.frontier else [])
-    configs = [LengthConfig.parse(spec) for spec in specs]
+    configs = list({c.label(): c for c in (LengthConfig.parse(spec) for spec in specs)}.values())  # each once
     runner = QARunner(args.model, limit_examples(load_squad(args.data), 600), progress=False)
     kernel = "on" if small_gemm() is not None else "unavailable"
     for threads in args.threads:

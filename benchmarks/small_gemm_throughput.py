@@ -1,0 +1,67 @@
+"""GFLOP/s of the small-GEMM kernel against torch's GEMM, by number of rows, weights cold.
+
+Twelve different (384 -> 1536 -> 384) weight pairs are cycled, as an encoder's layers are, so the
+weights come from memory rather than cache, as they do at batch 1 in a real forward. The two
+implementations alternate on every repeat; medians are printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+from bench.errors import UserError, exit_status
+from bench.kernels import small_gemm, unavailable_reason
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rows", default="4,8,16,32,64,150,384", help="comma-separated row counts")
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    args = parser.parse_args()
+    return exit_status(lambda: _run(args))
+
+
+def _run(args: argparse.Namespace) -> None:
+    kernel = small_gemm()
+    if kernel is None:
+        raise UserError(f"the small-GEMM kernel is not available here: {unavailable_reason() or 'its build failed'}")
+    torch.set_num_threads(args.threads)
+    g = torch.Generator().manual_seed(0)
+    pairs = [((torch.randn(1536, 384, generator=g), torch.randn(1536, generator=g)),
+              (torch.randn(384, 1536, generator=g), torch.randn(384, generator=g))) for _ in range(12)]
+    packed = [(kernel.pack_weight(*up), kernel.pack_weight(*down)) for up, down in pairs]
+    print(f"{args.threads} threads; GFLOP/s over 12 cold (384->1536->384) pairs, median of {args.repeats}")
+    print(f"{'rows':>5} {'torch GEMM':>11} {'kernel':>8} {'ratio':>6}")
+    for rows in (int(r) for r in args.rows.split(",")):
+        x = torch.randn(rows, 384, generator=g)
+
+        def torch_gemm():
+            for (w1, b1), (w2, b2) in pairs:
+                F.linear(F.linear(x, w1, b1), w2, b2)
+
+        def ours():
+            for (p1, c1), (p2, c2) in packed:
+                kernel.packed_linear(kernel.packed_linear(x, p1, c1), p2, c2)
+
+        spent = {"torch": [], "kernel": []}
+        with torch.inference_mode():
+            torch_gemm(), ours()
+            for _ in range(args.repeats):
+                for name, fn in (("torch", torch_gemm), ("kernel", ours)):
+                    start = time.perf_counter()
+                    fn()
+                    spent[name].append(time.perf_counter() - start)
+        flops = 12 * 2 * 2 * rows * 384 * 1536
+        rate = {name: flops / statistics.median(v) / 1e9 for name, v in spent.items()}
+        print(f"{rows:>5} {rate['torch']:>11.1f} {rate['kernel']:>8.1f} {rate['kernel'] / rate['torch']:>5.2f}x")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
