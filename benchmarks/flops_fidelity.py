@@ -50,7 +50,11 @@ def frontier_configs(path: Path, minimum: float) -> list[str]:
     if not path.is_file():
         raise UserError(f"{path} not found; give a report's frontier.csv (make pareto writes reports/<run>/frontier.csv)")
     with path.open() as fh:
-        rows = [r for r in csv.DictReader(fh) if float(r["flops_speedup_vs_keep_all"]) >= minimum]
+        reader = csv.DictReader(fh)
+        needed = {"label", "flops_speedup_vs_keep_all"}
+        if not needed <= set(reader.fieldnames or ()):
+            raise UserError(f"{path} lacks the columns {', '.join(sorted(needed))}; give a frontier.csv written by dynlen's reports")
+        rows = [r for r in reader if float(r["flops_speedup_vs_keep_all"]) >= minimum]
     return [r["label"] for r in rows]
 
 

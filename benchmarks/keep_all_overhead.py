@@ -30,6 +30,8 @@ def main() -> None:
     adaptive: LengthAdaptiveQA = runner.adaptive
     plain = LengthAdaptiveQA(runner.model, kernels=False)
     print(f"model {args.model}, {len(picks)} dev features spread over the length range, {torch.get_num_threads()} threads")
+    print(f"max |logit difference| from stock over these features at batch 1: small-GEMM kernel "
+          f"{max_logit_difference(runner, picks, adaptive):.2e}, torch GEMM {max_logit_difference(runner, picks, plain):.2e}")
     for bs in (int(b) for b in args.batch_sizes.split(",")):
         batches = [collate(runner.features, picks[i : i + bs], runner.pad_id) for i in range(0, len(picks), bs)]
 
@@ -51,6 +53,20 @@ def main() -> None:
               f"{ratio(t['adaptive_keep_all_torch_gemm'], t['stock'])}")
         print(f"   latency ratio adaptive/stock, small-GEMM kernel (what users run):    "
               f"{ratio(t['adaptive_keep_all'], t['stock'])}")
+
+
+def max_logit_difference(runner: QARunner, picks: list[int], engine: LengthAdaptiveQA) -> float:
+    """Largest start/end logit gap between ``engine`` at keep-all and the stock model."""
+    worst = 0.0
+    with torch.inference_mode():
+        for i in picks:
+            b = collate(runner.features, [i], runner.pad_id)
+            ours = engine(b["input_ids"], b["attention_mask"], b["token_type_ids"])
+            stock = runner.model(**b)
+            for a, c in ((ours.start_logits, stock.start_logits), (ours.end_logits, stock.end_logits)):
+                worst = max(worst, (a - c).abs().max().item())
+    return worst
+
 
 if __name__ == "__main__":
     main()

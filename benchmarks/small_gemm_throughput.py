@@ -19,9 +19,19 @@ from bench.errors import UserError, exit_status
 from bench.kernels import small_gemm, unavailable_reason
 
 
+def _row_counts(text: str) -> list[int]:
+    try:
+        rows = [int(r) for r in text.split(",")]
+    except ValueError:
+        rows = []
+    if not rows or min(rows) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give positive row counts, e.g. 8,16,150")
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--rows", default="4,8,16,32,64,150,384", help="comma-separated row counts")
+    parser.add_argument("--rows", type=_row_counts, default=[4, 8, 16, 32, 64, 150, 384], help="comma-separated row counts")
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = parser.parse_args()
@@ -39,7 +49,7 @@ def _run(args: argparse.Namespace) -> None:
     packed = [(kernel.pack_weight(*up), kernel.pack_weight(*down)) for up, down in pairs]
     print(f"{args.threads} threads; GFLOP/s over 12 cold (384->1536->384) pairs, median of {args.repeats}")
     print(f"{'rows':>5} {'torch GEMM':>11} {'kernel':>8} {'ratio':>6}")
-    for rows in (int(r) for r in args.rows.split(",")):
+    for rows in args.rows:
         x = torch.randn(rows, 384, generator=g)
 
         def torch_gemm():
