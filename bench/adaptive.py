@@ -32,6 +32,7 @@ from bench.families.base import FamilyAdapter
 from bench.families.bert import BertLayoutAdapter
 from bench.families.distilbert import DistilBertAdapter
 from bench.families.mobilebert import MobileBertAdapter
+from bench.kernels import native_kernels
 
 __all__ = ["ADAPTERS", "AdaptiveOutput", "BertLayoutAdapter", "LengthAdaptiveQA", "adapter_for", "keep_table"]
 
@@ -154,15 +155,16 @@ class _Restore:
 class LengthAdaptiveQA(nn.Module):
     """Wraps a ``*ForQuestionAnswering`` model; ``forward`` takes the configuration per call.
 
-    ``kernels`` lets inference (no gradients, eval mode) run its projections through the native
-    small-GEMM kernel where it is available (``bench.kernels``); training never does. Turn it off
-    to run torch's own GEMM, e.g. when counting FLOPs with ``FlopCounterMode``, which cannot see
-    inside a native call.
+    ``kernels`` lets inference (no gradients, eval mode) run its projections and the attention of
+    its dropping layers through the native kernels where they are available (``bench.kernels``);
+    training never does. Turn it off to run torch's own ops, e.g. when counting FLOPs with
+    ``FlopCounterMode``, which cannot see inside a native call.
     """
 
     def __init__(self, model: nn.Module, kernels: bool = True):
         super().__init__()
         self.model = model
+        self.kernels = kernels
         self.adapter = adapter_for(model, kernels)
 
     @property
@@ -200,6 +202,7 @@ class LengthAdaptiveQA(nn.Module):
         plan = _skip_layers(keep_counts_batch(config, lengths), lengths, skip)  # [layer][example]
         keep = _keep_tensor(plan, config.num_layers, real.device)
         mask: torch.Tensor | None = None if all(n == width for n in lengths) else valid
+        native = self._native_drop(input_ids, mask, real)
 
         hidden = ad.embed(input_ids, token_type_ids)
         positions = torch.arange(width, device=input_ids.device).expand(batch, width)
@@ -212,7 +215,8 @@ class LengthAdaptiveQA(nn.Module):
                 if restore is None:
                     restore = _Restore(hidden, width)
                 restore.write(hidden, positions, mask)
-                hidden, positions, mask = self._dropping_layer(layer, hidden, mask, keep[index], positions)
+                counts = (current, plan[index]) if native is not None else None
+                hidden, positions, mask = self._dropping_layer(layer, hidden, mask, keep[index], positions, counts)
                 current = plan[index]
             else:
                 hidden = self._full_layer(layer, hidden, mask, attention)
@@ -233,6 +237,22 @@ class LengthAdaptiveQA(nn.Module):
             context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=ad.scaling)
         return ad.finish_layer(layer, _merge_heads(context), inputs.carry)
 
+    def _native_drop(self, input_ids: torch.Tensor, mask: torch.Tensor | None, real: torch.Tensor):
+        """The native drop-attention kernel when this forward may use it, else None.
+
+        It needs inference (no gradients, eval mode), float32 CPU tensors, and real tokens as a
+        prefix of every row (right padding), which the slots of later layers keep by construction.
+        """
+        if not self.kernels or torch.is_grad_enabled() or self.model.training or input_ids.device.type != "cpu":
+            return None
+        if next(self.model.parameters()).dtype != torch.float32:
+            return None
+        if mask is not None:
+            prefix = torch.arange(mask.shape[1], device=mask.device)[None, :] < real[:, None]
+            if not torch.equal(mask, prefix):
+                return None
+        return native_kernels()
+
     def _dropping_layer(
         self,
         layer: nn.Module,
@@ -240,13 +260,26 @@ class LengthAdaptiveQA(nn.Module):
         valid: torch.Tensor | None,
         keep: torch.Tensor,
         positions: torch.Tensor,
+        native_counts: tuple[list[int], list[int]] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """Attention over all current tokens; context, projection and FFN only for the kept ones."""
+        """Attention over all current tokens; context, projection and FFN only for the kept ones.
+
+        ``native_counts`` (real slots now, slots to keep, per example) routes the attention through
+        the native kernel; both paths pick the same tokens and give the same context to float32
+        rounding.
+        """
         ad = self.adapter
         inputs = ad.project_qkv(layer, hidden)
-        probs = _attention_probs(inputs.query, inputs.key, valid, ad.scaling)
-        slots, slot_real = _select_kept(probs, valid, keep)
-        context = _merge_heads(_take_rows(probs, slots, dim=2) @ inputs.value)
+        if native_counts is None:
+            probs = _attention_probs(inputs.query, inputs.key, valid, ad.scaling)
+            slots, slot_real = _select_kept(probs, valid, keep)
+            context = _merge_heads(_take_rows(probs, slots, dim=2) @ inputs.value)
+        else:
+            current, counts = native_counts
+            context, slots = native_kernels().drop_attention(
+                inputs.query, inputs.key, inputs.value, torch.tensor(current), torch.tensor(counts), ad.scaling)
+            width = slots.shape[1]
+            slot_real = None if min(counts) == width else torch.arange(width)[None, :] < keep[:, None]
         carry = tuple(_take_rows(t, slots, dim=1) for t in inputs.carry)
         out = ad.finish_layer(layer, context, carry)
         return out, _take_rows(positions, slots, dim=1), slot_real

@@ -87,3 +87,84 @@ def test_engine_same_logits_with_and_without_kernel_on_unaligned_widths():
     torch.testing.assert_close(fast.start_logits[real], plain.start_logits[real], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(fast.end_logits[real], plain.end_logits[real], rtol=1e-5, atol=1e-5)
     assert (keep_all.start_logits - stock.start_logits)[real].abs().max() <= 1e-5
+
+
+def _reference_drop(q, k, v, lengths, keep, scale):
+    """The engine's semantics written plainly, one example at a time."""
+    batch, heads, _, head_dim = q.shape
+    width = int(keep.max())
+    contexts, slots = [], []
+    for b in range(batch):
+        n = int(lengths[b])
+        probs = ((q[b, :, :n] * scale) @ k[b, :, :n].transpose(-1, -2)).softmax(-1)
+        significance = probs.sum(dim=(0, 1))
+        significance[0] = float("inf")  # [CLS] stays
+        kept = significance.topk(int(keep[b])).indices.sort().values
+        row = torch.zeros(width, dtype=torch.long)
+        row[: len(kept)] = kept  # fillers read slot 0
+        contexts.append((probs[:, row] @ v[b, :, :n]).transpose(0, 1).reshape(width, heads * head_dim))
+        slots.append(row)
+    return torch.stack(contexts), torch.stack(slots)
+
+
+@pytest.mark.parametrize("batch,heads,n,head_dim", [(1, 12, 150, 32), (3, 4, 37, 8), (2, 2, 20, 80), (1, 3, 1, 16),
+                                                    (2, 12, 70, 64)])
+def test_drop_attention_equals_reference(kernel, batch, heads, n, head_dim):
+    g = torch.Generator().manual_seed(batch * 1000 + n + head_dim)
+    qkv = torch.randn(batch, n, 3 * heads * head_dim, generator=g)  # the fused projection's layout
+    q, k, v = (t.view(batch, n, heads, head_dim).transpose(1, 2) for t in qkv.split(heads * head_dim, dim=-1))
+    lengths = torch.tensor([max(1, n - 5 * b) for b in range(batch)])
+    keep = torch.tensor([max(1, int(length * (0.7 - 0.2 * b))) for b, length in enumerate(lengths.tolist())])
+    context, slots = kernel.drop_attention(q, k, v, lengths, keep, head_dim**-0.5)
+    want_context, want_slots = _reference_drop(q, k, v, lengths, keep, head_dim**-0.5)
+    assert torch.equal(slots, want_slots)
+    torch.testing.assert_close(context, want_context, rtol=1e-5, atol=2e-6)
+
+
+def test_drop_attention_does_not_depend_on_thread_count(kernel):
+    g = torch.Generator().manual_seed(7)
+    q, k, v = (torch.randn(2, 12, 90, 32, generator=g) for _ in range(3))
+    lengths, keep = torch.tensor([90, 61]), torch.tensor([40, 17])
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = kernel.drop_attention(q, k, v, lengths, keep, 0.2)
+        torch.set_num_threads(2)
+        two = kernel.drop_attention(q, k, v, lengths, keep, 0.2)
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(one[0], two[0]) and torch.equal(one[1], two[1])
+
+
+def test_drop_attention_rejects_keeping_more_than_the_real_tokens(kernel):
+    q = torch.randn(1, 2, 6, 8)
+    with pytest.raises(RuntimeError, match="keep <= length"):
+        kernel.drop_attention(q, q, q, torch.tensor([4]), torch.tensor([5]), 1.0)
+
+
+@pytest.mark.parametrize("left_padding", [False, True])
+def test_engine_native_drop_matches_torch_path(kernel, monkeypatch, left_padding):
+    """Right padding runs the native drop attention; left padding (real tokens not a prefix) must not."""
+    from transformers import BertForQuestionAnswering
+
+    calls = []
+    original = kernel.drop_attention
+    monkeypatch.setattr("bench.adaptive.native_kernels",
+                        lambda: type("Spy", (), {"drop_attention": staticmethod(lambda *a: calls.append(1) or original(*a))})())
+    torch.manual_seed(1)
+    model = BertForQuestionAnswering._from_config(tiny_bert_config(hidden=48, heads=4, ffn=96)).eval()
+    ids = torch.randint(5, 60, (3, 23), generator=torch.Generator().manual_seed(5))
+    mask = torch.ones_like(ids)
+    if left_padding:
+        mask[1, :9] = 0
+    else:
+        mask[1, 14:] = 0
+    config = LengthConfig.parse("ratios:0.9,0.6,0.4,0.3")
+    with torch.no_grad():
+        fast = LengthAdaptiveQA(model)(ids, mask, None, config)
+        plain = LengthAdaptiveQA(model, kernels=False)(ids, mask, None, config)
+    assert (len(calls) > 0) != left_padding
+    real = mask.bool()
+    assert torch.equal(fast.kept, plain.kept)
+    torch.testing.assert_close(fast.start_logits[real], plain.start_logits[real], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(fast.end_logits[real], plain.end_logits[real], rtol=1e-4, atol=1e-5)

@@ -1,10 +1,17 @@
 """Native kernels the length-adaptive forward can use, compiled on first use.
 
-Only one so far: a float32 GEMM for few rows (``small_gemm.cpp``), because at batch 1 the layers
-that have dropped most tokens multiply a handful of rows by full-size weights, and on this class
-of CPU the BLAS path runs those calls at a fraction of its large-GEMM speed, which is what kept
-FLOPs savings from turning into latency. It is optional: without AVX-512, a C++ compiler or
-ninja, or with ``DYNLEN_KERNELS=off``, the forward uses torch's own GEMM and says so once.
+Two, built into one module:
+
+- a float32 GEMM for few rows (``small_gemm.cpp``): at batch 1 the layers that have dropped most
+  tokens multiply a handful of rows by full-size weights, and on this class of CPU the BLAS path
+  runs those calls at a fraction of its large-GEMM speed;
+- the attention of a dropping layer in one call (``drop_attention.cpp``): significance, the kept
+  slots and only the kept rows' context, where torch needs a dozen ops and as many passes over
+  the (heads, n, n) probabilities.
+
+Both are what kept FLOPs savings from turning into latency. They are optional: without AVX-512,
+a C++ compiler or ninja, or with ``DYNLEN_KERNELS=off``, the forward uses torch's own ops and
+says so once.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ from types import ModuleType
 
 import torch
 
-SOURCE = Path(__file__).with_name("small_gemm.cpp")
+SOURCES = tuple(Path(__file__).with_name(name) for name in ("small_gemm.cpp", "drop_attention.cpp", "bindings.cpp"))
 SWITCH = "DYNLEN_KERNELS"
 
 
@@ -42,8 +49,8 @@ def unavailable_reason() -> str | None:
 
 
 @lru_cache(maxsize=None)
-def small_gemm() -> ModuleType | None:
-    """The compiled small-GEMM module (built once per machine, then cached by torch), or None."""
+def native_kernels() -> ModuleType | None:
+    """The compiled kernels module (built once per machine, then cached by torch), or None."""
     reason = unavailable_reason()
     if reason is None:
         try:
@@ -51,10 +58,13 @@ def small_gemm() -> ModuleType | None:
 
             # -fopenmp: at::parallel_for is an OpenMP pragma in torch's headers; without it the
             # kernel would silently run on one thread whatever torch.set_num_threads says.
-            print("note: loading the small-GEMM kernel (the first time on a machine it compiles, ~30 s)", file=sys.stderr)
-            return load(name="dynlen_small_gemm", sources=[str(SOURCE)],
+            print("note: loading the native kernels (the first time on a machine they compile, ~40 s)", file=sys.stderr)
+            return load(name="dynlen_kernels", sources=[str(path) for path in SOURCES],
                         extra_cflags=["-O3", "-mavx512f", "-mfma", "-fopenmp"], verbose=False)
         except Exception as exc:  # a failed build must not stop inference: torch's GEMM still works
             reason = f"build failed: {str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__}"
-    print(f"note: small-GEMM kernel off ({reason}); using torch's GEMM", file=sys.stderr)
+    print(f"note: native kernels off ({reason}); using torch's own ops", file=sys.stderr)
     return None
+
+
+small_gemm = native_kernels  # the name callers used when the module held the GEMM alone

@@ -84,9 +84,3 @@ int64_t parallel_width(int64_t tasks) {
   });
   return std::count(seen.begin(), seen.end(), 1);
 }
-
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("parallel_width", &parallel_width, "threads used by parallel_for (a build check)");
-  m.def("pack_weight", &pack_weight, "pack a Linear weight into 32-column panels");
-  m.def("packed_linear", &packed_linear, "x @ W^T + b with packed weights");
-}
