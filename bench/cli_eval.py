@@ -8,7 +8,7 @@ from pathlib import Path
 
 from bench.config import resolve_config
 from bench.model_io import DEFAULT_MODEL_DIR
-from bench.runner import QARunner, check_flops_consistent, metrics_record
+from bench.runner import DEVICE_CHOICES, QARunner, check_flops_consistent, metrics_record, resolve_device
 from bench.squad import limit_examples, load_squad
 
 DEFAULT_DATA = "../shared/data/squad/dev-v1.1.json"
@@ -26,6 +26,9 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="runs/eval", help="folder for metrics.json and predictions.json (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=32, help="evaluation batch size, length-sorted with dynamic padding (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto",
+                        help="where the model runs: 'cuda' (an NVIDIA GPU), 'cpu', or 'auto' = cuda when torch "
+                             "sees a GPU, else cpu; answers are always extracted and scored on the CPU (default: %(default)s)")
     parser.add_argument("--latency-sample", type=int, default=16, help="features timed for latency (default: %(default)s)")
     parser.add_argument("--latency-batch-size", type=int, default=1, help="batch size for latency timing (default: %(default)s)")
     parser.add_argument("--latency-repeats", type=int, default=5, help="timed rounds after one warm-up round (default: %(default)s)")
@@ -35,8 +38,10 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_eval(args: argparse.Namespace) -> dict:
+    device = resolve_device(args.device)  # before loading anything: a missing GPU is one line, at once
     data = limit_examples(load_squad(args.data), args.limit)
-    runner = QARunner(args.model, data, batch_size=args.batch_size, threads=args.threads, progress=not args.quiet)
+    runner = QARunner(args.model, data, batch_size=args.batch_size, threads=args.threads, progress=not args.quiet,
+                      device=device)
     config = resolve_config(args.config, runner.num_layers)
     config.check_layers(runner.num_layers, args.model)
     result = runner.evaluate(config)
@@ -57,7 +62,8 @@ def run_eval(args: argparse.Namespace) -> dict:
 def _print_summary(record: dict, out: Path) -> None:
     sp = record["speedups"]
     fl = record["flops"]["dynamic_padding"]
-    print(f"{record['model']} on {record['data']} ({record['questions']} questions, {record['features']} features)")
+    print(f"{record['model']} on {record['data']} ({record['questions']} questions, {record['features']} features), "
+          f"device {record['device']}")
     print(f"config {record['config_label']}")
     print(f"EM {record['exact_match']:.2f}  F1 {record['f1']:.2f}  ({record['questions_per_second']:.1f} questions/s)")
     print(f"FLOPs/question {fl['gflops_per_question']:.3f} GFLOPs ({fl['gflops_per_question'] / 2:.3f} GMACs); "

@@ -5,6 +5,11 @@ minute; timing the candidate and its references alternately, with the order rota
 round, makes their ratio far steadier than either number alone. The finer the alternation the
 steadier: ``interleaved_batch_timings`` alternates on every batch, so all contenders see the same
 few milliseconds of machine state rather than whole passes seconds apart.
+
+On a GPU a forward returns as soon as its kernels are queued, so a contender's clock would
+stop long before its work is done (and the next contender would pay for it). Pass
+``synchronize`` (``device_synchronizer(device)`` gives the right one) and every contender's
+time is taken from an idle device to an idle device.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ import statistics
 import time
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence, TypeVar
+
+Synchronize = Callable[[], object]
 
 
 @dataclass(frozen=True)
@@ -47,13 +54,19 @@ Batch = TypeVar("Batch")
 
 
 def interleaved_batch_timings(
-    contenders: Mapping[str, Callable[[Batch], object]], batches: Sequence[Batch], repeats: int = 5, warmup: int = 1
+    contenders: Mapping[str, Callable[[Batch], object]],
+    batches: Sequence[Batch],
+    repeats: int = 5,
+    warmup: int = 1,
+    synchronize: Synchronize | None = None,
 ) -> dict[str, Timing]:
     """Seconds per pass over ``batches`` for each contender, alternating contenders on every batch.
 
     The order rotates with the batch and the round, so no contender always runs first (or
     right after another one). A round's sample is the contender's summed time over all batches;
-    warm-up rounds are discarded.
+    warm-up rounds are discarded. ``synchronize`` (None on the CPU, where calls are
+    synchronous) runs before each clock starts and before it stops, so asynchronous device
+    work is charged to the contender that queued it.
     """
     names = list(contenders)
     samples: dict[str, list[float]] = {name: [] for name in names}
@@ -62,8 +75,12 @@ def interleaved_batch_timings(
         for batch_index, batch in enumerate(batches):
             shift = (round_index + batch_index) % len(names)
             for name in names[shift:] + names[:shift]:
+                if synchronize is not None:
+                    synchronize()
                 started = time.perf_counter()
                 contenders[name](batch)
+                if synchronize is not None:
+                    synchronize()
                 spent[name] += time.perf_counter() - started
         if round_index >= warmup:
             for name in names:
@@ -74,3 +91,19 @@ def interleaved_batch_timings(
 def ratio(reference: Timing, candidate: Timing) -> Ratio:
     """Round-by-round speedup of ``candidate`` over ``reference``."""
     return Ratio(tuple(r / c for r, c in zip(reference.samples, candidate.samples)))
+
+
+def device_synchronizer(device) -> Synchronize | None:
+    """What ``interleaved_batch_timings`` must call to time work on ``device``: None for the CPU."""
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        return lambda: torch.cuda.synchronize(device)
+    if device.type == "cpu":
+        return None
+    backend = getattr(torch, device.type, None)
+    sync = getattr(backend, "synchronize", None)
+    if sync is None:
+        raise ValueError(f"no way to synchronize device {device}; time it on cpu or cuda")
+    return sync

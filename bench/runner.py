@@ -1,7 +1,9 @@
 """Measure one model x data x configuration: EM/F1, exact FLOPs, interleaved latency.
 
 A :class:`QARunner` tokenises once and keeps its padded batches, so evaluating another
-configuration only re-runs the model -- the property the search depends on.
+configuration only re-runs the model -- the property the search depends on. It runs the model
+on the CPU or a CUDA GPU (``device``); logits always come back to the CPU, where answers are
+extracted and scored.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from bench.adaptive import LengthAdaptiveQA
 from bench.config import LengthConfig
 from bench.costs import BERT_BASE, FlopReport, flop_report, mean_tokens_per_layer
 from bench.features import Features, cached_features, collate, length_sorted_batches
-from bench.latency import Ratio, interleaved_batch_timings, ratio
+from bench.errors import UserError
+from bench.latency import Ratio, device_synchronizer, interleaved_batch_timings, ratio
 from bench.model_io import load_qa_model, load_tokenizer
 from bench.squad import SquadData
 
@@ -66,6 +69,53 @@ class LatencyResult:
         return out
 
 
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(name: str | torch.device = "auto") -> torch.device:
+    """``auto`` -> cuda when torch sees a GPU, else cpu; ``cuda`` without one is a UserError naming the fix.
+
+    Checked up front so a missing GPU is one clear line rather than a CUDA traceback halfway
+    through loading a model.
+    """
+    if isinstance(name, torch.device):
+        name = str(name)
+    text = name.strip().lower()
+    if text == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise UserError(f"unknown device {name!r}; use one of {', '.join(DEVICE_CHOICES)}") from None
+    if device.type == "cpu":
+        return device
+    if device.type != "cuda":
+        raise UserError(f"device {name!r} is not supported; use one of {', '.join(DEVICE_CHOICES)}")
+    if not torch.cuda.is_available():
+        build = "a CPU-only build" if torch.version.cuda is None else f"built for CUDA {torch.version.cuda}"
+        raise UserError(
+            f"--device {name}: torch {torch.__version__} ({build}) sees no CUDA GPU; use --device cpu "
+            "(or auto), or run on a machine with an NVIDIA GPU and a CUDA build of torch"
+        )
+    if device.index is not None and device.index >= torch.cuda.device_count():
+        raise UserError(f"--device {name}: only {torch.cuda.device_count()} CUDA GPU(s) visible (cuda:0 ...)")
+    return device
+
+
+def describe_device(device: torch.device) -> str:
+    """One line for logs and metrics: the device and, for a GPU, its name."""
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return f"cpu ({torch.get_num_threads()} threads)"
+
+
+def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """A collated batch on ``device`` (a no-op on the CPU)."""
+    if device.type == "cpu":
+        return batch
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
 def bert_base_qa(vocab_size: int = 30522):
     """A randomly initialised BERT-base QA model: same latency as a trained one, no download."""
     from transformers import BertConfig, BertForQuestionAnswering
@@ -88,14 +138,18 @@ class QARunner:
         model=None,
         tokenizer=None,
         progress: bool = True,
+        device: str | torch.device = "cpu",
     ):
+        """``device``: 'cpu' (the default, as before), 'cuda' or 'auto'; the model is moved there."""
         if threads:
             torch.set_num_threads(threads)
+        self.device = resolve_device(device)
         self.model_name = model_name
         self.data = data
         self.progress = progress
         self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(model_name)
         self.model = model if model is not None else load_qa_model(model_name)
+        self.model.to(self.device)
         self.model.eval()
         self.adaptive = LengthAdaptiveQA(self.model)
         self.shape = self.adaptive.cost_shape()
@@ -125,12 +179,13 @@ class QARunner:
         bar = tqdm(self._batches, desc=desc, unit="batch", disable=not self.progress, leave=False)
         with torch.inference_mode():
             for idx, batch in bar:
+                batch = to_device(batch, self.device)
                 out = self.adaptive(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"], config)
-                s, e = out.start_logits.numpy(), out.end_logits.numpy()
+                s, e = out.start_logits.float().cpu().numpy(), out.end_logits.float().cpu().numpy()
                 for row, i in enumerate(idx):
                     length = len(self.features.input_ids[i])
                     starts[i], ends[i] = s[row, :length], e[row, :length]
-                kept[:, idx] = out.kept.numpy()
+                kept[:, idx] = out.kept.cpu().numpy()
         return starts, ends, kept
 
     def evaluate(self, config: LengthConfig, desc: str = "evaluating") -> EvalResult:
@@ -175,9 +230,13 @@ class QARunner:
         with_bert_base: bool = True,
         bert_base=None,
     ) -> LatencyResult:
-        """Time the configuration, the stock model (keep-all) and BERT-base on the same batches."""
+        """Time the configuration, the stock model (keep-all) and BERT-base on the same batches.
+
+        Batches are on the runner's device before the clock starts; on a GPU every call is
+        synchronized, so each contender is charged for its own kernels.
+        """
         picks = self.latency_sample(sample)
-        batches = [collate(self.features, chunk, self.pad_id) for chunk in
+        batches = [to_device(collate(self.features, chunk, self.pad_id), self.device) for chunk in
                    (picks[i : i + batch_size] for i in range(0, len(picks), batch_size))]
 
         def run_config(b):
@@ -190,9 +249,11 @@ class QARunner:
 
         contenders = {"config": run_config, "keep_all": run_stock(self.model)}
         if with_bert_base:
-            contenders["bert_base"] = run_stock(bert_base if bert_base is not None else bert_base_qa())
+            reference = bert_base if bert_base is not None else bert_base_qa()
+            contenders["bert_base"] = run_stock(reference.to(self.device))
         with torch.inference_mode():
-            timings = interleaved_batch_timings(contenders, batches, repeats=repeats, warmup=warmup)
+            timings = interleaved_batch_timings(contenders, batches, repeats=repeats, warmup=warmup,
+                                                synchronize=device_synchronizer(self.device))
         return LatencyResult(
             batch_size=batch_size,
             features=len(picks),
@@ -221,6 +282,7 @@ def metrics_record(
     return {
         "model": runner.model_name,
         "data": runner.data.source,
+        "device": describe_device(runner.device),
         "questions": result.questions,
         "features": result.features,
         "config": config.to_dict(),

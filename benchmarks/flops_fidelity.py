@@ -9,6 +9,11 @@ configuration, all from one run with the contenders alternating on every feature
 - ``stock``: against the stock Hugging Face forward (torch's GEMM), what a user switching from
   the stock model sees; the kernel's speed at full length counts here too;
 - ``torch GEMM``: the engine without the kernel against stock, the reading before the kernel.
+
+``--device cuda`` times on a GPU, each call synchronized before its clock stops. The small-GEMM
+kernel is a CPU kernel, so there the engine always runs torch's GEMM: ``own`` and ``stock`` are
+read, the ``torch GEMM`` column would repeat ``own`` and is left out, and ``--threads`` does not
+apply (one pass). ``--batch-sizes`` measures batches of features of similar length as well.
 """
 
 from __future__ import annotations
@@ -26,23 +31,32 @@ from bench.costs import total_flops
 from bench.errors import UserError, exit_status
 from bench.features import collate
 from bench.kernels import small_gemm
-from bench.latency import interleaved_batch_timings, ratio
+from bench.latency import device_synchronizer, interleaved_batch_timings, ratio
 from bench.model_io import DEFAULT_MODEL_DIR, quiet_libraries
-from bench.runner import QARunner
+from bench.runner import DEVICE_CHOICES, QARunner, describe_device, resolve_device, to_device
 from bench.squad import limit_examples, load_squad
 
 CONFIGS = ["ratios:1,0.6,0.36,0.216,0.1296,0.07776", "ratios:0.7,0.5,0.35,0.25,0.18,0.12",
            "269,253,252,202,104,34", "ratios:1,1,0.5,0.3,0.2,0.1"]
 
 
-def _thread_counts(text: str) -> list[int]:
-    try:
-        counts = [int(t) for t in text.split(",")]
-    except ValueError:
-        counts = []
-    if not counts or min(counts) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: give positive thread counts, e.g. 2,1")
-    return counts
+def _positive_list(what: str, example: str):
+    """An argparse type for comma-separated positive integers (thread counts, batch sizes)."""
+
+    def parse(text: str) -> list[int]:
+        try:
+            values = [int(t) for t in text.split(",")]
+        except ValueError:
+            values = []
+        if not values or min(values) < 1:
+            raise argparse.ArgumentTypeError(f"{text!r}: give positive {what}, e.g. {example}")
+        return values
+
+    return parse
+
+
+_thread_counts = _positive_list("thread counts", "2,1")
+_batch_sizes = _positive_list("batch sizes", "1,32")
 
 
 def frontier_configs(path: Path, minimum: float) -> list[str]:
@@ -58,57 +72,93 @@ def frontier_configs(path: Path, minimum: float) -> list[str]:
     return [r["label"] for r in rows]
 
 
-def main() -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=DEFAULT_MODEL_DIR)
-    parser.add_argument("--data", default="../shared/data/squad/dev-v1.1.json")
-    parser.add_argument("--features", type=int, default=48)
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--model", default=DEFAULT_MODEL_DIR, help="QA model folder or hub id (default: %(default)s)")
+    parser.add_argument("--data", default="../shared/data/squad/dev-v1.1.json",
+                        help="SQuAD 1.1 JSON; its first 600 questions supply the features (default: %(default)s)")
+    parser.add_argument("--features", type=int, default=48,
+                        help="features timed, spread evenly over the length range (default: %(default)s)")
+    parser.add_argument("--repeats", type=int, default=7, help="timed rounds after one warm-up round (default: %(default)s)")
     parser.add_argument("--configs", default=";".join(CONFIGS), help="';'-separated configurations")
     parser.add_argument("--frontier", type=Path, default=None,
                         help="also measure this frontier.csv's configurations with >= 2x FLOPs speedup")
     parser.add_argument("--threads", type=_thread_counts, default=[torch.get_num_threads()],
-                        help="comma-separated torch thread counts to measure under, one after the other")
-    args = parser.parse_args()
+                        help="comma-separated torch thread counts to measure under, one after the other "
+                             "(CPU only; ignored on cuda)")
+    parser.add_argument("--batch-sizes", type=_batch_sizes, default=[1],
+                        help="comma-separated batch sizes; batches hold features of similar length (default: 1)")
+    parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto",
+                        help="where every contender runs: cuda, cpu, or auto = cuda when torch sees a GPU "
+                             "(default: %(default)s)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     return exit_status(lambda: _run(args))
 
 
 def _run(args: argparse.Namespace) -> None:
+    if args.features < 1 or args.repeats < 1:
+        raise UserError("--features and --repeats must be at least 1")
+    device = resolve_device(args.device)
     quiet_libraries()
     specs = args.configs.split(";") + (frontier_configs(args.frontier, 2.0) if args.frontier else [])
     configs = list({c.label(): c for c in (LengthConfig.parse(spec) for spec in specs)}.values())  # each once
-    runner = QARunner(args.model, limit_examples(load_squad(args.data), 600), progress=False)
+    runner = QARunner(args.model, limit_examples(load_squad(args.data), 600), progress=False, device=device)
+    if device.type != "cpu":
+        if len(args.threads) > 1:
+            print(f"note: --threads does not apply on {device.type}; measuring once")
+        for batch_size in args.batch_sizes:
+            measure(runner, configs, args, "off (CPU kernel; torch GEMM on the GPU)", batch_size)
+        return
     kernel = "on" if small_gemm() is not None else "unavailable"
     for threads in args.threads:
         torch.set_num_threads(threads)
-        measure(runner, configs, args, kernel)
+        for batch_size in args.batch_sizes:
+            measure(runner, configs, args, kernel, batch_size)
 
 
-def measure(runner: QARunner, configs: list[LengthConfig], args: argparse.Namespace, kernel: str) -> None:
-    picks = runner.latency_sample(args.features)
+def measure(runner: QARunner, configs: list[LengthConfig], args: argparse.Namespace, kernel: str,
+            batch_size: int = 1) -> None:
+    """One table: every configuration against keep-all and stock (and torch GEMM on the CPU)."""
+    device = runner.device
+    on_cpu = device.type == "cpu"
+    picks = runner.latency_sample(args.features)  # in length order, so a batch holds similar lengths
     lengths = [runner.features.lengths[i] for i in picks]
-    batches = [collate(runner.features, [i], runner.pad_id) for i in picks]
+    batches = [to_device(collate(runner.features, picks[i : i + batch_size], runner.pad_id), device)
+               for i in range(0, len(picks), batch_size)]
     keep_all = LengthConfig.keep_all(runner.num_layers)
     fast, plain = runner.adaptive, LengthAdaptiveQA(runner.model, kernels=False)
-    print(f"model {args.model}, batch 1, {len(picks)} dev features (mean {sum(lengths) / len(lengths):.0f} tokens), "
-          f"{torch.get_num_threads()} threads, {args.repeats} rounds alternating on every feature, small-GEMM kernel {kernel}")
-    print(f"{'configuration':44} {'FLOPs':>6}  {'fidelity own':>12} {'stock':>6} {'torch GEMM':>10}   latency speedups (median, min-max)")
+    sync = device_synchronizer(device)
+    where = f"{torch.get_num_threads()} threads" if on_cpu else describe_device(device)
+    print(f"model {args.model}, batch {batch_size}, {len(picks)} dev features (mean {sum(lengths) / len(lengths):.0f} "
+          f"tokens) in {len(batches)} batches, device {device.type}, {where}, {args.repeats} rounds alternating on "
+          f"every batch, small-GEMM kernel {kernel}")
+    gemm_head = f" {'torch GEMM':>10}" if on_cpu else ""
+    print(f"{'configuration':44} {'FLOPs':>6}  {'fidelity own':>12} {'stock':>6}{gemm_head}   "
+          f"latency speedups own, stock{', torch GEMM' if on_cpu else ''} (median, min-max)")
     for config in configs:
         flops_speedup = total_flops(runner.shape, keep_all, lengths) / total_flops(runner.shape, config, lengths)
 
         def call(engine, cfg):
             return lambda b: engine(b["input_ids"], b["attention_mask"], b["token_type_ids"], cfg)
 
-        contenders = {"stock": lambda b: runner.model(**b), "keep_all": call(fast, keep_all),
-                      "config": call(fast, config), "config_torch_gemm": call(plain, config)}
+        contenders = {"stock": lambda b: runner.model(**b), "keep_all": call(fast, keep_all), "config": call(fast, config)}
+        pairs = [("keep_all", "config"), ("stock", "config")]
+        if on_cpu:
+            contenders["config_torch_gemm"] = call(plain, config)
+            pairs.append(("stock", "config_torch_gemm"))
         with torch.inference_mode():
-            t = interleaved_batch_timings(contenders, batches, repeats=args.repeats, warmup=1)
-        own, stock, torch_gemm = (ratio(t[ref], t[cand]) for ref, cand in
-                                  (("keep_all", "config"), ("stock", "config"), ("stock", "config_torch_gemm")))
+            t = interleaved_batch_timings(contenders, batches, repeats=args.repeats, warmup=1, synchronize=sync)
+        readings = [ratio(t[ref], t[cand]) for ref, cand in pairs]
         flag = "" if flops_speedup >= 2 else "   (< 2x FLOPs: outside the target's scope)"
-        spans = "  ".join(f"{r.median:.2f} ({min(r.values):.2f}-{max(r.values):.2f})" for r in (own, stock, torch_gemm))
-        print(f"{config.label():44} {flops_speedup:5.2f}x  {own.median / flops_speedup:12.2f} "
-              f"{stock.median / flops_speedup:6.2f} {torch_gemm.median / flops_speedup:10.2f}   {spans}{flag}")
+        spans = "  ".join(f"{r.median:.2f} ({min(r.values):.2f}-{max(r.values):.2f})" for r in readings)
+        fidelity = f"{readings[0].median / flops_speedup:12.2f} {readings[1].median / flops_speedup:6.2f}"
+        if on_cpu:
+            fidelity += f" {readings[2].median / flops_speedup:10.2f}"
+        print(f"{config.label():44} {flops_speedup:5.2f}x  {fidelity}   {spans}{flag}")
 
 
 if __name__ == "__main__":
