@@ -4,15 +4,16 @@ For configurations with >= 2x fewer FLOPs than keep-all, fidelity = measured lat
 over keep-all / FLOPs speedup on the same features (target >= 0.8). Three readings per
 configuration, all from one run with the contenders alternating on every feature:
 
-- ``own``: against this engine's own keep-all, both with the small-GEMM kernel — how much of
+- ``own``: against this engine's own keep-all, both with the native kernels — how much of
   the FLOPs saving reaches the clock when both sides run the same GEMM code (the fair reading);
 - ``stock``: against the stock Hugging Face forward (torch's GEMM), what a user switching from
   the stock model sees; the kernel's speed at full length counts here too;
-- ``torch GEMM``: the engine without the kernel against stock, the reading before the kernel.
+- ``torch ops``: the engine with its kernels off (torch's GEMM and attention ops) against stock,
+  the reading before the kernels.
 
-``--device cuda`` times on a GPU, each call synchronized before its clock stops. The small-GEMM
-kernel is a CPU kernel, so there the engine always runs torch's GEMM: ``own`` and ``stock`` are
-read, the ``torch GEMM`` column would repeat ``own`` and is left out, and ``--threads`` does not
+``--device cuda`` times on a GPU, each call synchronized before its clock stops. The native
+kernels are CPU kernels, so there the engine always runs torch's ops: ``own`` and ``stock`` are
+read, the ``torch ops`` column would repeat ``own`` and is left out, and ``--threads`` does not
 apply (one pass). ``--batch-sizes`` measures batches of features of similar length as well.
 """
 
@@ -30,7 +31,7 @@ from bench.config import LengthConfig
 from bench.costs import total_flops
 from bench.errors import UserError, exit_status
 from bench.features import collate
-from bench.kernels import small_gemm
+from bench.kernels import native_kernels
 from bench.latency import device_synchronizer, interleaved_batch_timings, ratio
 from bench.model_io import DEFAULT_MODEL_DIR, quiet_libraries
 from bench.runner import DEVICE_CHOICES, QARunner, describe_device, resolve_device, to_device
@@ -111,9 +112,9 @@ def _run(args: argparse.Namespace) -> None:
         if len(args.threads) > 1:
             print(f"note: --threads does not apply on {device.type}; measuring once")
         for batch_size in args.batch_sizes:
-            measure(runner, configs, args, "off (CPU kernel; torch GEMM on the GPU)", batch_size)
+            measure(runner, configs, args, "off (CPU kernels; torch ops on the GPU)", batch_size)
         return
-    kernel = "on" if small_gemm() is not None else "unavailable"
+    kernel = "on" if native_kernels() is not None else "unavailable"
     for threads in args.threads:
         torch.set_num_threads(threads)
         for batch_size in args.batch_sizes:
@@ -122,7 +123,7 @@ def _run(args: argparse.Namespace) -> None:
 
 def measure(runner: QARunner, configs: list[LengthConfig], args: argparse.Namespace, kernel: str,
             batch_size: int = 1) -> None:
-    """One table: every configuration against keep-all and stock (and torch GEMM on the CPU)."""
+    """One table: every configuration against keep-all and stock (and torch ops on the CPU)."""
     device = runner.device
     on_cpu = device.type == "cpu"
     picks = runner.latency_sample(args.features)  # in length order, so a batch holds similar lengths
@@ -135,10 +136,10 @@ def measure(runner: QARunner, configs: list[LengthConfig], args: argparse.Namesp
     where = f"{torch.get_num_threads()} threads" if on_cpu else describe_device(device)
     print(f"model {args.model}, batch {batch_size}, {len(picks)} dev features (mean {sum(lengths) / len(lengths):.0f} "
           f"tokens) in {len(batches)} batches, device {device.type}, {where}, {args.repeats} rounds alternating on "
-          f"every batch, small-GEMM kernel {kernel}")
-    gemm_head = f" {'torch GEMM':>10}" if on_cpu else ""
+          f"every batch, native kernels {kernel}")
+    gemm_head = f" {'torch ops':>9}" if on_cpu else ""
     print(f"{'configuration':44} {'FLOPs':>6}  {'fidelity own':>12} {'stock':>6}{gemm_head}   "
-          f"latency speedups own, stock{', torch GEMM' if on_cpu else ''} (median, min-max)")
+          f"latency speedups own, stock{', torch ops' if on_cpu else ''} (median, min-max)")
     for config in configs:
         flops_speedup = total_flops(runner.shape, keep_all, lengths) / total_flops(runner.shape, config, lengths)
 
@@ -148,8 +149,8 @@ def measure(runner: QARunner, configs: list[LengthConfig], args: argparse.Namesp
         contenders = {"stock": lambda b: runner.model(**b), "keep_all": call(fast, keep_all), "config": call(fast, config)}
         pairs = [("keep_all", "config"), ("stock", "config")]
         if on_cpu:
-            contenders["config_torch_gemm"] = call(plain, config)
-            pairs.append(("stock", "config_torch_gemm"))
+            contenders["config_torch_ops"] = call(plain, config)
+            pairs.append(("stock", "config_torch_ops"))
         with torch.inference_mode():
             t = interleaved_batch_timings(contenders, batches, repeats=args.repeats, warmup=1, synchronize=sync)
         readings = [ratio(t[ref], t[cand]) for ref, cand in pairs]
@@ -157,7 +158,7 @@ def measure(runner: QARunner, configs: list[LengthConfig], args: argparse.Namesp
         spans = "  ".join(f"{r.median:.2f} ({min(r.values):.2f}-{max(r.values):.2f})" for r in readings)
         fidelity = f"{readings[0].median / flops_speedup:12.2f} {readings[1].median / flops_speedup:6.2f}"
         if on_cpu:
-            fidelity += f" {readings[2].median / flops_speedup:10.2f}"
+            fidelity += f" {readings[2].median / flops_speedup:9.2f}"
         print(f"{config.label():44} {flops_speedup:5.2f}x  {fidelity}   {spans}{flag}")
 
 
