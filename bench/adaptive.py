@@ -202,21 +202,22 @@ class LengthAdaptiveQA(nn.Module):
         plan = _skip_layers(keep_counts_batch(config, lengths), lengths, skip)  # [layer][example]
         keep = _keep_tensor(plan, config.num_layers, real.device)
         mask: torch.Tensor | None = None if all(n == width for n in lengths) else valid
-        native = self._native_drop(input_ids, mask, real)
 
         hidden = ad.embed(input_ids, token_type_ids)
         positions = torch.arange(width, device=input_ids.device).expand(batch, width)
         restore: _Restore | None = None
+        native = None  # the kernels module, once the first dropping layer finds it usable
         current = lengths
         for index, layer in enumerate(ad.layers):
             if index in skip:
                 continue
             if any(k < n for k, n in zip(plan[index], current)):
-                if restore is None:
+                if restore is None:  # the first dropping layer: decided once per forward
                     restore = _Restore(hidden, width)
+                    native = self._native_drop(input_ids, mask, real)
                 restore.write(hidden, positions, mask)
-                counts = (current, plan[index]) if native is not None else None
-                hidden, positions, mask = self._dropping_layer(layer, hidden, mask, keep[index], positions, counts)
+                job = None if native is None else (native, current, plan[index])
+                hidden, positions, mask = self._dropping_layer(layer, hidden, mask, keep[index], positions, job)
                 current = plan[index]
             else:
                 hidden = self._full_layer(layer, hidden, mask, attention)
@@ -260,23 +261,23 @@ class LengthAdaptiveQA(nn.Module):
         valid: torch.Tensor | None,
         keep: torch.Tensor,
         positions: torch.Tensor,
-        native_counts: tuple[list[int], list[int]] | None = None,
+        native: tuple | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Attention over all current tokens; context, projection and FFN only for the kept ones.
 
-        ``native_counts`` (real slots now, slots to keep, per example) routes the attention through
-        the native kernel; both paths pick the same tokens and give the same context to float32
-        rounding.
+        ``native`` (the kernels module, real slots now and slots to keep per example) routes the
+        attention through the drop-attention kernel; both paths pick the same tokens and give the
+        same context to float32 rounding.
         """
         ad = self.adapter
         inputs = ad.project_qkv(layer, hidden)
-        if native_counts is None:
+        if native is None:
             probs = _attention_probs(inputs.query, inputs.key, valid, ad.scaling)
             slots, slot_real = _select_kept(probs, valid, keep)
             context = _merge_heads(_take_rows(probs, slots, dim=2) @ inputs.value)
         else:
-            current, counts = native_counts
-            context, slots = native_kernels().drop_attention(
+            kernels, current, counts = native
+            context, slots = kernels.drop_attention(
                 inputs.query, inputs.key, inputs.value, torch.tensor(current), torch.tensor(counts), ad.scaling)
             width = slots.shape[1]
             slot_real = None if min(counts) == width else torch.arange(width)[None, :] < keep[:, None]
