@@ -49,7 +49,8 @@ def run_eval(args: argparse.Namespace) -> dict:
     latency = None
     if not args.no_latency:
         latency = runner.latency(config, sample=args.latency_sample, batch_size=args.latency_batch_size,
-                                 repeats=args.latency_repeats, with_bert_base=not args.no_bert_base_latency)
+                                 repeats=args.latency_repeats, with_bert_base=not args.no_bert_base_latency,
+                                 with_stock=True)
     record = metrics_record(runner, config, result, latency)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -76,6 +77,8 @@ def _print_summary(record: dict, out: Path) -> None:
         if "speedup_vs_bert_base" in lat:
             b = lat["speedup_vs_bert_base"]
             line += f"; vs BERT-base {b['median']:.2f}x (min {b['min']:.2f}, max {b['max']:.2f})"
+        if "speedup_vs_stock" in lat:
+            line += f"; vs the stock forward {lat['speedup_vs_stock']['median']:.2f}x"
         print(line)
     print(f"tokens kept per layer: {', '.join(f'{t:.1f}' for t in record['tokens_kept_per_layer'])}")
     print(f"wrote {out / 'metrics.json'} and {out / 'predictions.json'}")

@@ -229,31 +229,44 @@ class QARunner:
         warmup: int = 1,
         with_bert_base: bool = True,
         bert_base=None,
+        with_stock: bool = False,
     ) -> LatencyResult:
-        """Time the configuration, the stock model (keep-all) and BERT-base on the same batches.
+        """Time the configuration against this engine's keep-all (and BERT-base, the stock model) on the same batches.
 
+        Keep-all runs through the same engine and kernels as the configuration, so the ratio is
+        what dropping tokens buys, and keep-all against itself is 1. ``with_stock`` also times the
+        stock Hugging Face forward of the same model (what a user switching from it sees).
         Batches are on the runner's device before the clock starts; on a GPU every call is
         synchronized, so each contender is charged for its own kernels.
         """
         picks = self.latency_sample(sample)
         batches = [to_device(collate(self.features, chunk, self.pad_id), self.device) for chunk in
                    (picks[i : i + batch_size] for i in range(0, len(picks), batch_size))]
+        keep_all = LengthConfig.keep_all(self.num_layers)
 
-        def run_config(b):
-            self.adaptive(b["input_ids"], b["attention_mask"], b["token_type_ids"], config)
+        def run_engine(cfg: LengthConfig):
+            def go(b):
+                self.adaptive(b["input_ids"], b["attention_mask"], b["token_type_ids"], cfg)
+            return go
 
         def run_stock(model):
             def go(b):
                 model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], token_type_ids=b["token_type_ids"])
             return go
 
-        contenders = {"config": run_config, "keep_all": run_stock(self.model)}
+        contenders = {"config": run_engine(config), "keep_all": run_engine(keep_all)}
+        if with_stock:
+            contenders["stock"] = run_stock(self.model)
         if with_bert_base:
             reference = bert_base if bert_base is not None else bert_base_qa()
             contenders["bert_base"] = run_stock(reference.to(self.device))
         with torch.inference_mode():
             timings = interleaved_batch_timings(contenders, batches, repeats=repeats, warmup=warmup,
                                                 synchronize=device_synchronizer(self.device))
+        extra = {"keep_all_ms_per_feature": 1000 * timings["keep_all"].median / len(picks)}
+        if with_stock:
+            extra["speedup_vs_stock"] = ratio(timings["stock"], timings["config"]).as_dict()
+            extra["stock_ms_per_feature"] = 1000 * timings["stock"].median / len(picks)
         return LatencyResult(
             batch_size=batch_size,
             features=len(picks),
@@ -261,7 +274,7 @@ class QARunner:
             ms_per_feature=1000 * timings["config"].median / len(picks),
             vs_keep_all=ratio(timings["keep_all"], timings["config"]),
             vs_bert_base=ratio(timings["bert_base"], timings["config"]) if with_bert_base else None,
-            extra={"keep_all_ms_per_feature": 1000 * timings["keep_all"].median / len(picks)},
+            extra=extra,
         )
 
 

@@ -20,3 +20,25 @@ def test_ratio_is_reference_over_candidate_per_round():
 
     r = ratio(Timing((2.0, 3.0)), Timing((1.0, 1.5)))
     assert r.values == (2.0, 2.0) and r.median == 2.0
+
+
+def test_runner_latency_references_the_engines_own_keep_all(model_dir, squad_file, monkeypatch):
+    """Keep-all runs through the same engine (and kernels) as the configuration; stock is separate."""
+    from bench.config import LengthConfig
+    from bench.runner import QARunner
+    from bench.squad import load_squad
+
+    monkeypatch.setenv("DYNLEN_KERNELS", "off")
+    runner = QARunner(str(model_dir), load_squad(str(squad_file)), batch_size=4, progress=False)
+    seen, stock_calls = [], []
+    engine_forward = runner.adaptive.forward
+    monkeypatch.setattr(runner.adaptive, "forward", lambda *a, **k: seen.append(a[3].label()) or engine_forward(*a, **k))
+    stock_forward = runner.model.forward
+    monkeypatch.setattr(runner.model, "forward", lambda *a, **k: stock_calls.append(1) or stock_forward(*a, **k))
+    config = LengthConfig.parse("ratios:1,0.7,0.5,0.3")
+    result = runner.latency(config, sample=2, repeats=1, warmup=0, with_bert_base=False, with_stock=True)
+    keep_all = LengthConfig.keep_all(runner.num_layers).label()
+    assert seen.count(config.label()) == seen.count(keep_all) == 2  # one round, two one-feature batches
+    assert len(stock_calls) == 2
+    assert set(result.extra["speedup_vs_stock"]) >= {"median", "min", "max"}
+    assert "speedup_vs_stock" not in runner.latency(config, sample=2, repeats=1, warmup=0, with_bert_base=False).extra
