@@ -174,6 +174,24 @@ def test_answer_does_not_depend_on_the_batch(name):
             assert alone.kept[:, 0].tolist() == together.kept[:, i].tolist()
 
 
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_native_kernels_pick_the_same_tokens_as_torch_ops(name):
+    """Every family's q/k/v layout goes through the drop-attention kernel where it builds; torch's
+    ops are the reference (the kernel tests skip on machines that cannot build it, this one then
+    compares torch with torch)."""
+    family = FAMILIES[name]
+    model = family.build("sdpa")
+    ids, mask, types = _batch(family)
+    config = LengthConfig.parse("ratios:0.9,0.6,0.4,0.3")
+    with torch.no_grad():
+        fast = LengthAdaptiveQA(model)(ids, mask, types, config=config)
+        plain = LengthAdaptiveQA(model, kernels=False)(ids, mask, types, config=config)
+    real = mask.bool()
+    assert torch.equal(fast.kept, plain.kept)
+    assert (fast.start_logits - plain.start_logits)[real].abs().max() <= 1e-4
+    assert (fast.end_logits - plain.end_logits)[real].abs().max() <= 1e-4
+
+
 @pytest.mark.parametrize("spec", ["keep-all"] + DROPPING)
 @pytest.mark.parametrize("name", sorted(FAMILIES))
 def test_family_formula_equals_flop_counter_under_eager(name, spec):
