@@ -58,7 +58,7 @@ def native_kernels() -> ModuleType | None:
 
             # -fopenmp: at::parallel_for is an OpenMP pragma in torch's headers; without it the
             # kernel would silently run on one thread whatever torch.set_num_threads says.
-            print("note: loading the native kernels (the first time on a machine they compile, ~40 s)", file=sys.stderr)
+            print("note: loading the native kernels (the first time on a machine they compile, about a minute)", file=sys.stderr)
             return load(name="dynlen_kernels", sources=[str(path) for path in SOURCES],
                         extra_cflags=["-O3", "-mavx512f", "-mfma", "-fopenmp"], verbose=False)
         except Exception as exc:  # a failed build must not stop inference: torch's GEMM still works
