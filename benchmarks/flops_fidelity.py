@@ -28,6 +28,7 @@ import torch
 
 from bench.adaptive import LengthAdaptiveQA
 from bench.config import LengthConfig
+from bench.cli_types import positive_int_list
 from bench.costs import total_flops
 from bench.errors import UserError, exit_status
 from bench.features import collate
@@ -41,23 +42,8 @@ CONFIGS = ["ratios:1,0.6,0.36,0.216,0.1296,0.07776", "ratios:0.7,0.5,0.35,0.25,0
            "269,253,252,202,104,34", "ratios:1,1,0.5,0.3,0.2,0.1"]
 
 
-def _positive_list(what: str, example: str):
-    """An argparse type for comma-separated positive integers (thread counts, batch sizes)."""
-
-    def parse(text: str) -> list[int]:
-        try:
-            values = [int(t) for t in text.split(",")]
-        except ValueError:
-            values = []
-        if not values or min(values) < 1:
-            raise argparse.ArgumentTypeError(f"{text!r}: give positive {what}, e.g. {example}")
-        return values
-
-    return parse
-
-
-_thread_counts = _positive_list("thread counts", "2,1")
-_batch_sizes = _positive_list("batch sizes", "1,32")
+_thread_counts = positive_int_list("thread counts", "2,1")
+_batch_sizes = positive_int_list("batch sizes", "1,32")
 
 
 def frontier_configs(path: Path, minimum: float) -> list[str]:

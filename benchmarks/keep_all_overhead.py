@@ -17,19 +17,13 @@ from bench.config import LengthConfig
 from bench.errors import UserError, exit_status
 from bench.features import collate
 from bench.latency import device_synchronizer, interleaved_batch_timings, ratio
+from bench.cli_types import positive_int_list
 from bench.model_io import DEFAULT_MODEL_DIR, quiet_libraries
 from bench.runner import DEVICE_CHOICES, QARunner, describe_device, resolve_device, to_device
 from bench.squad import limit_examples, load_squad
 
 
-def _batch_sizes(text: str) -> list[int]:
-    try:
-        sizes = [int(t) for t in text.split(",")]
-    except ValueError:
-        sizes = []
-    if not sizes or min(sizes) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: give positive batch sizes, e.g. 1,16")
-    return sizes
+_batch_sizes = positive_int_list("batch sizes", "1,16")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,18 +15,12 @@ import time
 import torch
 import torch.nn.functional as F
 
+from bench.cli_types import positive_int_list
 from bench.errors import UserError, exit_status
 from bench.kernels import small_gemm, unavailable_reason
 
 
-def _row_counts(text: str) -> list[int]:
-    try:
-        rows = [int(r) for r in text.split(",")]
-    except ValueError:
-        rows = []
-    if not rows or min(rows) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: give positive row counts, e.g. 8,16,150")
-    return rows
+_row_counts = positive_int_list("row counts", "8,16,150")
 
 
 def main() -> int:
