@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import statistics
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,16 +123,27 @@ def check(baseline: dict, repeats: int, tolerance: float, latency: bool) -> tupl
     return passed, "\n".join(lines)
 
 
-def update(configs: dict[str, LengthConfig], path: Path, features: int, repeats: int, shape: dict | None = None) -> None:
+def update(configs: dict[str, LengthConfig], path: Path, features: int, repeats: int, shape: dict | None = None,
+           runs: int = 3) -> None:
+    """Write the baseline; each latency is the median over ``runs`` whole measurements.
+
+    One run's reading of a configuration can sit 10% above its usual value on a noisy machine,
+    and a baseline that high makes every later check flaky; the median of a few runs does not.
+    """
+    if runs < 1:
+        raise UserError(f"--runs must be at least 1; got {runs}")
     shape = shape or DEFAULT_SHAPE
-    measured = measure(configs, shape, features, repeats, latency=True)
+    sessions = [measure(configs, shape, features, repeats, latency=True) for _ in range(runs)]
+    latency = {label: statistics.median(m.latency_speedup for s in sessions for m in s if m.label == label)
+               for label in configs}
     payload = {
         "about": "speedups over keep-all of the reference configurations on a random model of the default "
-                 "shape; FLOPs counted by FlopCounterMode (exact), latency interleaved median (make regress)",
+                 f"shape; FLOPs counted by FlopCounterMode (exact), latency interleaved median, median of {runs} "
+                 "runs (make regress)",
         "shape": shape,
         "features": features,
         "entries": [{"label": m.label, "config": configs[m.label].to_dict(), "flops_speedup": m.flops_speedup,
-                     "latency_speedup": m.latency_speedup} for m in measured],
+                     "latency_speedup": latency[m.label]} for m in sessions[0]],
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2) + "\n")
@@ -151,11 +163,13 @@ def main(argv: list[str] | None = None) -> int:
     u.add_argument("--baseline", default=str(BASELINE))
     u.add_argument("--features", type=int, default=16)
     u.add_argument("--repeats", type=int, default=7)
+    u.add_argument("--runs", type=int, default=3, help="whole measurements whose median is stored (default: %(default)s)")
     args = parser.parse_args(argv)
 
     def run() -> int:
         if args.command == "update":
-            update(configs_from_frontier_csv(Path(args.source)), Path(args.baseline), args.features, args.repeats)
+            update(configs_from_frontier_csv(Path(args.source)), Path(args.baseline), args.features, args.repeats,
+                   runs=args.runs)
             print(f"wrote {args.baseline}")
             return 0
         passed, table = check(load_baseline(Path(args.baseline)), args.repeats,

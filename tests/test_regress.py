@@ -59,3 +59,28 @@ def test_latency_below_the_floor_fails(tmp_path, capsys):
 def test_missing_baseline_is_a_clear_error(tmp_path, capsys):
     assert regress.main(["check", "--baseline", str(tmp_path / "none.json")]) == 2
     assert "make regress-update" in capsys.readouterr().err
+
+
+def test_update_stores_the_median_latency_of_its_runs(tmp_path, monkeypatch):
+    """One lucky-fast run must not set the floor every later check is held to."""
+    readings = iter([3.0, 1.0, 2.0])
+
+    def fake_measure(configs, shape, features, repeats, latency):
+        value = next(readings)
+        return [regress.Measured(label, 1.5, value) for label in configs]
+
+    monkeypatch.setattr(regress, "measure", fake_measure)
+    config = regress.LengthConfig.parse("ratios:1,0.6,0.4,0.2")
+    path = tmp_path / "baseline.json"
+    regress.update({config.label(): config}, path, features=3, repeats=1, shape=TINY, runs=3)
+    (entry,) = json.loads(path.read_text())["entries"]
+    assert entry["latency_speedup"] == 2.0
+
+
+def test_update_rejects_zero_runs(tmp_path):
+    import pytest
+
+    from bench.errors import UserError
+
+    with pytest.raises(UserError, match="--runs"):
+        regress.update({}, tmp_path / "b.json", features=3, repeats=1, shape=TINY, runs=0)
