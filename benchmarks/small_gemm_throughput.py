@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from bench.cli_types import positive_int_list
 from bench.errors import UserError, exit_status
-from bench.kernels import small_gemm, unavailable_reason
+from bench.kernels import native_kernels, unavailable_reason
 
 
 _row_counts = positive_int_list("row counts", "8,16,150")
@@ -33,7 +33,7 @@ def main() -> int:
 
 
 def _run(args: argparse.Namespace) -> None:
-    kernel = small_gemm()
+    kernel = native_kernels()
     if kernel is None:
         raise UserError(f"the small-GEMM kernel is not available here: {unavailable_reason() or 'its build failed'}")
     torch.set_num_threads(args.threads)

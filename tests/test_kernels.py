@@ -13,7 +13,7 @@ from fixtures import tiny_bert_config
 from bench.adaptive import LengthAdaptiveQA
 from bench.config import LengthConfig
 from bench.families.base import Projections
-from bench.kernels import small_gemm, unavailable_reason
+from bench.kernels import native_kernels, unavailable_reason
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +21,7 @@ def kernel():
     reason = unavailable_reason()
     if reason is not None:
         pytest.skip(f"small-GEMM kernel not usable here: {reason}")
-    module = small_gemm()
+    module = native_kernels()
     assert module is not None, "the machine supports the kernel but it did not build (see the note on stderr)"
     return module
 

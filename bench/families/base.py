@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.costs import CostShape
-from bench.kernels import small_gemm
+from bench.kernels import native_kernels
 
 
 @dataclass
@@ -114,7 +114,7 @@ class _InferenceWeights:
         self._packed: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def apply(self, hidden: torch.Tensor, kernels: bool) -> torch.Tensor:
-        kernel = small_gemm() if kernels and hidden.dtype == torch.float32 and hidden.device.type == "cpu" else None
+        kernel = native_kernels() if kernels and hidden.dtype == torch.float32 and hidden.device.type == "cpu" else None
         if kernel is None or self.weight.dtype != torch.float32:
             return F.linear(hidden, self.weight, self.bias)
         if self._packed is None:

@@ -66,5 +66,3 @@ def native_kernels() -> ModuleType | None:
     print(f"note: native kernels off ({reason}); using torch's own ops", file=sys.stderr)
     return None
 
-
-small_gemm = native_kernels  # the name callers used when the module held the GEMM alone
