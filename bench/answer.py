@@ -24,9 +24,6 @@ windows by probability rather than by logit sum.
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, Sequence
@@ -38,7 +35,7 @@ from bench.adaptive import LengthAdaptiveQA
 from bench.config import LengthConfig, resolve_config
 from bench.errors import UserError
 from bench.features import DOC_STRIDE, MAX_LENGTH, Features, build_features, collate, length_sorted_batches
-from bench.model_io import DEFAULT_MODEL_DIR, load_qa_model, load_tokenizer
+from bench.model_io import load_qa_model, load_tokenizer
 from bench.squad import Example
 
 if TYPE_CHECKING:
@@ -277,63 +274,3 @@ def _log_softmax_at(logits: np.ndarray, context: np.ndarray, token: int) -> floa
     values = logits[context].astype(np.float64)
     top = values.max()
     return float(logits[token] - top - np.log(np.exp(values - top).sum()))
-
-
-# --- command line --------------------------------------------------------------------------
-def add_answer_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default=DEFAULT_MODEL_DIR,
-                        help="*ForQuestionAnswering model: local folder or hub id (default: %(default)s)")
-    parser.add_argument("--config", default="keep-all",
-                        help="length configuration: 'keep-all', a JSON file (e.g. the output of choose) or inline "
-                             "values such as 'ratios:1,0.9,0.8,0.7,0.6,0.5' (default: %(default)s)")
-    parser.add_argument("--question", help="the question (with --context)")
-    parser.add_argument("--context", help="the text to find the answer in (with --question)")
-    parser.add_argument("--input", help="JSON-lines file, one {\"question\": ..., \"context\": ...} per line")
-    parser.add_argument("--out", help="also write the JSON results to this file")
-    parser.add_argument("--batch-size", type=int, default=16, help="windows per forward pass (default: %(default)s)")
-    parser.add_argument("--max-answer-length", type=int, default=30, help="longest answer in tokens (default: %(default)s)")
-
-
-def read_jsonl(path: str | Path) -> tuple[list[str], list[str]]:
-    """Questions and contexts of a JSON-lines file; blank lines are skipped, bad lines named by number."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"input file not found: {path}")
-    questions, contexts = [], []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{path}:{number} is not valid JSON ({exc})") from None
-        if not isinstance(row, dict) or not isinstance(row.get("question"), str) or not isinstance(row.get("context"), str):
-            raise UserError(f'{path}:{number}: each line must be an object with string "question" and "context"')
-        questions.append(row["question"])
-        contexts.append(row["context"])
-    return questions, contexts
-
-
-def _cli_inputs(args: argparse.Namespace) -> tuple[str | list[str], str | list[str]]:
-    pair = args.question is not None or args.context is not None
-    if args.input and pair:
-        raise UserError("give either --input FILE.jsonl or --question with --context, not both")
-    if args.input:
-        return read_jsonl(args.input)
-    if args.question is None or args.context is None:
-        raise UserError("give --question and --context together, or --input FILE.jsonl")
-    return args.question, args.context
-
-
-def run_answer(args: argparse.Namespace) -> dict | list[dict]:
-    """``python -m bench answer``: prints the results as JSON (one object, or a list for --input)."""
-    question, context = _cli_inputs(args)
-    answerer = Answerer(args.model, args.config, batch_size=args.batch_size, max_answer_length=args.max_answer_length)
-    results = answerer(question, context)
-    text = json.dumps(results, indent=2, ensure_ascii=False)
-    if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text + "\n", encoding="utf-8")
-    sys.stdout.write(text + "\n")
-    return results

@@ -12,7 +12,6 @@ up as a fall too, where a ratio between two engine runs could hide it.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import statistics
 import sys
@@ -86,19 +85,6 @@ def measure(configs: dict[str, LengthConfig], shape: dict, features: int, repeat
     return out
 
 
-def configs_from_frontier_csv(path: Path) -> dict[str, LengthConfig]:
-    """Reference configurations: the committed report's frontier rows that drop tokens."""
-    if not path.is_file():
-        raise UserError(f"{path} not found; commit a reference report first (make pareto RUN=reference)")
-    configs = {}
-    with path.open() as fh:
-        for row in csv.DictReader(fh):
-            config = LengthConfig.from_values([float(v) for v in row["values"].split(";")], row["kind"])
-            if not config.is_keep_all:
-                configs[config.label()] = config
-    return configs
-
-
 def load_baseline(path: Path) -> dict:
     if not path.is_file():
         raise UserError(f"no committed speedup baseline at {path}; create it with `make regress-update`")
@@ -168,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def run() -> int:
         if args.command == "update":
+            from search.records import configs_from_frontier_csv  # the CLI part of this module; moves out next
+
             update(configs_from_frontier_csv(Path(args.source)), Path(args.baseline), args.features, args.repeats,
                    runs=args.runs)
             print(f"wrote {args.baseline}")

@@ -14,6 +14,9 @@ from pathlib import Path
 
 from bench.errors import UserError
 
+# Where these machines keep the official SQuAD 1.1 dev set: the default --data of every command.
+DEFAULT_DEV_SET = "../shared/data/squad/dev-v1.1.json"
+
 
 @dataclass(frozen=True)
 class Example:
@@ -83,7 +86,7 @@ def load_squad_file(path: str | Path) -> SquadData:
     if not path.is_file():
         raise UserError(
             f"SQuAD file not found: {path}. Pass DATA=/path/to/dev-v1.1.json "
-            "(on these machines: ../shared/data/squad/dev-v1.1.json)"
+            f"(on these machines: {DEFAULT_DEV_SET})"
         )
     blob = path.read_bytes()
     try:
@@ -103,7 +106,7 @@ def load_squad_hub(name: str = "rajpurkar/squad", split: str = "validation") -> 
     except Exception as exc:  # noqa: BLE001 - any hub failure becomes one clear line
         raise UserError(
             f"could not load dataset {name!r} ({split}) from the hub: {type(exc).__name__}. "
-            "Offline, pass a local file instead, e.g. DATA=../shared/data/squad/dev-v1.1.json"
+            f"Offline, pass a local file instead, e.g. DATA={DEFAULT_DEV_SET}"
         ) from None
     examples = [
         Example(

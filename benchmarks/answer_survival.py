@@ -23,6 +23,7 @@ from bench.errors import exit_status
 from bench.features import build_features
 from bench.model_io import STANDARD_MODEL_DIR, DEFAULT_MODEL_DIR, load_qa_model, load_tokenizer, quiet_libraries
 from bench.squad import limit_examples, load_squad, split_by_article
+from bench.squad import DEFAULT_DEV_SET
 
 CONFIGS = ["ratios:1,0.9,0.81,0.729,0.656,0.59", "ratios:1,1,1,0.8,0.72,0.468", "ratios:1,1,0.85,0.807,0.323,0.145"]
 
@@ -85,7 +86,7 @@ def main() -> int:
 def _run() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default=f"{STANDARD_MODEL_DIR},{DEFAULT_MODEL_DIR}")
-    parser.add_argument("--data", default="../shared/data/squad/dev-v1.1.json")
+    parser.add_argument("--data", default=DEFAULT_DEV_SET)
     parser.add_argument("--questions", type=int, default=400, help="held-out questions to draw features from")
     parser.add_argument("--features", type=int, default=300, help="answer-bearing features per model x config")
     parser.add_argument("--configs", default=";".join(CONFIGS))

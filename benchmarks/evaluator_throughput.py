@@ -21,6 +21,7 @@ from bench.postprocess import predict_answers
 from bench.runner import QARunner
 from bench.scoring import squad_scores
 from bench.squad import limit_examples, load_squad
+from bench.squad import DEFAULT_DEV_SET
 
 
 def anchor_evaluate(model, tokenizer, examples, batch_size: int) -> tuple[dict, float]:
@@ -44,7 +45,7 @@ def anchor_evaluate(model, tokenizer, examples, batch_size: int) -> tuple[dict, 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", default=DEFAULT_MODEL_DIR)
-    parser.add_argument("--data", default="../shared/data/squad/dev-v1.1.json")
+    parser.add_argument("--data", default=DEFAULT_DEV_SET)
     parser.add_argument("--questions", type=int, default=500)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)

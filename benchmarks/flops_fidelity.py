@@ -28,7 +28,7 @@ import torch
 
 from bench.adaptive import LengthAdaptiveQA
 from bench.config import LengthConfig
-from bench.cli_types import positive_int_list
+from cli.argtypes import positive_int_list
 from bench.costs import total_flops
 from bench.errors import UserError, exit_status
 from bench.features import collate
@@ -37,6 +37,7 @@ from bench.latency import device_synchronizer, interleaved_batch_timings, ratio
 from bench.model_io import DEFAULT_MODEL_DIR, quiet_libraries
 from bench.runner import DEVICE_CHOICES, QARunner, describe_device, resolve_device, to_device
 from bench.squad import limit_examples, load_squad
+from bench.squad import DEFAULT_DEV_SET
 
 CONFIGS = ["ratios:1,0.6,0.36,0.216,0.1296,0.07776", "ratios:0.7,0.5,0.35,0.25,0.18,0.12",
            "269,253,252,202,104,34", "ratios:1,1,0.5,0.3,0.2,0.1"]
@@ -62,7 +63,7 @@ def frontier_configs(path: Path, minimum: float) -> list[str]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=DEFAULT_MODEL_DIR, help="QA model folder or hub id (default: %(default)s)")
-    parser.add_argument("--data", default="../shared/data/squad/dev-v1.1.json",
+    parser.add_argument("--data", default=DEFAULT_DEV_SET,
                         help="SQuAD 1.1 JSON; its first 600 questions supply the features (default: %(default)s)")
     parser.add_argument("--features", type=int, default=48,
                         help="features timed, spread evenly over the length range (default: %(default)s)")

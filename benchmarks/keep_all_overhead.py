@@ -17,10 +17,11 @@ from bench.config import LengthConfig
 from bench.errors import UserError, exit_status
 from bench.features import collate
 from bench.latency import device_synchronizer, interleaved_batch_timings, ratio
-from bench.cli_types import positive_int_list
+from cli.argtypes import positive_int_list
 from bench.model_io import DEFAULT_MODEL_DIR, quiet_libraries
 from bench.runner import DEVICE_CHOICES, QARunner, describe_device, resolve_device, to_device
 from bench.squad import limit_examples, load_squad
+from bench.squad import DEFAULT_DEV_SET
 
 
 _batch_sizes = positive_int_list("batch sizes", "1,16")
@@ -29,7 +30,7 @@ _batch_sizes = positive_int_list("batch sizes", "1,16")
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=DEFAULT_MODEL_DIR, help="QA model folder or hub id (default: %(default)s)")
-    parser.add_argument("--data", default="../shared/data/squad/dev-v1.1.json",
+    parser.add_argument("--data", default=DEFAULT_DEV_SET,
                         help="SQuAD 1.1 JSON; its first 400 questions supply the features (default: %(default)s)")
     parser.add_argument("--features", type=int, default=32,
                         help="features timed, spread evenly over the length range (default: %(default)s)")

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from bench.model_io import DEFAULT_MODEL_DIR, quiet_libraries
+from bench.squad import DEFAULT_DEV_SET
 from search.hypervolume import hypervolume
 from search.records import read_run
 from search.study import SearchSettings, run_search
@@ -20,7 +21,7 @@ from search.study import SearchSettings, run_search
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", default=DEFAULT_MODEL_DIR)
-    parser.add_argument("--data", default="../shared/data/squad/dev-v1.1.json")
+    parser.add_argument("--data", default=DEFAULT_DEV_SET)
     parser.add_argument("--trials", type=int, default=40)
     parser.add_argument("--search-questions", type=int, default=600)
     parser.add_argument("--seeds", default="0")

@@ -15,7 +15,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from bench.cli_types import positive_int_list
+from cli.argtypes import positive_int_list
 from bench.errors import UserError, exit_status
 from bench.kernels import native_kernels, unavailable_reason
 

@@ -1,4 +1,4 @@
-"""``python -m reports.compare``: several search runs' held-out frontiers on the same axes.
+"""Several search runs' held-out frontiers on the same axes.
 
 Made for the question "did LengthDrop training move the frontier right?": each run is judged
 against its *own* keep-all (speedup over keep-all on x, the run's keep-all F1 − drop as its
@@ -8,14 +8,12 @@ they were re-scored on the same held-out questions, so that is checked, not assu
 
 from __future__ import annotations
 
-import argparse
 import csv
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.errors import UserError, exit_status
-from reports.frontier import best_within, pareto_front
+from bench.errors import UserError
+from search.frontier import best_within, pareto_front
 from reports.plot import save_with_legend
 from search.records import RunInfo, TrialPoint, read_run
 
@@ -235,33 +233,9 @@ def parse_spec(text: str) -> tuple[str, Path]:
     return label, Path(folder)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m reports.compare",
-        description="Compare finished search runs on the same held-out split: both frontiers on one plot "
-                    "(F1 against FLOPs and latency speedup over each run's own keep-all), and for each run the "
-                    "best speedup within its keep-all F1 − DROP. Runs no model.",
-        epilog="example: python -m reports.compare standard=reports/reference-standard "
-               "lengthdrop=reports/reference --out reports/lengthdrop-vs-standard",
-    )
-    parser.add_argument("runs", nargs="+", metavar="LABEL=RUN_DIR", help="runs written by `python -m search run`")
-    parser.add_argument("--out", type=Path, required=True, help="folder for compare.png/svg/csv/md")
-    parser.add_argument("--drop", type=float, default=1.0, help="F1 points allowed below each run's own keep-all")
-    return parser
+if __name__ == "__main__":  # ``python -m reports.compare``: the command lives in the CLI layer
+    import sys
 
+    from cli.compare import main
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-
-    def run() -> None:
-        paths, summaries = compare_runs([parse_spec(s) for s in args.runs], args.out, args.drop)
-        for path in paths:
-            print(f"wrote {path}")
-        for line in headline(summaries, args.drop):
-            print(line)
-
-    return exit_status(run)
-
-
-if __name__ == "__main__":
     sys.exit(main())

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from reports.frontier import best_within, coordinates, pareto_front
+from search.frontier import best_within, coordinates, pareto_front
 from reports.tables import FLOPS_KEY, LATENCY_KEY, line_name
 from search.records import RunInfo, TrialPoint
 

@@ -1,8 +1,8 @@
 """The written side of a report: ``frontier.csv`` for tools and ``report.md`` for people.
 
 Both list the same held-out rows, so a number quoted from the Markdown can always be traced to
-the CSV (and from there re-measured by ``bench.regress``, which reads the ``kind`` and
-``values`` columns).
+the CSV (and from there re-measured by the regression guard, which reads the ``kind`` and
+``values`` columns through :func:`search.records.config_from_cells`).
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from reports.frontier import best_within, most_accurate, pareto_front
-from search.records import RunInfo, TrialPoint
+from search.frontier import best_within, most_accurate, pareto_front
+from search.records import RunInfo, TrialPoint, config_cells
 
 FLOPS_KEY = "flops_speedup_vs_bert_base"
 LATENCY_KEY = "latency_speedup_vs_bert_base"
@@ -52,15 +52,8 @@ def frontier_rows(points: list[TrialPoint]) -> list[dict]:
 
 
 def _row(point: TrialPoint, on_flops: bool, on_latency: bool) -> dict:
-    config = point.length_config
-    values = [int(v) for v in config.values] if config.kind == "counts" else list(config.values)
-    row: dict = {
-        "number": point.number,
-        "label": point.label,
-        "baseline": point.baseline,
-        "kind": config.kind,
-        "values": ";".join(str(v) for v in values),  # str() of a float round-trips exactly
-    }
+    row: dict = {"number": point.number, "label": point.label, "baseline": point.baseline}
+    row.update(config_cells(point.length_config))
     for column in SCORE_COLUMNS:
         row[column] = getattr(point.heldout, column)
     row["on_flops_frontier"] = on_flops

@@ -8,9 +8,11 @@ alone, so regenerating a report never runs a model.
 
 from __future__ import annotations
 
+import csv
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Mapping
 
 from bench.config import LengthConfig
 from bench.errors import UserError
@@ -96,3 +98,32 @@ def read_run(folder: Path) -> tuple[RunInfo, list[TrialPoint]]:
         raw["heldout"] = _scores(raw.get("heldout"))
         points.append(TrialPoint(**raw))
     return info, points
+
+
+# --- a configuration's columns in frontier.csv ---------------------------------------------
+def config_cells(config: LengthConfig) -> dict[str, str]:
+    """The ``kind`` and ``values`` cells of a configuration's CSV row (values joined by ';').
+
+    ``str()`` of a float round-trips exactly, so :func:`config_from_cells` gives back the same
+    configuration: the regression guard re-measures what the report printed.
+    """
+    values = [int(v) for v in config.values] if config.kind == "counts" else list(config.values)
+    return {"kind": config.kind, "values": ";".join(str(v) for v in values)}
+
+
+def config_from_cells(row: Mapping[str, str]) -> LengthConfig:
+    """The configuration a CSV row's ``kind`` and ``values`` cells describe."""
+    return LengthConfig.from_values([float(v) for v in row["values"].split(";")], row["kind"])
+
+
+def configs_from_frontier_csv(path: Path) -> dict[str, LengthConfig]:
+    """Reference configurations: the committed report's frontier rows that drop tokens, by label."""
+    if not path.is_file():
+        raise UserError(f"{path} not found; commit a reference report first (make pareto RUN=reference)")
+    configs = {}
+    with path.open() as fh:
+        for row in csv.DictReader(fh):
+            config = config_from_cells(row)
+            if not config.is_keep_all:
+                configs[config.label()] = config
+    return configs

@@ -26,6 +26,7 @@ from bench.model_io import load_qa_model, load_tokenizer
 from bench.runner import QARunner, bert_base_qa
 from bench.squad import SquadData, limit_examples, load_squad, split_by_article
 from search.budget import Budget
+from search.frontier import pareto_front
 from search.records import RunInfo, Scores, TrialPoint, write_run
 from search.space import baseline_params, sample_config
 
@@ -246,8 +247,6 @@ def spread(front: list[TrialPoint], most: int) -> list[TrialPoint]:
 
 def points_to_rescore(points: list[TrialPoint], cost: str, most: int = 16) -> list[TrialPoint]:
     """The search-split frontier (feasible only, at most ``most`` points) plus every baseline."""
-    from reports.frontier import pareto_front
-
     key = "flops_speedup_vs_keep_all" if cost == "flops" else "latency_speedup_vs_keep_all"
     front = spread(pareto_front(points, key, split="search"), most)
     for p in front:

@@ -5,6 +5,7 @@ import torch
 
 from bench import regress
 from bench.adaptive import LengthAdaptiveQA
+from search.records import configs_from_frontier_csv
 
 TINY = {"layers": 4, "hidden": 32, "heads": 4, "ffn": 64, "vocab": 1200}
 
@@ -18,7 +19,7 @@ def _baseline(tmp_path):
         w.writerow({"kind": "ratios", "values": "1;0.6;0.4;0.2"})
         w.writerow({"kind": "counts", "values": "200;120;60;20"})
     path = tmp_path / "baseline.json"
-    regress.update(regress.configs_from_frontier_csv(frontier), path, features=3, repeats=1, shape=TINY)
+    regress.update(configs_from_frontier_csv(frontier), path, features=3, repeats=1, shape=TINY)
     return path
 
 

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from bench.config import LengthConfig
-from reports.__main__ import main, make_report
-from reports.frontier import best_within, pareto_front
+from reports.__main__ import main
+from reports.report import make_report
+from search.frontier import best_within, pareto_front
 from reports.tables import frontier_rows
 from search.records import RunInfo, Scores, TrialPoint, read_run, write_run
 

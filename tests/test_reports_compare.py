@@ -5,7 +5,8 @@ import pytest
 
 from bench.config import LengthConfig
 from bench.errors import UserError
-from reports.compare import compare_runs, main, parse_spec
+from cli.compare import main
+from reports.compare import compare_runs, parse_spec
 from search.records import RunInfo, Scores, TrialPoint, write_run
 
 

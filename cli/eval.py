@@ -9,15 +9,18 @@ from pathlib import Path
 from bench.config import resolve_config
 from bench.model_io import DEFAULT_MODEL_DIR
 from bench.runner import DEVICE_CHOICES, QARunner, check_flops_consistent, metrics_record, resolve_device
-from bench.squad import limit_examples, load_squad
+from bench.squad import DEFAULT_DEV_SET, limit_examples, load_squad
 
-DEFAULT_DATA = "../shared/data/squad/dev-v1.1.json"
+HELP = "evaluate one model x data x length configuration"
+DESCRIPTION = ("Evaluate one model x SQuAD data x length configuration; writes "
+               "OUT/metrics.json (EM, F1, FLOPs, speedups, latency, tokens kept) and "
+               "OUT/predictions.json (official SQuAD format).")
 
 
-def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=DEFAULT_MODEL_DIR,
                         help="*ForQuestionAnswering model: local folder or hub id (default: %(default)s, built by `make model`)")
-    parser.add_argument("--data", default=DEFAULT_DATA,
+    parser.add_argument("--data", default=DEFAULT_DEV_SET,
                         help="SQuAD 1.1 JSON file, or hub:rajpurkar/squad[:split] where the hub is reachable (default: %(default)s)")
     parser.add_argument("--config", default="keep-all",
                         help="length configuration: 'keep-all', a JSON file, or inline values such as "
@@ -37,7 +40,7 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def run_eval(args: argparse.Namespace) -> dict:
+def run(args: argparse.Namespace) -> None:
     device = resolve_device(args.device)  # before loading anything: a missing GPU is one line, at once
     data = limit_examples(load_squad(args.data), args.limit)
     runner = QARunner(args.model, data, batch_size=args.batch_size, threads=args.threads, progress=not args.quiet,
@@ -57,7 +60,6 @@ def run_eval(args: argparse.Namespace) -> dict:
     (out / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
     (out / "predictions.json").write_text(json.dumps({q: a["text"] for q, a in result.answers.items()}, indent=1) + "\n")
     _print_summary(record, out)
-    return record
 
 
 def _print_summary(record: dict, out: Path) -> None:

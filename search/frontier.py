@@ -1,7 +1,8 @@
 """Which configurations of a run are worth reporting: the accuracy-speedup Pareto frontier.
 
 Kept free of plotting and file formats so that ``search`` (choosing what to re-score on the
-held-out split) and ``reports`` (drawing and tabulating it) agree on one definition.
+held-out split) and ``reports`` (drawing and tabulating it, importing it from here) agree on one
+definition.
 """
 
 from __future__ import annotations

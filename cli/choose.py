@@ -1,0 +1,45 @@
+"""``python -m search choose``: the best configuration of a finished run for a budget, as JSON."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from search.budget import SYNTAX, parse_budget
+from search.choose import NothingMeetsBudget, choose, write_choice
+
+HELP = "pick the best configuration of a run for a budget"
+DESCRIPTION = ("Read a finished run and print the configuration with the highest held-out F1 "
+               "that meets the budget; write it as JSON that `python -m bench answer --config` "
+               "and `bench.answer.Answerer` accept. Exits 1 when nothing meets the budget.")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--run", required=True, help="run folder (e.g. reports/default) or its name under reports/")
+    parser.add_argument("--budget", default=None, help=f"{SYNTAX}")
+    parser.add_argument("--out", default=None, help="output JSON (default: RUN/chosen.json)")
+
+
+def _run_dir(name: str) -> Path:
+    path = Path(name)
+    return path if path.exists() or "/" in name else Path("reports") / name
+
+
+def run(args: argparse.Namespace) -> int:
+    run_dir = _run_dir(args.run)
+    budget = parse_budget(args.budget)
+    try:
+        best, record = choose(run_dir, budget)
+    except NothingMeetsBudget as exc:
+        print(str(exc))
+        return 1
+    out = Path(args.out) if args.out else run_dir / "chosen.json"
+    write_choice(record, out)
+    h = best.heldout
+    lat = f", latency {h.latency_speedup_vs_keep_all:.2f}x" if h.latency_speedup_vs_keep_all else ""
+    print(f"budget {budget or 'none'}: {best.label}")
+    print(f"held-out EM {h.exact_match:.2f} F1 {h.f1:.2f}; vs keep-all: FLOPs {h.flops_speedup_vs_keep_all:.2f}x{lat}; "
+          f"vs BERT-base: FLOPs {h.flops_speedup_vs_bert_base:.2f}x"
+          + (f", latency {h.latency_speedup_vs_bert_base:.2f}x" if h.latency_speedup_vs_bert_base else ""))
+    print(f"wrote {out}")
+    return 0

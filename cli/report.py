@@ -1,0 +1,35 @@
+"""``python -m reports RUN_DIR``: turn a finished search run into plots, a CSV and a Markdown report."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from reports.report import DEFAULT_BERT_F1, DEFAULT_DROP, make_report
+from reports.tables import headline_lines
+from search.records import read_run
+
+DESCRIPTION = ("Make the report of a finished search run: pareto.png and pareto.svg (held-out F1 "
+               "against FLOPs and latency speedup over BERT-base), frontier.csv (held-out frontier "
+               "and baselines) and report.md (headline, table, provenance). Runs no model.")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", metavar="RUN_DIR", type=Path,
+                        help="run folder written by `python -m search run` (holds run.json and trials.json)")
+    parser.add_argument("--bert-f1", type=float, default=DEFAULT_BERT_F1,
+                        help="BERT-base's SQuAD 1.1 dev F1, the reference for the BERT-1%% line (default: %(default)s)")
+    parser.add_argument("--drop", type=float, default=DEFAULT_DROP,
+                        help="F1 points one may lose against a reference: the lines are drawn at "
+                             "reference − drop (default: %(default)s)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="folder for the report files (default: RUN_DIR itself)")
+
+
+def run(args: argparse.Namespace) -> None:
+    paths = make_report(args.run_dir, args.out, bert_f1=args.bert_f1, drop=args.drop)
+    info, points = read_run(args.run_dir)
+    for path in paths:
+        print(f"wrote {path}")
+    for line in headline_lines(info, points, args.bert_f1, args.drop):
+        print(line)
