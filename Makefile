@@ -2,8 +2,9 @@
 PY      ?= .venv/bin/python
 MODEL   ?= models/minilm-squad-lengthdrop
 STANDARD ?= models/minilm-squad
-DATA    ?= ../shared/data/squad/dev-v1.1.json
-TRAIN   ?= ../shared/data/squad/train-v1.1-first44articles.json
+# DATA and TRAIN default to the paths in bench/squad.py (DEFAULT_DEV_SET) and training/recipe.py
+DATA    ?=
+TRAIN   ?=
 CONFIG  ?= keep-all
 LIMIT   ?=
 OUT     ?= runs/eval
@@ -40,17 +41,17 @@ test:
 model: model-standard train
 
 model-standard:
-	$(PY) -m bench.train --out $(STANDARD) --train $(TRAIN)
+	$(PY) -m training finetune --out $(STANDARD) $(if $(TRAIN),--train $(TRAIN),)
 
 train:
-	$(PY) -m bench.lengthdrop --model $(STANDARD) --out $(MODEL) --train $(TRAIN)
+	$(PY) -m training lengthdrop --model $(STANDARD) --out $(MODEL) $(if $(TRAIN),--train $(TRAIN),)
 
 eval:
-	$(PY) -m bench eval --model $(MODEL) --data $(DATA) --config '$(CONFIG)' --out $(OUT) $(if $(LIMIT),--limit $(LIMIT),)
+	$(PY) -m bench eval --model $(MODEL) $(if $(DATA),--data $(DATA),) --config '$(CONFIG)' --out $(OUT) $(if $(LIMIT),--limit $(LIMIT),)
 
 pareto:
 	@test -f $(MODEL)/config.json || $(MAKE) $(if $(filter $(STANDARD),$(MODEL)),model-standard,model) MODEL=$(MODEL)
-	$(PY) -m search run --model $(MODEL) --data $(DATA) --run-dir reports/$(RUN) --trials $(TRIALS) \
+	$(PY) -m search run --model $(MODEL) $(if $(DATA),--data $(DATA),) --run-dir reports/$(RUN) --trials $(TRIALS) \
 		--cost $(COST) --sampler $(SAMPLER) $(if $(BUDGET),--budget '$(BUDGET)',) $(SEARCH_SIZE)
 
 report:
@@ -66,19 +67,19 @@ regress-update:
 	$(PY) -m bench.regress update --from reports/reference/frontier.csv
 
 bench-eval:
-	$(PY) benchmarks/evaluator_throughput.py --model $(MODEL) --data $(DATA)
+	$(PY) benchmarks/evaluator_throughput.py --model $(MODEL) $(if $(DATA),--data $(DATA),)
 
 bench-overhead:
-	$(PY) benchmarks/keep_all_overhead.py --model $(MODEL) --data $(DATA)
+	$(PY) benchmarks/keep_all_overhead.py --model $(MODEL) $(if $(DATA),--data $(DATA),)
 
 bench-kernel:
 	$(PY) benchmarks/small_gemm_throughput.py
 
 bench-fidelity:
-	$(PY) benchmarks/flops_fidelity.py --model $(MODEL) --data $(DATA) --threads 2,1 --frontier reports/reference/frontier.csv
+	$(PY) benchmarks/flops_fidelity.py --model $(MODEL) $(if $(DATA),--data $(DATA),) --threads 2,1 --frontier reports/reference/frontier.csv
 
 bench-samplers:
-	$(PY) benchmarks/sampler_comparison.py --model $(MODEL) --data $(DATA)
+	$(PY) benchmarks/sampler_comparison.py --model $(MODEL) $(if $(DATA),--data $(DATA),)
 
 # Standard fine-tuning vs LengthDrop: the same search on both models, compared on held-out.
 bench-lengthdrop:
@@ -89,5 +90,5 @@ bench-lengthdrop:
 
 # Do the gold answers' tokens survive dropping, and how well are they scored when they do not?
 bench-survival:
-	$(PY) benchmarks/answer_survival.py --models $(STANDARD),$(MODEL) --data $(DATA) --features 250 \
+	$(PY) benchmarks/answer_survival.py --models $(STANDARD),$(MODEL) $(if $(DATA),--data $(DATA),) --features 250 \
 		--out reports/lengthdrop-vs-standard/answer-survival.json

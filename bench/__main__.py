@@ -20,16 +20,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, command in COMMANDS.items():
         command.add_arguments(sub.add_parser(name, help=command.HELP, description=command.DESCRIPTION))
-    sub.add_parser("train", help="fine-tune the default QA model (see python -m bench.train --help)", add_help=False)
+    sub.add_parser("train", help="standard fine-tuning, as `python -m training finetune` (see its --help)", add_help=False)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "train":
-        from bench.train import main as train_main
+        from cli.finetune import main as finetune_main
 
-        return train_main(argv[1:])
+        return finetune_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     quiet_libraries()

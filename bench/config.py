@@ -78,12 +78,7 @@ class LengthConfig:
     @classmethod
     def constant(cls, num_layers: int, ratio: float, start_layer: int = 1) -> "LengthConfig":
         """Keep ``ratio`` of the previous layer's tokens at every layer from ``start_layer`` on."""
-        values, keep = [], 1.0
-        for layer in range(1, num_layers + 1):
-            if layer >= start_layer:
-                keep *= ratio
-            values.append(round(keep, 6))
-        return cls("ratios", tuple(values))
+        return cumulative_ratios([ratio if layer >= start_layer else 1.0 for layer in range(1, num_layers + 1)])
 
     @classmethod
     def from_values(cls, values: Iterable[float], kind: str | None = None) -> "LengthConfig":
@@ -187,6 +182,21 @@ class LengthConfig:
 
     def __str__(self) -> str:
         return self.label()
+
+
+def cumulative_ratios(shares: Sequence[float], floor: float = 0.0) -> LengthConfig:
+    """Per-layer shares of the *previous* layer's tokens -> ratios of the input length.
+
+    The search samples, and LengthDrop draws, each layer's share of what the layer before kept,
+    because any shares in (0, 1] then give a non-increasing configuration. Ratios are rounded to
+    6 decimals so that equal configurations get equal labels; ``floor`` keeps a long product of
+    small shares from rounding to 0, which no configuration may hold.
+    """
+    values, keep = [], 1.0
+    for share in shares:
+        keep *= share
+        values.append(max(floor, round(keep, 6)))
+    return LengthConfig("ratios", tuple(values))
 
 
 def resolve_config(spec: str | None, num_layers: int) -> LengthConfig:

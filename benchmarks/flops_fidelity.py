@@ -35,7 +35,8 @@ from bench.features import collate
 from bench.kernels import native_kernels
 from bench.latency import device_synchronizer, interleaved_batch_timings, ratio
 from bench.model_io import DEFAULT_MODEL_DIR, quiet_libraries
-from bench.runner import DEVICE_CHOICES, QARunner, describe_device, resolve_device, to_device
+from bench.device import DEVICE_CHOICES, describe_device, resolve_device, to_device
+from bench.runner import QARunner
 from bench.squad import limit_examples, load_squad
 from bench.squad import DEFAULT_DEV_SET
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from bench.config import resolve_config
 from bench.model_io import DEFAULT_MODEL_DIR
-from bench.runner import DEVICE_CHOICES, QARunner, check_flops_consistent, metrics_record, resolve_device
+from bench.device import DEVICE_CHOICES, resolve_device
+from bench.runner import QARunner, check_flops_consistent, metrics_record
 from bench.squad import DEFAULT_DEV_SET, limit_examples, load_squad
 
 HELP = "evaluate one model x data x length configuration"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import optuna
 
-from bench.config import LengthConfig
+from bench.config import LengthConfig, cumulative_ratios
 
 STEP = 0.05
 LOWEST_SHARE = 0.25
@@ -21,11 +21,7 @@ def param_name(layer: int) -> str:
 
 
 def config_from_shares(shares: list[float]) -> LengthConfig:
-    values, keep = [], 1.0
-    for share in shares:
-        keep *= share
-        values.append(round(keep, 6))
-    return LengthConfig("ratios", tuple(values))
+    return cumulative_ratios(shares)
 
 
 def sample_config(trial: optuna.Trial, num_layers: int, lowest: float = LOWEST_SHARE) -> LengthConfig:

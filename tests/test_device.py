@@ -22,7 +22,8 @@ import torch
 from bench.__main__ import main as bench_main
 from bench.errors import UserError
 from bench.latency import device_synchronizer, interleaved_batch_timings
-from bench.runner import QARunner, resolve_device
+from bench.device import resolve_device
+from bench.runner import QARunner
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -6,7 +6,9 @@ import pytest
 import torch
 from fixtures import tiny_bert, tiny_tokenizer, vocabulary
 
-from bench import lengthdrop as ld
+from cli import lengthdrop as lengthdrop_cli
+from training import lengthdrop as ld
+from training.checkpoints import load_tensor_shards, save_tensor_shards
 from bench.adaptive import LengthAdaptiveQA
 from bench.errors import UserError
 from bench.features import build_features, collate
@@ -165,7 +167,7 @@ def test_teacher_adds_a_kl_term_and_stays_frozen(squad_file):
 # --- whole runs --------------------------------------------------------------------------------
 def test_run_writes_a_loadable_folder_with_small_files_and_is_idempotent(model_dir, squad_file, tmp_path, capsys):
     out = tmp_path / "ld"
-    assert ld.main(["--model", str(model_dir), "--train", str(squad_file), "--out", str(out), "--batch-size", "4",
+    assert lengthdrop_cli.main(["--model", str(model_dir), "--train", str(squad_file), "--out", str(out), "--batch-size", "4",
                     "--max-length", "64", "--stride", "16", "--max-steps", "2", "--threads", "1"]) == 0
     info = json.loads((out / "training.json").read_text())
     assert info["steps"] == 2 and info["recipe"]["bound"] == 0.2 and info["recipe"]["num_sub_models"] == 2
@@ -178,7 +180,7 @@ def test_run_writes_a_loadable_folder_with_small_files_and_is_idempotent(model_d
     assert (out / "tokenizer_config.json").is_file()
     mtime = (out / "training.json").stat().st_mtime_ns
     capsys.readouterr()
-    assert ld.main(["--model", str(model_dir), "--train", str(squad_file), "--out", str(out), "--batch-size", "4",
+    assert lengthdrop_cli.main(["--model", str(model_dir), "--train", str(squad_file), "--out", str(out), "--batch-size", "4",
                     "--max-length", "64", "--stride", "16", "--max-steps", "2"]) == 0
     assert "nothing to do" in capsys.readouterr().out
     assert (out / "training.json").stat().st_mtime_ns == mtime
@@ -244,10 +246,10 @@ def _raise_on_second_call(real):
 
 def test_sharded_tensors_round_trip_exactly_and_split_big_tensors(tmp_path):
     tensors = {"big": torch.randn(100, 50), "step": torch.tensor(3.0), "ints": torch.arange(7)}
-    ld.save_tensor_shards(tensors, tmp_path / "s", max_bytes=4000)
+    save_tensor_shards(tensors, tmp_path / "s", max_bytes=4000)
     files = list((tmp_path / "s").glob("*.safetensors"))
     assert len(files) > 5 and max(p.stat().st_size for p in files) < 4000 + 1000
-    back = ld.load_tensor_shards(tmp_path / "s")
+    back = load_tensor_shards(tmp_path / "s")
     assert all(torch.equal(tensors[k], back[k]) and tensors[k].dtype == back[k].dtype for k in tensors)
 
 
@@ -262,7 +264,7 @@ def test_teacher_with_another_vocabulary_is_a_clear_user_error(model_dir, squad_
     BertTokenizer(vocab=vocab).save_pretrained(teacher)
     with pytest.raises(UserError, match="different vocabulary.*1 only in the teacher"):
         ld.train_lengthdrop(_recipe(model_dir, squad_file, teacher=str(teacher), max_steps=1), tmp_path / "o")
-    code = ld.main(["--model", str(model_dir), "--train", str(squad_file), "--out", str(tmp_path / "o"),
+    code = lengthdrop_cli.main(["--model", str(model_dir), "--train", str(squad_file), "--out", str(tmp_path / "o"),
                     "--teacher", str(teacher), "--max-steps", "1"])
     assert code == 2 and "same tokenizer" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
@@ -278,7 +280,7 @@ def test_run_with_a_teacher(model_dir, squad_file, tmp_path):
 
 def test_help_lists_the_options(capsys):
     with pytest.raises(SystemExit):
-        ld.main(["--help"])
+        lengthdrop_cli.main(["--help"])
     text = capsys.readouterr().out
     for option in ("--model", "--train", "--out", "--teacher", "--bound", "--num-sub-models", "--epochs", "--lr",
                    "--batch-size", "--save-every", "--max-steps", "--threads"):

