@@ -27,11 +27,8 @@ from torch import nn
 
 from bench.config import LengthConfig, keep_counts_batch
 from bench.costs import CostShape
-from bench.errors import UserError
-from bench.families.base import FamilyAdapter
+from bench.families import ADAPTERS, adapter_for
 from bench.families.bert import BertLayoutAdapter
-from bench.families.distilbert import DistilBertAdapter
-from bench.families.mobilebert import MobileBertAdapter
 from bench.kernels import native_kernels
 
 __all__ = ["ADAPTERS", "AdaptiveOutput", "BertLayoutAdapter", "LengthAdaptiveQA", "adapter_for", "keep_table"]
@@ -45,24 +42,6 @@ class AdaptiveOutput:
     end_logits: torch.Tensor
     kept: torch.Tensor  # (num_layers, batch) tokens kept after each layer
     real_lengths: torch.Tensor  # (batch,)
-
-
-ADAPTERS: dict[str, type] = {
-    "bert": BertLayoutAdapter,  # also BORT, whose checkpoints are model_type "bert"
-    "roberta": BertLayoutAdapter,
-    "distilbert": DistilBertAdapter,
-    "mobilebert": MobileBertAdapter,
-}
-
-
-def adapter_for(model: nn.Module, kernels: bool = True) -> FamilyAdapter:
-    model_type = getattr(model.config, "model_type", None)
-    if model_type not in ADAPTERS or not hasattr(model, "qa_outputs"):
-        raise UserError(
-            f"unsupported architecture {type(model).__name__} (model_type={model_type!r}); "
-            f"supported: {', '.join(sorted(ADAPTERS))} *ForQuestionAnswering models"
-        )
-    return ADAPTERS[model_type](model, kernels=kernels)
 
 
 def keep_table(config: LengthConfig, real_lengths: torch.Tensor) -> torch.Tensor:

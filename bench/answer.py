@@ -36,6 +36,7 @@ from bench.config import LengthConfig, resolve_config
 from bench.errors import UserError
 from bench.features import DOC_STRIDE, MAX_LENGTH, Features, build_features, collate, length_sorted_batches
 from bench.model_io import load_qa_model, load_tokenizer
+from bench.runner import batched_logits
 from bench.squad import Example
 
 if TYPE_CHECKING:
@@ -117,17 +118,9 @@ class Answerer:
     def _logits(self, feats: Features) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """Per-window start/end logits over each window's unpadded length, batched by similar length."""
         device = next(self.model.parameters()).device
-        starts: list[np.ndarray] = [np.empty(0, dtype=np.float32)] * len(feats)
-        ends: list[np.ndarray] = [np.empty(0, dtype=np.float32)] * len(feats)
-        with _eval_mode(self.model), torch.inference_mode():
-            for idx in length_sorted_batches(feats.lengths, self.batch_size):
-                batch = {k: v.to(device) for k, v in collate(feats, idx, self.pad_id).items()}
-                out = self.adaptive(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"], self.config)
-                s = out.start_logits.float().cpu().numpy()
-                e = out.end_logits.float().cpu().numpy()
-                for row, i in enumerate(idx):
-                    length = len(feats.input_ids[i])
-                    starts[i], ends[i] = s[row, :length], e[row, :length]
+        batches = ((idx, collate(feats, idx, self.pad_id)) for idx in length_sorted_batches(feats.lengths, self.batch_size))
+        with _eval_mode(self.model):
+            starts, ends, _ = batched_logits(self.adaptive, feats, batches, self.config, device)
         return starts, ends
 
     def _result(

@@ -17,7 +17,7 @@ from __future__ import annotations
 import statistics
 import time
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence, TypeVar
+from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 Synchronize = Callable[[], object]
 
@@ -107,3 +107,41 @@ def device_synchronizer(device) -> Synchronize | None:
     if sync is None:
         raise ValueError(f"no way to synchronize device {device}; time it on cpu or cuda")
     return sync
+
+
+STOCK_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def contenders(**entries: Any) -> dict[str, Callable[[Mapping], None]]:
+    """The callables ``interleaved_batch_timings`` alternates, by name, in the order given.
+
+    An ``(engine, config)`` pair runs the length-adaptive engine (a ``LengthAdaptiveQA``) with
+    that configuration; anything else is a Hugging Face model run through its stock forward.
+    Batches are dicts of ``input_ids`` and, where present, ``attention_mask`` and
+    ``token_type_ids`` (the engine takes an all-ones mask when none is given; the stock forward
+    gets only the inputs present, as its own defaults would fill them in).
+    """
+    out: dict[str, Callable[[Mapping], None]] = {}
+    for name, entry in entries.items():
+        out[name] = _engine_call(*entry) if isinstance(entry, tuple) else _stock_call(entry)
+    return out
+
+
+def _engine_call(engine, config) -> Callable[[Mapping], None]:
+    def go(batch: Mapping) -> None:
+        ids = batch["input_ids"]
+        mask = batch.get("attention_mask")
+        if mask is None:
+            import torch
+
+            mask = torch.ones_like(ids)
+        engine(ids, mask, batch.get("token_type_ids"), config)
+
+    return go
+
+
+def _stock_call(model) -> Callable[[Mapping], None]:
+    def go(batch: Mapping) -> None:
+        model(**{k: batch[k] for k in STOCK_INPUTS if batch.get(k) is not None})
+
+    return go

@@ -79,3 +79,26 @@ def quiet_libraries() -> None:
 
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
+
+
+BERT_BASE_SHAPE = {"layers": 12, "hidden": 768, "heads": 12, "ffn": 3072, "vocab": 30522}
+
+
+def random_bert_qa(shape: dict):
+    """A randomly initialised BERT QA model of ``shape`` (layers, hidden, heads, ffn, vocab), seed 0.
+
+    Costs the same FLOPs and time as a trained model of that shape, with no download: the
+    BERT-base latency reference and the regression guard's stand-in for the default model.
+    """
+    import torch
+    from transformers import BertConfig, BertForQuestionAnswering
+
+    config = BertConfig(vocab_size=shape["vocab"], hidden_size=shape["hidden"], num_hidden_layers=shape["layers"],
+                        num_attention_heads=shape["heads"], intermediate_size=shape["ffn"])
+    torch.manual_seed(0)
+    return BertForQuestionAnswering._from_config(config, attn_implementation="sdpa").eval()
+
+
+def bert_base_qa(vocab_size: int = 30522):
+    """A randomly initialised BERT-base QA model: same latency as a trained one, no download."""
+    return random_bert_qa({**BERT_BASE_SHAPE, "vocab": vocab_size})

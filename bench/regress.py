@@ -24,7 +24,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from bench.adaptive import LengthAdaptiveQA
 from bench.config import LengthConfig
 from bench.errors import UserError, exit_status
-from bench.latency import interleaved_batch_timings, ratio
+from bench.latency import contenders, interleaved_batch_timings, ratio
+from bench.model_io import random_bert_qa
 
 BASELINE = Path("reports/reference/speedup-baseline.json")
 DEFAULT_SHAPE = {"layers": 6, "hidden": 384, "heads": 12, "ffn": 1536, "vocab": 30522}
@@ -35,15 +36,6 @@ class Measured:
     label: str
     flops_speedup: float
     latency_speedup: float | None
-
-
-def shaped_model(shape: dict):
-    from transformers import BertConfig, BertForQuestionAnswering
-
-    config = BertConfig(vocab_size=shape["vocab"], hidden_size=shape["hidden"], num_hidden_layers=shape["layers"],
-                        num_attention_heads=shape["heads"], intermediate_size=shape["ffn"])
-    torch.manual_seed(0)
-    return BertForQuestionAnswering._from_config(config, attn_implementation="sdpa").eval()
 
 
 def fixed_inputs(count: int, vocab: int, seed: int = 0) -> list[torch.Tensor]:
@@ -61,7 +53,7 @@ def counted_flops(model: LengthAdaptiveQA, inputs: list[torch.Tensor], config: L
 
 
 def measure(configs: dict[str, LengthConfig], shape: dict, features: int, repeats: int, latency: bool) -> list[Measured]:
-    model = shaped_model(shape)
+    model = random_bert_qa(shape)
     adaptive = LengthAdaptiveQA(model)
     counting = LengthAdaptiveQA(model, kernels=False)  # FlopCounterMode cannot see inside the native kernel
     inputs = fixed_inputs(features, shape["vocab"])
@@ -72,15 +64,10 @@ def measure(configs: dict[str, LengthConfig], shape: dict, features: int, repeat
         flops_speedup = base_flops / counted_flops(counting, inputs, config)
         lat = None
         if latency:
-            def run(ids, cfg=config):
-                adaptive(ids, torch.ones_like(ids), None, config=cfg)
-
-            def stock(ids):
-                model(input_ids=ids)
-
+            timed = contenders(config=(adaptive, config), stock=model)
             with torch.inference_mode():
-                t = interleaved_batch_timings({"config": run, "keep_all": stock}, inputs, repeats=repeats, warmup=1)
-            lat = ratio(t["keep_all"], t["config"]).median
+                t = interleaved_batch_timings(timed, [{"input_ids": ids} for ids in inputs], repeats=repeats, warmup=1)
+            lat = ratio(t["stock"], t["config"]).median
         out.append(Measured(label, flops_speedup, lat))
     return out
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -21,8 +21,8 @@ from bench.config import LengthConfig
 from bench.costs import BERT_BASE, FlopReport, flop_report, mean_tokens_per_layer
 from bench.features import Features, cached_features, collate, length_sorted_batches
 from bench.device import describe_device, resolve_device, to_device
-from bench.latency import Ratio, device_synchronizer, interleaved_batch_timings, ratio
-from bench.model_io import load_qa_model, load_tokenizer
+from bench.latency import Ratio, contenders, device_synchronizer, interleaved_batch_timings, ratio
+from bench.model_io import bert_base_qa, load_qa_model, load_tokenizer
 from bench.squad import SquadData
 
 
@@ -69,14 +69,33 @@ class LatencyResult:
         return out
 
 
-def bert_base_qa(vocab_size: int = 30522):
-    """A randomly initialised BERT-base QA model: same latency as a trained one, no download."""
-    from transformers import BertConfig, BertForQuestionAnswering
+def batched_logits(
+    adaptive: LengthAdaptiveQA,
+    features: Features,
+    batches: Iterable[tuple[list[int], dict[str, torch.Tensor]]],
+    config: LengthConfig,
+    device: torch.device,
+) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
+    """The one inference loop: per-feature start/end logits (unpadded) and the tokens each layer kept.
 
-    config = BertConfig(vocab_size=vocab_size, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
-                        intermediate_size=3072)
-    torch.manual_seed(0)
-    return BertForQuestionAnswering._from_config(config, attn_implementation="sdpa").eval()
+    ``batches`` yields (feature indices, collated batch); the evaluator passes its pre-collated
+    length-sorted batches, the answerer collates its windows on the fly. Logits come back to the
+    CPU, where answers are extracted.
+    """
+    n = len(features)
+    starts: list[np.ndarray] = [np.empty(0, dtype=np.float32)] * n
+    ends: list[np.ndarray] = [np.empty(0, dtype=np.float32)] * n
+    kept = np.zeros((config.num_layers, n), dtype=np.int64)
+    with torch.inference_mode():
+        for idx, batch in batches:
+            batch = to_device(batch, device)
+            out = adaptive(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"], config)
+            s, e = out.start_logits.float().cpu().numpy(), out.end_logits.float().cpu().numpy()
+            for row, i in enumerate(idx):
+                length = len(features.input_ids[i])
+                starts[i], ends[i] = s[row, :length], e[row, :length]
+            kept[:, idx] = out.kept.cpu().numpy()
+    return starts, ends, kept
 
 
 class QARunner:
@@ -125,21 +144,8 @@ class QARunner:
     def logits(self, config: LengthConfig, desc: str = "evaluating") -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
         """Per-feature start/end logits (unpadded) and the tokens each layer kept per feature."""
         config.check_layers(self.num_layers, self.model_name)
-        n = len(self.features)
-        starts: list[np.ndarray] = [np.empty(0)] * n
-        ends: list[np.ndarray] = [np.empty(0)] * n
-        kept = np.zeros((self.num_layers, n), dtype=np.int64)
         bar = tqdm(self._batches, desc=desc, unit="batch", disable=not self.progress, leave=False)
-        with torch.inference_mode():
-            for idx, batch in bar:
-                batch = to_device(batch, self.device)
-                out = self.adaptive(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"], config)
-                s, e = out.start_logits.float().cpu().numpy(), out.end_logits.float().cpu().numpy()
-                for row, i in enumerate(idx):
-                    length = len(self.features.input_ids[i])
-                    starts[i], ends[i] = s[row, :length], e[row, :length]
-                kept[:, idx] = out.kept.cpu().numpy()
-        return starts, ends, kept
+        return batched_logits(self.adaptive, self.features, bar, config, self.device)
 
     def evaluate(self, config: LengthConfig, desc: str = "evaluating") -> EvalResult:
         from bench.postprocess import predict_answers
@@ -196,25 +202,14 @@ class QARunner:
         batches = [to_device(collate(self.features, chunk, self.pad_id), self.device) for chunk in
                    (picks[i : i + batch_size] for i in range(0, len(picks), batch_size))]
         keep_all = LengthConfig.keep_all(self.num_layers)
-
-        def run_engine(cfg: LengthConfig):
-            def go(b):
-                self.adaptive(b["input_ids"], b["attention_mask"], b["token_type_ids"], cfg)
-            return go
-
-        def run_stock(model):
-            def go(b):
-                model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], token_type_ids=b["token_type_ids"])
-            return go
-
-        contenders = {"config": run_engine(config), "keep_all": run_engine(keep_all)}
+        named: dict = {"config": (self.adaptive, config), "keep_all": (self.adaptive, keep_all)}
         if with_stock:
-            contenders["stock"] = run_stock(self.model)
+            named["stock"] = self.model
         if with_bert_base:
             reference = bert_base if bert_base is not None else bert_base_qa()
-            contenders["bert_base"] = run_stock(reference.to(self.device))
+            named["bert_base"] = reference.to(self.device)
         with torch.inference_mode():
-            timings = interleaved_batch_timings(contenders, batches, repeats=repeats, warmup=warmup,
+            timings = interleaved_batch_timings(contenders(**named), batches, repeats=repeats, warmup=warmup,
                                                 synchronize=device_synchronizer(self.device))
         extra = {"keep_all_ms_per_feature": 1000 * timings["keep_all"].median / len(picks)}
         if with_stock:

@@ -33,7 +33,7 @@ from bench.costs import total_flops
 from bench.errors import UserError, exit_status
 from bench.features import collate
 from bench.kernels import native_kernels
-from bench.latency import device_synchronizer, interleaved_batch_timings, ratio
+from bench.latency import contenders, device_synchronizer, interleaved_batch_timings, ratio
 from bench.model_io import DEFAULT_MODEL_DIR, quiet_libraries
 from bench.device import DEVICE_CHOICES, describe_device, resolve_device, to_device
 from bench.runner import QARunner
@@ -131,16 +131,13 @@ def measure(runner: QARunner, configs: list[LengthConfig], args: argparse.Namesp
     for config in configs:
         flops_speedup = total_flops(runner.shape, keep_all, lengths) / total_flops(runner.shape, config, lengths)
 
-        def call(engine, cfg):
-            return lambda b: engine(b["input_ids"], b["attention_mask"], b["token_type_ids"], cfg)
-
-        contenders = {"stock": lambda b: runner.model(**b), "keep_all": call(fast, keep_all), "config": call(fast, config)}
+        named = {"stock": runner.model, "keep_all": (fast, keep_all), "config": (fast, config)}
         pairs = [("keep_all", "config"), ("stock", "config")]
         if on_cpu:
-            contenders["config_torch_ops"] = call(plain, config)
+            named["config_torch_ops"] = (plain, config)
             pairs.append(("stock", "config_torch_ops"))
         with torch.inference_mode():
-            t = interleaved_batch_timings(contenders, batches, repeats=args.repeats, warmup=1, synchronize=sync)
+            t = interleaved_batch_timings(contenders(**named), batches, repeats=args.repeats, warmup=1, synchronize=sync)
         readings = [ratio(t[ref], t[cand]) for ref, cand in pairs]
         flag = "" if flops_speedup >= 2 else "   (< 2x FLOPs: outside the target's scope)"
         spans = "  ".join(f"{r.median:.2f} ({min(r.values):.2f}-{max(r.values):.2f})" for r in readings)

@@ -16,7 +16,7 @@ from bench.adaptive import LengthAdaptiveQA
 from bench.config import LengthConfig
 from bench.errors import UserError, exit_status
 from bench.features import collate
-from bench.latency import device_synchronizer, interleaved_batch_timings, ratio
+from bench.latency import contenders, device_synchronizer, interleaved_batch_timings, ratio
 from cli.argtypes import positive_int_list
 from bench.model_io import DEFAULT_MODEL_DIR, quiet_libraries
 from bench.device import DEVICE_CHOICES, describe_device, resolve_device, to_device
@@ -71,18 +71,11 @@ def run(args: argparse.Namespace) -> None:
         batches = [to_device(collate(runner.features, picks[i : i + bs], runner.pad_id), device)
                    for i in range(0, len(picks), bs)]
 
-        def stock(b):
-            runner.model(**b)
-
-        def ours(b):
-            adaptive(b["input_ids"], b["attention_mask"], b["token_type_ids"], keep_all)
-
-        contenders = {"stock": stock, "adaptive_keep_all": ours}
+        named = {"stock": runner.model, "adaptive_keep_all": (adaptive, keep_all)}
         if plain is not None:
-            contenders["adaptive_keep_all_torch_gemm"] = lambda b: plain(b["input_ids"], b["attention_mask"],
-                                                                         b["token_type_ids"], keep_all)
+            named["adaptive_keep_all_torch_gemm"] = (plain, keep_all)
         with torch.inference_mode():
-            t = interleaved_batch_timings(contenders, batches, repeats=args.repeats, warmup=1, synchronize=sync)
+            t = interleaved_batch_timings(contenders(**named), batches, repeats=args.repeats, warmup=1, synchronize=sync)
         print(f"batch {bs:>3} on {device.type}: stock {1000 * t['stock'].median / len(picks):.3f} ms/feature, adaptive keep-all "
               f"{1000 * t['adaptive_keep_all'].median / len(picks):.3f} ms/feature ({len(batches)} batches, {args.repeats} rounds)")
         if plain is not None:

@@ -12,7 +12,7 @@ from fixtures import tiny_bert_config
 
 from bench.adaptive import LengthAdaptiveQA
 from bench.config import LengthConfig
-from bench.families.base import Projections
+from bench.families.projections import Projections
 from bench.kernels import native_kernels, unavailable_reason
 
 

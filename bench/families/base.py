@@ -8,14 +8,12 @@ its attention inputs come from, and how the rest of its layer wires the kept tok
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Protocol
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from bench.costs import CostShape
-from bench.kernels import native_kernels
 
 
 @dataclass
@@ -64,64 +62,3 @@ def split_span_logits(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
     """(batch, tokens, 2) -> start and end logits, contiguous like the stock heads return them."""
     start, end = logits.split(1, dim=-1)
     return start.squeeze(-1).contiguous(), end.squeeze(-1).contiguous()
-
-
-class Projections:
-    """The Linear modules of a layer, run through cached inference weights when no gradient is wanted.
-
-    With gradients on, or a module in training mode, the stock modules run unchanged, so training
-    graphs and dropout are exactly the stock ones. Otherwise two things cut the cost of the
-    few-row GEMMs a layer runs after dropping tokens at batch 1:
-
-    - linears that read the same input (q, k, v) are concatenated into one GEMM, so one call
-      streams their weights and pays one dispatch;
-    - with ``kernels`` on and the small-GEMM kernel available (``bench.kernels``), weights are
-      packed once into its panel layout and every float32 CPU projection runs through it.
-
-    Cached weights are rebuilt whenever a source parameter changes (its in-place version counter,
-    storage or dtype), so ``load_state_dict``, optimiser steps and ``.to()`` never see stale copies.
-    """
-
-    def __init__(self, kernels: bool = True) -> None:
-        self.kernels = kernels
-        self._cache: dict[tuple[int, ...], tuple[tuple, _InferenceWeights]] = {}
-
-    def __call__(self, hidden: torch.Tensor, *linears: nn.Linear) -> tuple[torch.Tensor, ...]:
-        if torch.is_grad_enabled() or any(lin.training for lin in linears):
-            return tuple(lin(hidden) for lin in linears)
-        out = self._weights(linears).apply(hidden, self.kernels)
-        return out.split([lin.out_features for lin in linears], dim=-1) if len(linears) > 1 else (out,)
-
-    def _weights(self, linears: Sequence[nn.Linear]) -> "_InferenceWeights":
-        key = tuple(id(lin) for lin in linears)
-        params = [p for lin in linears for p in (lin.weight, lin.bias) if p is not None]
-        stamp = tuple((p._version, p.data_ptr(), p.dtype, p.device) for p in params) + (len(params),)
-        hit = self._cache.get(key)
-        if hit is None or hit[0] != stamp:
-            hit = self._cache[key] = (stamp, _InferenceWeights(linears))
-        return hit[1]
-
-
-class _InferenceWeights:
-    """One projection's concatenated weight and bias, plus the kernel's packed copy once asked for."""
-
-    def __init__(self, linears: Sequence[nn.Linear]):
-        with torch.inference_mode(False), torch.no_grad():  # plain tensors: usable under no_grad too
-            self.weight = torch.cat([lin.weight for lin in linears]) if len(linears) > 1 else linears[0].weight.detach()
-            self.bias = torch.cat([lin.bias if lin.bias is not None else lin.weight.new_zeros(lin.out_features)
-                                   for lin in linears])
-        self.out_features = self.weight.shape[0]
-        self._packed: tuple[torch.Tensor, torch.Tensor] | None = None
-
-    def apply(self, hidden: torch.Tensor, kernels: bool) -> torch.Tensor:
-        kernel = native_kernels() if kernels and hidden.dtype == torch.float32 and hidden.device.type == "cpu" else None
-        if kernel is None or self.weight.dtype != torch.float32:
-            return F.linear(hidden, self.weight, self.bias)
-        if self._packed is None:
-            with torch.inference_mode(False), torch.no_grad():
-                self._packed = tuple(kernel.pack_weight(self.weight, self.bias))
-        rows = hidden.reshape(-1, hidden.shape[-1]).contiguous()
-        out = kernel.packed_linear(rows, *self._packed)
-        if out.shape[1] != self.out_features:
-            out = out[:, : self.out_features]
-        return out.reshape(*hidden.shape[:-1], self.out_features)

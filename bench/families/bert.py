@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 from bench.costs import EncoderShape
-from bench.families.base import LayerInputs, Projections, split_heads, split_span_logits
+from bench.families.base import LayerInputs, split_heads, split_span_logits
+from bench.families.projections import Projections
 
 
 class BertLayoutAdapter:
