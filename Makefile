@@ -61,10 +61,10 @@ choose:
 	$(PY) -m search choose --run reports/$(RUN) $(if $(BUDGET),--budget '$(BUDGET)',)
 
 regress:
-	$(PY) -m bench.regress check
+	$(PY) -m bench regress check
 
 regress-update:
-	$(PY) -m bench.regress update --from reports/reference/frontier.csv
+	$(PY) -m bench regress update --from reports/reference/frontier.csv
 
 bench-eval:
 	$(PY) benchmarks/evaluator_throughput.py --model $(MODEL) $(if $(DATA),--data $(DATA),)

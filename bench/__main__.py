@@ -7,9 +7,9 @@ import sys
 
 from bench.errors import exit_status
 from bench.model_io import quiet_libraries
-from cli import answer, eval
+from cli import answer, eval, regress
 
-COMMANDS = {"eval": eval, "answer": answer}
+COMMANDS = {"eval": eval, "answer": answer, "regress": regress}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -4,17 +4,15 @@ Runs without the trained model: a random model of the default model's shape cost
 FLOPs and time. FLOPs are counted by ``FlopCounterMode`` on the model as it runs (so a bug
 that stops tokens from really leaving the tensors shows up), and must match the committed
 values exactly; latency speedup over keep-all is measured interleaved in one run and may
-fall at most ``--latency-tolerance`` below the committed value. Keep-all here is the model's stock
-forward, not the engine's: a kernel that stops loading, or a slower keep-all path, then shows
+fall at most ``--latency-tolerance`` below the committed value. The reference here is the model's stock
+forward, not the engine's keep-all: a kernel that stops loading, or a slower keep-all path, then shows
 up as a fall too, where a ratio between two engine runs could hide it.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,11 +21,12 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from bench.adaptive import LengthAdaptiveQA
 from bench.config import LengthConfig
-from bench.errors import UserError, exit_status
+from bench.errors import UserError
 from bench.latency import contenders, interleaved_batch_timings, ratio
 from bench.model_io import random_bert_qa
 
-BASELINE = Path("reports/reference/speedup-baseline.json")
+# The committed baseline sits beside the guard; nothing here writes under reports/.
+BASELINE = Path(__file__).with_name("speedup-baseline.json")
 DEFAULT_SHAPE = {"layers": 6, "hidden": 384, "heads": 12, "ffn": 1536, "vocab": 30522}
 
 
@@ -122,39 +121,9 @@ def update(configs: dict[str, LengthConfig], path: Path, features: int, repeats:
     path.write_text(json.dumps(payload, indent=2) + "\n")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.regress",
-                                     description="Fail when the speedup of the committed reference configurations regresses.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    c = sub.add_parser("check", help="re-measure and compare with the committed baseline (exit 1 on regression)")
-    c.add_argument("--baseline", default=str(BASELINE), help="committed baseline JSON (default: %(default)s)")
-    c.add_argument("--repeats", type=int, default=7, help="interleaved latency rounds (default: %(default)s)")
-    c.add_argument("--latency-tolerance", type=float, default=0.15, help="allowed relative fall of latency speedup (default: %(default)s)")
-    c.add_argument("--no-latency", action="store_true", help="check FLOPs only")
-    u = sub.add_parser("update", help="measure the reference configurations and write the baseline")
-    u.add_argument("--from", dest="source", default="reports/reference/frontier.csv", help="frontier CSV of the reference report")
-    u.add_argument("--baseline", default=str(BASELINE))
-    u.add_argument("--features", type=int, default=16)
-    u.add_argument("--repeats", type=int, default=7)
-    u.add_argument("--runs", type=int, default=3, help="whole measurements whose median is stored (default: %(default)s)")
-    args = parser.parse_args(argv)
+if __name__ == "__main__":  # ``python -m bench.regress``: the command lives in the CLI layer
+    import sys
 
-    def run() -> int:
-        if args.command == "update":
-            from search.records import configs_from_frontier_csv  # the CLI part of this module; moves out next
+    from cli.regress import main
 
-            update(configs_from_frontier_csv(Path(args.source)), Path(args.baseline), args.features, args.repeats,
-                   runs=args.runs)
-            print(f"wrote {args.baseline}")
-            return 0
-        passed, table = check(load_baseline(Path(args.baseline)), args.repeats,
-                              args.latency_tolerance, not args.no_latency)
-        print(table)
-        print("speedup check passed" if passed else "speedup REGRESSED: see the rows marked above")
-        return 0 if passed else 1
-
-    return exit_status(run)
-
-
-if __name__ == "__main__":
     sys.exit(main())

@@ -4,6 +4,7 @@ import json
 import torch
 
 from bench import regress
+from cli import regress as regress_cli
 from bench.adaptive import LengthAdaptiveQA
 from search.records import configs_from_frontier_csv
 
@@ -28,7 +29,7 @@ def test_unchanged_code_passes_and_flops_speedup_is_real(tmp_path, capsys):
     entries = json.loads(path.read_text())["entries"]
     assert [e["label"] for e in entries] == ["ratios:1,0.6,0.4,0.2", "counts:200,120,60,20"]
     assert all(e["flops_speedup"] > 1.3 for e in entries)
-    assert regress.main(["check", "--baseline", str(path), "--no-latency"]) == 0
+    assert regress_cli.main(["check", "--baseline", str(path), "--no-latency"]) == 0
     assert "speedup check passed" in capsys.readouterr().out
 
 
@@ -42,7 +43,7 @@ def test_breaking_the_dropping_fails_the_check(tmp_path, monkeypatch, capsys):
         return original(self, layer, hidden, valid, torch.full_like(keep, hidden.shape[1]), positions)
 
     monkeypatch.setattr(LengthAdaptiveQA, "_dropping_layer", keep_everything)
-    assert regress.main(["check", "--baseline", str(path), "--no-latency"]) == 1
+    assert regress_cli.main(["check", "--baseline", str(path), "--no-latency"]) == 1
     out = capsys.readouterr().out
     assert "REGRESSED (FLOPs)" in out and "speedup REGRESSED" in out
 
@@ -53,12 +54,12 @@ def test_latency_below_the_floor_fails(tmp_path, capsys):
     for e in data["entries"]:
         e["latency_speedup"] = 50.0  # no real run can be 50x faster than keep-all with these configs
     path.write_text(json.dumps(data))
-    assert regress.main(["check", "--baseline", str(path), "--repeats", "1"]) == 1
+    assert regress_cli.main(["check", "--baseline", str(path), "--repeats", "1"]) == 1
     assert "REGRESSED (latency)" in capsys.readouterr().out
 
 
 def test_missing_baseline_is_a_clear_error(tmp_path, capsys):
-    assert regress.main(["check", "--baseline", str(tmp_path / "none.json")]) == 2
+    assert regress_cli.main(["check", "--baseline", str(tmp_path / "none.json")]) == 2
     assert "make regress-update" in capsys.readouterr().err
 
 
