@@ -34,6 +34,8 @@ install:
 	@.venv/bin/python -c "import torch, transformers, optuna; print('torch', torch.__version__, '| transformers', transformers.__version__, '| optuna', optuna.__version__)"
 
 test:
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 	$(PY) -m pytest
 
 # The default model is LengthDrop-trained (MODEL); it starts from the standard fine-tuned one

@@ -20,7 +20,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, command in COMMANDS.items():
         command.add_arguments(sub.add_parser(name, help=command.HELP, description=command.DESCRIPTION))
-    sub.add_parser("train", help="standard fine-tuning, as `python -m training finetune` (see its --help)", add_help=False)
+    sub.add_parser(
+        "train", help="standard fine-tuning, as `python -m training finetune` (see its --help)", add_help=False
+    )
     return parser
 
 

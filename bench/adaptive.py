@@ -18,8 +18,8 @@ from, the rest of the block, the FLOPs formula) lives in one adapter per family 
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from dataclasses import dataclass
-from typing import Collection
 
 import torch
 import torch.nn.functional as F
@@ -257,7 +257,8 @@ class LengthAdaptiveQA(nn.Module):
         else:
             kernels, current, counts = native
             context, slots = kernels.drop_attention(
-                inputs.query, inputs.key, inputs.value, torch.tensor(current), torch.tensor(counts), ad.scaling)
+                inputs.query, inputs.key, inputs.value, torch.tensor(current), torch.tensor(counts), ad.scaling
+            )
             width = slots.shape[1]
             slot_real = None if min(counts) == width else torch.arange(width)[None, :] < keep[:, None]
         carry = tuple(_take_rows(t, slots, dim=1) for t in inputs.carry)

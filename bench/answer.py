@@ -24,9 +24,10 @@ windows by probability rather than by logit sum.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -54,7 +55,7 @@ class Answerer:
 
     def __init__(
         self,
-        model: "str | Path | PreTrainedModel",
+        model: str | Path | PreTrainedModel,
         config: LengthConfig | str | Path | None = None,
         tokenizer=None,
         batch_size: int = 16,
@@ -63,7 +64,9 @@ class Answerer:
         max_answer_length: int = 30,
         n_best: int = 20,
     ):
-        _check_positive(batch_size=batch_size, max_length=max_length, max_answer_length=max_answer_length, n_best=n_best)
+        _check_positive(
+            batch_size=batch_size, max_length=max_length, max_answer_length=max_answer_length, n_best=n_best
+        )
         if not 0 <= stride < max_length:
             raise UserError(f"stride must be between 0 and max_length - 1 ({max_length - 1}), got {stride}")
         self.model, self.tokenizer, self.model_name = _load(model, tokenizer)
@@ -99,9 +102,7 @@ class Answerer:
 
         picked = predict_answers(examples, feats, starts, ends, self.n_best, self.max_answer_length)
         windows = _windows_by_example(feats, len(examples))
-        return [
-            self._result(ex, picked[ex.qid], feats, windows[i], starts, ends) for i, ex in enumerate(examples)
-        ]
+        return [self._result(ex, picked[ex.qid], feats, windows[i], starts, ends) for i, ex in enumerate(examples)]
 
     def _check_question_lengths(self, examples: Sequence[Example]) -> None:
         """The fast tokenizer aborts the process (a Rust panic, not an exception) on a question that leaves no room for the stride."""
@@ -118,7 +119,9 @@ class Answerer:
     def _logits(self, feats: Features) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """Per-window start/end logits over each window's unpadded length, batched by similar length."""
         device = next(self.model.parameters()).device
-        batches = ((idx, collate(feats, idx, self.pad_id)) for idx in length_sorted_batches(feats.lengths, self.batch_size))
+        batches = (
+            (idx, collate(feats, idx, self.pad_id)) for idx in length_sorted_batches(feats.lengths, self.batch_size)
+        )
         with _eval_mode(self.model):
             starts, ends, _ = batched_logits(self.adaptive, feats, batches, self.config, device)
         return starts, ends

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Literal, Sequence
+from typing import Literal
 
 from bench.errors import UserError
 
@@ -72,16 +73,16 @@ class LengthConfig:
 
     # --- constructors -------------------------------------------------------------------
     @classmethod
-    def keep_all(cls, num_layers: int) -> "LengthConfig":
+    def keep_all(cls, num_layers: int) -> LengthConfig:
         return cls("ratios", (1.0,) * num_layers)
 
     @classmethod
-    def constant(cls, num_layers: int, ratio: float, start_layer: int = 1) -> "LengthConfig":
+    def constant(cls, num_layers: int, ratio: float, start_layer: int = 1) -> LengthConfig:
         """Keep ``ratio`` of the previous layer's tokens at every layer from ``start_layer`` on."""
         return cumulative_ratios([ratio if layer >= start_layer else 1.0 for layer in range(1, num_layers + 1)])
 
     @classmethod
-    def from_values(cls, values: Iterable[float], kind: str | None = None) -> "LengthConfig":
+    def from_values(cls, values: Iterable[float], kind: str | None = None) -> LengthConfig:
         """Ratios when every value is ≤ 1 and ``kind`` is not given; counts otherwise."""
         vals = list(values)
         if kind is None:
@@ -91,7 +92,7 @@ class LengthConfig:
         return cls(kind, tuple(vals))  # type: ignore[arg-type]
 
     @classmethod
-    def parse(cls, text: str) -> "LengthConfig":
+    def parse(cls, text: str) -> LengthConfig:
         """``keep-all``? no -- use :func:`resolve`; this reads '269,253,...' or 'ratios:1,0.9,...'."""
         text = text.strip()
         kind = None
@@ -116,7 +117,7 @@ class LengthConfig:
         return out
 
     @classmethod
-    def from_dict(cls, raw: object) -> "LengthConfig":
+    def from_dict(cls, raw: object) -> LengthConfig:
         if isinstance(raw, dict) and "config" in raw and isinstance(raw["config"], dict):
             raw = raw["config"]  # a `choose` output or metrics.json holds the configuration under "config"
         if not isinstance(raw, dict) or "kind" not in raw or "values" not in raw:
@@ -136,7 +137,7 @@ class LengthConfig:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
-    def load(cls, path: str | Path) -> "LengthConfig":
+    def load(cls, path: str | Path) -> LengthConfig:
         path = Path(path)
         if not path.is_file():
             raise UserError(f"configuration file not found: {path}")

@@ -19,8 +19,9 @@ Two conventions, both reported:
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Protocol, Sequence
+from typing import Protocol
 
 from bench.config import COUNTS_MAX_LENGTH, LengthConfig
 
@@ -52,7 +53,7 @@ class EncoderShape:
         return self.attention_dim or self.hidden
 
     @classmethod
-    def from_hf_config(cls, config) -> "EncoderShape":
+    def from_hf_config(cls, config) -> EncoderShape:
         heads = config.num_attention_heads
         head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
         return cls(config.num_hidden_layers, config.hidden_size, config.intermediate_size, heads * head_dim)

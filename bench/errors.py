@@ -7,7 +7,7 @@ line, so a bad path or a wrong configuration never ends in a traceback.
 from __future__ import annotations
 
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 
 class UserError(Exception):

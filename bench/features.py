@@ -9,9 +9,9 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import torch
 
@@ -40,7 +40,7 @@ class Features:
     def lengths(self) -> list[int]:
         return [len(ids) for ids in self.input_ids]
 
-    def subset(self, indices: Sequence[int]) -> "Features":
+    def subset(self, indices: Sequence[int]) -> Features:
         pick = lambda xs: [xs[i] for i in indices] if xs else []  # noqa: E731
         return Features(
             pick(self.input_ids),
@@ -166,7 +166,9 @@ def length_sorted_batches(lengths: Sequence[int], batch_size: int, descending: b
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
-def collate(feats: Features, indices: Sequence[int], pad_id: int = 0, pad_to: int | None = None) -> dict[str, torch.Tensor]:
+def collate(
+    feats: Features, indices: Sequence[int], pad_id: int = 0, pad_to: int | None = None
+) -> dict[str, torch.Tensor]:
     """Pad one batch to its longest member (or to ``pad_to``), returning model inputs."""
     width = pad_to or max(len(feats.input_ids[i]) for i in indices)
     n = len(indices)
@@ -185,6 +187,8 @@ def collate(feats: Features, indices: Sequence[int], pad_id: int = 0, pad_to: in
     return batch
 
 
-def iter_batches(feats: Features, batch_size: int, pad_id: int = 0) -> Iterator[tuple[list[int], dict[str, torch.Tensor]]]:
+def iter_batches(
+    feats: Features, batch_size: int, pad_id: int = 0
+) -> Iterator[tuple[list[int], dict[str, torch.Tensor]]]:
     for idx in length_sorted_batches(feats.lengths, batch_size):
         yield idx, collate(feats, idx, pad_id)

@@ -93,8 +93,13 @@ def random_bert_qa(shape: dict):
     import torch
     from transformers import BertConfig, BertForQuestionAnswering
 
-    config = BertConfig(vocab_size=shape["vocab"], hidden_size=shape["hidden"], num_hidden_layers=shape["layers"],
-                        num_attention_heads=shape["heads"], intermediate_size=shape["ffn"])
+    config = BertConfig(
+        vocab_size=shape["vocab"],
+        hidden_size=shape["hidden"],
+        num_hidden_layers=shape["layers"],
+        num_attention_heads=shape["heads"],
+        intermediate_size=shape["ffn"],
+    )
     torch.manual_seed(0)
     return BertForQuestionAnswering._from_config(config, attn_implementation="sdpa").eval()
 

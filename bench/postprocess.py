@@ -8,7 +8,8 @@ the n_best candidate positions of each feature and the one winning span per ques
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence, Union
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Union
 
 import numpy as np
 
@@ -76,12 +77,7 @@ def _best_per_feature(
     width = e_idx[:, None, :] - s_idx[:, :, None] + 1
     in_ctx = _in_context(offsets, rows, np.concatenate([s_idx, e_idx], axis=1))
     k_start = s_idx.shape[1]
-    valid = (
-        in_ctx[:, :k_start, None]
-        & in_ctx[:, None, k_start:]
-        & (width >= 1)
-        & (width <= max_len)
-    )
+    valid = in_ctx[:, :k_start, None] & in_ctx[:, None, k_start:] & (width >= 1) & (width <= max_len)
     pair = np.where(valid, s_val[:, :, None] + e_val[:, None, :], -np.inf)
     flat = pair.reshape(len(pair), -1)
     best = flat.argmax(axis=1)
@@ -100,9 +96,7 @@ def _check_inputs(feats: Features, start_logits: Sequence, end_logits: Sequence,
     if n_best < 1 or max_len < 1:
         raise UserError(f"n_best and max_answer_length must be at least 1, got {n_best} and {max_len}")
     if not (len(start_logits) == len(end_logits) == len(feats)):
-        raise ValueError(
-            f"{len(feats)} features but {len(start_logits)} start and {len(end_logits)} end logit vectors"
-        )
+        raise ValueError(f"{len(feats)} features but {len(start_logits)} start and {len(end_logits)} end logit vectors")
     if len(feats.offsets) != len(feats):
         raise ValueError("features carry no offsets; build them with bench.features.build_features")
 

@@ -41,7 +41,9 @@ def fixed_inputs(count: int, vocab: int, seed: int = 0) -> list[torch.Tensor]:
     """Deterministic token sequences with SQuAD-like lengths (100 to 384 tokens)."""
     g = torch.Generator().manual_seed(seed)
     lengths = torch.randint(100, 385, (count,), generator=g).tolist()
-    return [torch.cat([torch.tensor([[101]]), torch.randint(1000, vocab, (1, n - 1), generator=g)], dim=1) for n in lengths]
+    return [
+        torch.cat([torch.tensor([[101]]), torch.randint(1000, vocab, (1, n - 1), generator=g)], dim=1) for n in lengths
+    ]
 
 
 def counted_flops(model: LengthAdaptiveQA, inputs: list[torch.Tensor], config: LengthConfig) -> int:
@@ -51,7 +53,9 @@ def counted_flops(model: LengthAdaptiveQA, inputs: list[torch.Tensor], config: L
     return counter.get_total_flops()
 
 
-def measure(configs: dict[str, LengthConfig], shape: dict, features: int, repeats: int, latency: bool) -> list[Measured]:
+def measure(
+    configs: dict[str, LengthConfig], shape: dict, features: int, repeats: int, latency: bool
+) -> list[Measured]:
     model = random_bert_qa(shape)
     adaptive = LengthAdaptiveQA(model)
     counting = LengthAdaptiveQA(model, kernels=False)  # FlopCounterMode cannot see inside the native kernel
@@ -81,22 +85,35 @@ def check(baseline: dict, repeats: int, tolerance: float, latency: bool) -> tupl
     """Compare fresh measurements with the committed ones; returns (passed, readable table)."""
     configs = {e["label"]: LengthConfig.from_dict(e["config"]) for e in baseline["entries"]}
     fresh = {m.label: m for m in measure(configs, baseline["shape"], baseline["features"], repeats, latency)}
-    lines = [f"{'configuration':44} {'FLOPs x (committed -> now)':>28} {'latency x (committed -> now, floor)':>40}  verdict"]
+    lines = [
+        f"{'configuration':44} {'FLOPs x (committed -> now)':>28} {'latency x (committed -> now, floor)':>40}  verdict"
+    ]
     passed = True
     for entry in baseline["entries"]:
         now = fresh[entry["label"]]
         flops_ok = abs(now.flops_speedup - entry["flops_speedup"]) <= 1e-9 * entry["flops_speedup"]
         floor = entry["latency_speedup"] * (1 - tolerance)
         lat_ok = (not latency) or now.latency_speedup >= floor
-        verdict = "ok" if flops_ok and lat_ok else "REGRESSED" + (" (FLOPs)" if not flops_ok else "") + (" (latency)" if not lat_ok else "")
+        verdict = (
+            "ok"
+            if flops_ok and lat_ok
+            else "REGRESSED" + (" (FLOPs)" if not flops_ok else "") + (" (latency)" if not lat_ok else "")
+        )
         passed &= flops_ok and lat_ok
-        lat_text = f"{entry['latency_speedup']:.3f} -> {now.latency_speedup:.3f} (>= {floor:.3f})" if latency else "not measured"
-        lines.append(f"{entry['label'][:44]:44} {entry['flops_speedup']:>12.6f} -> {now.flops_speedup:<12.6f} {lat_text:>40}  {verdict}")
+        lat_text = (
+            f"{entry['latency_speedup']:.3f} -> {now.latency_speedup:.3f} (>= {floor:.3f})"
+            if latency
+            else "not measured"
+        )
+        lines.append(
+            f"{entry['label'][:44]:44} {entry['flops_speedup']:>12.6f} -> {now.flops_speedup:<12.6f} {lat_text:>40}  {verdict}"
+        )
     return passed, "\n".join(lines)
 
 
-def update(configs: dict[str, LengthConfig], path: Path, features: int, repeats: int, shape: dict | None = None,
-           runs: int = 3) -> None:
+def update(
+    configs: dict[str, LengthConfig], path: Path, features: int, repeats: int, shape: dict | None = None, runs: int = 3
+) -> None:
     """Write the baseline; each latency is the median over ``runs`` whole measurements.
 
     One run's reading of a configuration can sit 10% above its usual value on a noisy machine,
@@ -106,16 +123,25 @@ def update(configs: dict[str, LengthConfig], path: Path, features: int, repeats:
         raise UserError(f"--runs must be at least 1; got {runs}")
     shape = shape or DEFAULT_SHAPE
     sessions = [measure(configs, shape, features, repeats, latency=True) for _ in range(runs)]
-    latency = {label: statistics.median(m.latency_speedup for s in sessions for m in s if m.label == label)
-               for label in configs}
+    latency = {
+        label: statistics.median(m.latency_speedup for s in sessions for m in s if m.label == label)
+        for label in configs
+    }
     payload = {
         "about": "speedups over keep-all of the reference configurations on a random model of the default "
-                 f"shape; FLOPs counted by FlopCounterMode (exact), latency interleaved median, median of {runs} "
-                 "runs (make regress)",
+        f"shape; FLOPs counted by FlopCounterMode (exact), latency interleaved median, median of {runs} "
+        "runs (make regress)",
         "shape": shape,
         "features": features,
-        "entries": [{"label": m.label, "config": configs[m.label].to_dict(), "flops_speedup": m.flops_speedup,
-                     "latency_speedup": latency[m.label]} for m in sessions[0]],
+        "entries": [
+            {
+                "label": m.label,
+                "config": configs[m.label].to_dict(),
+                "flops_speedup": m.flops_speedup,
+                "latency_speedup": latency[m.label],
+            }
+            for m in sessions[0]
+        ],
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2) + "\n")

@@ -9,8 +9,8 @@ extracted and scored.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -19,8 +19,8 @@ from tqdm import tqdm
 from bench.adaptive import LengthAdaptiveQA
 from bench.config import LengthConfig
 from bench.costs import BERT_BASE, FlopReport, flop_report, mean_tokens_per_layer
-from bench.features import Features, cached_features, collate, length_sorted_batches
 from bench.device import describe_device, resolve_device, to_device
+from bench.features import Features, cached_features, collate, length_sorted_batches
 from bench.latency import Ratio, contenders, device_synchronizer, interleaved_batch_timings, ratio
 from bench.model_io import bert_base_qa, load_qa_model, load_tokenizer
 from bench.squad import SquadData
@@ -141,7 +141,9 @@ class QARunner:
     def questions(self) -> int:
         return len(self.data.examples)
 
-    def logits(self, config: LengthConfig, desc: str = "evaluating") -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
+    def logits(
+        self, config: LengthConfig, desc: str = "evaluating"
+    ) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
         """Per-feature start/end logits (unpadded) and the tokens each layer kept per feature."""
         config.check_layers(self.num_layers, self.model_name)
         bar = tqdm(self._batches, desc=desc, unit="batch", disable=not self.progress, leave=False)
@@ -199,8 +201,10 @@ class QARunner:
         synchronized, so each contender is charged for its own kernels.
         """
         picks = self.latency_sample(sample)
-        batches = [to_device(collate(self.features, chunk, self.pad_id), self.device) for chunk in
-                   (picks[i : i + batch_size] for i in range(0, len(picks), batch_size))]
+        batches = [
+            to_device(collate(self.features, chunk, self.pad_id), self.device)
+            for chunk in (picks[i : i + batch_size] for i in range(0, len(picks), batch_size))
+        ]
         keep_all = LengthConfig.keep_all(self.num_layers)
         named: dict = {"config": (self.adaptive, config), "keep_all": (self.adaptive, keep_all)}
         if with_stock:
@@ -209,8 +213,13 @@ class QARunner:
             reference = bert_base if bert_base is not None else bert_base_qa()
             named["bert_base"] = reference.to(self.device)
         with torch.inference_mode():
-            timings = interleaved_batch_timings(contenders(**named), batches, repeats=repeats, warmup=warmup,
-                                                synchronize=device_synchronizer(self.device))
+            timings = interleaved_batch_timings(
+                contenders(**named),
+                batches,
+                repeats=repeats,
+                warmup=warmup,
+                synchronize=device_synchronizer(self.device),
+            )
         extra = {"keep_all_ms_per_feature": 1000 * timings["keep_all"].median / len(picks)}
         if with_stock:
             extra["speedup_vs_stock"] = ratio(timings["stock"], timings["config"]).as_dict()
@@ -226,9 +235,7 @@ class QARunner:
         )
 
 
-def metrics_record(
-    runner: QARunner, config: LengthConfig, result: EvalResult, latency: LatencyResult | None
-) -> dict:
+def metrics_record(runner: QARunner, config: LengthConfig, result: EvalResult, latency: LatencyResult | None) -> dict:
     """The metrics.json content: accuracy, FLOPs in both conventions, speedups, kept tokens."""
     dynamic = runner.flops(config)
     padded = runner.flops(config, padded=True)
@@ -255,7 +262,11 @@ def metrics_record(
             "unit": "FLOPs = 2 x MACs, matrix products only (projections, attention, FFN, span head)",
             "dynamic_padding": dynamic.as_dict(),
             "padded_to_384": padded.as_dict(),
-            "bert_base_shape": {"layers": BERT_BASE.num_layers, "hidden": BERT_BASE.hidden, "ffn": BERT_BASE.intermediate},
+            "bert_base_shape": {
+                "layers": BERT_BASE.num_layers,
+                "hidden": BERT_BASE.hidden,
+                "ffn": BERT_BASE.intermediate,
+            },
         },
         "latency": latency.as_dict() if latency else None,
         "tokens_kept_per_layer": result.tokens_kept_per_layer,

@@ -7,8 +7,8 @@ while the metric script lives in the repository so that no hub access is ever ne
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from bench.errors import UserError
 from bench.squad import Example
@@ -30,8 +30,7 @@ def load_metric():
 
 def _references(examples: Sequence[Example]) -> list[dict]:
     return [
-        {"id": ex.qid, "answers": {"text": list(ex.answers), "answer_start": list(ex.answer_starts)}}
-        for ex in examples
+        {"id": ex.qid, "answers": {"text": list(ex.answers), "answer_start": list(ex.answer_starts)}} for ex in examples
     ]
 
 

@@ -50,7 +50,7 @@ def _parse_nested(raw: object, source: str) -> list[Example]:
     if not isinstance(raw, dict) or not isinstance(raw.get("data"), list):
         raise UserError(
             f"{source} is not a SQuAD 1.1 file: expected a JSON object with a 'data' list "
-            "(the official layout {\"version\", \"data\": [{\"title\", \"paragraphs\": ...}]})"
+            '(the official layout {"version", "data": [{"title", "paragraphs": ...}]})'
         )
     examples: list[Example] = []
     try:
@@ -85,8 +85,7 @@ def load_squad_file(path: str | Path) -> SquadData:
     path = Path(path)
     if not path.is_file():
         raise UserError(
-            f"SQuAD file not found: {path}. Pass DATA=/path/to/dev-v1.1.json "
-            f"(on these machines: {DEFAULT_DEV_SET})"
+            f"SQuAD file not found: {path}. Pass DATA=/path/to/dev-v1.1.json (on these machines: {DEFAULT_DEV_SET})"
         )
     blob = path.read_bytes()
     try:

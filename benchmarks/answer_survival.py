@@ -21,9 +21,8 @@ from bench.adaptive import LengthAdaptiveQA
 from bench.config import LengthConfig
 from bench.errors import exit_status
 from bench.features import build_features
-from bench.model_io import STANDARD_MODEL_DIR, DEFAULT_MODEL_DIR, load_qa_model, load_tokenizer, quiet_libraries
-from bench.squad import limit_examples, load_squad, split_by_article
-from bench.squad import DEFAULT_DEV_SET
+from bench.model_io import DEFAULT_MODEL_DIR, STANDARD_MODEL_DIR, load_qa_model, load_tokenizer, quiet_libraries
+from bench.squad import DEFAULT_DEV_SET, limit_examples, load_squad, split_by_article
 
 CONFIGS = ["ratios:1,0.9,0.81,0.729,0.656,0.59", "ratios:1,1,1,0.8,0.72,0.468", "ratios:1,1,0.85,0.807,0.323,0.145"]
 
@@ -35,7 +34,7 @@ class LastKept:
         self.positions: torch.Tensor | None = None
         self._original = LengthAdaptiveQA._dropping_layer
 
-    def __enter__(self) -> "LastKept":
+    def __enter__(self) -> LastKept:
         recorder, original = self, self._original
 
         def dropping(qa, layer, hidden, valid, keep, positions):
@@ -64,14 +63,16 @@ def survival(model_dir: str, data, spec: str, limit: int) -> dict:
             rec.positions = None
             out = qa(ids, torch.ones_like(ids), types, config)
             start, end = feats.start_positions[i], feats.end_positions[i]
-            kept = rec.positions is None or bool(((rec.positions == start).any() & (rec.positions == end).any()))
+            kept = rec.positions is None or bool((rec.positions == start).any() & (rec.positions == end).any())
             hit = int(out.start_logits[0].argmax()) == start and int(out.end_logits[0].argmax()) == end
             group = groups["kept" if kept else "dropped"]
             group[0] += 1
             group[1] += int(hit)
     total = sum(g[0] for g in groups.values())
     return {
-        "model": model_dir, "config": config.label(), "features": total,
+        "model": model_dir,
+        "config": config.label(),
+        "features": total,
         "answer_survives": groups["kept"][0] / total,
         "span_exact_when_kept": groups["kept"][1] / max(1, groups["kept"][0]),
         "span_exact_when_dropped": groups["dropped"][1] / max(1, groups["dropped"][0]),
@@ -100,9 +101,12 @@ def _run() -> None:
         for model_dir in args.models.split(","):
             row = survival(model_dir, data, spec, args.features)
             rows.append(row)
-            print(f"{row['model']:34} {row['config']:38} answer survives {row['answer_survives']:.1%}  "
-                  f"span exact: kept {row['span_exact_when_kept']:.1%}, dropped {row['span_exact_when_dropped']:.1%}, "
-                  f"all {row['span_exact_all']:.1%}", flush=True)
+            print(
+                f"{row['model']:34} {row['config']:38} answer survives {row['answer_survives']:.1%}  "
+                f"span exact: kept {row['span_exact_when_kept']:.1%}, dropped {row['span_exact_when_dropped']:.1%}, "
+                f"all {row['span_exact_all']:.1%}",
+                flush=True,
+            )
     if args.out:
         with open(args.out, "w") as handle:
             json.dump(rows, handle, indent=1)

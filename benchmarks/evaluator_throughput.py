@@ -20,8 +20,7 @@ from bench.model_io import DEFAULT_MODEL_DIR, load_qa_model, load_tokenizer, qui
 from bench.postprocess import predict_answers
 from bench.runner import QARunner
 from bench.scoring import squad_scores
-from bench.squad import limit_examples, load_squad
-from bench.squad import DEFAULT_DEV_SET
+from bench.squad import DEFAULT_DEV_SET, limit_examples, load_squad
 
 
 def anchor_evaluate(model, tokenizer, examples, batch_size: int) -> tuple[dict, float]:
@@ -65,15 +64,23 @@ def main() -> None:
     n = len(data.examples)
     a, s = statistics.median(anchor_times), statistics.median(suite_times)
     ratios = [x / y for x, y in zip(anchor_times, suite_times)]
-    print(f"model {args.model}, {n} questions, {len(runner.features)} features, batch {args.batch_size}, "
-          f"{torch.get_num_threads()} threads, {args.repeats} interleaved rounds")
-    print(f"anchor way (pad 384, fixed batches, eager, tokenise each run): EM {anchor_scores['exact_match']:.2f} "
-          f"F1 {anchor_scores['f1']:.2f}  {n / a:.1f} questions/s (median {a:.1f} s)")
-    print(f"suite way  (cached features, length-sorted, dynamic padding):  EM {result.exact_match:.2f} "
-          f"F1 {result.f1:.2f}  {n / s:.1f} questions/s (median {s:.1f} s)")
-    print(f"throughput ratio suite/anchor: median {statistics.median(ratios):.2f}x "
-          f"(min {min(ratios):.2f}, max {max(ratios):.2f}); |dF1| = {abs(result.f1 - anchor_scores['f1']):.3f}, "
-          f"|dEM| = {abs(result.exact_match - anchor_scores['exact_match']):.3f}")
+    print(
+        f"model {args.model}, {n} questions, {len(runner.features)} features, batch {args.batch_size}, "
+        f"{torch.get_num_threads()} threads, {args.repeats} interleaved rounds"
+    )
+    print(
+        f"anchor way (pad 384, fixed batches, eager, tokenise each run): EM {anchor_scores['exact_match']:.2f} "
+        f"F1 {anchor_scores['f1']:.2f}  {n / a:.1f} questions/s (median {a:.1f} s)"
+    )
+    print(
+        f"suite way  (cached features, length-sorted, dynamic padding):  EM {result.exact_match:.2f} "
+        f"F1 {result.f1:.2f}  {n / s:.1f} questions/s (median {s:.1f} s)"
+    )
+    print(
+        f"throughput ratio suite/anchor: median {statistics.median(ratios):.2f}x "
+        f"(min {min(ratios):.2f}, max {max(ratios):.2f}); |dF1| = {abs(result.f1 - anchor_scores['f1']):.3f}, "
+        f"|dEM| = {abs(result.exact_match - anchor_scores['exact_match']):.3f}"
+    )
 
 
 if __name__ == "__main__":

@@ -28,20 +28,23 @@ import torch
 
 from bench.adaptive import LengthAdaptiveQA
 from bench.config import LengthConfig
-from cli.argtypes import positive_int_list
 from bench.costs import total_flops
+from bench.device import DEVICE_CHOICES, describe_device, resolve_device, to_device
 from bench.errors import UserError, exit_status
 from bench.features import collate
 from bench.kernels import native_kernels
 from bench.latency import contenders, device_synchronizer, interleaved_batch_timings, ratio
 from bench.model_io import DEFAULT_MODEL_DIR, quiet_libraries
-from bench.device import DEVICE_CHOICES, describe_device, resolve_device, to_device
 from bench.runner import QARunner
-from bench.squad import limit_examples, load_squad
-from bench.squad import DEFAULT_DEV_SET
+from bench.squad import DEFAULT_DEV_SET, limit_examples, load_squad
+from cli.argtypes import positive_int_list
 
-CONFIGS = ["ratios:1,0.6,0.36,0.216,0.1296,0.07776", "ratios:0.7,0.5,0.35,0.25,0.18,0.12",
-           "269,253,252,202,104,34", "ratios:1,1,0.5,0.3,0.2,0.1"]
+CONFIGS = [
+    "ratios:1,0.6,0.36,0.216,0.1296,0.07776",
+    "ratios:0.7,0.5,0.35,0.25,0.18,0.12",
+    "269,253,252,202,104,34",
+    "ratios:1,1,0.5,0.3,0.2,0.1",
+]
 
 
 _thread_counts = positive_int_list("thread counts", "2,1")
@@ -51,12 +54,16 @@ _batch_sizes = positive_int_list("batch sizes", "1,32")
 def frontier_configs(path: Path, minimum: float) -> list[str]:
     """The search frontier's configurations whose recorded FLOPs speedup over keep-all reaches ``minimum``."""
     if not path.is_file():
-        raise UserError(f"{path} not found; give a report's frontier.csv (make pareto writes reports/<run>/frontier.csv)")
+        raise UserError(
+            f"{path} not found; give a report's frontier.csv (make pareto writes reports/<run>/frontier.csv)"
+        )
     with path.open() as fh:
         reader = csv.DictReader(fh)
         needed = {"label", "flops_speedup_vs_keep_all"}
         if not needed <= set(reader.fieldnames or ()):
-            raise UserError(f"{path} lacks the columns {', '.join(sorted(needed))}; give a frontier.csv written by dynlen's reports")
+            raise UserError(
+                f"{path} lacks the columns {', '.join(sorted(needed))}; give a frontier.csv written by dynlen's reports"
+            )
         rows = [r for r in reader if float(r["flops_speedup_vs_keep_all"]) >= minimum]
     return [r["label"] for r in rows]
 
@@ -64,22 +71,45 @@ def frontier_configs(path: Path, minimum: float) -> list[str]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=DEFAULT_MODEL_DIR, help="QA model folder or hub id (default: %(default)s)")
-    parser.add_argument("--data", default=DEFAULT_DEV_SET,
-                        help="SQuAD 1.1 JSON; its first 600 questions supply the features (default: %(default)s)")
-    parser.add_argument("--features", type=int, default=48,
-                        help="features timed, spread evenly over the length range (default: %(default)s)")
-    parser.add_argument("--repeats", type=int, default=7, help="timed rounds after one warm-up round (default: %(default)s)")
+    parser.add_argument(
+        "--data",
+        default=DEFAULT_DEV_SET,
+        help="SQuAD 1.1 JSON; its first 600 questions supply the features (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--features",
+        type=int,
+        default=48,
+        help="features timed, spread evenly over the length range (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=7, help="timed rounds after one warm-up round (default: %(default)s)"
+    )
     parser.add_argument("--configs", default=";".join(CONFIGS), help="';'-separated configurations")
-    parser.add_argument("--frontier", type=Path, default=None,
-                        help="also measure this frontier.csv's configurations with >= 2x FLOPs speedup")
-    parser.add_argument("--threads", type=_thread_counts, default=[torch.get_num_threads()],
-                        help="comma-separated torch thread counts to measure under, one after the other "
-                             "(CPU only; ignored on cuda)")
-    parser.add_argument("--batch-sizes", type=_batch_sizes, default=[1],
-                        help="comma-separated batch sizes; batches hold features of similar length (default: 1)")
-    parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto",
-                        help="where every contender runs: cuda, cpu, or auto = cuda when torch sees a GPU "
-                             "(default: %(default)s)")
+    parser.add_argument(
+        "--frontier",
+        type=Path,
+        default=None,
+        help="also measure this frontier.csv's configurations with >= 2x FLOPs speedup",
+    )
+    parser.add_argument(
+        "--threads",
+        type=_thread_counts,
+        default=[torch.get_num_threads()],
+        help="comma-separated torch thread counts to measure under, one after the other (CPU only; ignored on cuda)",
+    )
+    parser.add_argument(
+        "--batch-sizes",
+        type=_batch_sizes,
+        default=[1],
+        help="comma-separated batch sizes; batches hold features of similar length (default: 1)",
+    )
+    parser.add_argument(
+        "--device",
+        choices=DEVICE_CHOICES,
+        default="auto",
+        help="where every contender runs: cuda, cpu, or auto = cuda when torch sees a GPU (default: %(default)s)",
+    )
     return parser
 
 
@@ -109,25 +139,32 @@ def _run(args: argparse.Namespace) -> None:
             measure(runner, configs, args, kernel, batch_size)
 
 
-def measure(runner: QARunner, configs: list[LengthConfig], args: argparse.Namespace, kernel: str,
-            batch_size: int = 1) -> None:
+def measure(
+    runner: QARunner, configs: list[LengthConfig], args: argparse.Namespace, kernel: str, batch_size: int = 1
+) -> None:
     """One table: every configuration against keep-all and stock (and torch ops on the CPU)."""
     device = runner.device
     on_cpu = device.type == "cpu"
     picks = runner.latency_sample(args.features)  # in length order, so a batch holds similar lengths
     lengths = [runner.features.lengths[i] for i in picks]
-    batches = [to_device(collate(runner.features, picks[i : i + batch_size], runner.pad_id), device)
-               for i in range(0, len(picks), batch_size)]
+    batches = [
+        to_device(collate(runner.features, picks[i : i + batch_size], runner.pad_id), device)
+        for i in range(0, len(picks), batch_size)
+    ]
     keep_all = LengthConfig.keep_all(runner.num_layers)
     fast, plain = runner.adaptive, LengthAdaptiveQA(runner.model, kernels=False)
     sync = device_synchronizer(device)
     where = f"{torch.get_num_threads()} threads" if on_cpu else describe_device(device)
-    print(f"model {args.model}, batch {batch_size}, {len(picks)} dev features (mean {sum(lengths) / len(lengths):.0f} "
-          f"tokens) in {len(batches)} batches, device {device.type}, {where}, {args.repeats} rounds alternating on "
-          f"every batch, native kernels {kernel}")
+    print(
+        f"model {args.model}, batch {batch_size}, {len(picks)} dev features (mean {sum(lengths) / len(lengths):.0f} "
+        f"tokens) in {len(batches)} batches, device {device.type}, {where}, {args.repeats} rounds alternating on "
+        f"every batch, native kernels {kernel}"
+    )
     gemm_head = f" {'torch ops':>9}" if on_cpu else ""
-    print(f"{'configuration':44} {'FLOPs':>6}  {'fidelity own':>12} {'stock':>6}{gemm_head}   "
-          f"latency speedups own, stock{', torch ops' if on_cpu else ''} (median, min-max)")
+    print(
+        f"{'configuration':44} {'FLOPs':>6}  {'fidelity own':>12} {'stock':>6}{gemm_head}   "
+        f"latency speedups own, stock{', torch ops' if on_cpu else ''} (median, min-max)"
+    )
     for config in configs:
         flops_speedup = total_flops(runner.shape, keep_all, lengths) / total_flops(runner.shape, config, lengths)
 
@@ -137,7 +174,9 @@ def measure(runner: QARunner, configs: list[LengthConfig], args: argparse.Namesp
             named["config_torch_ops"] = (plain, config)
             pairs.append(("stock", "config_torch_ops"))
         with torch.inference_mode():
-            t = interleaved_batch_timings(contenders(**named), batches, repeats=args.repeats, warmup=1, synchronize=sync)
+            t = interleaved_batch_timings(
+                contenders(**named), batches, repeats=args.repeats, warmup=1, synchronize=sync
+            )
         readings = [ratio(t[ref], t[cand]) for ref, cand in pairs]
         flag = "" if flops_speedup >= 2 else "   (< 2x FLOPs: outside the target's scope)"
         spans = "  ".join(f"{r.median:.2f} ({min(r.values):.2f}-{max(r.values):.2f})" for r in readings)

@@ -14,16 +14,14 @@ import torch
 
 from bench.adaptive import LengthAdaptiveQA
 from bench.config import LengthConfig
+from bench.device import DEVICE_CHOICES, describe_device, resolve_device, to_device
 from bench.errors import UserError, exit_status
 from bench.features import collate
 from bench.latency import contenders, device_synchronizer, interleaved_batch_timings, ratio
-from cli.argtypes import positive_int_list
 from bench.model_io import DEFAULT_MODEL_DIR, quiet_libraries
-from bench.device import DEVICE_CHOICES, describe_device, resolve_device, to_device
 from bench.runner import QARunner
-from bench.squad import limit_examples, load_squad
-from bench.squad import DEFAULT_DEV_SET
-
+from bench.squad import DEFAULT_DEV_SET, limit_examples, load_squad
+from cli.argtypes import positive_int_list
 
 _batch_sizes = positive_int_list("batch sizes", "1,16")
 
@@ -31,15 +29,32 @@ _batch_sizes = positive_int_list("batch sizes", "1,16")
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=DEFAULT_MODEL_DIR, help="QA model folder or hub id (default: %(default)s)")
-    parser.add_argument("--data", default=DEFAULT_DEV_SET,
-                        help="SQuAD 1.1 JSON; its first 400 questions supply the features (default: %(default)s)")
-    parser.add_argument("--features", type=int, default=32,
-                        help="features timed, spread evenly over the length range (default: %(default)s)")
-    parser.add_argument("--batch-sizes", type=_batch_sizes, default=[1, 16],
-                        help="comma-separated batch sizes, measured one after the other (default: 1,16)")
-    parser.add_argument("--repeats", type=int, default=9, help="timed rounds after one warm-up round (default: %(default)s)")
-    parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto",
-                        help="where both models run: cuda, cpu, or auto = cuda when torch sees a GPU (default: %(default)s)")
+    parser.add_argument(
+        "--data",
+        default=DEFAULT_DEV_SET,
+        help="SQuAD 1.1 JSON; its first 400 questions supply the features (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--features",
+        type=int,
+        default=32,
+        help="features timed, spread evenly over the length range (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--batch-sizes",
+        type=_batch_sizes,
+        default=[1, 16],
+        help="comma-separated batch sizes, measured one after the other (default: 1,16)",
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=9, help="timed rounds after one warm-up round (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--device",
+        choices=DEVICE_CHOICES,
+        default="auto",
+        help="where both models run: cuda, cpu, or auto = cuda when torch sees a GPU (default: %(default)s)",
+    )
     return parser
 
 
@@ -59,33 +74,51 @@ def run(args: argparse.Namespace) -> None:
     adaptive: LengthAdaptiveQA = runner.adaptive
     on_cpu = device.type == "cpu"
     plain = LengthAdaptiveQA(runner.model, kernels=False) if on_cpu else None
-    print(f"model {args.model}, {len(picks)} dev features spread over the length range, device {describe_device(device)}")
+    print(
+        f"model {args.model}, {len(picks)} dev features spread over the length range, device {describe_device(device)}"
+    )
     if on_cpu:
-        print(f"max |logit difference| from stock over these features at batch 1: small-GEMM kernel "
-              f"{max_logit_difference(runner, picks, adaptive):.2e}, torch GEMM {max_logit_difference(runner, picks, plain):.2e}")
+        print(
+            f"max |logit difference| from stock over these features at batch 1: small-GEMM kernel "
+            f"{max_logit_difference(runner, picks, adaptive):.2e}, torch GEMM {max_logit_difference(runner, picks, plain):.2e}"
+        )
     else:
-        print(f"max |logit difference| from stock over these features at batch 1 (torch GEMM; the CPU kernel "
-              f"does not run on {device.type}): {max_logit_difference(runner, picks, adaptive):.2e}")
+        print(
+            f"max |logit difference| from stock over these features at batch 1 (torch GEMM; the CPU kernel "
+            f"does not run on {device.type}): {max_logit_difference(runner, picks, adaptive):.2e}"
+        )
     sync = device_synchronizer(device)
     for bs in args.batch_sizes:
-        batches = [to_device(collate(runner.features, picks[i : i + bs], runner.pad_id), device)
-                   for i in range(0, len(picks), bs)]
+        batches = [
+            to_device(collate(runner.features, picks[i : i + bs], runner.pad_id), device)
+            for i in range(0, len(picks), bs)
+        ]
 
         named = {"stock": runner.model, "adaptive_keep_all": (adaptive, keep_all)}
         if plain is not None:
             named["adaptive_keep_all_torch_gemm"] = (plain, keep_all)
         with torch.inference_mode():
-            t = interleaved_batch_timings(contenders(**named), batches, repeats=args.repeats, warmup=1, synchronize=sync)
-        print(f"batch {bs:>3} on {device.type}: stock {1000 * t['stock'].median / len(picks):.3f} ms/feature, adaptive keep-all "
-              f"{1000 * t['adaptive_keep_all'].median / len(picks):.3f} ms/feature ({len(batches)} batches, {args.repeats} rounds)")
+            t = interleaved_batch_timings(
+                contenders(**named), batches, repeats=args.repeats, warmup=1, synchronize=sync
+            )
+        print(
+            f"batch {bs:>3} on {device.type}: stock {1000 * t['stock'].median / len(picks):.3f} ms/feature, adaptive keep-all "
+            f"{1000 * t['adaptive_keep_all'].median / len(picks):.3f} ms/feature ({len(batches)} batches, {args.repeats} rounds)"
+        )
         if plain is not None:
-            print(f"   latency ratio adaptive/stock, torch GEMM (the wiring's own overhead): "
-                  f"{ratio(t['adaptive_keep_all_torch_gemm'], t['stock'])}")
-            print(f"   latency ratio adaptive/stock, small-GEMM kernel (what users run):    "
-                  f"{ratio(t['adaptive_keep_all'], t['stock'])}")
+            print(
+                f"   latency ratio adaptive/stock, torch GEMM (the wiring's own overhead): "
+                f"{ratio(t['adaptive_keep_all_torch_gemm'], t['stock'])}"
+            )
+            print(
+                f"   latency ratio adaptive/stock, small-GEMM kernel (what users run):    "
+                f"{ratio(t['adaptive_keep_all'], t['stock'])}"
+            )
         else:
-            print(f"   latency ratio adaptive/stock on {device.type} (the wiring's own overhead): "
-                  f"{ratio(t['adaptive_keep_all'], t['stock'])}")
+            print(
+                f"   latency ratio adaptive/stock on {device.type} (the wiring's own overhead): "
+                f"{ratio(t['adaptive_keep_all'], t['stock'])}"
+            )
 
 
 def max_logit_difference(runner: QARunner, picks: list[int], engine: LengthAdaptiveQA) -> float:

@@ -31,20 +31,40 @@ def main() -> None:
     rows = []
     for seed in (int(s) for s in args.seeds.split(",")):
         for sampler in ("tpe", "nsga2"):
-            settings = SearchSettings(model=args.model, data=args.data, run_dir=f"{args.out}/{sampler}-seed{seed}",
-                                      trials=args.trials, sampler=sampler, seed=seed,
-                                      search_questions=args.search_questions, heldout_questions=200,
-                                      latency_sample=4, latency_repeats=1, max_rescore=2)
+            settings = SearchSettings(
+                model=args.model,
+                data=args.data,
+                run_dir=f"{args.out}/{sampler}-seed{seed}",
+                trials=args.trials,
+                sampler=sampler,
+                seed=seed,
+                search_questions=args.search_questions,
+                heldout_questions=200,
+                latency_sample=4,
+                latency_repeats=1,
+                max_rescore=2,
+            )
             started = time.time()
             run_search(settings, None)
             info, points = read_run(Path(settings.run_dir))
             keep_all = next(p for p in points if p.baseline == "keep-all")
             floor = keep_all.search.f1 - 10.0
             hv = hypervolume([(p.search.f1, 1.0 / p.search.flops_speedup_vs_keep_all) for p in points], floor)
-            rows.append({"sampler": sampler, "seed": seed, "trials": len(points), "hypervolume": hv,
-                         "f1_floor": floor, "minutes": (time.time() - started) / 60})
-            print(f"{sampler:6} seed {seed}: {len(points)} trials, hypervolume {hv:.3f} "
-                  f"(F1 floor {floor:.1f}, cost ceiling 1.0)", flush=True)
+            rows.append(
+                {
+                    "sampler": sampler,
+                    "seed": seed,
+                    "trials": len(points),
+                    "hypervolume": hv,
+                    "f1_floor": floor,
+                    "minutes": (time.time() - started) / 60,
+                }
+            )
+            print(
+                f"{sampler:6} seed {seed}: {len(points)} trials, hypervolume {hv:.3f} "
+                f"(F1 floor {floor:.1f}, cost ceiling 1.0)",
+                flush=True,
+            )
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / "comparison.json").write_text(json.dumps(rows, indent=2))
     for sampler in ("tpe", "nsga2"):

@@ -15,17 +15,18 @@ import time
 import torch
 import torch.nn.functional as F
 
-from cli.argtypes import positive_int_list
 from bench.errors import UserError, exit_status
 from bench.kernels import native_kernels, unavailable_reason
-
+from cli.argtypes import positive_int_list
 
 _row_counts = positive_int_list("row counts", "8,16,150")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--rows", type=_row_counts, default=[4, 8, 16, 32, 64, 150, 384], help="comma-separated row counts")
+    parser.add_argument(
+        "--rows", type=_row_counts, default=[4, 8, 16, 32, 64, 150, 384], help="comma-separated row counts"
+    )
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = parser.parse_args()
@@ -38,19 +39,24 @@ def _run(args: argparse.Namespace) -> None:
         raise UserError(f"the small-GEMM kernel is not available here: {unavailable_reason() or 'its build failed'}")
     torch.set_num_threads(args.threads)
     g = torch.Generator().manual_seed(0)
-    pairs = [((torch.randn(1536, 384, generator=g), torch.randn(1536, generator=g)),
-              (torch.randn(384, 1536, generator=g), torch.randn(384, generator=g))) for _ in range(12)]
+    pairs = [
+        (
+            (torch.randn(1536, 384, generator=g), torch.randn(1536, generator=g)),
+            (torch.randn(384, 1536, generator=g), torch.randn(384, generator=g)),
+        )
+        for _ in range(12)
+    ]
     packed = [(kernel.pack_weight(*up), kernel.pack_weight(*down)) for up, down in pairs]
     print(f"{args.threads} threads; GFLOP/s over 12 cold (384->1536->384) pairs, median of {args.repeats}")
     print(f"{'rows':>5} {'torch GEMM':>11} {'kernel':>8} {'ratio':>6}")
     for rows in args.rows:
         x = torch.randn(rows, 384, generator=g)
 
-        def torch_gemm():
+        def torch_gemm(x=x):
             for (w1, b1), (w2, b2) in pairs:
                 F.linear(F.linear(x, w1, b1), w2, b2)
 
-        def ours():
+        def ours(x=x):
             for (p1, c1), (p2, c2) in packed:
                 kernel.packed_linear(kernel.packed_linear(x, p1, c1), p2, c2)
 

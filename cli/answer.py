@@ -12,23 +12,33 @@ from bench.errors import UserError
 from bench.model_io import DEFAULT_MODEL_DIR
 
 HELP = "answer questions with a model and a length configuration"
-DESCRIPTION = ("Answer questions about contexts with a QA model and a length configuration "
-               "(the transformers 4 question-answering pipeline's output: answer, score, "
-               "start, end). Prints JSON: one object for --question/--context, a list for --input.")
+DESCRIPTION = (
+    "Answer questions about contexts with a QA model and a length configuration "
+    "(the transformers 4 question-answering pipeline's output: answer, score, "
+    "start, end). Prints JSON: one object for --question/--context, a list for --input."
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default=DEFAULT_MODEL_DIR,
-                        help="*ForQuestionAnswering model: local folder or hub id (default: %(default)s)")
-    parser.add_argument("--config", default="keep-all",
-                        help="length configuration: 'keep-all', a JSON file (e.g. the output of choose) or inline "
-                             "values such as 'ratios:1,0.9,0.8,0.7,0.6,0.5' (default: %(default)s)")
+    parser.add_argument(
+        "--model",
+        default=DEFAULT_MODEL_DIR,
+        help="*ForQuestionAnswering model: local folder or hub id (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--config",
+        default="keep-all",
+        help="length configuration: 'keep-all', a JSON file (e.g. the output of choose) or inline "
+        "values such as 'ratios:1,0.9,0.8,0.7,0.6,0.5' (default: %(default)s)",
+    )
     parser.add_argument("--question", help="the question (with --context)")
     parser.add_argument("--context", help="the text to find the answer in (with --question)")
-    parser.add_argument("--input", help="JSON-lines file, one {\"question\": ..., \"context\": ...} per line")
+    parser.add_argument("--input", help='JSON-lines file, one {"question": ..., "context": ...} per line')
     parser.add_argument("--out", help="also write the JSON results to this file")
     parser.add_argument("--batch-size", type=int, default=16, help="windows per forward pass (default: %(default)s)")
-    parser.add_argument("--max-answer-length", type=int, default=30, help="longest answer in tokens (default: %(default)s)")
+    parser.add_argument(
+        "--max-answer-length", type=int, default=30, help="longest answer in tokens (default: %(default)s)"
+    )
 
 
 def read_jsonl(path: str | Path) -> tuple[list[str], list[str]]:
@@ -44,7 +54,11 @@ def read_jsonl(path: str | Path) -> tuple[list[str], list[str]]:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
             raise UserError(f"{path}:{number} is not valid JSON ({exc})") from None
-        if not isinstance(row, dict) or not isinstance(row.get("question"), str) or not isinstance(row.get("context"), str):
+        if (
+            not isinstance(row, dict)
+            or not isinstance(row.get("question"), str)
+            or not isinstance(row.get("context"), str)
+        ):
             raise UserError(f'{path}:{number}: each line must be an object with string "question" and "context"')
         questions.append(row["question"])
         contexts.append(row["context"])

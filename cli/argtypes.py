@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from typing import Callable
+from collections.abc import Callable
 
 
 def positive_int_list(what: str, example: str) -> Callable[[str], list[int]]:

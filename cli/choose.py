@@ -9,9 +9,11 @@ from search.budget import SYNTAX, parse_budget
 from search.choose import NothingMeetsBudget, choose, write_choice
 
 HELP = "pick the best configuration of a run for a budget"
-DESCRIPTION = ("Read a finished run and print the configuration with the highest held-out F1 "
-               "that meets the budget; write it as JSON that `python -m bench answer --config` "
-               "and `bench.answer.Answerer` accept. Exits 1 when nothing meets the budget.")
+DESCRIPTION = (
+    "Read a finished run and print the configuration with the highest held-out F1 "
+    "that meets the budget; write it as JSON that `python -m bench answer --config` "
+    "and `bench.answer.Answerer` accept. Exits 1 when nothing meets the budget."
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,8 +40,10 @@ def run(args: argparse.Namespace) -> int:
     h = best.heldout
     lat = f", latency {h.latency_speedup_vs_keep_all:.2f}x" if h.latency_speedup_vs_keep_all else ""
     print(f"budget {budget or 'none'}: {best.label}")
-    print(f"held-out EM {h.exact_match:.2f} F1 {h.f1:.2f}; vs keep-all: FLOPs {h.flops_speedup_vs_keep_all:.2f}x{lat}; "
-          f"vs BERT-base: FLOPs {h.flops_speedup_vs_bert_base:.2f}x"
-          + (f", latency {h.latency_speedup_vs_bert_base:.2f}x" if h.latency_speedup_vs_bert_base else ""))
+    print(
+        f"held-out EM {h.exact_match:.2f} F1 {h.f1:.2f}; vs keep-all: FLOPs {h.flops_speedup_vs_keep_all:.2f}x{lat}; "
+        f"vs BERT-base: FLOPs {h.flops_speedup_vs_bert_base:.2f}x"
+        + (f", latency {h.latency_speedup_vs_bert_base:.2f}x" if h.latency_speedup_vs_bert_base else "")
+    )
     print(f"wrote {out}")
     return 0

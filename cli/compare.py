@@ -8,9 +8,11 @@ from pathlib import Path
 from bench.errors import exit_status
 from reports.compare import compare_runs, headline, parse_spec
 
-DESCRIPTION = ("Compare finished search runs on the same held-out split: both frontiers on one plot "
-               "(F1 against FLOPs and latency speedup over each run's own keep-all), and for each run the "
-               "best speedup within its keep-all F1 − DROP. Runs no model.")
+DESCRIPTION = (
+    "Compare finished search runs on the same held-out split: both frontiers on one plot "
+    "(F1 against FLOPs and latency speedup over each run's own keep-all), and for each run the "
+    "best speedup within its keep-all F1 − DROP. Runs no model."
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,9 +31,10 @@ def run(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m reports.compare", description=DESCRIPTION,
+        prog="python -m reports.compare",
+        description=DESCRIPTION,
         epilog="example: python -m reports.compare standard=reports/reference-standard "
-               "lengthdrop=reports/reference --out reports/lengthdrop-vs-standard",
+        "lengthdrop=reports/reference --out reports/lengthdrop-vs-standard",
     )
     add_arguments(parser)
     args = parser.parse_args(argv)

@@ -7,76 +7,122 @@ import json
 from pathlib import Path
 
 from bench.config import resolve_config
-from bench.model_io import DEFAULT_MODEL_DIR
 from bench.device import DEVICE_CHOICES, resolve_device
+from bench.model_io import DEFAULT_MODEL_DIR
 from bench.runner import QARunner, check_flops_consistent, metrics_record
 from bench.squad import DEFAULT_DEV_SET, limit_examples, load_squad
 
 HELP = "evaluate one model x data x length configuration"
-DESCRIPTION = ("Evaluate one model x SQuAD data x length configuration; writes "
-               "OUT/metrics.json (EM, F1, FLOPs, speedups, latency, tokens kept) and "
-               "OUT/predictions.json (official SQuAD format).")
+DESCRIPTION = (
+    "Evaluate one model x SQuAD data x length configuration; writes "
+    "OUT/metrics.json (EM, F1, FLOPs, speedups, latency, tokens kept) and "
+    "OUT/predictions.json (official SQuAD format)."
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default=DEFAULT_MODEL_DIR,
-                        help="*ForQuestionAnswering model: local folder or hub id (default: %(default)s, built by `make model`)")
-    parser.add_argument("--data", default=DEFAULT_DEV_SET,
-                        help="SQuAD 1.1 JSON file, or hub:rajpurkar/squad[:split] where the hub is reachable (default: %(default)s)")
-    parser.add_argument("--config", default="keep-all",
-                        help="length configuration: 'keep-all', a JSON file, or inline values such as "
-                             "'269,253,252,202,104,34' (counts at 384) or 'ratios:1,0.9,0.8,0.7,0.6,0.5' (default: %(default)s)")
+    parser.add_argument(
+        "--model",
+        default=DEFAULT_MODEL_DIR,
+        help="*ForQuestionAnswering model: local folder or hub id (default: %(default)s, built by `make model`)",
+    )
+    parser.add_argument(
+        "--data",
+        default=DEFAULT_DEV_SET,
+        help="SQuAD 1.1 JSON file, or hub:rajpurkar/squad[:split] where the hub is reachable (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--config",
+        default="keep-all",
+        help="length configuration: 'keep-all', a JSON file, or inline values such as "
+        "'269,253,252,202,104,34' (counts at 384) or 'ratios:1,0.9,0.8,0.7,0.6,0.5' (default: %(default)s)",
+    )
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N questions (default: all)")
-    parser.add_argument("--out", default="runs/eval", help="folder for metrics.json and predictions.json (default: %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=32, help="evaluation batch size, length-sorted with dynamic padding (default: %(default)s)")
+    parser.add_argument(
+        "--out", default="runs/eval", help="folder for metrics.json and predictions.json (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=32,
+        help="evaluation batch size, length-sorted with dynamic padding (default: %(default)s)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto",
-                        help="where the model runs: 'cuda' (an NVIDIA GPU), 'cpu', or 'auto' = cuda when torch "
-                             "sees a GPU, else cpu; answers are always extracted and scored on the CPU (default: %(default)s)")
-    parser.add_argument("--latency-sample", type=int, default=16, help="features timed for latency (default: %(default)s)")
-    parser.add_argument("--latency-batch-size", type=int, default=1, help="batch size for latency timing (default: %(default)s)")
-    parser.add_argument("--latency-repeats", type=int, default=5, help="timed rounds after one warm-up round (default: %(default)s)")
+    parser.add_argument(
+        "--device",
+        choices=DEVICE_CHOICES,
+        default="auto",
+        help="where the model runs: 'cuda' (an NVIDIA GPU), 'cpu', or 'auto' = cuda when torch "
+        "sees a GPU, else cpu; answers are always extracted and scored on the CPU (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--latency-sample", type=int, default=16, help="features timed for latency (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--latency-batch-size", type=int, default=1, help="batch size for latency timing (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--latency-repeats", type=int, default=5, help="timed rounds after one warm-up round (default: %(default)s)"
+    )
     parser.add_argument("--no-latency", action="store_true", help="skip latency timing (FLOPs are still exact)")
-    parser.add_argument("--no-bert-base-latency", action="store_true", help="do not time the BERT-base reference (it is the slowest part)")
+    parser.add_argument(
+        "--no-bert-base-latency",
+        action="store_true",
+        help="do not time the BERT-base reference (it is the slowest part)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def run(args: argparse.Namespace) -> None:
     device = resolve_device(args.device)  # before loading anything: a missing GPU is one line, at once
     data = limit_examples(load_squad(args.data), args.limit)
-    runner = QARunner(args.model, data, batch_size=args.batch_size, threads=args.threads, progress=not args.quiet,
-                      device=device)
+    runner = QARunner(
+        args.model, data, batch_size=args.batch_size, threads=args.threads, progress=not args.quiet, device=device
+    )
     config = resolve_config(args.config, runner.num_layers)
     config.check_layers(runner.num_layers, args.model)
     result = runner.evaluate(config)
     check_flops_consistent(runner, config, result.tokens_kept_per_layer)
     latency = None
     if not args.no_latency:
-        latency = runner.latency(config, sample=args.latency_sample, batch_size=args.latency_batch_size,
-                                 repeats=args.latency_repeats, with_bert_base=not args.no_bert_base_latency,
-                                 with_stock=True)
+        latency = runner.latency(
+            config,
+            sample=args.latency_sample,
+            batch_size=args.latency_batch_size,
+            repeats=args.latency_repeats,
+            with_bert_base=not args.no_bert_base_latency,
+            with_stock=True,
+        )
     record = metrics_record(runner, config, result, latency)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
-    (out / "predictions.json").write_text(json.dumps({q: a["text"] for q, a in result.answers.items()}, indent=1) + "\n")
+    (out / "predictions.json").write_text(
+        json.dumps({q: a["text"] for q, a in result.answers.items()}, indent=1) + "\n"
+    )
     _print_summary(record, out)
 
 
 def _print_summary(record: dict, out: Path) -> None:
     sp = record["speedups"]
     fl = record["flops"]["dynamic_padding"]
-    print(f"{record['model']} on {record['data']} ({record['questions']} questions, {record['features']} features), "
-          f"device {record['device']}")
+    print(
+        f"{record['model']} on {record['data']} ({record['questions']} questions, {record['features']} features), "
+        f"device {record['device']}"
+    )
     print(f"config {record['config_label']}")
     print(f"EM {record['exact_match']:.2f}  F1 {record['f1']:.2f}  ({record['questions_per_second']:.1f} questions/s)")
-    print(f"FLOPs/question {fl['gflops_per_question']:.3f} GFLOPs ({fl['gflops_per_question'] / 2:.3f} GMACs); "
-          f"speedup vs BERT-base {sp['flops_vs_bert_base']:.2f}x, vs keep-all {sp['flops_vs_keep_all']:.2f}x "
-          f"(padded-384 convention: {sp['flops_vs_bert_base_padded384']:.2f}x, {sp['flops_vs_keep_all_padded384']:.2f}x)")
+    print(
+        f"FLOPs/question {fl['gflops_per_question']:.3f} GFLOPs ({fl['gflops_per_question'] / 2:.3f} GMACs); "
+        f"speedup vs BERT-base {sp['flops_vs_bert_base']:.2f}x, vs keep-all {sp['flops_vs_keep_all']:.2f}x "
+        f"(padded-384 convention: {sp['flops_vs_bert_base_padded384']:.2f}x, {sp['flops_vs_keep_all_padded384']:.2f}x)"
+    )
     if record["latency"]:
         lat = record["latency"]
-        line = f"latency {lat['ms_per_feature']:.1f} ms/feature at batch {lat['batch_size']}; vs keep-all " \
-               f"{lat['speedup_vs_keep_all']['median']:.2f}x (min {lat['speedup_vs_keep_all']['min']:.2f}, max {lat['speedup_vs_keep_all']['max']:.2f})"
+        line = (
+            f"latency {lat['ms_per_feature']:.1f} ms/feature at batch {lat['batch_size']}; vs keep-all "
+            f"{lat['speedup_vs_keep_all']['median']:.2f}x (min {lat['speedup_vs_keep_all']['min']:.2f}, max {lat['speedup_vs_keep_all']['max']:.2f})"
+        )
         if "speedup_vs_bert_base" in lat:
             b = lat["speedup_vs_bert_base"]
             line += f"; vs BERT-base {b['median']:.2f}x (min {b['min']:.2f}, max {b['max']:.2f})"

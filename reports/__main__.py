@@ -10,8 +10,11 @@ from cli import report
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m reports", description=report.DESCRIPTION,
-                                     epilog="example: python -m reports reports/default --bert-f1 88.5 --drop 1.0")
+    parser = argparse.ArgumentParser(
+        prog="python -m reports",
+        description=report.DESCRIPTION,
+        epilog="example: python -m reports reports/default --bert-f1 88.5 --drop 1.0",
+    )
     report.add_arguments(parser)
     args = parser.parse_args(argv)
     return exit_status(lambda: report.run(args))

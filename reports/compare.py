@@ -13,15 +13,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.errors import UserError
-from search.frontier import best_within, pareto_front
 from reports.plot import save_with_legend
+from search.frontier import best_within, pareto_front
 from search.records import RunInfo, TrialPoint, read_run
 
 FLOPS_VS_OWN = "flops_speedup_vs_keep_all"
 LATENCY_VS_OWN = "latency_speedup_vs_keep_all"
 COLOURS = ("#5f6368", "#1a73e8", "#e8710a", "#188038", "#a142f4")
-AXES = ((FLOPS_VS_OWN, "FLOPs speedup vs own keep-all (real tokens)"),
-        (LATENCY_VS_OWN, "latency speedup vs own keep-all (batch {batch})"))
+AXES = (
+    (FLOPS_VS_OWN, "FLOPs speedup vs own keep-all (real tokens)"),
+    (LATENCY_VS_OWN, "latency speedup vs own keep-all (batch {batch})"),
+)
 
 
 @dataclass
@@ -36,8 +38,10 @@ class LabelledRun:
     @property
     def keep_all_f1(self) -> float:
         if self.info.keep_all_heldout_f1 is None:
-            raise UserError(f"{self.folder}: keep-all was not re-scored on the held-out split; "
-                            "re-run `make pareto` for that run so it is")
+            raise UserError(
+                f"{self.folder}: keep-all was not re-scored on the held-out split; "
+                "re-run `make pareto` for that run so it is"
+            )
         return self.info.keep_all_heldout_f1
 
 
@@ -97,37 +101,57 @@ def _fmt(value: float | None, digits: int = 2, suffix: str = "x") -> str:
 def summary_rows(summaries: list[Summary]) -> list[dict]:
     rows = []
     for s in summaries:
-        rows.append({
-            "run": s.label,
-            "model": s.model,
-            "keep_all_f1": round(s.keep_all_f1, 2),
-            "f1_floor": round(s.floor, 2),
-            "best_flops_speedup_vs_keep_all": _speed(s.best_flops, FLOPS_VS_OWN),
-            "best_flops_config": s.best_flops.label if s.best_flops else None,
-            "best_flops_f1": s.best_flops.heldout.f1 if s.best_flops else None,
-            "best_latency_speedup_vs_keep_all": _speed(s.best_latency, LATENCY_VS_OWN),
-            "best_latency_config": s.best_latency.label if s.best_latency else None,
-            "flops_frontier_points": s.frontier_points,
-        })
+        rows.append(
+            {
+                "run": s.label,
+                "model": s.model,
+                "keep_all_f1": round(s.keep_all_f1, 2),
+                "f1_floor": round(s.floor, 2),
+                "best_flops_speedup_vs_keep_all": _speed(s.best_flops, FLOPS_VS_OWN),
+                "best_flops_config": s.best_flops.label if s.best_flops else None,
+                "best_flops_f1": s.best_flops.heldout.f1 if s.best_flops else None,
+                "best_latency_speedup_vs_keep_all": _speed(s.best_latency, LATENCY_VS_OWN),
+                "best_latency_config": s.best_latency.label if s.best_latency else None,
+                "flops_frontier_points": s.frontier_points,
+            }
+        )
     return rows
 
 
 def write_frontiers_csv(runs: list[LabelledRun], path: Path) -> Path:
     """Every run's held-out FLOPs frontier, one row per point, so the plot can be re-drawn anywhere."""
-    columns = ["run", "number", "label", "baseline", "f1", "exact_match", FLOPS_VS_OWN, LATENCY_VS_OWN,
-               "flops_speedup_vs_bert_base"]
+    columns = [
+        "run",
+        "number",
+        "label",
+        "baseline",
+        "f1",
+        "exact_match",
+        FLOPS_VS_OWN,
+        LATENCY_VS_OWN,
+        "flops_speedup_vs_bert_base",
+    ]
     with path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         for run in runs:
             for p in pareto_front(run.points, FLOPS_VS_OWN):
                 h = p.heldout
-                writer.writerow({"run": run.label, "number": p.number, "label": p.label, "baseline": p.baseline or "",
-                                 "f1": round(h.f1, 3), "exact_match": round(h.exact_match, 3),
-                                 FLOPS_VS_OWN: round(h.flops_speedup_vs_keep_all, 4),
-                                 LATENCY_VS_OWN: "" if h.latency_speedup_vs_keep_all is None
-                                 else round(h.latency_speedup_vs_keep_all, 4),
-                                 "flops_speedup_vs_bert_base": round(h.flops_speedup_vs_bert_base, 4)})
+                writer.writerow(
+                    {
+                        "run": run.label,
+                        "number": p.number,
+                        "label": p.label,
+                        "baseline": p.baseline or "",
+                        "f1": round(h.f1, 3),
+                        "exact_match": round(h.exact_match, 3),
+                        FLOPS_VS_OWN: round(h.flops_speedup_vs_keep_all, 4),
+                        LATENCY_VS_OWN: ""
+                        if h.latency_speedup_vs_keep_all is None
+                        else round(h.latency_speedup_vs_keep_all, 4),
+                        "flops_speedup_vs_bert_base": round(h.flops_speedup_vs_bert_base, 4),
+                    }
+                )
     return path
 
 
@@ -135,10 +159,15 @@ def headline(summaries: list[Summary], drop: float) -> list[str]:
     lines = []
     for s in summaries:
         best = s.best_flops
-        reach = (f"{_fmt(_speed(best, FLOPS_VS_OWN))} FLOPs ({best.label}, F1 {best.heldout.f1:.2f}), "
-                 f"{_fmt(_speed(s.best_latency, LATENCY_VS_OWN))} latency" if best else "nothing")
-        lines.append(f"{s.label}: keep-all F1 {s.keep_all_f1:.2f}; best within keep-all − {drop:g} "
-                     f"(F1 ≥ {s.floor:.2f}): {reach}")
+        reach = (
+            f"{_fmt(_speed(best, FLOPS_VS_OWN))} FLOPs ({best.label}, F1 {best.heldout.f1:.2f}), "
+            f"{_fmt(_speed(s.best_latency, LATENCY_VS_OWN))} latency"
+            if best
+            else "nothing"
+        )
+        lines.append(
+            f"{s.label}: keep-all F1 {s.keep_all_f1:.2f}; best within keep-all − {drop:g} (F1 ≥ {s.floor:.2f}): {reach}"
+        )
     return lines
 
 
@@ -150,26 +179,31 @@ def write_compare_md(runs: list[LabelledRun], summaries: list[Summary], path: Pa
     for row in rows:
         cells = [f"{v:.2f}" if isinstance(v, float) else ("—" if v is None else str(v)) for v in row.values()]
         table.append("| " + " | ".join(cells) + " |")
-    sources = [f"- **{r.label}**: `{r.folder}` — model `{r.info.model}`, {r.info.trials} trials "
-               f"({r.info.sampler}), searched on {r.info.search_split} ({r.info.search_questions} questions), "
-               f"{r.info.date}" for r in runs]
-    text = "\n".join([
-        f"# Held-out frontiers compared: {', '.join(r.label for r in runs)}",
-        "",
-        *[f"- {line}" for line in headline(summaries, drop)],
-        "",
-        "![frontiers](compare.png)",
-        "",
-        f"Each run is measured against its own keep-all on the same held-out split ({first.heldout_split}, "
-        f"{first.heldout_questions} questions); the floor is that run's keep-all F1 − {drop:g}.",
-        "",
-        *table,
-        "",
-        "## Runs",
-        "",
-        *sources,
-        "",
-    ])
+    sources = [
+        f"- **{r.label}**: `{r.folder}` — model `{r.info.model}`, {r.info.trials} trials "
+        f"({r.info.sampler}), searched on {r.info.search_split} ({r.info.search_questions} questions), "
+        f"{r.info.date}"
+        for r in runs
+    ]
+    text = "\n".join(
+        [
+            f"# Held-out frontiers compared: {', '.join(r.label for r in runs)}",
+            "",
+            *[f"- {line}" for line in headline(summaries, drop)],
+            "",
+            "![frontiers](compare.png)",
+            "",
+            f"Each run is measured against its own keep-all on the same held-out split ({first.heldout_split}, "
+            f"{first.heldout_questions} questions); the floor is that run's keep-all F1 − {drop:g}.",
+            "",
+            *table,
+            "",
+            "## Runs",
+            "",
+            *sources,
+            "",
+        ]
+    )
     path.write_text(text)
     return path
 
@@ -185,13 +219,22 @@ def _draw(ax, runs: list[LabelledRun], summaries: list[Summary], key: str) -> bo
         ys = [p.heldout.f1 for p in front]
         ax.plot(xs, ys, drawstyle="steps-pre", color=colour, linewidth=1.8, label=f"{run.label} frontier")
         ax.plot(xs, ys, linestyle="none", marker="o", markersize=4.5, color=colour)
-        ax.axhline(s.floor, color=colour, linestyle=":", linewidth=1.2,
-                   label=f"{run.label}: keep-all {s.keep_all_f1:.2f} − 1")
+        ax.axhline(
+            s.floor, color=colour, linestyle=":", linewidth=1.2, label=f"{run.label}: keep-all {s.keep_all_f1:.2f} − 1"
+        )
         best = best_within(run.points, key, s.floor)
         if best is not None:
             x, y = getattr(best.heldout, key), best.heldout.f1
-            ax.annotate(f"{x:.2f}x", (x, y), xytext=(8, 10), textcoords="offset points", fontsize=9,
-                        fontweight="bold", color=colour, arrowprops=dict(arrowstyle="->", color=colour))
+            ax.annotate(
+                f"{x:.2f}x",
+                (x, y),
+                xytext=(8, 10),
+                textcoords="offset points",
+                fontsize=9,
+                fontweight="bold",
+                color=colour,
+                arrowprops=dict(arrowstyle="->", color=colour),
+            )
     ax.grid(True, color="#e8eaed", linewidth=0.8)
     return drawn
 
@@ -221,8 +264,11 @@ def compare_runs(specs: list[tuple[str, Path]], out_dir: Path, drop: float = 1.0
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    paths += [summary_path, write_frontiers_csv(runs, out_dir / "frontiers.csv"),
-              write_compare_md(runs, summaries, out_dir / "compare.md", drop)]
+    paths += [
+        summary_path,
+        write_frontiers_csv(runs, out_dir / "frontiers.csv"),
+        write_compare_md(runs, summaries, out_dir / "compare.md", drop),
+    ]
     return paths, summaries
 
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from search.frontier import best_within, coordinates, pareto_front
 from reports.tables import FLOPS_KEY, LATENCY_KEY, line_name
+from search.frontier import best_within, coordinates, pareto_front
 from search.records import RunInfo, TrialPoint
 
 TRIAL_COLOUR = "#9aa0a6"
@@ -32,16 +32,26 @@ class ReferenceLine:
 
 
 def reference_lines(info: RunInfo, bert_f1: float, drop: float) -> list[ReferenceLine]:
-    lines = [ReferenceLine(
-        line_name("BERT", drop), f"{line_name('BERT', drop)} ({bert_f1:g} − {drop:g} = {bert_f1 - drop:g})",
-        bert_f1 - drop, "#d93025", "--",
-    )]
+    lines = [
+        ReferenceLine(
+            line_name("BERT", drop),
+            f"{line_name('BERT', drop)} ({bert_f1:g} − {drop:g} = {bert_f1 - drop:g})",
+            bert_f1 - drop,
+            "#d93025",
+            "--",
+        )
+    ]
     own = info.keep_all_heldout_f1
     if own is not None:
-        lines.append(ReferenceLine(
-            line_name("own", drop), f"{line_name('own', drop)} (keep-all {own:.2f} − {drop:g} = {own - drop:.2f})",
-            own - drop, "#188038", ":",
-        ))
+        lines.append(
+            ReferenceLine(
+                line_name("own", drop),
+                f"{line_name('own', drop)} (keep-all {own:.2f} − {drop:g} = {own - drop:.2f})",
+                own - drop,
+                "#188038",
+                ":",
+            )
+        )
     return lines
 
 
@@ -76,8 +86,16 @@ def _draw_trials(ax, points: list[TrialPoint], key: str, y_low: float) -> int:
     xy = [coordinates(p, key, "search") for p in points]
     xy = [c for c in xy if c is not None]
     visible = [c for c in xy if c[1] >= y_low]
-    ax.scatter([c[0] for c in visible], [c[1] for c in visible], s=10, color=TRIAL_COLOUR, alpha=0.45,
-               linewidths=0, label="all trials (search split)", zorder=1)
+    ax.scatter(
+        [c[0] for c in visible],
+        [c[1] for c in visible],
+        s=10,
+        color=TRIAL_COLOUR,
+        alpha=0.45,
+        linewidths=0,
+        label="all trials (search split)",
+        zorder=1,
+    )
     return len(xy) - len(visible)
 
 
@@ -92,8 +110,7 @@ def _draw_frontier(ax, points: list[TrialPoint], key: str) -> None:
         return
     xs = [getattr(p.heldout, key) for p in front]
     ys = [p.heldout.f1 for p in front]
-    ax.plot(xs, ys, drawstyle="steps-pre", color=FRONTIER_COLOUR, linewidth=1.6, zorder=3,
-            label="held-out frontier")
+    ax.plot(xs, ys, drawstyle="steps-pre", color=FRONTIER_COLOUR, linewidth=1.6, zorder=3, label="held-out frontier")
     ax.plot(xs, ys, linestyle="none", marker="o", markersize=5, color=FRONTIER_COLOUR, zorder=4)
 
 
@@ -105,13 +122,27 @@ def _draw_baselines(ax, points: list[TrialPoint], key: str) -> None:
         if xy is None:
             continue
         keep_all = point.baseline == "keep-all"
-        ax.plot(*xy, linestyle="none", zorder=5, markeredgecolor="white", markeredgewidth=0.8,
-                marker="*" if keep_all else "D", markersize=13 if keep_all else 7,
-                color=KEEP_ALL_COLOUR if keep_all else CONSTANT_COLOUR,
-                label="keep-all (held-out)" if keep_all else "constant-ratio baselines (held-out)")
-        ax.annotate(point.baseline, xy, xytext=(7, -12), textcoords="offset points", fontsize=8,
-                    color=KEEP_ALL_COLOUR if keep_all else CONSTANT_COLOUR, zorder=6,
-                    bbox=dict(boxstyle="round,pad=0.1", facecolor="white", edgecolor="none", alpha=0.75))
+        ax.plot(
+            *xy,
+            linestyle="none",
+            zorder=5,
+            markeredgecolor="white",
+            markeredgewidth=0.8,
+            marker="*" if keep_all else "D",
+            markersize=13 if keep_all else 7,
+            color=KEEP_ALL_COLOUR if keep_all else CONSTANT_COLOUR,
+            label="keep-all (held-out)" if keep_all else "constant-ratio baselines (held-out)",
+        )
+        ax.annotate(
+            point.baseline,
+            xy,
+            xytext=(7, -12),
+            textcoords="offset points",
+            fontsize=8,
+            color=KEEP_ALL_COLOUR if keep_all else CONSTANT_COLOUR,
+            zorder=6,
+            bbox=dict(boxstyle="round,pad=0.1", facecolor="white", edgecolor="none", alpha=0.75),
+        )
 
 
 def _offset_inwards(ax, x: float) -> tuple[int, int, str]:
@@ -134,18 +165,36 @@ def _draw_lines(ax, points: list[TrialPoint], key: str, lines: list[ReferenceLin
         ax.axhline(line.f1, color=line.colour, linestyle=line.style, linewidth=1.3, label=line.label, zorder=2)
         best = best_within(points, key, line.f1)
         if best is None:
-            ax.text(0.98, line.f1, f"no point reaches {line.name}", transform=ax.get_yaxis_transform(),
-                    ha="right", va="bottom", fontsize=8.5, color=line.colour)
+            ax.text(
+                0.98,
+                line.f1,
+                f"no point reaches {line.name}",
+                transform=ax.get_yaxis_transform(),
+                ha="right",
+                va="bottom",
+                fontsize=8.5,
+                color=line.colour,
+            )
             continue
         reached.setdefault(best.number, []).append(line.name)
         best_of[best.number] = best
     for number, names in reached.items():
         x, y = coordinates(best_of[number], key, "heldout")
         dx, dy, ha = _offset_inwards(ax, x)
-        ax.annotate(f"{x:.2f}x within {' and '.join(names)}", (x, y), xytext=(dx, dy), textcoords="offset points",
-                    ha=ha, va="center", fontsize=9, fontweight="bold", color=FRONTIER_COLOUR, zorder=7,
-                    bbox=dict(boxstyle="round,pad=0.25", facecolor="white", edgecolor=FRONTIER_COLOUR, alpha=0.9),
-                    arrowprops=dict(arrowstyle="->", color=FRONTIER_COLOUR, linewidth=1))
+        ax.annotate(
+            f"{x:.2f}x within {' and '.join(names)}",
+            (x, y),
+            xytext=(dx, dy),
+            textcoords="offset points",
+            ha=ha,
+            va="center",
+            fontsize=9,
+            fontweight="bold",
+            color=FRONTIER_COLOUR,
+            zorder=7,
+            bbox=dict(boxstyle="round,pad=0.25", facecolor="white", edgecolor=FRONTIER_COLOUR, alpha=0.9),
+            arrowprops=dict(arrowstyle="->", color=FRONTIER_COLOUR, linewidth=1),
+        )
 
 
 def _draw_panel(ax, points: list[TrialPoint], key: str, lines: list[ReferenceLine], y_low: float) -> None:
@@ -155,14 +204,23 @@ def _draw_panel(ax, points: list[TrialPoint], key: str, lines: list[ReferenceLin
     _draw_lines(ax, points, key, lines)
     if hidden:
         trials = "trial" if hidden == 1 else "trials"
-        ax.text(0.01, 0.01, f"{hidden} {trials} below F1 {y_low:.0f} not shown", transform=ax.transAxes,
-                fontsize=8, color="#5f6368", ha="left", va="bottom")
+        ax.text(
+            0.01,
+            0.01,
+            f"{hidden} {trials} below F1 {y_low:.0f} not shown",
+            transform=ax.transAxes,
+            fontsize=8,
+            color="#5f6368",
+            ha="left",
+            va="bottom",
+        )
     ax.grid(True, color="#e8eaed", linewidth=0.8, zorder=0)
 
 
 def _draw_unmeasured(ax) -> None:
-    ax.text(0.5, 0.5, "latency not measured", transform=ax.transAxes, ha="center", va="center",
-            fontsize=13, color="#5f6368")
+    ax.text(
+        0.5, 0.5, "latency not measured", transform=ax.transAxes, ha="center", va="center", fontsize=13, color="#5f6368"
+    )
     ax.set_xticks([])
 
 
@@ -198,8 +256,7 @@ def plot_pareto(
         _draw_unmeasured(right)
         right.set_xlabel("latency speedup vs BERT-base")
     fig.suptitle(
-        f"{info.model}: held-out F1 on {info.heldout_split} ({info.heldout_questions} questions), "
-        f"{info.trials} trials",
+        f"{info.model}: held-out F1 on {info.heldout_split} ({info.heldout_questions} questions), {info.trials} trials",
         fontsize=12,
     )
     return save_with_legend(fig, *_legend_entries((left, right)), out_dir / "pareto")

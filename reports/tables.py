@@ -28,9 +28,7 @@ SCORE_COLUMNS: tuple[str, ...] = (
     "latency_ms",
 )
 COLUMNS: tuple[str, ...] = (
-    ("number", "label", "baseline", "kind", "values")
-    + SCORE_COLUMNS
-    + ("on_flops_frontier", "on_latency_frontier")
+    ("number", "label", "baseline", "kind", "values") + SCORE_COLUMNS + ("on_flops_frontier", "on_latency_frontier")
 )
 
 
@@ -44,8 +42,7 @@ def frontier_rows(points: list[TrialPoint]) -> list[dict]:
     on_flops = {p.number for p in pareto_front(points, FLOPS_KEY)}
     on_latency = {p.number for p in pareto_front(points, LATENCY_KEY)}
     chosen = [
-        p for p in points
-        if p.heldout is not None and (p.number in on_flops or p.number in on_latency or p.baseline)
+        p for p in points if p.heldout is not None and (p.number in on_flops or p.number in on_latency or p.baseline)
     ]
     chosen.sort(key=lambda p: (p.heldout.flops_speedup_vs_bert_base, p.number))
     return [_row(p, p.number in on_flops, p.number in on_latency) for p in chosen]
@@ -83,7 +80,7 @@ def write_frontier_csv(points: list[TrialPoint], path: Path) -> Path:
 
 # --- headline ---------------------------------------------------------------------------
 def line_name(reference: str, drop: float) -> str:
-    """"BERT-1%", "own-1%": the usual shorthand for "within 1 F1 point of the reference"."""
+    """ "BERT-1%", "own-1%": the usual shorthand for "within 1 F1 point of the reference"."""
     return f"{reference}-{drop:g}%"
 
 
@@ -189,17 +186,19 @@ def write_report_md(
 ) -> Path:
     """The human summary: headline first, then the evidence, then where it came from."""
     headline = "\n".join(f"- {line}" for line in headline_lines(info, points, bert_f1, drop))
-    text = "\n\n".join([
-        f"# Length-configuration search: {info.name}",
-        headline,
-        "![Pareto frontier](pareto.png)",
-        "## Held-out frontier and baselines",
-        markdown_table(points),
-        "## Provenance",
-        provenance(info),
-        "## Conventions",
-        CONVENTIONS,
-    ])
+    text = "\n\n".join(
+        [
+            f"# Length-configuration search: {info.name}",
+            headline,
+            "![Pareto frontier](pareto.png)",
+            "## Held-out frontier and baselines",
+            markdown_table(points),
+            "## Provenance",
+            provenance(info),
+            "## Conventions",
+            CONVENTIONS,
+        ]
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text + "\n")
     return path

@@ -13,8 +13,9 @@ COMMANDS = {"run": search, "choose": choose}
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m search",
-                                     description="dynlen search: per-layer length configurations under a budget.")
+    parser = argparse.ArgumentParser(
+        prog="python -m search", description="dynlen search: per-layer length configurations under a budget."
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, command in COMMANDS.items():
         command.add_arguments(sub.add_parser(name, help=command.HELP, description=command.DESCRIPTION))

@@ -8,7 +8,7 @@ definition.
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from collections.abc import Iterable
 
 from search.records import Scores, TrialPoint
 

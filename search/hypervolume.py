@@ -6,7 +6,7 @@ F1 at lower cost covers more area. Exact for two objectives: sort by cost, sum r
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 
 def hypervolume(points: Iterable[tuple[float, float]], f1_floor: float, cost_ceiling: float = 1.0) -> float:

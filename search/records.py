@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Mapping
 
 from bench.config import LengthConfig
 from bench.errors import UserError

@@ -17,6 +17,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
 import optuna
 from tqdm import tqdm
 
@@ -96,8 +97,13 @@ def open_study(settings: SearchSettings, sampler: optuna.samplers.BaseSampler) -
             grace_period=90,
             heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1),
         )
-    study = optuna.create_study(study_name=STUDY_NAME, storage=storage, sampler=sampler,
-                                directions=["maximize", "minimize"], load_if_exists=True)
+    study = optuna.create_study(
+        study_name=STUDY_NAME,
+        storage=storage,
+        sampler=sampler,
+        directions=["maximize", "minimize"],
+        load_if_exists=True,
+    )
     stored = study.user_attrs.get("settings")
     if stored is None:
         study.set_user_attr("settings", settings.identity())
@@ -140,8 +146,13 @@ def measure_scores(
         flops_speedup_vs_bert_base_padded384=runner.flops(config, padded=True).speedup_vs_bert_base,
     )
     if timed:
-        lat = runner.latency(config, sample=settings.latency_sample, batch_size=settings.latency_batch_size,
-                             repeats=settings.latency_repeats, with_bert_base=False)
+        lat = runner.latency(
+            config,
+            sample=settings.latency_sample,
+            batch_size=settings.latency_batch_size,
+            repeats=settings.latency_repeats,
+            with_bert_base=False,
+        )
         scores.latency_speedup_vs_keep_all = lat.vs_keep_all.median
         scores.latency_ms = lat.ms_per_feature
     return scores
@@ -177,7 +188,9 @@ class Objective:
         violation = min(self.budget.violation(scores), 1e9) if self.budget else 0.0
         trial.set_user_attr("constraint", [violation])
         trial.set_constraint("budget", violation)
-        speed = scores.flops_speedup_vs_keep_all if self.settings.cost == "flops" else scores.latency_speedup_vs_keep_all
+        speed = (
+            scores.flops_speedup_vs_keep_all if self.settings.cost == "flops" else scores.latency_speedup_vs_keep_all
+        )
         return scores.f1, 1.0 / speed
 
 
@@ -187,14 +200,16 @@ def completed_points(study: optuna.Study) -> list[TrialPoint]:
         if "search_scores" not in t.user_attrs:
             continue
         constraint = t.user_attrs.get("constraint", [0.0])
-        points.append(TrialPoint(
-            number=t.number,
-            config=t.user_attrs["config"],
-            label=t.user_attrs["label"],
-            baseline=t.user_attrs.get("baseline"),
-            feasible=all(c <= 1e-12 for c in constraint),
-            search=Scores(**t.user_attrs["search_scores"]),
-        ))
+        points.append(
+            TrialPoint(
+                number=t.number,
+                config=t.user_attrs["config"],
+                label=t.user_attrs["label"],
+                baseline=t.user_attrs.get("baseline"),
+                feasible=all(c <= 1e-12 for c in constraint),
+                search=Scores(**t.user_attrs["search_scores"]),
+            )
+        )
     return points
 
 
@@ -209,8 +224,10 @@ def search_seconds(study: optuna.Study) -> float:
 def machine_description() -> str:
     import torch
 
-    return f"{platform.machine()} {platform.processor() or platform.system()}, {os.cpu_count()} cores, " \
-           f"torch {torch.__version__} with {torch.get_num_threads()} threads"
+    return (
+        f"{platform.machine()} {platform.processor() or platform.system()}, {os.cpu_count()} cores, "
+        f"torch {torch.__version__} with {torch.get_num_threads()} threads"
+    )
 
 
 def run_trials(settings: SearchSettings, study: optuna.Study, objective: Objective) -> None:
@@ -272,9 +289,13 @@ class HeldOutScorer:
         """Latency of BERT-base / keep-all on the held-out timing sample, measured once per run."""
         if self._keep_all_vs_base is None:
             keep_all = LengthConfig.keep_all(self.runner.num_layers)
-            lat = self.runner.latency(keep_all, sample=self.settings.latency_sample,
-                                      batch_size=self.settings.latency_batch_size,
-                                      repeats=self.settings.latency_repeats, bert_base=bert_base_qa())
+            lat = self.runner.latency(
+                keep_all,
+                sample=self.settings.latency_sample,
+                batch_size=self.settings.latency_batch_size,
+                repeats=self.settings.latency_repeats,
+                bert_base=bert_base_qa(),
+            )
             self._keep_all_vs_base = lat.vs_bert_base.median
             self.cache["__keep_all_vs_bert_base__"] = self._keep_all_vs_base
             self._save()
@@ -310,21 +331,25 @@ def run_search(settings: SearchSettings, budget: Budget | None) -> Path:
     search_data, heldout_data = split_data(settings)
     tokenizer = load_tokenizer(settings.model)
     model = load_qa_model(settings.model)
-    runner = QARunner(settings.model, search_data, settings.batch_size, model=model, tokenizer=tokenizer,
-                      progress=False)
+    runner = QARunner(
+        settings.model, search_data, settings.batch_size, model=model, tokenizer=tokenizer, progress=False
+    )
     study = open_study(settings, make_sampler(settings.sampler, settings.seed))
     _fail_orphans(study)
     enqueue_baselines(study, runner.num_layers)
     objective = Objective(settings, runner, budget)
     objective.remember(study)
-    print(f"searching {settings.model} on {search_data.source}: {len(search_data.examples)} questions, "
-          f"{len(runner.features)} features; cost={settings.cost}, budget={budget or 'none'}, sampler={settings.sampler}")
+    print(
+        f"searching {settings.model} on {search_data.source}: {len(search_data.examples)} questions, "
+        f"{len(runner.features)} features; cost={settings.cost}, budget={budget or 'none'}, sampler={settings.sampler}"
+    )
     run_trials(settings, study, objective)
 
     points = completed_points(study)
     report_unreachable(points, budget)
-    heldout_runner = QARunner(settings.model, heldout_data, settings.batch_size, model=model, tokenizer=tokenizer,
-                              progress=False)
+    heldout_runner = QARunner(
+        settings.model, heldout_data, settings.batch_size, model=model, tokenizer=tokenizer, progress=False
+    )
     scorer = HeldOutScorer(settings, heldout_runner)
     to_score = points_to_rescore(points, settings.cost, settings.max_rescore)
     for p in tqdm(to_score, desc="re-scoring on held-out", unit="config"):
@@ -347,9 +372,11 @@ def run_search(settings: SearchSettings, budget: Budget | None) -> Path:
         date=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         keep_all_heldout_f1=keep_all.heldout.f1 if keep_all else None,
         latency_batch_size=settings.latency_batch_size,
-        extra={"wall_seconds_this_invocation": round(time.time() - started, 1),
-               "latency_vs_bert_base": "measured keep-all/BERT-base ratio x measured config/keep-all ratio",
-               "settings": asdict(settings)},
+        extra={
+            "wall_seconds_this_invocation": round(time.time() - started, 1),
+            "latency_vs_bert_base": "measured keep-all/BERT-base ratio x measured config/keep-all ratio",
+            "settings": asdict(settings),
+        },
     )
     write_run(Path(settings.run_dir), info, points)
     return Path(settings.run_dir)
@@ -359,5 +386,7 @@ def report_unreachable(points: list[TrialPoint], budget: Budget | None) -> None:
     if budget is None or any(p.feasible for p in points):
         return
     closest = min(points, key=lambda p: budget.violation(p.search))
-    print(f"budget {budget} is unreachable in this study: no trial meets it. Cheapest configuration seen: "
-          f"{closest.label} ({budget.name} = {budget.value(closest.search)}, F1 {closest.search.f1:.2f})")
+    print(
+        f"budget {budget} is unreachable in this study: no trial meets it. Cheapest configuration seen: "
+        f"{closest.label} ({budget.name} = {budget.value(closest.search)}, F1 {closest.search.f1:.2f})"
+    )

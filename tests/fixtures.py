@@ -12,30 +12,51 @@ from pathlib import Path
 import torch
 
 ARTICLES = [
-    ("Cats", [
-        ("The cat sat on the mat in the small kitchen. It was a black cat with green eyes.", [
-            ("q1", "Where did the cat sit?", "on the mat"),
-            ("q2", "What colour was the cat?", "black"),
-            ("q3", "What colour were the eyes of the cat?", "green"),
-        ]),
-        ("A dog named Rex chased the cat across the garden every morning before school.", [
-            ("q4", "What was the name of the dog?", "Rex"),
-            ("q5", "When did the dog chase the cat?", "every morning before school"),
-        ]),
-    ]),
-    ("Rivers", [
-        ("The long river flows north through three countries before it reaches the cold sea.", [
-            ("q6", "Which way does the river flow?", "north"),
-            ("q7", "How many countries does the river cross?", "three"),
-            ("q8", "What does the river reach?", "the cold sea"),
-        ]),
-    ]),
-    ("Stars", [
-        ("Stars shine because nuclear fusion in their cores turns hydrogen into helium and light.", [
-            ("q9", "Why do stars shine?", "nuclear fusion"),
-            ("q10", "What does fusion turn hydrogen into?", "helium and light"),
-        ]),
-    ]),
+    (
+        "Cats",
+        [
+            (
+                "The cat sat on the mat in the small kitchen. It was a black cat with green eyes.",
+                [
+                    ("q1", "Where did the cat sit?", "on the mat"),
+                    ("q2", "What colour was the cat?", "black"),
+                    ("q3", "What colour were the eyes of the cat?", "green"),
+                ],
+            ),
+            (
+                "A dog named Rex chased the cat across the garden every morning before school.",
+                [
+                    ("q4", "What was the name of the dog?", "Rex"),
+                    ("q5", "When did the dog chase the cat?", "every morning before school"),
+                ],
+            ),
+        ],
+    ),
+    (
+        "Rivers",
+        [
+            (
+                "The long river flows north through three countries before it reaches the cold sea.",
+                [
+                    ("q6", "Which way does the river flow?", "north"),
+                    ("q7", "How many countries does the river cross?", "three"),
+                    ("q8", "What does the river reach?", "the cold sea"),
+                ],
+            ),
+        ],
+    ),
+    (
+        "Stars",
+        [
+            (
+                "Stars shine because nuclear fusion in their cores turns hydrogen into helium and light.",
+                [
+                    ("q9", "Why do stars shine?", "nuclear fusion"),
+                    ("q10", "What does fusion turn hydrogen into?", "helium and light"),
+                ],
+            ),
+        ],
+    ),
 ]
 
 
@@ -81,8 +102,14 @@ def tiny_tokenizer():
 def tiny_bert_config(num_layers: int = 4, hidden: int = 32, heads: int = 4, ffn: int = 64):
     from transformers import BertConfig
 
-    return BertConfig(vocab_size=len(vocabulary()), hidden_size=hidden, num_hidden_layers=num_layers,
-                      num_attention_heads=heads, intermediate_size=ffn, max_position_embeddings=512)
+    return BertConfig(
+        vocab_size=len(vocabulary()),
+        hidden_size=hidden,
+        num_hidden_layers=num_layers,
+        num_attention_heads=heads,
+        intermediate_size=ffn,
+        max_position_embeddings=512,
+    )
 
 
 def tiny_bert(attn: str = "sdpa", seed: int = 0, num_layers: int = 4):

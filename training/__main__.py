@@ -13,12 +13,19 @@ COMMANDS = {"finetune": finetune, "lengthdrop": lengthdrop}
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training",
-                                     description="dynlen training: the models every other command measures.")
+    parser = argparse.ArgumentParser(
+        prog="python -m training", description="dynlen training: the models every other command measures."
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, command in COMMANDS.items():
-        command.add_arguments(sub.add_parser(name, help=command.HELP, description=command.DESCRIPTION,
-                                             formatter_class=getattr(command, "FORMATTER", argparse.HelpFormatter)))
+        command.add_arguments(
+            sub.add_parser(
+                name,
+                help=command.HELP,
+                description=command.DESCRIPTION,
+                formatter_class=getattr(command, "FORMATTER", argparse.HelpFormatter),
+            )
+        )
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()

@@ -121,9 +121,7 @@ class Progress:
     kl_avg: float | None = None
 
 
-def save_checkpoint(
-    folder: Path, recipe, model: nn.Module, optimizer, scheduler, progress: Progress
-) -> None:
+def save_checkpoint(folder: Path, recipe, model: nn.Module, optimizer, scheduler, progress: Progress) -> None:
     """Write to a side folder, then swap it in, so a kill mid-write never leaves a half checkpoint."""
     tmp, old = folder.with_name(folder.name + ".tmp"), folder.with_name(folder.name + ".old")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -131,8 +129,13 @@ def save_checkpoint(
     moments, rest = _split_optimizer_state(optimizer.state_dict())
     save_tensor_shards(moments, tmp / "optimizer")
     torch.save(
-        {"recipe": asdict(recipe), "progress": asdict(progress), "optimizer": rest,
-         "scheduler": scheduler.state_dict(), "rng": _rng_states()},
+        {
+            "recipe": asdict(recipe),
+            "progress": asdict(progress),
+            "optimizer": rest,
+            "scheduler": scheduler.state_dict(),
+            "rng": _rng_states(),
+        },
         tmp / "state.pt",
     )
     shutil.rmtree(old, ignore_errors=True)
@@ -168,5 +171,3 @@ def resume(found: Path, model: nn.Module, optimizer, scheduler) -> Progress:
     scheduler.load_state_dict(state["scheduler"])
     _restore_rng(state["rng"])
     return Progress(**state["progress"])
-
-

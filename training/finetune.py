@@ -21,7 +21,14 @@ from tqdm import tqdm
 from bench.features import Features, build_features, collate
 from bench.model_io import load_tokenizer
 from bench.squad import load_squad
-from training.recipe import already_built, length_grouped_batches, linear_schedule, make_optimizer, optimizer_step, training_device
+from training.recipe import (
+    already_built,
+    length_grouped_batches,
+    linear_schedule,
+    make_optimizer,
+    optimizer_step,
+    training_device,
+)
 
 
 @dataclass(frozen=True)
@@ -61,8 +68,7 @@ def train(recipe: Recipe, out: Path, max_steps: int | None = None, threads: int 
     steps_per_epoch = math.ceil(len(feats) / recipe.batch_size)
     total = max_steps or int(round(steps_per_epoch * recipe.epochs))
     print(
-        f"training {recipe.base} on {len(data.examples)} questions ({len(feats)} features), "
-        f"{total} steps on {device}",
+        f"training {recipe.base} on {len(data.examples)} questions ({len(feats)} features), {total} steps on {device}",
         flush=True,
     )
 
@@ -89,8 +95,14 @@ def train(recipe: Recipe, out: Path, max_steps: int | None = None, threads: int 
     model.save_pretrained(out, max_shard_size="15MB")
     tokenizer.save_pretrained(out)
     minutes = (time.time() - started) / 60
-    info = {"recipe": asdict(recipe), "steps": step, "features": len(feats), "minutes": round(minutes, 1),
-            "device": str(device), "final_loss": loss_avg}
+    info = {
+        "recipe": asdict(recipe),
+        "steps": step,
+        "features": len(feats),
+        "minutes": round(minutes, 1),
+        "device": str(device),
+        "final_loss": loss_avg,
+    }
     (out / "training.json").write_text(json.dumps(info, indent=2))
     print(f"saved {out} after {step} steps in {minutes:.1f} min", flush=True)
     return out

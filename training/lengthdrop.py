@@ -22,9 +22,9 @@ import random
 import shutil
 import sys
 import time
+from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Collection, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -76,7 +76,9 @@ class LengthDropRecipe:
         if not 0.0 <= self.bound < 1.0:
             raise UserError(f"--bound must be in [0, 1): the share of tokens a layer may drop; got {self.bound:g}")
         if not 0.0 <= self.layerdrop < 1.0:
-            raise UserError(f"--layerdrop must be in [0, 1): the chance a sub-model skips a layer; got {self.layerdrop:g}")
+            raise UserError(
+                f"--layerdrop must be in [0, 1): the chance a sub-model skips a layer; got {self.layerdrop:g}"
+            )
         if self.num_sub_models < 0:
             raise UserError(f"--num-sub-models must be 0 or more; got {self.num_sub_models}")
         if self.batch_size < 1:
@@ -253,8 +255,10 @@ def _warn_big_files(out: Path) -> None:
     """save_pretrained cannot split one tensor, so a large embedding matrix can exceed the limit: say so."""
     for path in sorted(out.iterdir()):
         if path.is_file() and path.stat().st_size > MAX_FILE_BYTES:
-            print(f"warning: {path} is {path.stat().st_size / 2**20:.1f} MiB (one tensor larger than a shard)",
-                  file=sys.stderr)
+            print(
+                f"warning: {path} is {path.stat().st_size / 2**20:.1f} MiB (one tensor larger than a shard)",
+                file=sys.stderr,
+            )
 
 
 def _finish(out: Path, recipe: LengthDropRecipe, model: nn.Module, tokenizer, info: dict) -> None:
@@ -314,13 +318,20 @@ def train_lengthdrop(recipe: LengthDropRecipe, out: Path, save_every: int = 200,
         + (f"; resuming at step {progress.step}" if found else ""),
         flush=True,
     )
-    session = Session(qa, teacher, feats, tokenizer.pad_token_id or 0, recipe, optimizer, scheduler, total, out,
-                      save_every, device)
+    session = Session(
+        qa, teacher, feats, tokenizer.pad_token_id or 0, recipe, optimizer, scheduler, total, out, save_every, device
+    )
     started = time.time()
     session.run(progress)
     minutes = (time.time() - started) / 60
-    info = {"steps": progress.step, "features": len(feats), "minutes": round(minutes, 1), "device": str(device),
-            "final_loss": progress.loss_avg, "final_sub_model_kl": progress.kl_avg}
+    info = {
+        "steps": progress.step,
+        "features": len(feats),
+        "minutes": round(minutes, 1),
+        "device": str(device),
+        "final_loss": progress.loss_avg,
+        "final_sub_model_kl": progress.kl_avg,
+    }
     _finish(out, recipe, model, tokenizer, info)
     print(f"saved {out} after {progress.step} steps ({minutes:.1f} min this session)", flush=True)
     return out
@@ -349,8 +360,9 @@ class Session:
     def run(self, progress: Progress) -> None:
         """Epochs are rebuilt from (seed, epoch) and the batches already done are skipped."""
         self.qa.model.train()
-        bar = tqdm(total=self.total, initial=progress.step, desc="lengthdrop", unit="step", file=sys.stdout,
-                   mininterval=10)
+        bar = tqdm(
+            total=self.total, initial=progress.step, desc="lengthdrop", unit="step", file=sys.stdout, mininterval=10
+        )
         while progress.step < self.total:
             epoch, done = divmod(progress.step, self.steps_per_epoch)
             for idx in epoch_batches(self.feats.lengths, self.recipe.batch_size, self.recipe.seed, epoch)[done:]:
@@ -360,19 +372,20 @@ class Session:
                 if progress.step >= self.total:
                     break
                 if progress.step % self.save_every == 0:
-                    save_checkpoint(self.out / CHECKPOINT_DIR, self.recipe, self.qa.model, self.optimizer,
-                                    self.scheduler, progress)
+                    save_checkpoint(
+                        self.out / CHECKPOINT_DIR, self.recipe, self.qa.model, self.optimizer, self.scheduler, progress
+                    )
         bar.close()
 
     def step(self, idx: list[int], progress: Progress) -> None:
         r = self.recipe
         batch = {k: v.to(self.device) for k, v in collate(self.feats, idx, self.pad_id).items()}
         configs = sub_model_configs(self.qa.num_layers, r.bound, r.num_sub_models, r.seed, progress.step)
-        skips = layer_skips(self.qa.num_layers, r.layerdrop, len(configs), r.seed, progress.step) if r.layerdrop else None
+        skips = (
+            layer_skips(self.qa.num_layers, r.layerdrop, len(configs), r.seed, progress.step) if r.layerdrop else None
+        )
         losses = train_step(self.qa, batch, configs, self.teacher, skips)
         optimizer_step(self.qa.model, self.optimizer, self.scheduler)
         progress.step += 1
         progress.loss_avg = _ema(progress.loss_avg, losses.task)
         progress.kl_avg = _ema(progress.kl_avg, sum(losses.sub_kl) / max(1, len(losses.sub_kl)))
-
-

@@ -42,7 +42,7 @@ class MobileBertShape:
     span_outputs: int = 2
 
     @classmethod
-    def from_hf_config(cls, config) -> "MobileBertShape":
+    def from_hf_config(cls, config) -> MobileBertShape:
         inner = config.intra_bottleneck_size if config.use_bottleneck else config.hidden_size
         heads = config.num_attention_heads
         projects = config.trigram_input or config.embedding_size != config.hidden_size

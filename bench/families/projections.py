@@ -6,7 +6,7 @@ Linear modules a layer runs; this module decides *how* they run.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -41,7 +41,7 @@ class Projections:
         out = self._weights(linears).apply(hidden, self.kernels)
         return out.split([lin.out_features for lin in linears], dim=-1) if len(linears) > 1 else (out,)
 
-    def _weights(self, linears: Sequence[nn.Linear]) -> "_InferenceWeights":
+    def _weights(self, linears: Sequence[nn.Linear]) -> _InferenceWeights:
         key = tuple(id(lin) for lin in linears)
         params = [p for lin in linears for p in (lin.weight, lin.bias) if p is not None]
         stamp = tuple((p._version, p.data_ptr(), p.dtype, p.device) for p in params) + (len(params),)
@@ -57,8 +57,9 @@ class _InferenceWeights:
     def __init__(self, linears: Sequence[nn.Linear]):
         with torch.inference_mode(False), torch.no_grad():  # plain tensors: usable under no_grad too
             self.weight = torch.cat([lin.weight for lin in linears]) if len(linears) > 1 else linears[0].weight.detach()
-            self.bias = torch.cat([lin.bias if lin.bias is not None else lin.weight.new_zeros(lin.out_features)
-                                   for lin in linears])
+            self.bias = torch.cat(
+                [lin.bias if lin.bias is not None else lin.weight.new_zeros(lin.out_features) for lin in linears]
+            )
         self.out_features = self.weight.shape[0]
         self._packed: tuple[torch.Tensor, torch.Tensor] | None = None
 

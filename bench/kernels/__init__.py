@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from types import ModuleType
 
@@ -48,7 +48,7 @@ def unavailable_reason() -> str | None:
     return None
 
 
-@lru_cache(maxsize=None)
+@cache
 def native_kernels() -> ModuleType | None:
     """The compiled kernels module (built once per machine, then cached by torch), or None."""
     reason = unavailable_reason()
@@ -58,11 +58,17 @@ def native_kernels() -> ModuleType | None:
 
             # -fopenmp: at::parallel_for is an OpenMP pragma in torch's headers; without it the
             # kernel would silently run on one thread whatever torch.set_num_threads says.
-            print("note: loading the native kernels (the first time on a machine they compile, about a minute)", file=sys.stderr)
-            return load(name="dynlen_kernels", sources=[str(path) for path in SOURCES],
-                        extra_cflags=["-O3", "-mavx512f", "-mfma", "-fopenmp"], verbose=False)
+            print(
+                "note: loading the native kernels (the first time on a machine they compile, about a minute)",
+                file=sys.stderr,
+            )
+            return load(
+                name="dynlen_kernels",
+                sources=[str(path) for path in SOURCES],
+                extra_cflags=["-O3", "-mavx512f", "-mfma", "-fopenmp"],
+                verbose=False,
+            )
         except Exception as exc:  # a failed build must not stop inference: torch's GEMM still works
             reason = f"build failed: {str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__}"
     print(f"note: native kernels off ({reason}); using torch's own ops", file=sys.stderr)
     return None
-

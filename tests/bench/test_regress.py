@@ -4,8 +4,8 @@ import json
 import torch
 
 from bench import regress
-from cli import regress as regress_cli
 from bench.adaptive import LengthAdaptiveQA
+from cli import regress as regress_cli
 from search.records import configs_from_frontier_csv
 
 TINY = {"layers": 4, "hidden": 32, "heads": 4, "ffn": 64, "vocab": 1200}

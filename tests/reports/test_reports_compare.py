@@ -11,24 +11,51 @@ from search.records import RunInfo, Scores, TrialPoint, write_run
 
 
 def _scores(f1: float, speed: float) -> Scores:
-    return Scores(exact_match=f1 - 8.0, f1=f1, gflops_per_question=4.0 / speed, flops_speedup_vs_keep_all=speed,
-                  flops_speedup_vs_bert_base=7.7 * speed, latency_speedup_vs_keep_all=speed * 0.8,
-                  latency_speedup_vs_bert_base=7.0 * speed * 0.8, latency_ms=30.0 / speed)
+    return Scores(
+        exact_match=f1 - 8.0,
+        f1=f1,
+        gflops_per_question=4.0 / speed,
+        flops_speedup_vs_keep_all=speed,
+        flops_speedup_vs_bert_base=7.7 * speed,
+        latency_speedup_vs_keep_all=speed * 0.8,
+        latency_speedup_vs_bert_base=7.0 * speed * 0.8,
+        latency_ms=30.0 / speed,
+    )
 
 
 def _point(number: int, f1: float, speed: float, baseline: str | None = None) -> TrialPoint:
     config = LengthConfig.keep_all(6) if baseline == "keep-all" else LengthConfig.constant(6, 1.0 - number / 100)
-    return TrialPoint(number=number, config=config.to_dict(), label=config.label(), baseline=baseline,
-                      feasible=True, search=_scores(f1, speed), heldout=_scores(f1, speed))
+    return TrialPoint(
+        number=number,
+        config=config.to_dict(),
+        label=config.label(),
+        baseline=baseline,
+        feasible=True,
+        search=_scores(f1, speed),
+        heldout=_scores(f1, speed),
+    )
 
 
 def _write(folder: Path, keep_all_f1: float, others: list[tuple[float, float]], **info) -> Path:
     points = [_point(0, keep_all_f1, 1.0, "keep-all")]
     points += [_point(n, f1, speed) for n, (f1, speed) in enumerate(others, start=1)]
-    fields = dict(name=folder.name, model=f"models/{folder.name}", data="dev.json", search_split="dev[search]",
-                  heldout_split="dev[held-out]", search_questions=500, heldout_questions=1000, trials=len(points),
-                  sampler="tpe", cost="flops", budget=None, seconds=60.0, machine="test", date="2026-01-01",
-                  keep_all_heldout_f1=keep_all_f1)
+    fields = dict(
+        name=folder.name,
+        model=f"models/{folder.name}",
+        data="dev.json",
+        search_split="dev[search]",
+        heldout_split="dev[held-out]",
+        search_questions=500,
+        heldout_questions=1000,
+        trials=len(points),
+        sampler="tpe",
+        cost="flops",
+        budget=None,
+        seconds=60.0,
+        machine="test",
+        date="2026-01-01",
+        keep_all_heldout_f1=keep_all_f1,
+    )
     fields.update(info)
     write_run(folder, RunInfo(**fields), points)
     return folder

@@ -11,43 +11,63 @@ import pytest
 from bench.config import LengthConfig
 from reports.__main__ import main
 from reports.report import make_report
-from search.frontier import best_within, pareto_front
 from reports.tables import frontier_rows
+from search.frontier import best_within, pareto_front
 from search.records import RunInfo, Scores, TrialPoint, read_run, write_run
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 FLOPS = "flops_speedup_vs_bert_base"
 LATENCY = "latency_speedup_vs_bert_base"
 
 
 def _scores(f1: float, speed: float, latency: float | None = None) -> Scores:
-    return Scores(exact_match=f1 - 8.0, f1=f1, gflops_per_question=40.0 / speed, flops_speedup_vs_keep_all=speed,
-                  flops_speedup_vs_bert_base=speed, flops_speedup_vs_bert_base_padded384=speed * 1.8,
-                  latency_speedup_vs_keep_all=latency, latency_speedup_vs_bert_base=latency,
-                  latency_ms=None if latency is None else 20.0 / latency)
+    return Scores(
+        exact_match=f1 - 8.0,
+        f1=f1,
+        gflops_per_question=40.0 / speed,
+        flops_speedup_vs_keep_all=speed,
+        flops_speedup_vs_bert_base=speed,
+        flops_speedup_vs_bert_base_padded384=speed * 1.8,
+        latency_speedup_vs_keep_all=latency,
+        latency_speedup_vs_bert_base=latency,
+        latency_ms=None if latency is None else 20.0 / latency,
+    )
 
 
-def _point(number: int, f1: float, speed: float, heldout: bool = True, latency: float | None = None,
-           feasible: bool = True, baseline: str | None = None) -> TrialPoint:
+def _point(
+    number: int,
+    f1: float,
+    speed: float,
+    heldout: bool = True,
+    latency: float | None = None,
+    feasible: bool = True,
+    baseline: str | None = None,
+) -> TrialPoint:
     config = LengthConfig.keep_all(4) if baseline == "keep-all" else LengthConfig.constant(4, 1.0 - number / 40)
-    return TrialPoint(number=number, config=config.to_dict(), label=config.label(), baseline=baseline,
-                      feasible=feasible, search=_scores(f1 + 0.3, speed, latency),
-                      heldout=_scores(f1, speed, latency) if heldout else None)
+    return TrialPoint(
+        number=number,
+        config=config.to_dict(),
+        label=config.label(),
+        baseline=baseline,
+        feasible=feasible,
+        search=_scores(f1 + 0.3, speed, latency),
+        heldout=_scores(f1, speed, latency) if heldout else None,
+    )
 
 
 # Held-out (F1, FLOPs speedup, latency speedup) of the points that matter.
 KNOWN = [
     _point(0, 88.0, 1.0, latency=1.0, baseline="keep-all"),
     _point(1, 87.8, 1.6, latency=1.5),
-    _point(2, 87.6, 2.5, latency=1.9),           # fastest with F1 >= 87.5 (BERT-1%)
+    _point(2, 87.6, 2.5, latency=1.9),  # fastest with F1 >= 87.5 (BERT-1%)
     _point(3, 86.0, 3.2, latency=2.6),
-    _point(4, 85.0, 3.0, latency=2.7),           # FLOPs-dominated by 3, but fastest on latency
+    _point(4, 85.0, 3.0, latency=2.7),  # FLOPs-dominated by 3, but fastest on latency
     _point(5, 88.2, 4.0, latency=3.0, feasible=False),  # would dominate everything, but misses the budget
-    _point(6, 87.6, 2.5, latency=1.8),           # same FLOPs coordinates as 2: the lower number wins
-    _point(7, 85.9, 3.2, latency=2.0),           # same speedup as 3, lower F1
+    _point(6, 87.6, 2.5, latency=1.8),  # same FLOPs coordinates as 2: the lower number wins
+    _point(7, 85.9, 3.2, latency=2.0),  # same speedup as 3, lower F1
     _point(8, 87.0, 1.5, latency=1.4, baseline="constant-0.90"),  # dominated baseline
-    _point(9, 99.0, 9.0, heldout=False),         # search-split scores only
-    _point(10, 87.1, 2.8, latency=2.1),          # fastest with F1 >= 87.0 (own-1%)
+    _point(9, 99.0, 9.0, heldout=False),  # search-split scores only
+    _point(10, 87.1, 2.8, latency=2.1),  # fastest with F1 >= 87.0 (own-1%)
 ]
 FLOPS_FRONT = [0, 1, 2, 10, 3]
 LATENCY_FRONT = [0, 1, 2, 10, 3, 4]
@@ -56,15 +76,29 @@ LATENCY_FRONT = [0, 1, 2, 10, 3, 4]
 def _sampled(seed: int = 0) -> list[TrialPoint]:
     """Search-only trials that sit well below the frontier."""
     rng = random.Random(seed)
-    return [_point(n, rng.uniform(20.0, 80.0), rng.uniform(1.0, 5.0), heldout=False, latency=None)
-            for n in range(11, 30)]
+    return [
+        _point(n, rng.uniform(20.0, 80.0), rng.uniform(1.0, 5.0), heldout=False, latency=None) for n in range(11, 30)
+    ]
 
 
 def _info(keep_all_f1: float | None = 88.0, **kw) -> RunInfo:
-    base = dict(name="synthetic", model="tiny/dynamic-bert", data="squad-dev.json", search_split="dev[0::2]",
-                heldout_split="dev[1::2]", search_questions=500, heldout_questions=480, trials=30,
-                sampler="tpe", cost="flops", budget="flops-speedup>=1.2", seconds=5400.0,
-                machine="test box, 2 cores", date="2025-01-01", keep_all_heldout_f1=keep_all_f1)
+    base = dict(
+        name="synthetic",
+        model="tiny/dynamic-bert",
+        data="squad-dev.json",
+        search_split="dev[0::2]",
+        heldout_split="dev[1::2]",
+        search_questions=500,
+        heldout_questions=480,
+        trials=30,
+        sampler="tpe",
+        cost="flops",
+        budget="flops-speedup>=1.2",
+        seconds=5400.0,
+        machine="test box, 2 cores",
+        date="2025-01-01",
+        keep_all_heldout_f1=keep_all_f1,
+    )
     base.update(kw)
     return RunInfo(**base)
 
@@ -147,9 +181,18 @@ def test_none_reaches_the_line(run_dir, tmp_path):
 
 
 def test_plots_render_even_far_below_the_bert_line(tmp_path):
-    low = [_point(p.number, p.heldout.f1 - 18.0 if p.heldout else p.search.f1 - 18.0, p.search.flops_speedup_vs_bert_base,
-                  heldout=p.heldout is not None, latency=p.search.latency_speedup_vs_bert_base,
-                  feasible=p.feasible, baseline=p.baseline) for p in KNOWN + _sampled()]
+    low = [
+        _point(
+            p.number,
+            p.heldout.f1 - 18.0 if p.heldout else p.search.f1 - 18.0,
+            p.search.flops_speedup_vs_bert_base,
+            heldout=p.heldout is not None,
+            latency=p.search.latency_speedup_vs_bert_base,
+            feasible=p.feasible,
+            baseline=p.baseline,
+        )
+        for p in KNOWN + _sampled()
+    ]
     write_run(tmp_path, _info(keep_all_f1=70.0), low)
     paths = make_report(tmp_path)
     assert {p.name for p in paths} == {"pareto.png", "pareto.svg", "frontier.csv", "report.md"}
@@ -175,7 +218,8 @@ def test_cli_help_exits_zero():
 
 
 def test_missing_run_folder_is_a_one_line_error(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "reports", str(tmp_path / "nope")], cwd=ROOT,
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "reports", str(tmp_path / "nope")], cwd=ROOT, capture_output=True, text=True
+    )
     assert done.returncode == 2
     assert done.stderr.startswith("error: ") and len(done.stderr.strip().splitlines()) == 1

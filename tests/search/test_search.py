@@ -13,18 +13,28 @@ from search.study import Objective, SearchSettings, run_search
 
 
 def _scores(**kw):
-    base = dict(exact_match=50.0, f1=60.0, gflops_per_question=2.0, flops_speedup_vs_keep_all=2.0,
-                flops_speedup_vs_bert_base=10.0, latency_speedup_vs_keep_all=1.5, latency_ms=12.0)
+    base = dict(
+        exact_match=50.0,
+        f1=60.0,
+        gflops_per_question=2.0,
+        flops_speedup_vs_keep_all=2.0,
+        flops_speedup_vs_bert_base=10.0,
+        latency_speedup_vs_keep_all=1.5,
+        latency_ms=12.0,
+    )
     base.update(kw)
     return Scores(**base)
 
 
-@pytest.mark.parametrize("text, met, missed", [
-    ("flops-speedup>=2", dict(flops_speedup_vs_keep_all=2.0), dict(flops_speedup_vs_keep_all=1.9)),
-    ("latency-speedup>=1.5", dict(latency_speedup_vs_keep_all=1.6), dict(latency_speedup_vs_keep_all=1.2)),
-    ("gflops<=2.5", dict(gflops_per_question=2.5), dict(gflops_per_question=2.6)),
-    ("latency-ms<=10", dict(latency_ms=9.0), dict(latency_ms=11.0)),
-])
+@pytest.mark.parametrize(
+    "text, met, missed",
+    [
+        ("flops-speedup>=2", dict(flops_speedup_vs_keep_all=2.0), dict(flops_speedup_vs_keep_all=1.9)),
+        ("latency-speedup>=1.5", dict(latency_speedup_vs_keep_all=1.6), dict(latency_speedup_vs_keep_all=1.2)),
+        ("gflops<=2.5", dict(gflops_per_question=2.5), dict(gflops_per_question=2.6)),
+        ("latency-ms<=10", dict(latency_ms=9.0), dict(latency_ms=11.0)),
+    ],
+)
 def test_budget_syntax(text, met, missed):
     budget = parse_budget(text)
     assert str(budget) == text.replace(" ", "")
@@ -51,9 +61,18 @@ def test_sampled_configurations_are_valid_and_baselines_are_in_the_space():
 
 
 def _settings(tmp_path, model_dir, squad_file, trials, **kw):
-    return SearchSettings(model=str(model_dir), data=str(squad_file), run_dir=str(tmp_path / "run"), trials=trials,
-                          search_questions=None, heldout_questions=None, latency_sample=2, latency_repeats=1,
-                          batch_size=4, **kw)
+    return SearchSettings(
+        model=str(model_dir),
+        data=str(squad_file),
+        run_dir=str(tmp_path / "run"),
+        trials=trials,
+        search_questions=None,
+        heldout_questions=None,
+        latency_sample=2,
+        latency_repeats=1,
+        batch_size=4,
+        **kw,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +88,14 @@ def test_search_writes_run_with_held_out_scores(finished_run):
     info, points = read_run(run_dir)
     assert info.trials == 10 and len(points) == 10
     assert info.search_questions + info.heldout_questions == 10
-    assert {p.baseline for p in points if p.baseline} == {"keep-all", "constant-0.90", "constant-0.80",
-                                                           "constant-0.70", "constant-0.60", "constant-0.50"}
+    assert {p.baseline for p in points if p.baseline} == {
+        "keep-all",
+        "constant-0.90",
+        "constant-0.80",
+        "constant-0.70",
+        "constant-0.60",
+        "constant-0.50",
+    }
     rescored = [p for p in points if p.heldout is not None]
     assert all(p.baseline or p.on_search_frontier for p in rescored)
     keep_all = next(p for p in points if p.baseline == "keep-all")

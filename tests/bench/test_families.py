@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import inspect
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import pytest
 import torch
@@ -38,8 +38,16 @@ def _seeded(cls, config, attn: str) -> torch.nn.Module:
 def _roberta(attn: str):
     from transformers import RobertaConfig, RobertaForQuestionAnswering
 
-    config = RobertaConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=4, num_attention_heads=4,
-                           intermediate_size=48, max_position_embeddings=66, pad_token_id=1, type_vocab_size=1)
+    config = RobertaConfig(
+        vocab_size=VOCAB,
+        hidden_size=32,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        intermediate_size=48,
+        max_position_embeddings=66,
+        pad_token_id=1,
+        type_vocab_size=1,
+    )
     return _seeded(RobertaForQuestionAnswering, config, attn)
 
 
@@ -47,8 +55,16 @@ def _bort(attn: str):
     """BORT's shape in miniature: BERT layout, RoBERTa's pad id, one token type, LayerNorm eps 1e-5."""
     from transformers import BertConfig, BertForQuestionAnswering
 
-    config = BertConfig(vocab_size=VOCAB, hidden_size=48, num_hidden_layers=4, num_attention_heads=4,
-                        intermediate_size=24, pad_token_id=1, type_vocab_size=1, layer_norm_eps=1e-5)
+    config = BertConfig(
+        vocab_size=VOCAB,
+        hidden_size=48,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        intermediate_size=24,
+        pad_token_id=1,
+        type_vocab_size=1,
+        layer_norm_eps=1e-5,
+    )
     return _seeded(BertForQuestionAnswering, config, attn)
 
 
@@ -64,9 +80,18 @@ def _mobilebert_config(**overrides):
     logits near 0.01, where a 1e-5 tolerance would hide wiring mistakes."""
     from transformers import MobileBertConfig
 
-    base = dict(vocab_size=VOCAB, hidden_size=48, num_hidden_layers=4, num_attention_heads=4, intermediate_size=40,
-                embedding_size=16, intra_bottleneck_size=24, num_feedforward_networks=3, max_position_embeddings=64,
-                initializer_range=0.1)
+    base = dict(
+        vocab_size=VOCAB,
+        hidden_size=48,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        intermediate_size=40,
+        embedding_size=16,
+        intra_bottleneck_size=24,
+        num_feedforward_networks=3,
+        max_position_embeddings=64,
+        initializer_range=0.1,
+    )
     return MobileBertConfig(**{**base, **overrides})
 
 
@@ -84,8 +109,11 @@ FAMILIES: dict[str, Family] = {
     "mobilebert": Family(_mobilebert),
     # MobileBERT's other wirings: q/k/v all from the input bottleneck; no bottleneck, no embedding projection
     "mobilebert-bottleneck-attention": Family(lambda attn: _mobilebert(attn, use_bottleneck_attention=True)),
-    "mobilebert-plain": Family(lambda attn: _mobilebert(
-        attn, use_bottleneck=False, trigram_input=False, embedding_size=48, num_feedforward_networks=1)),
+    "mobilebert-plain": Family(
+        lambda attn: _mobilebert(
+            attn, use_bottleneck=False, trigram_input=False, embedding_size=48, num_feedforward_networks=1
+        )
+    ),
 }
 
 
@@ -262,8 +290,16 @@ def _write_bort_folder(folder: Path) -> Path:
     (folder / "vocab.json").write_text(json.dumps(vocab))
     (folder / "merges.txt").write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in MERGES))
     (folder / "tokenizer_config.json").write_text(json.dumps({"model_max_length": 512, "add_prefix_space": False}))
-    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=4, num_attention_heads=4,
-                        intermediate_size=24, pad_token_id=1, type_vocab_size=1, layer_norm_eps=1e-5)
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        intermediate_size=24,
+        pad_token_id=1,
+        type_vocab_size=1,
+        layer_norm_eps=1e-5,
+    )
     torch.manual_seed(0)
     BertForQuestionAnswering(config).save_pretrained(folder)
     return folder
@@ -324,8 +360,12 @@ def test_bort_features_and_adaptive_forward(bort_folder, squad_file):
     with torch.no_grad():
         ref = model(**{k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")})
         out = ad(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
-        dropped = ad(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"],
-                     config=LengthConfig.parse("ratios:1,0.5,0.4,0.3"))
+        dropped = ad(
+            batch["input_ids"],
+            batch["attention_mask"],
+            batch["token_type_ids"],
+            config=LengthConfig.parse("ratios:1,0.5,0.4,0.3"),
+        )
     real = batch["attention_mask"].bool()
     assert (ref.start_logits - out.start_logits)[real].abs().max() <= 1e-5
     assert dropped.start_logits.shape == batch["input_ids"].shape
@@ -345,8 +385,9 @@ def test_runner_reports_the_family_flops(name, squad_file):
         model = _seeded(DistilBertForQuestionAnswering, config, "sdpa")
     else:
         model = _mobilebert("sdpa", vocab_size=len(vocabulary()))
-    runner = QARunner(name, load_squad_file(squad_file), batch_size=4, model=model, tokenizer=tiny_tokenizer(),
-                      progress=False)
+    runner = QARunner(
+        name, load_squad_file(squad_file), batch_size=4, model=model, tokenizer=tiny_tokenizer(), progress=False
+    )
     config = LengthConfig.parse("ratios:1,0.6,0.4,0.2")
     result = runner.evaluate(config)
     check_flops_consistent(runner, config, result.tokens_kept_per_layer)

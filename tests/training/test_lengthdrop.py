@@ -6,21 +6,29 @@ import pytest
 import torch
 from fixtures import tiny_bert, tiny_tokenizer, vocabulary
 
-from cli import lengthdrop as lengthdrop_cli
-from training import lengthdrop as ld
-from training.checkpoints import load_tensor_shards, save_tensor_shards
 from bench.adaptive import LengthAdaptiveQA
 from bench.errors import UserError
 from bench.features import build_features, collate
 from bench.squad import load_squad
+from cli import lengthdrop as lengthdrop_cli
+from training import lengthdrop as ld
+from training.checkpoints import load_tensor_shards, save_tensor_shards
 
 NUM_LAYERS = 4
 
 
 def _recipe(model_dir: Path, squad_file: Path, **overrides) -> ld.LengthDropRecipe:
     """Tiny fixture: 10 questions -> 10 features, batch 4 -> 3 steps per epoch, 6 steps over 2 epochs."""
-    options = dict(base=str(model_dir), train=str(squad_file), batch_size=4, max_length=64, stride=16,
-                   learning_rate=1e-3, warmup=0.0, epochs=2.0)
+    options = dict(
+        base=str(model_dir),
+        train=str(squad_file),
+        batch_size=4,
+        max_length=64,
+        stride=16,
+        learning_rate=1e-3,
+        warmup=0.0,
+        epochs=2.0,
+    )
     options.update(overrides)
     return ld.LengthDropRecipe(**options)
 
@@ -167,8 +175,29 @@ def test_teacher_adds_a_kl_term_and_stays_frozen(squad_file):
 # --- whole runs --------------------------------------------------------------------------------
 def test_run_writes_a_loadable_folder_with_small_files_and_is_idempotent(model_dir, squad_file, tmp_path, capsys):
     out = tmp_path / "ld"
-    assert lengthdrop_cli.main(["--model", str(model_dir), "--train", str(squad_file), "--out", str(out), "--batch-size", "4",
-                    "--max-length", "64", "--stride", "16", "--max-steps", "2", "--threads", "1"]) == 0
+    assert (
+        lengthdrop_cli.main(
+            [
+                "--model",
+                str(model_dir),
+                "--train",
+                str(squad_file),
+                "--out",
+                str(out),
+                "--batch-size",
+                "4",
+                "--max-length",
+                "64",
+                "--stride",
+                "16",
+                "--max-steps",
+                "2",
+                "--threads",
+                "1",
+            ]
+        )
+        == 0
+    )
     info = json.loads((out / "training.json").read_text())
     assert info["steps"] == 2 and info["recipe"]["bound"] == 0.2 and info["recipe"]["num_sub_models"] == 2
     assert not (out / "checkpoint").exists()
@@ -180,8 +209,27 @@ def test_run_writes_a_loadable_folder_with_small_files_and_is_idempotent(model_d
     assert (out / "tokenizer_config.json").is_file()
     mtime = (out / "training.json").stat().st_mtime_ns
     capsys.readouterr()
-    assert lengthdrop_cli.main(["--model", str(model_dir), "--train", str(squad_file), "--out", str(out), "--batch-size", "4",
-                    "--max-length", "64", "--stride", "16", "--max-steps", "2"]) == 0
+    assert (
+        lengthdrop_cli.main(
+            [
+                "--model",
+                str(model_dir),
+                "--train",
+                str(squad_file),
+                "--out",
+                str(out),
+                "--batch-size",
+                "4",
+                "--max-length",
+                "64",
+                "--stride",
+                "16",
+                "--max-steps",
+                "2",
+            ]
+        )
+        == 0
+    )
     assert "nothing to do" in capsys.readouterr().out
     assert (out / "training.json").stat().st_mtime_ns == mtime
 
@@ -264,8 +312,20 @@ def test_teacher_with_another_vocabulary_is_a_clear_user_error(model_dir, squad_
     BertTokenizer(vocab=vocab).save_pretrained(teacher)
     with pytest.raises(UserError, match="different vocabulary.*1 only in the teacher"):
         ld.train_lengthdrop(_recipe(model_dir, squad_file, teacher=str(teacher), max_steps=1), tmp_path / "o")
-    code = lengthdrop_cli.main(["--model", str(model_dir), "--train", str(squad_file), "--out", str(tmp_path / "o"),
-                    "--teacher", str(teacher), "--max-steps", "1"])
+    code = lengthdrop_cli.main(
+        [
+            "--model",
+            str(model_dir),
+            "--train",
+            str(squad_file),
+            "--out",
+            str(tmp_path / "o"),
+            "--teacher",
+            str(teacher),
+            "--max-steps",
+            "1",
+        ]
+    )
     assert code == 2 and "same tokenizer" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
 
@@ -282,8 +342,20 @@ def test_help_lists_the_options(capsys):
     with pytest.raises(SystemExit):
         lengthdrop_cli.main(["--help"])
     text = capsys.readouterr().out
-    for option in ("--model", "--train", "--out", "--teacher", "--bound", "--num-sub-models", "--epochs", "--lr",
-                   "--batch-size", "--save-every", "--max-steps", "--threads"):
+    for option in (
+        "--model",
+        "--train",
+        "--out",
+        "--teacher",
+        "--bound",
+        "--num-sub-models",
+        "--epochs",
+        "--lr",
+        "--batch-size",
+        "--save-every",
+        "--max-steps",
+        "--threads",
+    ):
         assert option in text
 
 

@@ -107,8 +107,9 @@ def _reference_drop(q, k, v, lengths, keep, scale):
     return torch.stack(contexts), torch.stack(slots)
 
 
-@pytest.mark.parametrize("batch,heads,n,head_dim", [(1, 12, 150, 32), (3, 4, 37, 8), (2, 2, 20, 80), (1, 3, 1, 16),
-                                                    (2, 12, 70, 64)])
+@pytest.mark.parametrize(
+    "batch,heads,n,head_dim", [(1, 12, 150, 32), (3, 4, 37, 8), (2, 2, 20, 80), (1, 3, 1, 16), (2, 12, 70, 64)]
+)
 def test_drop_attention_equals_reference(kernel, batch, heads, n, head_dim):
     g = torch.Generator().manual_seed(batch * 1000 + n + head_dim)
     qkv = torch.randn(batch, n, 3 * heads * head_dim, generator=g)  # the fused projection's layout
@@ -149,8 +150,10 @@ def test_engine_native_drop_matches_torch_path(kernel, monkeypatch, left_padding
 
     calls = []
     original = kernel.drop_attention
-    monkeypatch.setattr("bench.adaptive.native_kernels",
-                        lambda: type("Spy", (), {"drop_attention": staticmethod(lambda *a: calls.append(1) or original(*a))})())
+    monkeypatch.setattr(
+        "bench.adaptive.native_kernels",
+        lambda: type("Spy", (), {"drop_attention": staticmethod(lambda *a: calls.append(1) or original(*a))})(),
+    )
     torch.manual_seed(1)
     model = BertForQuestionAnswering._from_config(tiny_bert_config(hidden=48, heads=4, ffn=96)).eval()
     ids = torch.randint(5, 60, (3, 23), generator=torch.Generator().manual_seed(5))

@@ -8,18 +8,37 @@ import pytest
 
 from bench.__main__ import main
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, "-m", "bench", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "bench", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_eval_writes_metrics_and_official_predictions(tmp_path, model_dir, squad_file):
     out = tmp_path / "run"
-    code = main(["eval", "--model", str(model_dir), "--data", str(squad_file), "--config", "ratios:1,0.7,0.5,0.3",
-                 "--out", str(out), "--latency-sample", "3", "--latency-repeats", "1", "--no-bert-base-latency", "--quiet"])
+    code = main(
+        [
+            "eval",
+            "--model",
+            str(model_dir),
+            "--data",
+            str(squad_file),
+            "--config",
+            "ratios:1,0.7,0.5,0.3",
+            "--out",
+            str(out),
+            "--latency-sample",
+            "3",
+            "--latency-repeats",
+            "1",
+            "--no-bert-base-latency",
+            "--quiet",
+        ]
+    )
     assert code == 0
     metrics = json.loads((out / "metrics.json").read_text())
     predictions = json.loads((out / "predictions.json").read_text())
@@ -37,8 +56,24 @@ def test_eval_writes_metrics_and_official_predictions(tmp_path, model_dir, squad
 
 def test_keep_all_eval_matches_limit(tmp_path, model_dir, squad_file):
     out = tmp_path / "run"
-    assert main(["eval", "--model", str(model_dir), "--data", str(squad_file), "--limit", "4",
-                 "--out", str(out), "--no-latency", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--model",
+                str(model_dir),
+                "--data",
+                str(squad_file),
+                "--limit",
+                "4",
+                "--out",
+                str(out),
+                "--no-latency",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["questions"] == 4 and metrics["speedups"]["flops_vs_keep_all"] == pytest.approx(1.0)
     assert metrics["latency"] is None
@@ -67,13 +102,24 @@ def test_bad_input_is_one_clear_line(tmp_path, model_dir, squad_file, args, mess
 def test_malformed_squad_file(tmp_path, model_dir):
     bad = tmp_path / "bad.json"
     bad.write_text('{"data": [{"title": "x"}]}')
-    proc = _run("eval", "--model", str(model_dir), "--data", str(bad), "--no-latency", "--quiet", "--out", str(tmp_path / "o"))
+    proc = _run(
+        "eval", "--model", str(model_dir), "--data", str(bad), "--no-latency", "--quiet", "--out", str(tmp_path / "o")
+    )
     assert proc.returncode == 2 and "malformed SQuAD file" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_unreachable_hub_id_offline(tmp_path, squad_file):
-    proc = _run("eval", "--model", "someone/not-a-model", "--data", str(squad_file), "--no-latency", "--quiet",
-                "--out", str(tmp_path / "o"))
+    proc = _run(
+        "eval",
+        "--model",
+        "someone/not-a-model",
+        "--data",
+        str(squad_file),
+        "--no-latency",
+        "--quiet",
+        "--out",
+        str(tmp_path / "o"),
+    )
     assert proc.returncode == 2 and "could not load" in proc.stderr and "Traceback" not in proc.stderr
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from fixtures import ARTICLES
 
 from bench.answer import Answerer
 from bench.config import LengthConfig
@@ -17,14 +18,15 @@ from bench.errors import UserError
 from bench.features import build_features
 from bench.postprocess import predict_answers
 from bench.squad import Example
-from fixtures import ARTICLES
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DROPPING = "ratios:1,0.5,0.5,0.25"
 
 
 def _pairs() -> list[tuple[str, str]]:
-    return [(question, context) for _t, paragraphs in ARTICLES for context, qas in paragraphs for _i, question, _a in qas]
+    return [
+        (question, context) for _t, paragraphs in ARTICLES for context, qas in paragraphs for _i, question, _a in qas
+    ]
 
 
 def _long_context() -> str:
@@ -147,15 +149,27 @@ def test_mismatched_or_empty_inputs_are_user_errors(answerer):
 
 def _run_cli(*args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, "-m", "bench", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "bench", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_cli_answers_one_question(model_dir, tmp_path):
     question, context = _pairs()[0]
     out = tmp_path / "answer.json"
-    proc = _run_cli("answer", "--model", str(model_dir), "--config", DROPPING,
-                    "--question", question, "--context", context, "--out", str(out))
+    proc = _run_cli(
+        "answer",
+        "--model",
+        str(model_dir),
+        "--config",
+        DROPPING,
+        "--question",
+        question,
+        "--context",
+        context,
+        "--out",
+        str(out),
+    )
     assert proc.returncode == 0, proc.stderr
     printed = json.loads(proc.stdout)
     assert "answer" in printed and printed["answer"] == context[printed["start"] : printed["end"]]
@@ -171,7 +185,9 @@ def test_cli_reads_jsonl_and_reports_user_errors(model_dir, tmp_path):
     assert [r["answer"] for r in json.loads(proc.stdout)] == [
         c[r["start"] : r["end"]] for (_q, c), r in zip(pairs, json.loads(proc.stdout))
     ]
-    bad = _run_cli("answer", "--model", str(model_dir), "--config", "ratios:1,0.5", "--question", "q?", "--context", "c")
+    bad = _run_cli(
+        "answer", "--model", str(model_dir), "--config", "ratios:1,0.5", "--question", "q?", "--context", "c"
+    )
     assert bad.returncode == 2 and bad.stderr.startswith("error:") and "4 encoder layers" in bad.stderr
 
 

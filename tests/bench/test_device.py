@@ -20,12 +20,12 @@ import pytest
 import torch
 
 from bench.__main__ import main as bench_main
+from bench.device import resolve_device
 from bench.errors import UserError
 from bench.latency import device_synchronizer, interleaved_batch_timings
-from bench.device import resolve_device
 from bench.runner import QARunner
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -88,9 +88,25 @@ def test_runner_on_explicit_cpu_matches_the_default(model_dir, squad_file):
 
 def test_eval_on_cpu_records_the_device(tmp_path, model_dir, squad_file):
     out = tmp_path / "run"
-    code = bench_main(["eval", "--model", str(model_dir), "--data", str(squad_file), "--device", "cpu",
-                       "--out", str(out), "--latency-sample", "2", "--latency-repeats", "1",
-                       "--no-bert-base-latency", "--quiet"])
+    code = bench_main(
+        [
+            "eval",
+            "--model",
+            str(model_dir),
+            "--data",
+            str(squad_file),
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+            "--latency-sample",
+            "2",
+            "--latency-repeats",
+            "1",
+            "--no-bert-base-latency",
+            "--quiet",
+        ]
+    )
     assert code == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["device"].startswith("cpu") and metrics["latency"]["speedup_vs_keep_all"]["median"] > 0
@@ -98,8 +114,21 @@ def test_eval_on_cpu_records_the_device(tmp_path, model_dir, squad_file):
 
 def test_eval_on_cuda_without_gpu_fails_in_one_line_before_loading(tmp_path, squad_file, no_gpu, capsys):
     # the model folder does not exist: the device check must come first, with its own message
-    code = bench_main(["eval", "--model", str(tmp_path / "not-loaded"), "--data", str(squad_file),
-                       "--device", "cuda", "--out", str(tmp_path / "o"), "--no-latency", "--quiet"])
+    code = bench_main(
+        [
+            "eval",
+            "--model",
+            str(tmp_path / "not-loaded"),
+            "--data",
+            str(squad_file),
+            "--device",
+            "cuda",
+            "--out",
+            str(tmp_path / "o"),
+            "--no-latency",
+            "--quiet",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2
     assert "sees no CUDA GPU; use --device cpu" in err and len(err.strip().splitlines()) == 1
@@ -108,9 +137,29 @@ def test_eval_on_cuda_without_gpu_fails_in_one_line_before_loading(tmp_path, squ
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a CUDA GPU")
 def test_eval_device_cuda_subprocess_without_gpu(tmp_path, squad_file, model_dir):
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONPATH=str(ROOT))
-    proc = subprocess.run([sys.executable, "-m", "bench", "eval", "--model", str(model_dir), "--data", str(squad_file),
-                           "--device", "cuda", "--no-latency", "--quiet", "--out", str(tmp_path / "o")],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "eval",
+            "--model",
+            str(model_dir),
+            "--data",
+            str(squad_file),
+            "--device",
+            "cuda",
+            "--no-latency",
+            "--quiet",
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 2
     assert "use --device cpu" in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
@@ -145,8 +194,13 @@ class FakeDevice:
 
 def test_synchronize_charges_queued_work_to_the_contender_that_queued_it():
     device = FakeDevice(0.02)
-    timings = interleaved_batch_timings({"gpu": device.launch, "idle": lambda b: None}, batches=[0, 1],
-                                        repeats=2, warmup=1, synchronize=device.synchronize)
+    timings = interleaved_batch_timings(
+        {"gpu": device.launch, "idle": lambda b: None},
+        batches=[0, 1],
+        repeats=2,
+        warmup=1,
+        synchronize=device.synchronize,
+    )
     assert all(s >= 2 * 0.02 for s in timings["gpu"].samples)  # both batches' work, every round
     assert all(s < 0.02 for s in timings["idle"].samples)  # none of it leaks into the next contender
     assert device.synchronized == 2 * (3 * 2 * 2)  # before and after each call: rounds x batches x contenders
@@ -167,8 +221,22 @@ def test_device_synchronizer_is_none_on_cpu():
 # --- the benchmark scripts --------------------------------------------------------------------
 def test_keep_all_overhead_on_cpu_prints_the_device(model_dir, squad_file, capsys):
     script = _load_benchmark("keep_all_overhead")
-    code = script.main(["--model", str(model_dir), "--data", str(squad_file), "--features", "3",
-                        "--batch-sizes", "1,2", "--repeats", "1", "--device", "cpu"])
+    code = script.main(
+        [
+            "--model",
+            str(model_dir),
+            "--data",
+            str(squad_file),
+            "--features",
+            "3",
+            "--batch-sizes",
+            "1,2",
+            "--repeats",
+            "1",
+            "--device",
+            "cpu",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0
     assert "device cpu" in out and "batch   1 on cpu" in out and "batch   2 on cpu" in out
@@ -177,9 +245,26 @@ def test_keep_all_overhead_on_cpu_prints_the_device(model_dir, squad_file, capsy
 
 def test_flops_fidelity_on_cpu_prints_the_device_and_batch_sizes(model_dir, squad_file, capsys):
     script = _load_benchmark("flops_fidelity")
-    code = script.main(["--model", str(model_dir), "--data", str(squad_file), "--features", "4", "--repeats", "1",
-                        "--configs", "ratios:1,0.5,0.25,0.125", "--batch-sizes", "1,2", "--threads", "1",
-                        "--device", "cpu"])
+    code = script.main(
+        [
+            "--model",
+            str(model_dir),
+            "--data",
+            str(squad_file),
+            "--features",
+            "4",
+            "--repeats",
+            "1",
+            "--configs",
+            "ratios:1,0.5,0.25,0.125",
+            "--batch-sizes",
+            "1,2",
+            "--threads",
+            "1",
+            "--device",
+            "cpu",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0
     assert "batch 1," in out and "batch 2," in out and "device cpu" in out

@@ -32,7 +32,9 @@ def test_runner_latency_references_the_engines_own_keep_all(model_dir, squad_fil
     runner = QARunner(str(model_dir), load_squad(str(squad_file)), batch_size=4, progress=False)
     seen, stock_calls = [], []
     engine_forward = runner.adaptive.forward
-    monkeypatch.setattr(runner.adaptive, "forward", lambda *a, **k: seen.append(a[3].label()) or engine_forward(*a, **k))
+    monkeypatch.setattr(
+        runner.adaptive, "forward", lambda *a, **k: seen.append(a[3].label()) or engine_forward(*a, **k)
+    )
     stock_forward = runner.model.forward
     monkeypatch.setattr(runner.model, "forward", lambda *a, **k: stock_calls.append(1) or stock_forward(*a, **k))
     config = LengthConfig.parse("ratios:1,0.7,0.5,0.3")
