@@ -1,7 +1,11 @@
 # dynlen: every target runs inside .venv (made by `make install`).
 PY      ?= .venv/bin/python
-MODEL   ?= models/minilm-squad-lengthdrop
-STANDARD ?= models/minilm-squad
+# The two models this project builds itself (bench/model_io.py names the same folders). Only these
+# are built on demand; any other MODEL (a hub id, your own folder) is loaded exactly as given.
+DEFAULT_MODEL  ?= models/minilm-squad-lengthdrop
+STANDARD_MODEL ?= models/minilm-squad
+MODEL   ?= $(DEFAULT_MODEL)
+STANDARD ?= $(STANDARD_MODEL)
 # DATA and TRAIN default to the paths in bench/squad.py (DEFAULT_DEV_SET) and training/recipe.py
 DATA    ?=
 TRAIN   ?=
@@ -51,8 +55,18 @@ train:
 eval:
 	$(PY) -m bench eval --model $(MODEL) $(if $(DATA),--data $(DATA),) --config '$(CONFIG)' --out $(OUT) $(if $(LIMIT),--limit $(LIMIT),)
 
-pareto:
-	@test -f $(MODEL)/config.json || $(MAKE) $(if $(filter $(STANDARD),$(MODEL)),model-standard,model) MODEL=$(MODEL)
+# Decided when the Makefile is read, not by a shell test: a hub id such as org/name must never be
+# taken for a missing folder and trained into, and `make -n` shows exactly what will run.
+BUILDABLE := $(DEFAULT_MODEL) $(STANDARD_MODEL)
+BUILD_ON_DEMAND := $(if $(filter $(patsubst %/,%,$(MODEL)),$(BUILDABLE)),$(patsubst %/,%,$(MODEL))/config.json,)
+
+$(DEFAULT_MODEL)/config.json:
+	$(MAKE) model MODEL=$(DEFAULT_MODEL) STANDARD=$(STANDARD_MODEL)
+
+$(STANDARD_MODEL)/config.json:
+	$(MAKE) model-standard STANDARD=$(STANDARD_MODEL)
+
+pareto: $(BUILD_ON_DEMAND)
 	$(PY) -m search run --model $(MODEL) $(if $(DATA),--data $(DATA),) --run-dir reports/$(RUN) --trials $(TRIALS) \
 		--cost $(COST) --sampler $(SAMPLER) $(if $(BUDGET),--budget '$(BUDGET)',) $(SEARCH_SIZE)
 

@@ -1,0 +1,37 @@
+"""What `make` would run, read from `make -n`: no model is trained and no search starts here."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+
+
+def _dry_run(*args: str) -> str:
+    done = subprocess.run(
+        ["make", "--no-print-directory", "-n", *args], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+@pytest.mark.parametrize(
+    "model", ["csarron/bert-base-uncased-squad-v1", "models/minlm-squad-lengthdrop", "/no/such/folder"]
+)
+def test_pareto_never_trains_a_model_it_was_not_asked_to_build(model):
+    """A hub id or a mistyped path is handed to the search as given; the search says if it cannot load it."""
+    out = _dry_run("pareto", f"MODEL={model}")
+    assert "finetune" not in out and "lengthdrop --model" not in out and "make model" not in out
+    assert f"--model {model}" in out
+
+
+def test_pareto_builds_the_default_model_when_missing(tmp_path):
+    missing = tmp_path / "default-model"
+    out = _dry_run("pareto", f"DEFAULT_MODEL={missing}", f"MODEL={missing}")
+    assert "finetune" in out and f"--out {missing}" in out
