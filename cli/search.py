@@ -15,7 +15,8 @@ DESCRIPTION = (
     "Optuna search over per-layer length configurations (maximise F1, minimise cost) "
     "on one article-level split of the data; the frontier is re-scored on the "
     "held-out split and a report is written to the run folder. Re-running the "
-    "same command resumes the study."
+    "same command resumes the study; with --storage on a database server, the same command on "
+    "several processes or machines shares one study and stops at --trials completed trials in all."
 )
 
 
@@ -48,7 +49,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--storage",
         default=None,
-        help="Optuna storage URL, e.g. postgresql://user@host/db for many workers (default: SQLite in the run folder)",
+        help="Optuna storage URL, e.g. postgresql://user@host/db for many workers running the same command "
+        "(default: SQLite in the run folder, one process)",
+    )
+    parser.add_argument(
+        "--study-name",
+        default=None,
+        help="name of the study in the storage (default: the run folder's name, so one server holds many runs)",
+    )
+    parser.add_argument(
+        "--heartbeat",
+        type=int,
+        default=d.heartbeat,
+        help="seconds between a trial's heartbeats on a server storage; a trial silent for 3 beats "
+        "(its worker was killed) is failed and retried (default: %(default)s)",
     )
     parser.add_argument(
         "--search-questions",
@@ -127,9 +141,11 @@ def run(args: argparse.Namespace) -> int:
         latency_batch_size=args.latency_batch_size,
         threads=args.threads,
         max_rescore=args.max_rescore,
+        study_name=args.study_name,
+        heartbeat=args.heartbeat,
     )
     run_dir = run_search(settings, budget)
-    if not args.no_report:
+    if run_dir is not None and not args.no_report:
         for path in make_report(run_dir, bert_f1=args.bert_f1):
             print(f"wrote {path}")
     return 0

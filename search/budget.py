@@ -11,6 +11,7 @@ how far a configuration is from the budget in that sign convention.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -75,3 +76,36 @@ def parse_budget(text: str | None) -> Budget | None:
     if number <= 0:
         raise UserError(f"budget {text!r}: the threshold must be positive")
     return Budget(name, number)
+
+
+def check_reachable(budget: Budget, cheapest, where: str) -> None:
+    """Refuse, before any trial runs, a FLOPs budget that even the cheapest configuration misses.
+
+    ``cheapest`` is the FLOPs report (:class:`bench.costs.FlopReport`) of the cheapest
+    configuration the search space allows, counted on the split's real lengths: FLOPs need no
+    model run, so an impossible budget costs nothing. Latency budgets can only be measured, and
+    are left to the search (which says at the end when no trial met them).
+    """
+    if budget.needs_latency:
+        return
+    scores = Scores(
+        exact_match=0.0,
+        f1=0.0,
+        gflops_per_question=cheapest.gflops_per_question,
+        flops_speedup_vs_keep_all=cheapest.speedup_vs_keep_all,
+        flops_speedup_vs_bert_base=cheapest.speedup_vs_bert_base,
+    )
+    if budget.is_met(scores):
+        return
+    value = budget.value(scores)
+    raise UserError(
+        f"budget {budget} cannot be met: the cheapest configuration the search space allows reaches "
+        f"{budget.name} {value:.3g} on the {where}; ask for {budget.name}{budget.op}{_round_toward(value, budget.op)} "
+        "or less demanding"
+    )
+
+
+def _round_toward(value: float, op: str) -> str:
+    """A printable threshold that the cheapest configuration still meets."""
+    scaled = value * 100
+    return f"{(math.floor(scaled) if op == '>=' else math.ceil(scaled)) / 100:g}"

@@ -106,11 +106,11 @@ def test_search_writes_run_with_held_out_scores(finished_run):
 
 def test_rerun_resumes_without_repeating_trials(finished_run, model_dir, squad_file):
     settings, run_dir = finished_run
-    study = optuna.load_study(study_name="dynlen", storage=settings.storage_url)
+    study = optuna.load_study(study_name=settings.name, storage=settings.storage_url)
     before = [(t.number, t.params) for t in study.trials]
     more = SearchSettings(**{**settings.__dict__, "trials": 12})
     run_search(more, None)
-    study = optuna.load_study(study_name="dynlen", storage=settings.storage_url)
+    study = optuna.load_study(study_name=settings.name, storage=settings.storage_url)
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(complete) == 12
     assert [(t.number, t.params) for t in study.trials[: len(before)]] == before
@@ -130,7 +130,7 @@ def test_killed_search_loses_no_completed_trial(tmp_path, model_dir, squad_file,
     monkeypatch.setattr(Objective, "measure", dies_on_fourth)
     with pytest.raises(KeyboardInterrupt):
         run_search(settings, None)
-    study = optuna.load_study(study_name="dynlen", storage=settings.storage_url)
+    study = optuna.load_study(study_name=settings.name, storage=settings.storage_url)
     assert len([t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]) == 3
     monkeypatch.setattr(Objective, "measure", original)
     run_search(settings, None)
@@ -141,7 +141,7 @@ def test_killed_search_loses_no_completed_trial(tmp_path, model_dir, squad_file,
 def test_changed_settings_are_refused(finished_run):
     settings, _ = finished_run
     other = SearchSettings(**{**settings.__dict__, "cost": "latency"})
-    with pytest.raises(UserError, match="other settings"):
+    with pytest.raises(UserError, match="--cost was"):
         run_search(other, None)
 
 
