@@ -32,45 +32,108 @@ def _looks_like_path(name: str) -> bool:
 
 
 def check_model_source(name: str) -> None:
-    """Fail early, in words, on a path that does not exist."""
+    """Fail early, in words, on a path that does not exist.
+
+    The messages name the ``model`` argument, not a Makefile variable: they reach library users
+    (``Answerer(model=...)``) as well as the commands, whose ``--model`` is the same argument.
+    """
     path = Path(name).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():
-            raise UserError(f"{name} has no config.json: point MODEL at a Hugging Face model folder")
+            raise UserError(f"{name} has no config.json: model= must be a Hugging Face model folder or a hub id")
         return
     if name in (DEFAULT_MODEL_DIR, STANDARD_MODEL_DIR) or _looks_like_path(name):
         built = name.rstrip("/") in (DEFAULT_MODEL_DIR, STANDARD_MODEL_DIR)
-        hint = " Build the default models with `make model`." if built else ""
-        raise UserError(f"model folder not found: {name}.{hint} Or pass MODEL=<local folder or hub id>")
+        hint = " It is built by `make model`." if built else ""
+        raise UserError(f"model folder not found: {name}.{hint} Give model= a local model folder or a hub id")
 
 
-def load_qa_model(name: str, attn_implementation: str = "sdpa"):
-    """A ``*ForQuestionAnswering`` model in eval mode, by local folder or hub id."""
+_DTYPES = ("auto", "float32", "float16", "bfloat16")
+
+
+def _dtype(dtype):
+    """``None`` (the checkpoint loads as float32, as before), "auto" (the dtype it was saved in), a name or a torch dtype."""
+    import torch
+
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in _DTYPES:
+        raise UserError(f"dtype must be one of {', '.join(_DTYPES)} or a torch dtype, got {dtype!r}")
+    return dtype if dtype == "auto" else getattr(torch, dtype)
+
+
+def hub_options(revision: str | None = None, trust_remote_code: bool = False, token: str | bool | None = None) -> dict:
+    """The ``from_pretrained`` keywords shared by model and tokenizer.
+
+    ``token`` defaults to ``HF_TOKEN`` from the environment, so a private or gated model loads
+    the way ``huggingface-cli login`` users expect; remote code stays off unless asked for,
+    because it runs the repository's Python on this machine.
+    """
+    options: dict = {"trust_remote_code": bool(trust_remote_code)}
+    if revision is not None:
+        options["revision"] = revision
+    if token is None:
+        token = os.environ.get("HF_TOKEN") or None
+    if token is not None:
+        options["token"] = token
+    return options
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+
+
+def load_qa_model(
+    name: str,
+    attn_implementation: str = "sdpa",
+    *,
+    revision: str | None = None,
+    trust_remote_code: bool = False,
+    dtype=None,
+    token: str | bool | None = None,
+):
+    """A ``*ForQuestionAnswering`` model in eval mode, by local folder or hub id.
+
+    ``revision``, ``trust_remote_code``, ``dtype`` and ``token`` mean what they mean to
+    ``from_pretrained``; see :func:`hub_options` for the defaults.
+    """
     from transformers import AutoModelForQuestionAnswering
 
+    options = hub_options(revision, trust_remote_code, token)
+    if dtype is not None:
+        options["dtype"] = _dtype(dtype)
     check_model_source(name)
     try:
-        model = AutoModelForQuestionAnswering.from_pretrained(name, attn_implementation=attn_implementation)
+        model = AutoModelForQuestionAnswering.from_pretrained(name, attn_implementation=attn_implementation, **options)
     except OSError as exc:
         raise UserError(
-            f"could not load model {name!r}: {str(exc).splitlines()[0][:200]}. Offline, pass a local "
-            f"folder (MODEL={DEFAULT_MODEL_DIR}, built by `make model`)"
+            f"could not load model {name!r}: {_first_line(exc)}. Offline, give model= a local folder "
+            f"(the default {DEFAULT_MODEL_DIR} is built by `make model`); for a private hub model set HF_TOKEN"
         ) from None
     except ValueError as exc:
-        raise UserError(f"{name!r} is not a question-answering model: {str(exc).splitlines()[0][:200]}") from None
+        if "trust_remote_code" in str(exc):
+            raise UserError(
+                f"{name!r} needs its own code from the hub: pass trust_remote_code=True "
+                "(--trust-remote-code) if you trust that repository"
+            ) from None
+        raise UserError(f"{name!r} is not a question-answering model: {_first_line(exc)}") from None
     return model.eval()
 
 
-def load_tokenizer(name: str):
+def load_tokenizer(
+    name: str, *, revision: str | None = None, trust_remote_code: bool = False, token: str | bool | None = None
+):
     from transformers import AutoTokenizer
 
     from bench.families.bort import byte_level_bpe_tokenizer
 
     check_model_source(name)
     try:
-        return byte_level_bpe_tokenizer(name) or AutoTokenizer.from_pretrained(name)
+        return byte_level_bpe_tokenizer(name) or AutoTokenizer.from_pretrained(
+            name, **hub_options(revision, trust_remote_code, token)
+        )
     except (OSError, ValueError) as exc:
-        raise UserError(f"could not load the tokenizer of {name!r}: {str(exc).splitlines()[0][:200]}") from None
+        raise UserError(f"could not load the tokenizer of {name!r}: {_first_line(exc)}") from None
 
 
 def quiet_libraries() -> None:

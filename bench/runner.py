@@ -111,19 +111,26 @@ class QARunner:
         tokenizer=None,
         progress: bool = True,
         device: str | torch.device = "cpu",
+        load_options: dict | None = None,
     ):
-        """``device``: 'cpu' (the default, as before), 'cuda' or 'auto'; the model is moved there."""
+        """``device``: 'cpu' (the default, as before), 'cuda' or 'auto'; the model is moved there.
+
+        ``load_options``: ``revision``, ``trust_remote_code``, ``token`` and ``dtype`` for loading
+        ``model_name`` (see :func:`bench.model_io.load_qa_model`).
+        """
         if threads:
             torch.set_num_threads(threads)
         self.device = resolve_device(device)
         self.model_name = model_name
         self.data = data
         self.progress = progress
-        self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(model_name)
-        self.model = model if model is not None else load_qa_model(model_name)
+        options = dict(load_options or {})
+        dtype = options.pop("dtype", None)
+        self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(model_name, **options)
+        self.model = model if model is not None else load_qa_model(model_name, dtype=dtype, **options)
         self.model.to(self.device)
         self.model.eval()
-        self.adaptive = LengthAdaptiveQA(self.model)
+        self.adaptive = LengthAdaptiveQA(self.model, sep_token_id=self.tokenizer.sep_token_id)
         self.shape = self.adaptive.cost_shape()
         self.features: Features = cached_features(data, self.tokenizer)
         self.pad_id = self.tokenizer.pad_token_id or 0
@@ -169,7 +176,14 @@ class QARunner:
         )
 
     def flops(self, config: LengthConfig, padded: bool = False) -> FlopReport:
-        return flop_report(self.shape, config, self.features.lengths, self.questions, padded=padded)
+        return flop_report(
+            self.shape,
+            config,
+            self.features.lengths,
+            self.questions,
+            padded=padded,
+            probe_token_flops=self.adaptive.probe_token_flops,
+        )
 
     def mean_tokens(self, config: LengthConfig) -> list[float]:
         return mean_tokens_per_layer(config, self.features.lengths)
