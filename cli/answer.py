@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from bench.answer import Answerer
+from bench.device import DEVICE_CHOICES
 from bench.errors import UserError
 from bench.model_io import DEFAULT_MODEL_DIR
 
@@ -37,8 +38,50 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", help="also write the JSON results to this file")
     parser.add_argument("--batch-size", type=int, default=16, help="windows per forward pass (default: %(default)s)")
     parser.add_argument(
-        "--max-answer-length", type=int, default=30, help="longest answer in tokens (default: %(default)s)"
+        "--max-answer-length",
+        "--max-answer-len",
+        type=int,
+        default=30,
+        help="longest answer in tokens (default: %(default)s)",
     )
+    parser.add_argument(
+        "--device",
+        default="auto",
+        help=f"where the model runs: {', '.join(DEVICE_CHOICES)} or cuda:N; auto = a GPU when torch sees one "
+        "(default: %(default)s)",
+    )
+    parser.add_argument("--top-k", type=int, default=1, help="answers per question; above 1 each result is a list")
+    parser.add_argument(
+        "--handle-impossible-answer",
+        action="store_true",
+        help="allow the empty answer when the model rates 'no answer' above every span",
+    )
+    parser.add_argument(
+        "--max-question-len", type=int, default=None, help="keep only the question's first N tokens (default: all)"
+    )
+    add_loading_arguments(parser)
+
+
+def add_loading_arguments(parser: argparse.ArgumentParser) -> None:
+    """How a model given by name is loaded, as ``from_pretrained`` takes it (token: the HF_TOKEN variable)."""
+    parser.add_argument(
+        "--revision", default=None, help="hub branch, tag or commit of --model (default: the main branch)"
+    )
+    parser.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="run the model repository's own Python code (only for repositories you trust)",
+    )
+    parser.add_argument(
+        "--dtype",
+        choices=("auto", "float32", "float16", "bfloat16"),
+        default=None,
+        help="weights' dtype; 'auto' = as saved (default: float32)",
+    )
+
+
+def loading_options(args: argparse.Namespace) -> dict:
+    return {"revision": args.revision, "trust_remote_code": args.trust_remote_code, "dtype": args.dtype}
 
 
 def read_jsonl(path: str | Path) -> tuple[list[str], list[str]]:
@@ -79,7 +122,17 @@ def _cli_inputs(args: argparse.Namespace) -> tuple[str | list[str], str | list[s
 def run(args: argparse.Namespace) -> None:
     """``python -m bench answer``: prints the results as JSON (one object, or a list for --input)."""
     question, context = _cli_inputs(args)
-    answerer = Answerer(args.model, args.config, batch_size=args.batch_size, max_answer_length=args.max_answer_length)
+    answerer = Answerer(
+        args.model,
+        args.config,
+        batch_size=args.batch_size,
+        max_answer_length=args.max_answer_length,
+        device=args.device,
+        top_k=args.top_k,
+        handle_impossible_answer=args.handle_impossible_answer,
+        max_question_len=args.max_question_len,
+        **loading_options(args),
+    )
     results = answerer(question, context)
     text = json.dumps(results, indent=2, ensure_ascii=False)
     if args.out:

@@ -11,6 +11,7 @@ from bench.device import DEVICE_CHOICES, resolve_device
 from bench.model_io import DEFAULT_MODEL_DIR
 from bench.runner import QARunner, check_flops_consistent, metrics_record
 from bench.squad import DEFAULT_DEV_SET, limit_examples, load_squad
+from cli.answer import add_loading_arguments, loading_options
 
 HELP = "evaluate one model x data x length configuration"
 DESCRIPTION = (
@@ -71,13 +72,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="do not time the BERT-base reference (it is the slowest part)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_loading_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> None:
     device = resolve_device(args.device)  # before loading anything: a missing GPU is one line, at once
     data = limit_examples(load_squad(args.data), args.limit)
     runner = QARunner(
-        args.model, data, batch_size=args.batch_size, threads=args.threads, progress=not args.quiet, device=device
+        args.model,
+        data,
+        batch_size=args.batch_size,
+        threads=args.threads,
+        progress=not args.quiet,
+        device=device,
+        load_options=loading_options(args),
     )
     config = resolve_config(args.config, runner.num_layers)
     config.check_layers(runner.num_layers, args.model)

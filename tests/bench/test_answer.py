@@ -200,3 +200,114 @@ def test_question_too_long_for_the_stride_is_a_user_error(answerer):
     """The fast tokenizer would abort with a Rust panic instead of raising."""
     with pytest.raises(UserError, match="at most 252 tokens"):
         answerer("cat " * 253, _long_context())
+
+
+# --- the transformers 4 pipeline's call forms and keywords -----------------------------------
+def test_pipeline_call_forms_give_the_same_answer(answerer):
+    question, context = _pairs()[0]
+    expected = answerer(question, context)
+    assert answerer(question=question, context=context) == expected
+    assert answerer({"question": question, "context": context}) == expected
+    assert answerer(X={"question": question, "context": context}) == expected
+    pairs = _pairs()[:3]
+    listed = answerer([{"question": q, "context": c} for q, c in pairs])
+    assert listed == answerer([q for q, _c in pairs], [c for _q, c in pairs])
+
+
+def test_top_k_lists_distinct_spans_best_first(answerer):
+    question, context = _pairs()[0]
+    top = answerer(question, context, top_k=3)
+    assert isinstance(top, list) and len(top) == 3
+    for result in top:
+        _check_result(result, context)
+    assert len({(r["start"], r["end"]) for r in top}) == 3
+    one = answerer(question, context)
+    assert (top[0]["start"], top[0]["end"]) == (one["start"], one["end"])
+    assert top[0]["score"] == pytest.approx(one["score"], rel=1e-5)
+    assert [r["score"] for r in top] == sorted((r["score"] for r in top), reverse=True)  # one window: same order
+    batched = answerer([question, question], [context, context], top_k=2)
+    assert len(batched) == 2 and all(isinstance(r, list) and len(r) == 2 for r in batched)
+
+
+def test_handle_impossible_answer_ranks_the_empty_answer_among_the_spans(answerer):
+    question, context = _pairs()[0]
+    many = answerer(question, context, top_k=1000, handle_impossible_answer=True)
+    empty = [r for r in many if r["answer"] == ""]
+    assert len(empty) == 1 and empty[0]["start"] == empty[0]["end"] == 0 and 0.0 < empty[0]["score"] <= 1.0
+    best = answerer(question, context, handle_impossible_answer=True)
+    assert best == many[0]
+
+
+def test_pipeline_setting_names_are_aliases_of_the_old_ones(model_dir, answerer):
+    question, context = _pairs()[0]
+    short = answerer(question, context, max_answer_len=1)
+    assert len(answerer.tokenizer(short["answer"], add_special_tokens=False)["input_ids"]) == 1
+    assert answerer(question, context, max_answer_length=1) == short
+    built = Answerer(str(model_dir), doc_stride=64, max_seq_len=128, max_answer_len=5, device=-1)
+    assert (built.stride, built.max_length, built.max_answer_length) == (64, 128, 5)
+    assert built.device.type == "cpu"
+    with pytest.raises(UserError, match="same setting"):
+        Answerer(str(model_dir), stride=32, doc_stride=64)
+    with pytest.raises(UserError, match="unexpected keyword"):
+        answerer(question, context, beam_size=3)
+    with pytest.raises(UserError, match="stride"):
+        answerer(question, context, doc_stride=500)
+
+
+def test_max_question_len_truncates_instead_of_failing(answerer):
+    result = answerer("cat " * 253, _long_context(), max_question_len=64)
+    assert isinstance(result["answer"], str)
+
+
+def test_cli_takes_device_and_top_k(model_dir):
+    question, context = _pairs()[0]
+    proc = _run_cli(
+        "answer",
+        "--model",
+        str(model_dir),
+        "--device",
+        "cpu",
+        "--top-k",
+        "2",
+        "--question",
+        question,
+        "--context",
+        context,
+    )
+    assert proc.returncode == 0, proc.stderr
+    printed = json.loads(proc.stdout)
+    assert isinstance(printed, list) and len(printed) == 2
+
+
+# --- loading options --------------------------------------------------------------------------
+def test_loading_passes_revision_remote_code_and_the_environment_token(model_dir, monkeypatch):
+    from transformers import AutoModelForQuestionAnswering
+
+    from bench import model_io
+
+    seen = {}
+    original = AutoModelForQuestionAnswering.from_pretrained
+
+    def spy(name, **kwargs):
+        seen.update(kwargs)
+        return original(name, **{k: v for k, v in kwargs.items() if k != "token"})
+
+    monkeypatch.setattr(AutoModelForQuestionAnswering, "from_pretrained", spy)
+    monkeypatch.setenv("HF_TOKEN", "hf_example")
+    model = model_io.load_qa_model(str(model_dir), revision="main", dtype="bfloat16")
+    assert seen["revision"] == "main" and seen["token"] == "hf_example" and seen["trust_remote_code"] is False
+    assert next(model.parameters()).dtype == torch.bfloat16
+    monkeypatch.delenv("HF_TOKEN")
+    seen.clear()
+    model_io.load_qa_model(str(model_dir), trust_remote_code=True)
+    assert seen["trust_remote_code"] is True and "token" not in seen
+
+
+def test_python_api_errors_name_the_argument_not_a_make_variable(tmp_path):
+    with pytest.raises(UserError) as missing:
+        Answerer(str(tmp_path / "no-such-model"))
+    assert "model=" in str(missing.value) and "MODEL=" not in str(missing.value)
+    with pytest.raises(UserError, match="dtype"):
+        from bench.model_io import load_qa_model
+
+        load_qa_model(str(tmp_path), dtype="float8")
