@@ -30,12 +30,24 @@ endif
 help:
 	@echo "make install | test | model | model-standard | train | eval | pareto | report | choose | regress | bench-eval | bench-overhead | bench-kernel | bench-fidelity | bench-samplers | bench-lengthdrop | bench-survival"
 
+# TORCH= (empty): pip's own torch for this machine, e.g. the CUDA build from PyPI on Linux.
+# TORCH=cpu: the CPU build from PyTorch's CPU index, and a check that no CUDA packages came with it (CI).
+TORCH ?=
+TORCH_VERSION ?= 2.13.0
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+
 install:
 	python3 -m venv .venv
-	.venv/bin/pip install --quiet torch==2.13.0
+ifeq ($(TORCH),cpu)
+	.venv/bin/pip install --quiet 'torch==$(TORCH_VERSION)+cpu' --extra-index-url $(TORCH_CPU_INDEX)
+else
+	.venv/bin/pip install --quiet 'torch==$(TORCH_VERSION)'
+endif
 	.venv/bin/pip install --quiet -e '.[dev]'
-	@if .venv/bin/pip list 2>/dev/null | grep -qi '^nvidia-'; then echo "error: CUDA packages were installed"; exit 1; fi
-	@.venv/bin/python -c "import torch, transformers, optuna; print('torch', torch.__version__, '| transformers', transformers.__version__, '| optuna', optuna.__version__)"
+ifeq ($(TORCH),cpu)
+	@if .venv/bin/pip list 2>/dev/null | grep -qi '^nvidia-'; then echo "error: CUDA packages were installed (TORCH=cpu)"; exit 1; fi
+endif
+	@.venv/bin/python -c "import torch, transformers, optuna; print('torch', torch.__version__, '(CUDA ' + str(torch.version.cuda) + ')' if torch.version.cuda else '(CPU build)', '| transformers', transformers.__version__, '| optuna', optuna.__version__)"
 
 test:
 	$(PY) -m ruff check .

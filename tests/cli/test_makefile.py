@@ -35,3 +35,10 @@ def test_pareto_builds_the_default_model_when_missing(tmp_path):
     missing = tmp_path / "default-model"
     out = _dry_run("pareto", f"DEFAULT_MODEL={missing}", f"MODEL={missing}")
     assert "finetune" in out and f"--out {missing}" in out
+
+
+def test_plain_install_takes_pips_torch_and_cpu_install_checks_for_cuda_packages():
+    plain = _dry_run("install")
+    assert "torch==2.13.0'" in plain and "download.pytorch.org" not in plain and "CUDA packages" not in plain
+    cpu = _dry_run("install", "TORCH=cpu")
+    assert "torch==2.13.0+cpu" in cpu and "whl/cpu" in cpu and "CUDA packages were installed" in cpu
