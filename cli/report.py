@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from bench.errors import UserError
 from reports.report import DEFAULT_BERT_F1, DEFAULT_DROP, make_report
 from reports.tables import headline_lines
 from search.records import read_run
 
+HELP = "plots, CSV and Markdown report of a finished search run (runs no model)"
 DESCRIPTION = (
     "Make the report of a finished search run: pareto.png and pareto.svg (held-out F1 "
     "against FLOPs and latency speedup over BERT-base), frontier.csv (held-out frontier "
@@ -18,11 +20,13 @@ DESCRIPTION = (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "run_dir",
-        metavar="RUN_DIR",
+        "--run",
         type=Path,
-        help="run folder written by `python -m search run` (holds run.json and trials.json)",
+        default=None,
+        help="run folder written by `dynlen search` (holds run.json and trials.json)",
     )
+    # The run folder was once a positional argument; it still is, unlisted.
+    parser.add_argument("run_dir", nargs="?", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument(
         "--bert-f1",
         type=float,
@@ -36,12 +40,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="F1 points one may lose against a reference: the lines are drawn at "
         "reference − drop (default: %(default)s)",
     )
-    parser.add_argument("--out", type=Path, default=None, help="folder for the report files (default: RUN_DIR itself)")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="folder for the report files (default: the run folder itself)"
+    )
 
 
 def run(args: argparse.Namespace) -> None:
-    paths = make_report(args.run_dir, args.out, bert_f1=args.bert_f1, drop=args.drop)
-    info, points = read_run(args.run_dir)
+    if args.run is not None and args.run_dir is not None and args.run != args.run_dir:
+        raise UserError(f"two run folders given ({args.run_dir} and --run {args.run}); give one")
+    run_dir = args.run if args.run is not None else args.run_dir
+    if run_dir is None:
+        raise UserError("give the run folder: --run reports/NAME")
+    paths = make_report(run_dir, args.out, bert_f1=args.bert_f1, drop=args.drop)
+    info, points = read_run(run_dir)
     for path in paths:
         print(f"wrote {path}")
     for line in headline_lines(info, points, args.bert_f1, args.drop):

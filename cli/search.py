@@ -6,6 +6,7 @@ import argparse
 
 from bench.model_io import DEFAULT_MODEL_DIR
 from bench.squad import DEFAULT_DEV_SET
+from cli.argtypes import hidden_alias
 from reports.report import make_report
 from search.budget import SYNTAX, parse_budget
 from search.study import SearchSettings, run_search
@@ -24,8 +25,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = SearchSettings(model="", data="", run_dir="")
     parser.add_argument("--model", default=DEFAULT_MODEL_DIR, help="QA model folder or hub id (default: %(default)s)")
     parser.add_argument("--data", default=DEFAULT_DEV_SET, help="SQuAD 1.1 JSON (default: %(default)s)")
+    hidden_alias(parser, "--run-dir", "run_dir")
     parser.add_argument(
-        "--run-dir",
+        "--run",
+        dest="run_dir",
         default="reports/default",
         help="run folder: study.db, run.json, trials.json, report (default: %(default)s)",
     )

@@ -42,3 +42,20 @@ def test_plain_install_takes_pips_torch_and_cpu_install_checks_for_cuda_packages
     assert "torch==2.13.0'" in plain and "download.pytorch.org" not in plain and "CUDA packages" not in plain
     cpu = _dry_run("install", "TORCH=cpu")
     assert "torch==2.13.0+cpu" in cpu and "whl/cpu" in cpu and "CUDA packages were installed" in cpu
+
+
+def test_help_lists_every_target_and_the_variables():
+    done = subprocess.run(
+        ["make", "--no-print-directory", "help"], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0
+    phony = next(line for line in (ROOT / "Makefile").read_text().splitlines() if line.startswith(".PHONY:"))
+    for target in phony.split(":", 1)[1].split():
+        assert f"  {target} " in done.stdout, target
+    for variable in ("MODEL", "RUN", "QUICK", "BUDGET", "COST", "TRIALS", "DATA", "TORCH"):
+        assert f"  {variable}=" in done.stdout
+
+
+def test_targets_call_the_dynlen_command():
+    out = _dry_run("eval", "report", "choose", "regress")
+    assert out.count(".venv/bin/dynlen ") == 4 and "-m bench" not in out

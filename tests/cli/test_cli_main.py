@@ -1,0 +1,58 @@
+"""The `dynlen` command: every sub-command mounted, one spelling per option, defaults in the help."""
+
+from __future__ import annotations
+
+import pytest
+
+from cli.main import COMMANDS, build_parser, main
+
+
+def _subparsers(parser):
+    return next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction").choices
+
+
+def test_help_lists_every_sub_command(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["--help"])
+    assert done.value.code == 0
+    text = capsys.readouterr().out
+    for name in ("eval", "answer", "search", "choose", "report", "compare", "finetune", "lengthdrop", "regress"):
+        assert name in COMMANDS and f"    {name}" in text
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.startswith("dynlen ")
+
+
+def test_every_sub_command_help_shows_defaults(capsys):
+    for name in _subparsers(build_parser()):
+        with pytest.raises(SystemExit):
+            main([name, "--help"] if name != "regress" else [name, "check", "--help"])
+        text = capsys.readouterr().out
+        assert text.startswith(f"usage: dynlen {name}")
+        if name not in ("compare",):
+            assert "(default:" in text, name
+
+
+def test_run_and_model_are_spelled_one_way_with_the_old_spellings_hidden(capsys):
+    parser = build_parser()
+    search = parser.parse_args(["search", "--run", "reports/x"])
+    assert search.run_dir == "reports/x"
+    assert parser.parse_args(["search", "--run-dir", "reports/y"]).run_dir == "reports/y"
+    assert parser.parse_args(["search"]).run_dir == "reports/default"
+    assert parser.parse_args(["finetune", "--base", "enc"]).model == "enc"
+    assert parser.parse_args(["finetune", "--model", "enc2"]).model == "enc2"
+    report = parser.parse_args(["report", "reports/z"])
+    assert str(report.run_dir) == "reports/z"
+    for name in ("search", "finetune"):
+        with pytest.raises(SystemExit):
+            main([name, "--help"])
+        text = capsys.readouterr().out
+        assert "--run-dir" not in text and "--base" not in text
+
+
+def test_report_without_a_run_is_one_line(capsys):
+    assert main(["report"]) == 2
+    assert capsys.readouterr().err.startswith("error: give the run folder")
