@@ -125,9 +125,8 @@ class LengthConfig:
                 'a configuration file is JSON like {"kind": "ratios", "values": [1.0, 0.9, ...]} '
                 'or {"kind": "counts", "values": [269, 253, ...]}'
             )
+        check_config_fields(raw)
         values = raw["values"]
-        if not isinstance(values, list):
-            raise UserError("configuration 'values' must be a list, one number per layer")
         return cls(raw["kind"], tuple(values), int(raw.get("max_length", COUNTS_MAX_LENGTH)))
 
     def to_json(self) -> str:
@@ -213,3 +212,30 @@ def keep_counts_batch(config: LengthConfig, real_lengths: Sequence[int]) -> list
     """Per-layer keep counts for each example: ``[layer][example]``."""
     per_example = [config.keep_counts(n) for n in real_lengths]
     return [list(col) for col in zip(*per_example)] if per_example else [[] for _ in config.values]
+
+
+def check_config_fields(raw: dict) -> None:
+    """The JSON types of a configuration file's fields, checked before any arithmetic on them.
+
+    JSON hands over what a person typed: ``Infinity``, ``"0.9"``, ``true``, ``"max_length": "abc"``
+    or ``0``. Each gets one line naming the field and what it must be, instead of a ``ValueError``
+    from ``float()`` or a "between 1 and 0" range message.
+    """
+    values = raw["values"]
+    if not isinstance(values, list) or not values:
+        raise UserError("configuration 'values' must be a non-empty list, one number per layer")
+    for layer, value in enumerate(values, start=1):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise UserError(
+                f"configuration 'values': layer {layer} is {value!r}, not a number; write it without quotes"
+            )
+        if not math.isfinite(value):
+            raise UserError(f"configuration 'values': layer {layer} is {value}, not a finite number")
+    if "max_length" in raw:
+        length = raw["max_length"]
+        if isinstance(length, bool) or not isinstance(length, (int, float)) or not math.isfinite(length):
+            raise UserError(f"configuration 'max_length' is {length!r}, not a whole number of tokens (e.g. 384)")
+        if int(length) != length or length < 1:
+            raise UserError(
+                f"configuration 'max_length' is {length!r}; it must be a whole number of tokens, at least 1"
+            )

@@ -46,35 +46,64 @@ class SquadData:
         return list(seen)
 
 
+LAYOUT = (
+    "each article needs 'title' and 'paragraphs', each paragraph 'context' and 'qas', "
+    "each qa 'id', 'question' and 'answers' (a list of {'text', 'answer_start'})"
+)
+
+
+def _field(holder: object, key: str, kind: type | tuple[type, ...], where: str, source: str) -> object:
+    """``holder[key]`` if it has the JSON type the official layout gives it; else one line saying where."""
+    if not isinstance(holder, dict):
+        raise UserError(f"{source}: {where} is {type(holder).__name__}, not a JSON object; {LAYOUT}")
+    if key not in holder:
+        raise UserError(f"{source}: {where} has no {key!r}; {LAYOUT}")
+    value = holder[key]
+    if not isinstance(value, kind) or isinstance(value, bool):
+        names = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
+        want = {"str": "a string", "list": "a list", "int": "an integer"}
+        shown = " or ".join(want.get(n, n) for n in names.split(" or "))
+        raise UserError(f"{source}: {where} {key!r} is {value!r:.60}, not {shown}; fix that field or the file")
+    return value
+
+
 def _parse_nested(raw: object, source: str) -> list[Example]:
+    """Flat examples from the official nested layout, every field checked for its JSON type.
+
+    A wrong field (a null context, a numeric question, a textual answer_start) is named with the
+    article and question it sits in, here, before a model is loaded, rather than failing inside
+    the tokenizer or the scorer after a whole search.
+    """
     if not isinstance(raw, dict) or not isinstance(raw.get("data"), list):
         raise UserError(
             f"{source} is not a SQuAD 1.1 file: expected a JSON object with a 'data' list "
             '(the official layout {"version", "data": [{"title", "paragraphs": ...}]})'
         )
     examples: list[Example] = []
-    try:
-        for article in raw["data"]:
-            title = article["title"]
-            for para in article["paragraphs"]:
-                context = para["context"]
-                for qa in para["qas"]:
-                    answers = qa.get("answers") or []
-                    examples.append(
-                        Example(
-                            qid=str(qa["id"]),
-                            title=title,
-                            context=context,
-                            question=qa["question"],
-                            answers=tuple(a["text"] for a in answers),
-                            answer_starts=tuple(int(a["answer_start"]) for a in answers),
+    for a, article in enumerate(raw["data"]):
+        title = _field(article, "title", str, f"article {a}", source)
+        for p, para in enumerate(_field(article, "paragraphs", list, f"article {a} ({title!r:.40})", source)):
+            where = f"article {a} paragraph {p}"
+            context = _field(para, "context", str, where, source)
+            for q, qa in enumerate(_field(para, "qas", list, where, source)):
+                qid = _field(qa, "id", (str, int), f"{where} qa {q}", source)
+                where_q = f"question {qid!r}"
+                question = _field(qa, "question", str, where_q, source)
+                answers = qa.get("answers") or []
+                if not isinstance(answers, list):
+                    raise UserError(f"{source}: {where_q} 'answers' is {answers!r:.60}, not a list; {LAYOUT}")
+                texts, starts = [], []
+                for n, answer in enumerate(answers):
+                    text = _field(answer, "text", str, f"{where_q} answer {n}", source)
+                    start = _field(answer, "answer_start", int, f"{where_q} answer {n}", source)
+                    if not 0 <= start <= len(context):
+                        raise UserError(
+                            f"{source}: {where_q} answer {n} starts at {start}, outside its context "
+                            f"(0..{len(context)}); fix answer_start"
                         )
-                    )
-    except (KeyError, TypeError) as exc:
-        raise UserError(
-            f"{source} is a malformed SQuAD file: missing or wrong field {exc}; each article needs "
-            "'title' and 'paragraphs', each paragraph 'context' and 'qas', each qa 'id', 'question', 'answers'"
-        ) from None
+                    texts.append(text)
+                    starts.append(start)
+                examples.append(Example(str(qid), title, context, question, tuple(texts), tuple(starts)))
     if not examples:
         raise UserError(f"{source} holds no questions; point DATA at a SQuAD 1.1 JSON file with questions")
     return examples

@@ -34,7 +34,7 @@ from search import storage as st
 from search.budget import Budget, check_reachable
 from search.frontier import pareto_front
 from search.records import RunInfo, Scores, TrialPoint, write_run
-from search.space import LOWEST_SHARE, baseline_params, config_from_shares, sample_config
+from search.space import LOWEST_SHARE, baseline_params, config_from_shares, parse_selections, sample_config
 
 LEGACY_STUDY_NAME = "dynlen"  # the one fixed name every run used before names came from the run folder
 COSTS = ("flops", "latency")
@@ -60,6 +60,7 @@ OPTION = {
     "latency_sample": "--latency-sample",
     "latency_repeats": "--latency-repeats",
     "latency_batch_size": "--latency-batch-size",
+    "significance": "--significance",
 }
 
 
@@ -88,6 +89,7 @@ class SearchSettings:
     max_rescore: int = 16
     study_name: str | None = None
     heartbeat: int = 30  # seconds between a trial's heartbeats on a server storage; stale after 3 missed
+    significance: str = "attention"  # the policy, or a comma list searched as a categorical dimension
 
     @property
     def storage_url(self) -> str:
@@ -182,7 +184,7 @@ class Worker:
     def __init__(self, settings: SearchSettings):
         self.settings = settings
         self.url = settings.storage_url
-        self.sqlite = st.is_sqlite(self.url)
+        self.sqlite = st.parse_storage_url(self.url).get_backend_name() == "sqlite"  # bad URL: one line
         self.id = f"{socket.gethostname()}:{os.getpid()}:{int(time.time())}"
         self.run_lock: st.RunLock | None = None
         self.lock: st.StudyLock | None = None
@@ -246,7 +248,7 @@ class Worker:
         with self.lock.held():
             if self.study.user_attrs.get("baselines_enqueued"):
                 return
-            for name, params in baseline_params(num_layers).items():
+            for name, params in baseline_params(num_layers, selections=parse_selections(self.settings.significance)).items():
                 self.study.enqueue_trial(params, user_attrs={"baseline": name}, skip_if_exists=True)
             self.study.set_user_attr("baselines_enqueued", True)
 
@@ -366,7 +368,7 @@ class Objective:
         if self.worker is not None:
             trial.set_user_attr("worker", self.worker.id)
             self.worker.ran.append(trial.number)
-        config = sample_config(trial, self.runner.num_layers)
+        config = sample_config(trial, self.runner.num_layers, selections=parse_selections(self.settings.significance))
         trial.set_user_attr("config", config.to_dict())
         trial.set_user_attr("label", config.label())
         stored = self.stored_scores(trial)

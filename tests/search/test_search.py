@@ -185,3 +185,33 @@ def test_spread_keeps_both_ends_and_caps_the_count():
     assert len(picked) == 16 and picked[0] == 0 and picked[-1] == 41
     assert picked == sorted(set(picked))
     assert spread(front[:5], 16) == front[:5]
+
+
+@pytest.mark.parametrize(
+    "change, option",
+    [({"seed": 1}, "--seed"), ({"sampler": "nsga2"}, "--sampler"), ({"heldout_questions": 3}, "--heldout-questions")],
+)
+def test_resume_with_settings_that_change_numbers_is_refused(finished_run, change, option):
+    settings, _ = finished_run
+    with pytest.raises(UserError, match=f"{option} was"):
+        run_search(SearchSettings(**{**settings.__dict__, **change}), None)
+
+
+def test_resume_with_changed_data_content_is_refused(tmp_path, model_dir, squad_file):
+    data = tmp_path / "squad.json"
+    data.write_bytes(squad_file.read_bytes())
+    settings = _settings(tmp_path, model_dir, data, trials=6)
+    run_search(settings, None)
+    raw = json.loads(data.read_text())
+    raw["data"][0]["paragraphs"][0]["qas"][0]["question"] = "Where did the cat sit down?"
+    data.write_text(json.dumps(raw))
+    with pytest.raises(UserError, match="content changed"):
+        run_search(settings, None)
+
+
+def test_run_json_names_the_study_and_hides_passwords(finished_run):
+    settings, run_dir = finished_run
+    info, _ = read_run(run_dir)
+    assert info.sampler == settings.sampler and info.extra["study"] == "run"
+    shown = SearchSettings(**{**settings.__dict__, "storage": "postgresql://u:secret@h/db"}).public()
+    assert "secret" not in shown["storage"]

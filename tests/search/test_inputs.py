@@ -1,0 +1,82 @@
+"""Malformed input is one line naming the field and the fix, before a model or a trial runs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bench.config import LengthConfig
+from bench.errors import UserError
+from bench.squad import load_squad
+from fixtures import squad_dict
+from search.study import SearchSettings, run_search
+
+
+def _broken(path, change):
+    raw = squad_dict()
+    change(raw["data"][0]["paragraphs"][0])
+    path.write_text(json.dumps(raw))
+    return path
+
+
+@pytest.mark.parametrize(
+    "change, says",
+    [
+        (lambda p: p["qas"][0]["answers"][0].update(answer_start="abc"), "'answer_start' is 'abc'"),
+        (lambda p: p.update(context=None), "'context' is None"),
+        (lambda p: p["qas"][0].update(question=12345), "'question' is 12345"),
+        (lambda p: p["qas"][0]["answers"][0].update(answer_start=10_000), "outside its context"),
+        (lambda p: p["qas"][0].pop("id"), "has no 'id'"),
+    ],
+)
+def test_malformed_squad_field_is_named(tmp_path, change, says):
+    with pytest.raises(UserError, match=says) as info:
+        load_squad(_broken(tmp_path / "bad.json", change))
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "text, says",
+    [
+        ('{"kind": "ratios", "values": [1, Infinity]}', "not a finite number"),
+        ('{"kind": "counts", "values": [384, Infinity]}', "not a finite number"),
+        ('{"kind": "ratios", "values": [1, "0.5"]}', "not a number"),
+        ('{"kind": "counts", "values": [3, 2], "max_length": "abc"}', "'max_length' is 'abc'"),
+        ('{"kind": "counts", "values": [3, 2], "max_length": 0}', "at least 1"),
+        ('{"kind": "ratios", "values": []}', "non-empty list"),
+    ],
+)
+def test_malformed_configuration_json_is_one_line(tmp_path, text, says):
+    path = tmp_path / "config.json"
+    path.write_text(text)
+    with pytest.raises(UserError, match=says):
+        LengthConfig.load(path)
+
+
+def test_squad_error_comes_before_the_model_loads(tmp_path, model_dir, monkeypatch):
+    import search.study
+
+    def no_model(*_a, **_k):
+        raise AssertionError("model loaded before the data was checked")
+
+    monkeypatch.setattr(search.study, "load_qa_model", no_model)
+    bad = _broken(tmp_path / "bad.json", lambda p: p.update(context=None))
+    settings = SearchSettings(model=str(model_dir), data=str(bad), run_dir=str(tmp_path / "run"), trials=6)
+    with pytest.raises(UserError, match="'context' is None"):
+        run_search(settings, None)
+
+
+def test_unreachable_flops_budget_is_refused_before_the_first_trial(tmp_path, model_dir, squad_file, capsys):
+    import optuna
+
+    from search.__main__ import main
+
+    run_dir = tmp_path / "run"
+    args = ["run", "--model", str(model_dir), "--data", str(squad_file), "--run-dir", str(run_dir)]
+    args += ["--trials", "6", "--search-questions", "0", "--heldout-questions", "0", "--no-report"]
+    assert main([*args, "--budget", "flops-speedup>=100"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot be met" in err[0] and "flops-speedup>=" in err[0]
+    study = optuna.load_study(study_name="run", storage=f"sqlite:///{run_dir / 'study.db'}")
+    assert study.trials == []
