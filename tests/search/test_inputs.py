@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from fixtures import squad_dict
 
 from bench.config import LengthConfig
 from bench.errors import UserError
 from bench.squad import load_squad
-from fixtures import squad_dict
 from search.study import SearchSettings, run_search
 
 
