@@ -8,11 +8,11 @@ they were re-scored on the same held-out questions, so that is checked, not assu
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 
 from bench.errors import UserError
+from reports.frames import frame, markdown, write_csv
 from reports.plot import save_with_legend
 from search.frontier import best_within, pareto_front
 from search.records import RunInfo, TrialPoint, read_run
@@ -118,41 +118,51 @@ def summary_rows(summaries: list[Summary]) -> list[dict]:
     return rows
 
 
+FRONTIER_COLUMNS = (
+    "run",
+    "number",
+    "label",
+    "baseline",
+    "f1",
+    "exact_match",
+    FLOPS_VS_OWN,
+    LATENCY_VS_OWN,
+    "flops_speedup_vs_bert_base",
+)
+
+
+def frontiers_frame(runs: list[LabelledRun]):
+    """Every run's held-out FLOPs frontier, one row per point, as a DataFrame."""
+    rows = []
+    for run in runs:
+        for p in pareto_front(run.points, FLOPS_VS_OWN):
+            h = p.heldout
+            rows.append(
+                {
+                    "run": run.label,
+                    "number": p.number,
+                    "label": p.label,
+                    "baseline": p.baseline or "",
+                    "f1": round(h.f1, 3),
+                    "exact_match": round(h.exact_match, 3),
+                    FLOPS_VS_OWN: round(h.flops_speedup_vs_keep_all, 4),
+                    LATENCY_VS_OWN: None
+                    if h.latency_speedup_vs_keep_all is None
+                    else round(h.latency_speedup_vs_keep_all, 4),
+                    "flops_speedup_vs_bert_base": round(h.flops_speedup_vs_bert_base, 4),
+                }
+            )
+    return frame(rows, FRONTIER_COLUMNS)
+
+
 def write_frontiers_csv(runs: list[LabelledRun], path: Path) -> Path:
     """Every run's held-out FLOPs frontier, one row per point, so the plot can be re-drawn anywhere."""
-    columns = [
-        "run",
-        "number",
-        "label",
-        "baseline",
-        "f1",
-        "exact_match",
-        FLOPS_VS_OWN,
-        LATENCY_VS_OWN,
-        "flops_speedup_vs_bert_base",
-    ]
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
-        writer.writeheader()
-        for run in runs:
-            for p in pareto_front(run.points, FLOPS_VS_OWN):
-                h = p.heldout
-                writer.writerow(
-                    {
-                        "run": run.label,
-                        "number": p.number,
-                        "label": p.label,
-                        "baseline": p.baseline or "",
-                        "f1": round(h.f1, 3),
-                        "exact_match": round(h.exact_match, 3),
-                        FLOPS_VS_OWN: round(h.flops_speedup_vs_keep_all, 4),
-                        LATENCY_VS_OWN: ""
-                        if h.latency_speedup_vs_keep_all is None
-                        else round(h.latency_speedup_vs_keep_all, 4),
-                        "flops_speedup_vs_bert_base": round(h.flops_speedup_vs_bert_base, 4),
-                    }
-                )
-    return path
+    return write_csv(frontiers_frame(runs), path)
+
+
+def summary_frame(summaries: list[Summary]):
+    rows = summary_rows(summaries)
+    return frame(rows, list(rows[0]))
 
 
 def headline(summaries: list[Summary], drop: float) -> list[str]:
@@ -171,14 +181,13 @@ def headline(summaries: list[Summary], drop: float) -> list[str]:
     return lines
 
 
+def _md_cell(value: object) -> str:
+    return f"{value:.2f}" if isinstance(value, float) else ("—" if value is None else str(value))
+
+
 def write_compare_md(runs: list[LabelledRun], summaries: list[Summary], path: Path, drop: float) -> Path:
     first = runs[0].info
-    rows = summary_rows(summaries)
-    header = list(rows[0])
-    table = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for row in rows:
-        cells = [f"{v:.2f}" if isinstance(v, float) else ("—" if v is None else str(v)) for v in row.values()]
-        table.append("| " + " | ".join(cells) + " |")
+    table = [markdown(summary_frame(summaries), _md_cell)]
     sources = [
         f"- **{r.label}**: `{r.folder}` — model `{r.info.model}`, {r.info.trials} trials "
         f"({r.info.sampler}), searched on {r.info.search_split} ({r.info.search_questions} questions), "
@@ -258,14 +267,8 @@ def compare_runs(specs: list[tuple[str, Path]], out_dir: Path, drop: float = 1.0
     runs = load_runs(specs)
     summaries = [summarise(run, drop) for run in runs]
     paths = plot_comparison(runs, summaries, out_dir)
-    rows = summary_rows(summaries)
-    summary_path = out_dir / "compare.csv"
-    with summary_path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
     paths += [
-        summary_path,
+        write_csv(summary_frame(summaries), out_dir / "compare.csv"),
         write_frontiers_csv(runs, out_dir / "frontiers.csv"),
         write_compare_md(runs, summaries, out_dir / "compare.md", drop),
     ]

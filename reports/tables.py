@@ -7,9 +7,9 @@ the CSV (and from there re-measured by the regression guard, which reads the ``k
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
+from reports.frames import frame, markdown, write_csv
 from search.frontier import best_within, most_accurate, pareto_front
 from search.records import RunInfo, TrialPoint, config_cells
 
@@ -67,15 +67,14 @@ def _csv_cell(value: object) -> str:
     return str(value)
 
 
+def frontier_frame(points: list[TrialPoint]):
+    """The held-out rows as a DataFrame with the columns of ``frontier.csv``, values unrounded."""
+    return frame(frontier_rows(points), COLUMNS)
+
+
 def write_frontier_csv(points: list[TrialPoint], path: Path) -> Path:
     """Full-precision held-out rows; empty cells where a number was not measured."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(COLUMNS)
-        for row in frontier_rows(points):
-            writer.writerow([_csv_cell(row[c]) for c in COLUMNS])
-    return path
+    return write_csv(frontier_frame(points), path, _csv_cell)
 
 
 # --- headline ---------------------------------------------------------------------------
@@ -135,10 +134,9 @@ def _rounded(column: str, value: object) -> str:
 
 
 def markdown_table(points: list[TrialPoint]) -> str:
-    header = "| " + " | ".join(COLUMNS) + " |"
-    rule = "|" + "|".join("---" for _ in COLUMNS) + "|"
-    body = ["| " + " | ".join(_rounded(c, row[c]) for c in COLUMNS) + " |" for row in frontier_rows(points)]
-    return "\n".join([header, rule, *body])
+    table = frontier_frame(points)
+    shown = table.apply(lambda column: column.map(lambda value: _rounded(column.name, value)))
+    return markdown(shown)
 
 
 def _duration(seconds: float) -> str:

@@ -214,7 +214,7 @@ def test_cli_prints_paths_and_headline(run_dir, tmp_path, capsys):
 
 def test_cli_help_exits_zero():
     done = subprocess.run([sys.executable, "-m", "reports", "--help"], cwd=ROOT, capture_output=True, text=True)
-    assert done.returncode == 0 and "RUN_DIR" in done.stdout
+    assert done.returncode == 0 and "--run RUN" in done.stdout
 
 
 def test_missing_run_folder_is_a_one_line_error(tmp_path):
@@ -223,3 +223,22 @@ def test_missing_run_folder_is_a_one_line_error(tmp_path):
     )
     assert done.returncode == 2
     assert done.stderr.startswith("error: ") and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_committed_reference_csvs_are_rebuilt_byte_for_byte(tmp_path):
+    """The tables are DataFrames now; the files the regression guard and readers use must not change."""
+    from reports.compare import compare_runs
+    from reports.report import make_report
+
+    root = Path(__file__).resolve().parents[2] / "reports"
+    make_report(root / "reference", tmp_path / "ref")
+    compare_runs([("standard", root / "reference-standard"), ("lengthdrop", root / "reference")], tmp_path / "cmp")
+    # Columns added since the committed file was written come last; the committed ones are unchanged.
+    committed = list(csv.reader((root / "reference" / "frontier.csv").open(newline="")))
+    rebuilt = list(csv.reader((tmp_path / "ref" / "frontier.csv").open(newline="")))
+    width = len(committed[0])
+    assert [row[:width] for row in rebuilt] == committed
+    if len(rebuilt[0]) == width:
+        assert (tmp_path / "ref" / "frontier.csv").read_bytes() == (root / "reference" / "frontier.csv").read_bytes()
+    for name in ("compare.csv", "frontiers.csv"):
+        assert (tmp_path / "cmp" / name).read_bytes() == (root / "lengthdrop-vs-standard" / name).read_bytes()
