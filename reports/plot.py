@@ -181,8 +181,12 @@ def _draw_lines(ax, points: list[TrialPoint], key: str, lines: list[ReferenceLin
     for number, names in reached.items():
         x, y = coordinates(best_of[number], key, "heldout")
         dx, dy, ha = _offset_inwards(ax, x)
+        # When keep-all itself is the fastest point above a line, nothing that drops tokens reaches
+        # it; "7.70x within own-1%" would read as if dropping gave that speedup.
+        only = best_of[number].baseline == "keep-all"
+        text = f"keep-all only within {' and '.join(names)}" if only else f"{x:.2f}x within {' and '.join(names)}"
         ax.annotate(
-            f"{x:.2f}x within {' and '.join(names)}",
+            text,
             (x, y),
             xytext=(dx, dy),
             textcoords="offset points",
@@ -197,7 +201,54 @@ def _draw_lines(ax, points: list[TrialPoint], key: str, lines: list[ReferenceLin
         )
 
 
-def _draw_panel(ax, points: list[TrialPoint], key: str, lines: list[ReferenceLine], y_low: float) -> None:
+def _keep_all_factor(points: list[TrialPoint], key: str) -> float | None:
+    """Keep-all's speedup vs BERT-base on this axis: divides an axis value into a speedup vs keep-all."""
+    for point in points:
+        if point.baseline == "keep-all" and point.heldout is not None:
+            value = getattr(point.heldout, key)
+            return value if value else None
+    return None
+
+
+def _draw_own_scale(ax, points: list[TrialPoint], key: str) -> None:
+    """A top axis in speedup vs the model's own keep-all, the unit budgets are given in."""
+    factor = _keep_all_factor(points, key)
+    if factor is None:
+        return
+    top = ax.secondary_xaxis("top", functions=(lambda x: x / factor, lambda x: x * factor))
+    top.set_xlabel(f"speedup vs own keep-all (= bottom axis / {factor:.2f})", fontsize=9)
+
+
+def _draw_budget(ax, info: RunInfo, points: list[TrialPoint], key: str) -> None:
+    """The run's budget as a vertical line, where it is a speedup on this panel's axis."""
+    if not info.budget:
+        return
+    from search.budget import parse_budget
+
+    try:
+        budget = parse_budget(info.budget)
+    except Exception:  # a budget this version cannot read is left undrawn, not fatal to the report
+        return
+    axis = {"flops-speedup": FLOPS_KEY, "latency-speedup": LATENCY_KEY}.get(getattr(budget, "name", ""))
+    factor = _keep_all_factor(points, key)
+    if axis != key or factor is None:
+        return
+    ax.axvline(
+        budget.threshold * factor,
+        color="#a142f4",
+        linestyle="-.",
+        linewidth=1.3,
+        zorder=2,
+        label=f"budget {info.budget} (vs own keep-all)",
+    )
+
+
+def _draw_panel(
+    ax, points: list[TrialPoint], key: str, lines: list[ReferenceLine], y_low: float, info: RunInfo | None = None
+) -> None:
+    if info is not None:
+        _draw_budget(ax, info, points, key)
+    _draw_own_scale(ax, points, key)
     hidden = _draw_trials(ax, points, key, y_low)
     _draw_frontier(ax, points, key)
     _draw_baselines(ax, points, key)
@@ -246,27 +297,45 @@ def plot_pareto(
     fig = Figure(figsize=(14, 6.8), layout="constrained")
     left, right = fig.subplots(1, 2, sharey=True)
     left.set_ylim(y_low, y_high)  # before drawing: annotations are placed from the final limits
-    _draw_panel(left, points, FLOPS_KEY, lines, y_low)
+    _draw_panel(left, points, FLOPS_KEY, lines, y_low, info)
     left.set_xlabel("FLOPs speedup vs BERT-base (same inputs, real tokens)")
     left.set_ylabel(f"F1 on held-out split ({info.heldout_split})")
     if _is_measured(points, LATENCY_KEY):
-        _draw_panel(right, points, LATENCY_KEY, lines, y_low)
+        _draw_panel(right, points, LATENCY_KEY, lines, y_low, info)
         right.set_xlabel(f"latency speedup vs BERT-base (batch size {info.latency_batch_size})")
     else:
         _draw_unmeasured(right)
         right.set_xlabel("latency speedup vs BERT-base")
     fig.suptitle(
-        f"{info.model}: held-out F1 on {info.heldout_split} ({info.heldout_questions} questions), {info.trials} trials",
+        f"{display_name(info.model)}: held-out F1 on {info.heldout_split} ({info.heldout_questions} questions), {info.trials} trials",
         fontsize=12,
     )
     return save_with_legend(fig, *_legend_entries((left, right)), out_dir / "pareto")
 
 
+def display_name(model: str) -> str:
+    """A model's name for a title: a hub id as it is, a local folder by its last part (no file paths)."""
+    from bench.model_io import DEFAULT_MODEL_DIR, STANDARD_MODEL_DIR, _looks_like_path
+
+    path = Path(model)
+    if model.rstrip("/") in (DEFAULT_MODEL_DIR, STANDARD_MODEL_DIR) or _looks_like_path(model):
+        return path.name or model
+    return model
+
+
 def save_with_legend(fig, handles: list, labels: list[str], stem: Path) -> list[Path]:
-    """Shared legend under the panels, then ``stem``.png (for reading) and .svg (for editing)."""
+    """Shared legend under the panels, then ``stem``.png (for reading) and .svg (for editing).
+
+    The SVG is deterministic (fixed id salt, no date), so re-drawing the same run gives the same
+    bytes and a committed plot changes in review only when its content does.
+    """
+    import matplotlib
+
     fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 4), fontsize=9, frameon=False)
     stem.parent.mkdir(parents=True, exist_ok=True)
     paths = [stem.with_suffix(".png"), stem.with_suffix(".svg")]
-    fig.savefig(paths[0], dpi=150)
-    fig.savefig(paths[1])
+    # Text stays text in the SVG (editable, searchable) rather than glyph outlines.
+    with matplotlib.rc_context({"svg.hashsalt": "dynlen", "svg.fonttype": "none"}):
+        fig.savefig(paths[0], dpi=150, metadata={"Software": None})
+        fig.savefig(paths[1], metadata={"Date": None})
     return paths

@@ -242,3 +242,28 @@ def test_committed_reference_csvs_are_rebuilt_byte_for_byte(tmp_path):
         assert (tmp_path / "ref" / "frontier.csv").read_bytes() == (root / "reference" / "frontier.csv").read_bytes()
     for name in ("compare.csv", "frontiers.csv"):
         assert (tmp_path / "cmp" / name).read_bytes() == (root / "lengthdrop-vs-standard" / name).read_bytes()
+
+
+def test_svg_is_the_same_bytes_when_redrawn(run_dir, tmp_path):
+    make_report(run_dir, tmp_path / "a")
+    make_report(run_dir, tmp_path / "b")
+    first = (tmp_path / "a" / "pareto.svg").read_bytes()
+    assert first == (tmp_path / "b" / "pareto.svg").read_bytes()
+    assert b"<dc:date>" not in first
+
+
+def test_plot_title_has_no_file_path_and_names_keep_all_only():
+    from reports.plot import display_name
+
+    assert display_name("models/minilm-squad-lengthdrop") == "minilm-squad-lengthdrop"
+    assert display_name("/tmp/x/y/model") == "model"
+    assert display_name("csarron/bert-base-uncased-squad-v1") == "csarron/bert-base-uncased-squad-v1"
+    root = Path(__file__).resolve().parents[2] / "reports"
+    svg_dir = root / "reference"
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as out:
+        make_report(svg_dir, Path(out))
+        text = (Path(out) / "pareto.svg").read_text()
+    assert "keep-all only within own-1%" in text and "7.70x within own-1%" not in text
+    assert "speedup vs own keep-all" in text
