@@ -101,6 +101,25 @@ pareto: $(BUILD_ON_DEMAND) ## search MODEL under BUDGET, re-score on held-out, r
 	$(DYNLEN) search --model $(MODEL) $(if $(DATA),--data $(DATA),) --run reports/$(RUN) --trials $(TRIALS) \
 		--cost $(COST) --sampler $(SAMPLER) $(if $(BUDGET),--budget '$(BUDGET)',) $(SEARCH_SIZE)
 
+# Several local workers on one study; on other machines run the same `dynlen search` command
+# with the same --storage and --run name. SQLite (no STORAGE) serves one process.
+WORKERS ?= 1
+STORAGE ?=
+ifneq ($(filter search,$(MAKECMDGOALS)),)
+  ifneq ($(WORKERS),1)
+    ifeq ($(STORAGE),)
+      $(error WORKERS=$(WORKERS) needs a server storage, e.g. STORAGE=postgresql://user@host/db (SQLite serves one process))
+    endif
+  endif
+endif
+.PHONY: search
+search: $(BUILD_ON_DEMAND) ## WORKERS= processes on one study (STORAGE=postgresql://...), TRIALS completed in all -> reports/RUN/
+	@pids=""; for i in $$(seq $(WORKERS)); do \
+		$(DYNLEN) search --model $(MODEL) $(if $(DATA),--data $(DATA),) --run reports/$(RUN) --trials $(TRIALS) \
+			--cost $(COST) --sampler $(SAMPLER) $(if $(BUDGET),--budget '$(BUDGET)',) \
+			$(if $(STORAGE),--storage '$(STORAGE)',) $(SEARCH_SIZE) & pids="$$pids $$!"; \
+	done; status=0; for p in $$pids; do wait $$p || status=$$?; done; exit $$status
+
 report: ## redraw reports/RUN/ (plots, frontier.csv, report.md) from the stored study; runs no model
 	$(DYNLEN) report --run reports/$(RUN)
 
