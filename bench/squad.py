@@ -55,15 +55,19 @@ LAYOUT = (
 def _field(holder: object, key: str, kind: type | tuple[type, ...], where: str, source: str) -> object:
     """``holder[key]`` if it has the JSON type the official layout gives it; else one line saying where."""
     if not isinstance(holder, dict):
-        raise UserError(f"{source}: {where} is {type(holder).__name__}, not a JSON object; {LAYOUT}")
+        raise UserError(
+            f"{source} is a malformed SQuAD file: {where} is {type(holder).__name__}, not an object; {LAYOUT}"
+        )
     if key not in holder:
-        raise UserError(f"{source}: {where} has no {key!r}; {LAYOUT}")
+        raise UserError(f"{source} is a malformed SQuAD file: {where} has no {key!r}; {LAYOUT}")
     value = holder[key]
     if not isinstance(value, kind) or isinstance(value, bool):
         names = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
         want = {"str": "a string", "list": "a list", "int": "an integer"}
         shown = " or ".join(want.get(n, n) for n in names.split(" or "))
-        raise UserError(f"{source}: {where} {key!r} is {value!r:.60}, not {shown}; fix that field or the file")
+        raise UserError(
+            f"{source} is a malformed SQuAD file: {where} {key!r} is {value!r:.60}, not {shown}; fix that field"
+        )
     return value
 
 
@@ -91,14 +95,16 @@ def _parse_nested(raw: object, source: str) -> list[Example]:
                 question = _field(qa, "question", str, where_q, source)
                 answers = qa.get("answers") or []
                 if not isinstance(answers, list):
-                    raise UserError(f"{source}: {where_q} 'answers' is {answers!r:.60}, not a list; {LAYOUT}")
+                    raise UserError(
+                        f"{source} is a malformed SQuAD file: {where_q} 'answers' is {answers!r:.60}, not a list; {LAYOUT}"
+                    )
                 texts, starts = [], []
                 for n, answer in enumerate(answers):
                     text = _field(answer, "text", str, f"{where_q} answer {n}", source)
                     start = _field(answer, "answer_start", int, f"{where_q} answer {n}", source)
                     if not 0 <= start <= len(context):
                         raise UserError(
-                            f"{source}: {where_q} answer {n} starts at {start}, outside its context "
+                            f"{source} is a malformed SQuAD file: {where_q} answer {n} starts at {start}, outside its context "
                             f"(0..{len(context)}); fix answer_start"
                         )
                     texts.append(text)
