@@ -1,7 +1,8 @@
 """Length-adaptive inference for BERT-family QA models, with Drop-and-Restore.
 
 After each layer's self-attention, the layer keeps only its most significant tokens
-(significance = attention a token receives, summed over heads and valid queries) and the
+(significance by the configuration's policy, ``bench.significance``: attention received, a
+look-ahead probe's span probability, or both; optionally the question always stays) and the
 rest leave the tensors for good: later layers never compute on them. Before the span head,
 every dropped token's last hidden state is put back at its position, so start/end logits
 cover the whole input.
@@ -27,9 +28,12 @@ from torch import nn
 
 from bench.config import LengthConfig, keep_counts_batch
 from bench.costs import CostShape
+from bench.errors import UserError
 from bench.families import ADAPTERS, adapter_for
 from bench.families.bert import BertLayoutAdapter
 from bench.kernels import native_kernels
+from bench.probes import LookaheadProbes, load_probes
+from bench.significance import SelectionInputs, SignificancePolicy, attention_received, get_policy, question_segment
 
 __all__ = ["ADAPTERS", "AdaptiveOutput", "BertLayoutAdapter", "LengthAdaptiveQA", "adapter_for", "keep_table"]
 
@@ -42,6 +46,8 @@ class AdaptiveOutput:
     end_logits: torch.Tensor
     kept: torch.Tensor  # (num_layers, batch) tokens kept after each layer
     real_lengths: torch.Tensor  # (batch,)
+    # with trace=True: (layer, positions kept (batch, slots), which slots are real or None) per dropping layer
+    trace: list[tuple[int, torch.Tensor, torch.Tensor | None]] | None = None
 
 
 def keep_table(config: LengthConfig, real_lengths: torch.Tensor) -> torch.Tensor:
@@ -67,41 +73,81 @@ def _keep_tensor(counts: list[list[int]], num_layers: int, device: torch.device)
 
 
 def _select_kept(
-    probs: torch.Tensor, valid: torch.Tensor | None, keep: torch.Tensor
+    probs: torch.Tensor | None,
+    valid: torch.Tensor | None,
+    keep: torch.Tensor,
+    significance: torch.Tensor | None = None,
+    protect: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Indices of the kept slots (in their original order) and which of them are real.
 
-    ``probs`` is (batch, heads, queries, keys); ``valid`` None means every slot is real.
-    Padding scores -inf so it goes first; slot 0 ([CLS]) scores +inf so it always stays.
-    The second result is None when every kept slot is real (all examples keep as many), so
-    the next layers can skip masking altogether. Only indices come out, so no graph is built.
+    Significance is attention received from ``probs`` (batch, heads, queries, keys) unless a
+    policy's ``significance`` (batch, slots) is given; ``valid`` None means every slot is real.
+    Padding scores -inf so it goes first; slot 0 ([CLS]) and ``protect`` (batch, slots) slots
+    score +inf so they stay. The second result is None when every kept slot is real (all examples
+    keep as many), so the next layers can skip masking altogether. Only indices come out, so no
+    graph is built.
     """
     counts = keep.tolist()
     width = max(counts)
     with torch.no_grad():
-        significance = _significance(probs, valid)
+        significance = attention_received(probs, valid) if significance is None else significance.clone()
+        if valid is not None:
+            significance = significance.masked_fill(~valid, float("-inf"))
+        if protect is not None:
+            significance = significance.masked_fill(protect, float("inf"))
         significance.select(1, 0).fill_(float("inf"))
         top = significance.topk(width, dim=1).indices
         if min(counts) == width:
             return top.sort(dim=1).values, None
         slot_real = torch.arange(width, device=keep.device)[None, :] < keep[:, None]
-        big = probs.shape[-1] + 1
+        big = significance.shape[-1] + 1
         order = torch.where(slot_real, top, top + big).argsort(dim=1)
         return top.gather(1, order), slot_real.gather(1, order)
 
 
-def _significance(probs: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
-    """(batch, keys) attention each key receives, summed over heads and valid queries.
+@dataclass
+class _Selection:
+    """One forward's token-selection state: the policy, the question slots and the probes."""
 
-    Without padding, heads and queries are one contiguous run per example, so a single
-    reduction does it; with padding, padded queries are zeroed after summing the heads.
-    """
-    b, _, _, n = probs.shape
-    if valid is None:
-        return probs.reshape(b, -1, n).sum(dim=1)
-    received = probs.sum(dim=1)  # over heads first: (batch, queries, keys), 1/heads of the work below
-    significance = (received * valid.to(probs.dtype)[:, :, None]).sum(dim=1)  # valid queries only
-    return significance.masked_fill(~valid, float("-inf"))
+    policy: SignificancePolicy
+    keep_question: bool
+    question: torch.Tensor | None  # (batch, slots), follows the slots through every drop
+    probes: LookaheadProbes | None
+
+    @property
+    def plain_attention(self) -> bool:
+        """The Length-Adaptive Transformer's rule: attention received, with or without the question kept."""
+        return self.policy.name == "attention"
+
+    @property
+    def kernel_ready(self) -> bool:
+        """What the native drop-attention kernel computes: attention received, with protected leading slots.
+
+        The question segment leads every row and kept slots stay in position order, so keeping it
+        is protecting each example's first ``question`` slots.
+        """
+        return self.plain_attention
+
+    def significance(
+        self, layer: int, hidden: torch.Tensor, valid: torch.Tensor | None, positions: torch.Tensor, probs=None
+    ) -> torch.Tensor:
+        inputs = SelectionInputs(layer, hidden, valid, probs, self.question, self.probes, positions)
+        return self.policy.scores(inputs)
+
+    def protect(self, keep: torch.Tensor) -> torch.Tensor | None:
+        """Slots that must stay: the question segment, cut to its first ``keep`` slots per example.
+
+        Cutting it makes the choice defined when a layer keeps fewer tokens than the question has:
+        the leading ones stay, as the native kernel does it.
+        """
+        if not self.keep_question:
+            return None
+        return self.question & (self.question.cumsum(dim=1) <= keep[:, None])
+
+    def follow(self, slots: torch.Tensor) -> None:
+        if self.question is not None:
+            self.question = _take_rows(self.question, slots, dim=1)
 
 
 class _Restore:
@@ -138,17 +184,34 @@ class LengthAdaptiveQA(nn.Module):
     its dropping layers through the native kernels where they are available (``bench.kernels``);
     training never does. Turn it off to run torch's own ops, e.g. when counting FLOPs with
     ``FlopCounterMode``, which cannot see inside a native call.
+
+    ``probes`` are the model's look-ahead probes (``bench.probes``): ``"auto"`` loads those saved
+    with the model, if any. ``sep_token_id`` (the tokenizer's separator) finds the question segment
+    for configurations that keep it; the model config's own ``sep_token_id`` is used when absent.
     """
 
-    def __init__(self, model: nn.Module, kernels: bool = True):
+    def __init__(
+        self,
+        model: nn.Module,
+        kernels: bool = True,
+        probes: LookaheadProbes | str | None = "auto",
+        sep_token_id: int | None = None,
+    ):
         super().__init__()
         self.model = model
         self.kernels = kernels
         self.adapter = adapter_for(model, kernels)
+        self.probes = load_probes(model) if probes == "auto" else probes
+        self.sep_token_id = sep_token_id if sep_token_id is not None else getattr(model.config, "sep_token_id", None)
 
     @property
     def num_layers(self) -> int:
         return len(self.adapter.layers)
+
+    @property
+    def probe_token_flops(self) -> int:
+        """FLOPs per token of one look-ahead probe (0 without probes), for ``bench.costs``."""
+        return 0 if self.probes is None else self.probes.flops(1)
 
     def cost_shape(self) -> CostShape:
         """The family's exact FLOPs formula for this model's widths (see ``bench.costs``)."""
@@ -162,6 +225,7 @@ class LengthAdaptiveQA(nn.Module):
         config: LengthConfig | None = None,
         attention: str = "sdpa",
         skip: Collection[int] = (),
+        trace: bool = False,
     ) -> AdaptiveOutput:
         """``attention='eager'`` materialises probabilities in every layer (for FLOP counting).
 
@@ -170,6 +234,7 @@ class LengthAdaptiveQA(nn.Module):
         padding, equal lengths, or after a drop where every example keeps as many): attention
         and significance then run with no masking at all. Layers in ``skip`` are bypassed (their
         input is their output) and drop nothing: LengthDrop training's optional LayerDrop.
+        ``trace`` records which positions every dropping layer kept (diagnostics, e.g. answer survival).
         """
         ad = self.adapter
         config = config or LengthConfig.keep_all(self.num_layers)
@@ -186,6 +251,8 @@ class LengthAdaptiveQA(nn.Module):
         positions = torch.arange(width, device=input_ids.device).expand(batch, width)
         restore: _Restore | None = None
         native = None  # the kernels module, once the first dropping layer finds it usable
+        selection: _Selection | None = None
+        kept_trace: list = []
         current = lengths
         for index, layer in enumerate(ad.layers):
             if index in skip:
@@ -193,16 +260,21 @@ class LengthAdaptiveQA(nn.Module):
             if any(k < n for k, n in zip(plan[index], current)):
                 if restore is None:  # the first dropping layer: decided once per forward
                     restore = _Restore(hidden, width)
-                    native = self._native_drop(input_ids, mask, real)
+                    selection = self._selection(config, input_ids, plan, lengths)
+                    native = self._native_drop(input_ids, mask, real) if selection.kernel_ready else None
                 restore.write(hidden, positions, mask)
-                job = None if native is None else (native, current, plan[index])
-                hidden, positions, mask = self._dropping_layer(layer, hidden, mask, keep[index], positions, job)
+                job = None if native is None else (native, current, plan[index], index)
+                hidden, positions, mask = self._dropping_layer(
+                    layer, hidden, mask, keep[index], positions, job, selection, index, attention
+                )
                 current = plan[index]
+                if trace:
+                    kept_trace.append((index, positions, mask))
             else:
                 hidden = self._full_layer(layer, hidden, mask, attention)
         final = hidden if restore is None else restore.finish(hidden, positions, mask)
         start, end = ad.span_head(final)
-        return AdaptiveOutput(start, end, keep, real)
+        return AdaptiveOutput(start, end, keep, real, kept_trace if trace else None)
 
     def _full_layer(
         self, layer: nn.Module, hidden: torch.Tensor, valid: torch.Tensor | None, attention: str
@@ -216,6 +288,27 @@ class LengthAdaptiveQA(nn.Module):
             mask = None if valid is None else valid[:, None, None, :]
             context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=ad.scaling)
         return ad.finish_layer(layer, _merge_heads(context), inputs.carry)
+
+    def _selection(
+        self, config: LengthConfig, input_ids: torch.Tensor, plan: list[list[int]], lengths: list[int]
+    ) -> _Selection:
+        """The policy's state for one forward, checked before the first dropping layer runs."""
+        policy = get_policy(config.significance)
+        if policy.needs_probes:
+            if self.probes is None:
+                raise UserError(
+                    f"significance policy {policy.name!r} needs look-ahead probes, and this model has none; "
+                    "train them with `make probes MODEL=<folder>` (or choose significance 'attention')"
+                )
+            previous = lengths
+            for index, counts in enumerate(plan):
+                if any(k < n for k, n in zip(counts, previous)) and not self.probes.has(index):
+                    self.probes(index, input_ids)  # raises the one-line error naming the layer
+                previous = counts
+        question = None
+        if config.keep_question or policy.needs_question:
+            question = question_segment(input_ids, self.sep_token_id)
+        return _Selection(policy, config.keep_question, question, self.probes)
 
     def _native_drop(self, input_ids: torch.Tensor, mask: torch.Tensor | None, real: torch.Tensor):
         """The native drop-attention kernel when this forward may use it, else None.
@@ -241,26 +334,55 @@ class LengthAdaptiveQA(nn.Module):
         keep: torch.Tensor,
         positions: torch.Tensor,
         native: tuple | None = None,
+        selection: _Selection | None = None,
+        index: int = 0,
+        attention: str = "sdpa",
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """Attention over all current tokens; context, projection and FFN only for the kept ones.
+        """Attention over all current tokens as keys; context, projection and FFN only for the kept ones.
 
-        ``native`` (the kernels module, real slots now and slots to keep per example) routes the
-        attention through the drop-attention kernel; both paths pick the same tokens and give the
-        same context to float32 rounding.
+        Policies that read attention (``attention``, ``lookahead-attention``) need every query's
+        probabilities; ``native`` (the kernels module, real slots now, slots to keep per example)
+        routes them through the drop-attention kernel, which picks the same tokens and gives the
+        same context to float32 rounding. A policy that does not (``lookahead``) picks the slots
+        from the layer's input first, so only the kept queries attend, through fused SDPA.
         """
         ad = self.adapter
+        protect = None if selection is None else selection.protect(keep)
         inputs = ad.project_qkv(layer, hidden)
-        if native is None:
-            probs = _attention_probs(inputs.query, inputs.key, valid, ad.scaling)
-            slots, slot_real = _select_kept(probs, valid, keep)
-            context = _merge_heads(_take_rows(probs, slots, dim=2) @ inputs.value)
-        else:
-            kernels, current, counts = native
+        if native is not None:
+            kernels, current, counts, _ = native
+            protected = torch.ones(len(counts), dtype=torch.long) if protect is None else protect.sum(dim=1)
             context, slots = kernels.drop_attention(
-                inputs.query, inputs.key, inputs.value, torch.tensor(current), torch.tensor(counts), ad.scaling
+                inputs.query,
+                inputs.key,
+                inputs.value,
+                torch.tensor(current),
+                torch.tensor(counts),
+                protected,
+                ad.scaling,
             )
             width = slots.shape[1]
             slot_real = None if min(counts) == width else torch.arange(width)[None, :] < keep[:, None]
+        elif selection is None or selection.policy.needs_attention:
+            probs = _attention_probs(inputs.query, inputs.key, valid, ad.scaling)
+            significance = None
+            if selection is not None and not selection.plain_attention:
+                significance = selection.significance(index, hidden, valid, positions, probs)
+            slots, slot_real = _select_kept(probs, valid, keep, significance, protect)
+            context = _merge_heads(_take_rows(probs, slots, dim=2) @ inputs.value)
+        else:
+            significance = selection.significance(index, hidden, valid, positions)
+            slots, slot_real = _select_kept(None, valid, keep, significance, protect)
+            query = _take_rows(inputs.query, slots, dim=2)
+            if attention == "eager":  # explicit products, which FlopCounterMode sees (CPU flash SDPA it does not)
+                context = _merge_heads(_attention_probs(query, inputs.key, valid, ad.scaling) @ inputs.value)
+            else:
+                mask = None if valid is None else valid[:, None, None, :]
+                context = _merge_heads(
+                    F.scaled_dot_product_attention(query, inputs.key, inputs.value, attn_mask=mask, scale=ad.scaling)
+                )
+        if selection is not None:
+            selection.follow(slots)
         carry = tuple(_take_rows(t, slots, dim=1) for t in inputs.carry)
         out = ad.finish_layer(layer, context, carry)
         return out, _take_rows(positions, slots, dim=1), slot_real

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -27,6 +27,7 @@ from bench.errors import UserError
 Kind = Literal["ratios", "counts"]
 KINDS: tuple[str, ...] = ("ratios", "counts")
 COUNTS_MAX_LENGTH = 384
+DEFAULT_SIGNIFICANCE = "attention"
 
 
 @dataclass(frozen=True)
@@ -36,8 +37,11 @@ class LengthConfig:
     kind: Kind
     values: tuple[float, ...]
     max_length: int = COUNTS_MAX_LENGTH
+    significance: str = DEFAULT_SIGNIFICANCE  # which tokens a layer keeps: a name in bench.significance.POLICIES
+    keep_question: bool = False  # the question segment ([CLS] question [SEP]) always stays
 
     def __post_init__(self) -> None:
+        self._check_selection()
         if self.kind not in KINDS:
             raise UserError(f"configuration kind must be one of {KINDS}, got {self.kind!r}")
         if not self.values:
@@ -52,6 +56,25 @@ class LengthConfig:
                     f"layer {layer + 1} keeps {values[layer]:g}, more than layer {layer} ({values[layer - 1]:g}): "
                     "a layer cannot keep tokens the previous layer dropped; make the values non-increasing"
                 )
+
+    def _check_selection(self) -> None:
+        from bench.significance import POLICIES  # the registry imports torch; the check needs it only here
+
+        if self.significance not in POLICIES:
+            raise UserError(
+                f"unknown significance policy {self.significance!r}; choose one of {', '.join(sorted(POLICIES))}"
+            )
+        if not isinstance(self.keep_question, bool):
+            raise UserError(f"keep_question must be true or false, got {self.keep_question!r}")
+
+    def with_selection(self, significance: str, keep_question: bool) -> LengthConfig:
+        """The same token budget under another significance policy."""
+        return replace(self, significance=significance, keep_question=keep_question)
+
+    @property
+    def selection(self) -> str:
+        """The policy as one word: ``attention``, ``lookahead+question``, ..."""
+        return self.significance + ("+question" if self.keep_question else "")
 
     def _check_value(self, layer: int, value: float) -> None:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
@@ -93,8 +116,14 @@ class LengthConfig:
 
     @classmethod
     def parse(cls, text: str) -> LengthConfig:
-        """``keep-all``? no -- use :func:`resolve`; this reads '269,253,...' or 'ratios:1,0.9,...'."""
+        """Reads '269,253,...', 'ratios:1,0.9,...', optionally followed by '@policy' or '@policy+question'.
+
+        ``keep-all`` is read by :func:`resolve_config`, which knows the model's depth.
+        """
         text = text.strip()
+        selection = None
+        if "@" in text:
+            text, selection = (part.strip() for part in text.split("@", 1))
         kind = None
         if ":" in text:
             kind, text = (part.strip() for part in text.split(":", 1))
@@ -106,7 +135,8 @@ class LengthConfig:
             raise UserError(
                 f"cannot read configuration {text!r}: give comma-separated numbers, e.g. 269,253,252,202,104,34"
             ) from None
-        return cls.from_values(values, kind)
+        config = cls.from_values(values, kind)
+        return config if selection is None else config.with_selection(*parse_selection(selection))
 
     # --- serialisation ------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -114,6 +144,9 @@ class LengthConfig:
         out: dict = {"kind": self.kind, "values": values}
         if self.kind == "counts":
             out["max_length"] = self.max_length
+        if self.significance != DEFAULT_SIGNIFICANCE or self.keep_question:
+            out["significance"] = self.significance
+            out["keep_question"] = self.keep_question
         return out
 
     @classmethod
@@ -127,7 +160,8 @@ class LengthConfig:
             )
         check_config_fields(raw)
         values = raw["values"]
-        return cls(raw["kind"], tuple(values), int(raw.get("max_length", COUNTS_MAX_LENGTH)))
+        config = cls(raw["kind"], tuple(values), int(raw.get("max_length", COUNTS_MAX_LENGTH)))
+        return config.with_selection(raw.get("significance", DEFAULT_SIGNIFICANCE), raw.get("keep_question", False))
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict())
@@ -176,12 +210,22 @@ class LengthConfig:
         return out
 
     def label(self) -> str:
+        """'ratios:1,0.9,...' or 'counts:269,...', with '@policy[+question]' unless it is plain attention."""
         if self.kind == "counts":
-            return "counts:" + ",".join(str(int(v)) for v in self.values)
-        return "ratios:" + ",".join(f"{v:.3g}" for v in self.values)
+            text = "counts:" + ",".join(str(int(v)) for v in self.values)
+        else:
+            text = "ratios:" + ",".join(f"{v:.3g}" for v in self.values)
+        return text if self.selection == DEFAULT_SIGNIFICANCE else f"{text}@{self.selection}"
 
     def __str__(self) -> str:
         return self.label()
+
+
+def parse_selection(text: str) -> tuple[str, bool]:
+    """'lookahead+question' -> ('lookahead', True); 'attention' -> ('attention', False)."""
+    text = text.strip()
+    keep_question = text.endswith("+question")
+    return (text[: -len("+question")] if keep_question else text), keep_question
 
 
 def cumulative_ratios(shares: Sequence[float], floor: float = 0.0) -> LengthConfig:

@@ -35,6 +35,8 @@ class CostShape(Protocol):
 
     def layer_flops(self, n_in: int, n_out: int) -> int: ...
 
+    def score_flops(self, queries: int, keys: int) -> int: ...
+
     def head_flops(self, length: int) -> int: ...
 
 
@@ -77,6 +79,10 @@ class EncoderShape:
         ffn = 2 * 2 * n_out * d * f
         return qkv + scores + context + out_proj + ffn
 
+    def score_flops(self, queries: int, keys: int) -> int:
+        """Attention scores of ``queries`` rows over ``keys`` columns, all heads."""
+        return 2 * queries * keys * self.attn
+
     def head_flops(self, length: int) -> int:
         """The span head sees every token: dropped ones are restored before it."""
         return 2 * length * self.hidden * self.span_outputs
@@ -94,22 +100,37 @@ def span_head_flops(shape: CostShape, length: int) -> int:
     return shape.head_flops(length)
 
 
-def example_layer_flops(shape: CostShape, config: LengthConfig, length: int) -> list[int]:
-    """Per-layer FLOPs for one feature of ``length`` real tokens (embedding and span head excluded)."""
+def example_layer_flops(shape: CostShape, config: LengthConfig, length: int, probe_token_flops: int = 0) -> list[int]:
+    """Per-layer FLOPs for one feature of ``length`` real tokens (embedding and span head excluded).
+
+    The family's ``layer_flops`` is a layer under the attention policy: every incoming query's
+    scores are needed to rank the keys. A policy that does not read attention (``lookahead``)
+    computes scores for the kept queries only; a policy that reads the look-ahead probes pays
+    ``probe_token_flops`` per incoming token at every layer where the feature drops tokens.
+    """
+    from bench.significance import get_policy
+
+    policy = get_policy(config.significance)
     out, n_in = [], length
     for n_out in config.keep_counts(length):
-        out.append(shape.layer_flops(n_in, n_out))
+        flops = shape.layer_flops(n_in, n_out)
+        if n_out < n_in:
+            if not policy.needs_attention:
+                flops -= shape.score_flops(n_in - n_out, n_in)
+            if policy.needs_probes:
+                flops += probe_token_flops * n_in
+        out.append(flops)
         n_in = n_out
     return out
 
 
-def example_flops(shape: CostShape, config: LengthConfig, length: int) -> int:
-    layers = sum(example_layer_flops(shape, config, length))
+def example_flops(shape: CostShape, config: LengthConfig, length: int, probe_token_flops: int = 0) -> int:
+    layers = sum(example_layer_flops(shape, config, length, probe_token_flops))
     return shape.embed_flops(length) + layers + shape.head_flops(length)
 
 
-def total_flops(shape: CostShape, config: LengthConfig, lengths: Iterable[int]) -> int:
-    return sum(example_flops(shape, config, n) for n in lengths)
+def total_flops(shape: CostShape, config: LengthConfig, lengths: Iterable[int], probe_token_flops: int = 0) -> int:
+    return sum(example_flops(shape, config, n, probe_token_flops) for n in lengths)
 
 
 @dataclass(frozen=True)
@@ -147,14 +168,23 @@ class FlopReport:
 
 
 def flop_report(
-    shape: CostShape, config: LengthConfig, lengths: Sequence[int], questions: int, padded: bool = False
+    shape: CostShape,
+    config: LengthConfig,
+    lengths: Sequence[int],
+    questions: int,
+    padded: bool = False,
+    probe_token_flops: int = 0,
 ) -> FlopReport:
-    """FLOPs under dynamic padding (real lengths) or the padded-to-384 convention."""
+    """FLOPs under dynamic padding (real lengths) or the padded-to-384 convention.
+
+    ``probe_token_flops``: the look-ahead probe's FLOPs per token (``LookaheadProbes.flops(1)``),
+    charged to policies that read the probes.
+    """
     lengths = [COUNTS_MAX_LENGTH] * len(lengths) if padded else list(lengths)
     keep_all = LengthConfig.keep_all(shape.num_layers)
     base_keep_all = LengthConfig.keep_all(BERT_BASE.num_layers)
     return FlopReport(
-        flops=total_flops(shape, config, lengths),
+        flops=total_flops(shape, config, lengths, probe_token_flops),
         keep_all_flops=total_flops(shape, keep_all, lengths),
         bert_base_flops=total_flops(BERT_BASE, base_keep_all, lengths),
         features=len(lengths),

@@ -85,6 +85,9 @@ class MobileBertShape:
         a = self.attention_dim
         return 2 * (n_in * every + n_out * kept + n_in * n_in * a + n_out * n_in * a)
 
+    def score_flops(self, queries: int, keys: int) -> int:
+        return 2 * queries * keys * self.attention_dim
+
     def head_flops(self, length: int) -> int:
         return 2 * length * self.hidden * self.span_outputs
 

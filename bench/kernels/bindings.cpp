@@ -7,7 +7,7 @@ std::vector<torch::Tensor> pack_weight(torch::Tensor weight, torch::Tensor bias)
 torch::Tensor packed_linear(torch::Tensor x, torch::Tensor panels, torch::Tensor bias);
 int64_t parallel_width(int64_t tasks);
 std::vector<torch::Tensor> drop_attention(torch::Tensor q, torch::Tensor k, torch::Tensor v, torch::Tensor lengths,
-                                          torch::Tensor keep, double scale);
+                                          torch::Tensor keep, torch::Tensor protect, double scale);
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("parallel_width", &parallel_width, "threads used by parallel_for (a build check)");

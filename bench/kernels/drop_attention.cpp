@@ -159,12 +159,15 @@ ContextBlock pick_context(int rows, int nv) {
   }
 }
 
-// The keep most significant of an example's first length slots, in position order; [CLS] first.
-void pick_kept(const float* significance, int64_t length, int64_t keep, int64_t* slots) {
+// The keep most significant of an example's first length slots, in position order. The first
+// protect slots ([CLS] and, when the question is kept, the question segment) always come first;
+// protect is at least 1, so [CLS] always stays.
+void pick_kept(const float* significance, int64_t length, int64_t keep, int64_t protect, int64_t* slots) {
   std::vector<int64_t> order(static_cast<size_t>(length));
   std::iota(order.begin(), order.end(), 0);
   auto more_significant = [&](int64_t a, int64_t b) {
-    if (a == 0 || b == 0) return a == 0 && b != 0;
+    const bool pa = a < protect, pb = b < protect;
+    if (pa || pb) return pa && (!pb || a < b);
     return significance[a] > significance[b] || (significance[a] == significance[b] && a < b);
   };
   if (keep < length) std::nth_element(order.begin(), order.begin() + keep, order.end(), more_significant);
@@ -175,11 +178,12 @@ void pick_kept(const float* significance, int64_t length, int64_t keep, int64_t*
 }  // namespace
 
 // q, k, v: (batch, heads, n, head_dim) float32 views with unit last stride; lengths, keep: (batch,)
-// int64 real slots and slots to keep per example. Returns the kept rows' context (batch, width,
+// int64 real slots and slots to keep per example; protect: (batch,) leading slots that always stay
+// (0 or 1 both mean [CLS] only). Returns the kept rows' context (batch, width,
 // heads * head_dim) and their slots (batch, width), width = max(keep). An example keeping fewer
 // than width fills its last slots with slot 0, whose rows the caller marks as not real.
 std::vector<torch::Tensor> drop_attention(torch::Tensor q, torch::Tensor k, torch::Tensor v, torch::Tensor lengths,
-                                          torch::Tensor keep, double scale) {
+                                          torch::Tensor keep, torch::Tensor protect, double scale) {
   for (const auto* t : {&q, &k, &v}) {
     TORCH_CHECK(t->dim() == 4 && t->scalar_type() == torch::kFloat32 && t->device().is_cpu(),
                 "q, k, v must be 4-D float32 CPU tensors (batch, heads, tokens, head_dim)");
@@ -187,7 +191,10 @@ std::vector<torch::Tensor> drop_attention(torch::Tensor q, torch::Tensor k, torc
     TORCH_CHECK(t->sizes() == q.sizes(), "q, k, v must have the same shape");
   }
   const int64_t batch = q.size(0), heads = q.size(1), n = q.size(2), d = q.size(3);
-  TORCH_CHECK(lengths.numel() == batch && keep.numel() == batch, "lengths and keep need one entry per example");
+  TORCH_CHECK(lengths.numel() == batch && keep.numel() == batch && protect.numel() == batch,
+              "lengths, keep and protect need one entry per example");
+  auto pr = protect.to(torch::kLong).contiguous();
+  const int64_t* protected_slots = pr.data_ptr<int64_t>();
   auto len = lengths.to(torch::kLong).contiguous();
   auto kp = keep.to(torch::kLong).contiguous();
   const int64_t* L = len.data_ptr<int64_t>();
@@ -230,7 +237,7 @@ std::vector<torch::Tensor> drop_attention(torch::Tensor q, torch::Tensor k, torc
         const float* part = S + (b * heads + h) * ld;
         for (int64_t j = 0; j < L[b]; ++j) total[j] += part[j];
       }
-      pick_kept(total.data(), L[b], K[b], slot + b * width);
+      pick_kept(total.data(), L[b], K[b], std::max<int64_t>(1, std::min(protected_slots[b], K[b])), slot + b * width);
     }
   });
 

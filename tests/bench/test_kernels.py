@@ -116,10 +116,29 @@ def test_drop_attention_equals_reference(kernel, batch, heads, n, head_dim):
     q, k, v = (t.view(batch, n, heads, head_dim).transpose(1, 2) for t in qkv.split(heads * head_dim, dim=-1))
     lengths = torch.tensor([max(1, n - 5 * b) for b in range(batch)])
     keep = torch.tensor([max(1, int(length * (0.7 - 0.2 * b))) for b, length in enumerate(lengths.tolist())])
-    context, slots = kernel.drop_attention(q, k, v, lengths, keep, head_dim**-0.5)
+    context, slots = kernel.drop_attention(q, k, v, lengths, keep, torch.ones_like(keep), head_dim**-0.5)
     want_context, want_slots = _reference_drop(q, k, v, lengths, keep, head_dim**-0.5)
     assert torch.equal(slots, want_slots)
     torch.testing.assert_close(context, want_context, rtol=1e-5, atol=2e-6)
+
+
+def test_drop_attention_keeps_protected_leading_slots(kernel):
+    """The question segment leads every row: its slots stay whatever attention they receive."""
+    g = torch.Generator().manual_seed(3)
+    q, k, v = (torch.randn(2, 4, 30, 16, generator=g) for _ in range(3))
+    lengths, keep, protect = torch.tensor([30, 24]), torch.tensor([12, 8]), torch.tensor([9, 3])
+    _, slots = kernel.drop_attention(q, k, v, lengths, keep, protect, 0.25)
+    _, free = kernel.drop_attention(q, k, v, lengths, keep, torch.ones_like(keep), 0.25)
+    assert slots[0, :9].tolist() == list(range(9)) and slots[1, :3].tolist() == [0, 1, 2]
+    assert not torch.equal(slots, free)  # the protection changed the choice on this input
+    from bench.adaptive import _select_kept
+
+    probs = (q * 0.25 @ k.transpose(-1, -2)).softmax(-1)
+    valid = torch.arange(30)[None, :] < lengths[:, None]
+    probs = (q * 0.25 @ k.transpose(-1, -2)).masked_fill(~valid[:, None, None, :], float("-inf")).softmax(-1)
+    question = torch.arange(30)[None, :] < protect[:, None]
+    want, _ = _select_kept(probs, valid, keep, protect=question)
+    assert torch.equal(slots[0], want[0]) and torch.equal(slots[1, :8], want[1, :8])
 
 
 def test_drop_attention_does_not_depend_on_thread_count(kernel):
@@ -129,9 +148,9 @@ def test_drop_attention_does_not_depend_on_thread_count(kernel):
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        one = kernel.drop_attention(q, k, v, lengths, keep, 0.2)
+        one = kernel.drop_attention(q, k, v, lengths, keep, torch.ones_like(keep), 0.2)
         torch.set_num_threads(2)
-        two = kernel.drop_attention(q, k, v, lengths, keep, 0.2)
+        two = kernel.drop_attention(q, k, v, lengths, keep, torch.ones_like(keep), 0.2)
     finally:
         torch.set_num_threads(before)
     assert torch.equal(one[0], two[0]) and torch.equal(one[1], two[1])
@@ -140,7 +159,7 @@ def test_drop_attention_does_not_depend_on_thread_count(kernel):
 def test_drop_attention_rejects_keeping_more_than_the_real_tokens(kernel):
     q = torch.randn(1, 2, 6, 8)
     with pytest.raises(RuntimeError, match="keep <= length"):
-        kernel.drop_attention(q, q, q, torch.tensor([4]), torch.tensor([5]), 1.0)
+        kernel.drop_attention(q, q, q, torch.tensor([4]), torch.tensor([5]), torch.tensor([1]), 1.0)
 
 
 @pytest.mark.parametrize("left_padding", [False, True])

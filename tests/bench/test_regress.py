@@ -37,10 +37,23 @@ def test_breaking_the_dropping_fails_the_check(tmp_path, monkeypatch, capsys):
     path = _baseline(tmp_path)
     original = LengthAdaptiveQA._dropping_layer
 
-    def keep_everything(self, layer, hidden, valid, keep, positions, native=None):
+    def keep_everything(
+        self, layer, hidden, valid, keep, positions, native=None, selection=None, index=0, attention="sdpa"
+    ):
         # the bug: tokens are "dropped" but every slot stays in the tensors (torch's path, which the
         # FLOP count runs: FlopCounterMode cannot see inside the native kernel)
-        return original(self, layer, hidden, valid, torch.full_like(keep, hidden.shape[1]), positions)
+        return original(
+            self,
+            layer,
+            hidden,
+            valid,
+            torch.full_like(keep, hidden.shape[1]),
+            positions,
+            None,
+            selection,
+            index,
+            attention,
+        )
 
     monkeypatch.setattr(LengthAdaptiveQA, "_dropping_layer", keep_everything)
     assert regress_cli.main(["check", "--baseline", str(path), "--no-latency"]) == 1

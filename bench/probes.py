@@ -1,0 +1,131 @@
+"""Look-ahead probes: one small span head per layer, read before the layer decides what to keep.
+
+A probe maps a layer's input hidden states to start/end logits and is trained (``training.probes``)
+to match the full model's *final* start/end distributions, so it says early which tokens the last
+layer will want. It is a few thousand parameters a layer, stored next to the model's weights:
+
+* ``lookahead_probes.safetensors`` -- the probe weights, one ``layers.<i>.*`` group per layer;
+* an entry ``dynlen_lookahead`` in the model's ``config.json`` (``{"hidden": 64, "layers": [...]}``),
+  which transformers keeps as an attribute of ``model.config``, so the probes load with the model
+  from the same folder and a model without them is recognised before any forward.
+
+The probes' matrix products are counted in the FLOPs (``flops``), so a policy that reads them pays
+for them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from bench.errors import UserError
+
+WEIGHTS_FILE = "lookahead_probes.safetensors"
+CONFIG_KEY = "dynlen_lookahead"
+
+
+class _Probe(nn.Module):
+    """hidden -> 2 logits through one GELU layer (``width`` > 0) or a single linear map."""
+
+    def __init__(self, hidden_size: int, width: int):
+        super().__init__()
+        if width:
+            self.net = nn.Sequential(nn.Linear(hidden_size, width), nn.GELU(), nn.Linear(width, 2))
+        else:
+            self.net = nn.Linear(hidden_size, 2)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.net(hidden)
+
+
+class LookaheadProbes(nn.Module):
+    """Per-layer probes; ``probes(layer, hidden)`` gives (batch, tokens, 2) start/end logits.
+
+    ``layers`` lists the encoder layers (0-based) that have a probe; layer 0 reads the embeddings,
+    which know nothing of the question, so training starts at layer 1 by default.
+    """
+
+    def __init__(self, hidden_size: int, layers: list[int], width: int = 64):
+        super().__init__()
+        self.hidden_size, self.width, self.layer_ids = hidden_size, width, list(layers)
+        self.layers = nn.ModuleDict({str(i): _Probe(hidden_size, width) for i in self.layer_ids})
+
+    def has(self, layer: int) -> bool:
+        return str(layer) in self.layers
+
+    def forward(self, layer: int, hidden: torch.Tensor) -> torch.Tensor:
+        if not self.has(layer):
+            raise UserError(
+                f"the look-ahead probes have no probe for layer {layer + 1} (they cover layers "
+                f"{', '.join(str(i + 1) for i in self.layer_ids)}); keep every token at that layer or retrain "
+                "the probes with `make probes`"
+            )
+        return self.layers[str(layer)](hidden)
+
+    def flops(self, tokens: int) -> int:
+        """FLOPs (2 x MACs) of one probe on ``tokens`` tokens."""
+        if self.width:
+            return 2 * tokens * (self.hidden_size * self.width + self.width * 2)
+        return 2 * tokens * self.hidden_size * 2
+
+    def description(self) -> dict:
+        return {"hidden": self.width, "layers": self.layer_ids, "hidden_size": self.hidden_size}
+
+    def save(self, folder: str | Path, provenance: dict | None = None) -> None:
+        """Weights beside the model plus the ``config.json`` entry that announces them."""
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        save_file(tensors, str(folder / WEIGHTS_FILE))
+        config_path = folder / "config.json"
+        config = json.loads(config_path.read_text())
+        config[CONFIG_KEY] = {**self.description(), **(provenance or {})}
+        config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+def probes_entry(model: nn.Module) -> dict | None:
+    """The model's ``dynlen_lookahead`` config entry, or None when it was saved without probes."""
+    entry = getattr(model.config, CONFIG_KEY, None)
+    return entry if isinstance(entry, dict) else None
+
+
+def load_probes(model: nn.Module, folder: str | Path | None = None) -> LookaheadProbes | None:
+    """The probes saved with ``model`` (its ``name_or_path`` folder unless ``folder``), or None.
+
+    A config entry without the weights file is an error, not a silent fallback: the model would
+    otherwise run another significance policy than the one asked for.
+    """
+    entry = probes_entry(model)
+    if entry is None:
+        return None
+    where = Path(folder or getattr(model, "name_or_path", "") or "")
+    path = where / WEIGHTS_FILE
+    if not path.is_file():
+        path = _hub_file(str(where)) or path
+    if not path.is_file():
+        raise UserError(
+            f"{where} announces look-ahead probes in config.json but {WEIGHTS_FILE} is missing; "
+            "retrain them with `make probes MODEL=<folder>` or copy the file back"
+        )
+    from safetensors.torch import load_file
+
+    probes = LookaheadProbes(int(entry["hidden_size"]), [int(i) for i in entry["layers"]], int(entry["hidden"]))
+    probes.load_state_dict(load_file(str(path)))
+    parameter = next(model.parameters())
+    return probes.to(device=parameter.device, dtype=parameter.dtype).eval()
+
+
+def _hub_file(name: str) -> Path | None:
+    """The probes file of a hub model, where the hub is reachable (None offline or for a folder)."""
+    if not name or Path(name).exists():
+        return None
+    try:
+        from huggingface_hub import hf_hub_download
+
+        return Path(hf_hub_download(name, WEIGHTS_FILE))
+    except Exception:  # offline, no such file, or no such repository: the caller says what is missing
+        return None

@@ -1,0 +1,201 @@
+"""Significance policies: the registry, question keeping, look-ahead probes and their FLOPs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from fixtures import save_tiny_model, tiny_bert
+from torch.utils.flop_counter import FlopCounterMode
+
+from bench.adaptive import LengthAdaptiveQA
+from bench.config import LengthConfig
+from bench.costs import example_flops
+from bench.errors import UserError
+from bench.probes import WEIGHTS_FILE, LookaheadProbes, load_probes
+from bench.significance import POLICIES, get_policy, question_segment, register_policy
+
+SEP = 3
+
+
+def _inputs(length: int = 24, question: int = 7, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """[CLS]=2, question, [SEP], context, [SEP]; token types 0 then 1, like the QA tokenizers make them."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, 40, (1, length), generator=g)
+    ids[0, 0], ids[0, question], ids[0, -1] = 2, SEP, SEP
+    types = torch.zeros_like(ids)
+    types[0, question + 1 :] = 1
+    return ids, types
+
+
+def _probes(model, width: int = 0) -> LookaheadProbes:
+    """Random probes for layers 2.. of ``model`` (layer 1 reads the embeddings and has none)."""
+    probes = LookaheadProbes(model.config.hidden_size, list(range(1, model.config.num_hidden_layers)), width)
+    torch.manual_seed(1)
+    for p in probes.parameters():
+        torch.nn.init.normal_(p, std=0.5)
+    return probes.eval()
+
+
+class _Fixed:
+    """A test policy: scores are a fixed per-position table (higher keeps)."""
+
+    name = "test-fixed"
+    needs_attention, needs_probes, needs_question = False, False, False
+
+    def __init__(self, table: torch.Tensor):
+        self.table = table
+
+    def scores(self, inputs):
+        return self.table.expand(inputs.hidden.shape[0], -1)[:, : inputs.hidden.shape[1]].clone()
+
+
+def test_registry_names_the_known_policies():
+    assert {"attention", "question-attention", "lookahead", "lookahead-attention"} <= set(POLICIES)
+    with pytest.raises(UserError, match="unknown significance policy 'nope'.*attention"):
+        get_policy("nope")
+    with pytest.raises(UserError, match="unknown significance policy"):
+        LengthConfig.parse("ratios:1,0.5@nope")
+
+
+def test_selection_round_trips_through_label_dict_and_parse():
+    config = LengthConfig.parse("ratios:1,0.8,0.5,0.3@lookahead-attention+question")
+    assert (config.significance, config.keep_question) == ("lookahead-attention", True)
+    assert config.label() == "ratios:1,0.8,0.5,0.3@lookahead-attention+question"
+    assert LengthConfig.from_dict(json.loads(config.to_json())) == config
+    assert LengthConfig.parse(config.label()) == config
+    plain = LengthConfig.parse("ratios:1,0.8,0.5,0.3")
+    assert "significance" not in plain.to_dict() and plain.label() == "ratios:1,0.8,0.5,0.3"  # old files read as before
+
+
+def test_question_segment_ends_at_the_first_separator():
+    ids, _ = _inputs(question=5)
+    assert question_segment(ids, SEP)[0].tolist() == [True] * 6 + [False] * 18
+    with pytest.raises(UserError, match="separator"):
+        question_segment(ids, None)
+
+
+@pytest.mark.parametrize("policy", ["attention", "question-attention", "lookahead", "lookahead-attention"])
+def test_keep_all_is_the_stock_model_under_every_policy(policy):
+    model = tiny_bert()
+    qa = LengthAdaptiveQA(model, probes=_probes(model), sep_token_id=SEP)
+    ids, types = _inputs()
+    config = LengthConfig.keep_all(4).with_selection(policy, True)
+    out = qa(ids, torch.ones_like(ids), types, config)
+    with torch.no_grad():
+        stock = model(input_ids=ids, attention_mask=torch.ones_like(ids), token_type_ids=types)
+    torch.testing.assert_close(out.start_logits, stock.start_logits, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("policy", ["attention", "question-attention", "lookahead", "lookahead-attention"])
+@pytest.mark.parametrize("kernels", [False, True])
+def test_question_kept_at_every_layer(policy, kernels, monkeypatch):
+    model = tiny_bert()
+    qa = LengthAdaptiveQA(model, kernels=kernels, probes=_probes(model), sep_token_id=SEP)
+    ids, types = _inputs(question=7)
+    kept = []
+    original = LengthAdaptiveQA._dropping_layer
+
+    def spy(self, *args, **kwargs):
+        out = original(self, *args, **kwargs)
+        kept.append(set(out[1][0].tolist()))
+        return out
+
+    monkeypatch.setattr(LengthAdaptiveQA, "_dropping_layer", spy)
+    with torch.no_grad():
+        qa(ids, torch.ones_like(ids), types, LengthConfig.parse(f"ratios:1,0.6,0.45,0.35@{policy}+question"))
+    assert len(kept) == 3 and all(set(range(8)) <= positions for positions in kept)
+
+
+def test_native_kernel_keeps_the_question_like_torch_ops():
+    model = tiny_bert()
+    fast = LengthAdaptiveQA(model, kernels=True, sep_token_id=SEP)
+    plain = LengthAdaptiveQA(model, kernels=False, sep_token_id=SEP)
+    config = LengthConfig.parse("ratios:1,0.5,0.4,0.3@attention+question")
+    ids = torch.cat([_inputs(seed=s)[0] for s in range(3)])
+    types = torch.cat([_inputs(seed=s)[1] for s in range(3)])
+    mask = torch.ones_like(ids)
+    mask[1, 20:] = 0  # right padding keeps the kernel usable
+    with torch.no_grad():
+        a, b = fast(ids, mask, types, config), plain(ids, mask, types, config)
+    torch.testing.assert_close(a.start_logits, b.start_logits, atol=1e-4, rtol=0)
+
+
+def test_lookahead_keeps_what_the_policy_scores_highest(monkeypatch):
+    """The engine keeps exactly the top-scoring slots (plus [CLS]) of a registered policy, in order."""
+    model = tiny_bert()
+    qa = LengthAdaptiveQA(model, kernels=False, sep_token_id=SEP)
+    table = torch.zeros(1, 24)
+    table[0, [5, 9, 17, 21, 22]] = torch.tensor([5.0, 4.0, 3.0, 2.0, 1.0])
+    register_policy(_Fixed(table))
+    seen = []
+    original = LengthAdaptiveQA._dropping_layer
+
+    def spy(self, *args, **kwargs):
+        out = original(self, *args, **kwargs)
+        seen.append(out[1][0].tolist())
+        return out
+
+    monkeypatch.setattr(LengthAdaptiveQA, "_dropping_layer", spy)
+    ids, types = _inputs()
+    with torch.no_grad():
+        qa(ids, torch.ones_like(ids), types, LengthConfig("counts", (24, 4, 4, 4), significance="test-fixed"))
+    assert seen[0] == [0, 5, 9, 17]
+
+
+def test_a_policy_that_needs_probes_refuses_a_model_without_them():
+    qa = LengthAdaptiveQA(tiny_bert(), sep_token_id=SEP)
+    ids, types = _inputs()
+    with pytest.raises(UserError, match="needs look-ahead probes.*make probes"):
+        qa(ids, torch.ones_like(ids), types, LengthConfig.parse("ratios:1,0.5,0.5,0.5@lookahead"))
+
+
+def test_probes_cover_the_dropping_layers():
+    model = tiny_bert()
+    probes = LookaheadProbes(model.config.hidden_size, [2, 3], 0)
+    qa = LengthAdaptiveQA(model, probes=probes, sep_token_id=SEP)
+    ids, types = _inputs()
+    with pytest.raises(UserError, match="no probe for layer 2"):
+        qa(ids, torch.ones_like(ids), types, LengthConfig.parse("ratios:1,0.5,0.5,0.5@lookahead"))
+    qa(ids, torch.ones_like(ids), types, LengthConfig.parse("ratios:1,1,0.5,0.5@lookahead"))  # layers 3-4 drop
+
+
+@pytest.mark.parametrize("policy", ["lookahead", "lookahead-attention", "attention"])
+@pytest.mark.parametrize("width", [0, 8])
+def test_formula_equals_flop_counter_with_probes(policy, width):
+    """Probe FLOPs are counted, and 'lookahead' pays scores only for the kept queries."""
+    model = tiny_bert(attn="eager")
+    probes = _probes(model, width=width)
+    qa = LengthAdaptiveQA(model, kernels=False, probes=probes, sep_token_id=SEP)
+    ids, types = _inputs(length=23)
+    config = LengthConfig.parse(f"ratios:1,0.6,0.4,0.2@{policy}+question")
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        qa(ids, torch.ones_like(ids), types, config=config, attention="eager")
+    assert counter.get_total_flops() == example_flops(qa.cost_shape(), config, 23, probes.flops(1))
+
+
+def test_lookahead_costs_less_than_attention_for_the_same_budget():
+    shape = LengthAdaptiveQA(tiny_bert()).cost_shape()
+    attention = example_flops(shape, LengthConfig.parse("ratios:1,0.5,0.3,0.2"), 150)
+    lookahead = example_flops(shape, LengthConfig.parse("ratios:1,0.5,0.3,0.2@lookahead"), 150, probe_token_flops=0)
+    assert lookahead < attention
+
+
+def test_probes_save_and_load_with_the_model(tmp_path):
+    folder = save_tiny_model(tmp_path / "m")
+    from transformers import AutoModelForQuestionAnswering
+
+    model = AutoModelForQuestionAnswering.from_pretrained(folder)
+    assert load_probes(model) is None
+    probes = _probes(model, width=8)
+    probes.save(folder, {"recipe": {"note": "test"}})
+    again = AutoModelForQuestionAnswering.from_pretrained(folder)
+    loaded = load_probes(again)
+    assert loaded is not None and loaded.layer_ids == [1, 2, 3] and loaded.width == 8
+    hidden = torch.randn(1, 5, model.config.hidden_size)
+    torch.testing.assert_close(loaded(2, hidden), probes(2, hidden))
+    assert LengthAdaptiveQA(again).probes is not None  # loads with the model
+    (folder / WEIGHTS_FILE).unlink()
+    with pytest.raises(UserError, match="lookahead_probes.safetensors is missing"):
+        load_probes(AutoModelForQuestionAnswering.from_pretrained(folder))
