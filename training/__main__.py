@@ -7,9 +7,9 @@ import sys
 
 from bench.errors import exit_status
 from bench.model_io import quiet_libraries
-from cli import finetune, lengthdrop
+from cli import finetune, lengthdrop, probes
 
-COMMANDS = {"finetune": finetune, "lengthdrop": lengthdrop}
+COMMANDS = {"finetune": finetune, "lengthdrop": lengthdrop, "probes": probes}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 1
-    if args.command == "lengthdrop":
+    if args.command in ("lengthdrop", "probes"):
         quiet_libraries()
     return exit_status(lambda: COMMANDS[args.command].run(args))
 

@@ -1,0 +1,42 @@
+"""``python -m training probes``: train a QA model's look-ahead probes (``make probes``)."""
+
+from __future__ import annotations
+
+import argparse
+
+from bench.model_io import STANDARD_MODEL_DIR
+from training.probes import FULL_TRAIN_SET, ProbeRecipe, train_probes
+
+HELP = "train the look-ahead probes the 'lookahead' significance policies read (make probes)"
+DESCRIPTION = (
+    "Train one small span probe per layer of a fine-tuned QA model (encoder frozen) to predict the model's "
+    "final start/end distributions; saved into the model folder (lookahead_probes.safetensors + a config.json "
+    "entry). Idempotent: probes trained with the same recipe are left alone."
+)
+FORMATTER = argparse.ArgumentDefaultsHelpFormatter
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=STANDARD_MODEL_DIR, help="fine-tuned QA model folder (probes go inside)")
+    parser.add_argument("--train", default=FULL_TRAIN_SET, help="SQuAD 1.1 training JSON (never the dev set)")
+    parser.add_argument("--features", type=int, default=ProbeRecipe.features, help="training features sampled")
+    parser.add_argument("--width", type=int, default=ProbeRecipe.width, help="probe hidden width (0: linear)")
+    parser.add_argument("--first-layer", type=int, default=ProbeRecipe.first_layer, help="first probed layer, 0-based")
+    parser.add_argument("--epochs", type=int, default=ProbeRecipe.epochs)
+    parser.add_argument("--lr", type=float, default=ProbeRecipe.learning_rate)
+    parser.add_argument("--batch-size", type=int, default=ProbeRecipe.batch_size)
+    parser.add_argument("--seed", type=int, default=ProbeRecipe.seed)
+
+
+def run(args: argparse.Namespace) -> None:
+    recipe = ProbeRecipe(
+        train=args.train,
+        features=args.features,
+        width=args.width,
+        first_layer=args.first_layer,
+        epochs=args.epochs,
+        learning_rate=args.lr,
+        batch_size=args.batch_size,
+        seed=args.seed,
+    )
+    train_probes(args.model, recipe)

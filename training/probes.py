@@ -1,0 +1,157 @@
+"""Train a QA model's look-ahead probes (``bench.probes``) with its encoder frozen.
+
+Each probe learns, from its layer's input hidden states, the full model's *final* start/end
+distributions (KL divergence, no labels needed), so the probes rank tokens by what the last layer
+will want. The encoder runs once over the training features (keep-all, no gradients), its hidden
+states are kept in memory as float16, and the probes train on them for a few passes: minutes on a
+2-core CPU for a 6-layer model. Only SQuAD *train* data is used, never dev.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from bench.errors import UserError
+from bench.features import build_features, collate
+from bench.model_io import load_qa_model, load_tokenizer
+from bench.probes import CONFIG_KEY, LookaheadProbes
+from bench.squad import SquadData, load_squad
+
+FULL_TRAIN_SET = "../shared/data/squad/train-v1.1.json"  # the probes sample it; the model's own recipe may use less
+
+
+@dataclass(frozen=True)
+class ProbeRecipe:
+    """Everything the probes depend on; stored in the model's config entry, so a re-run is idempotent."""
+
+    train: str
+    features: int = 3000
+    width: int = 64
+    first_layer: int = 1  # layer 0 reads the embeddings, which have not seen the question
+    epochs: int = 4
+    learning_rate: float = 2e-3
+    batch_size: int = 32
+    seed: int = 0
+
+    def check(self) -> None:
+        for name in ("features", "epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.width < 0 or self.first_layer < 0 or self.learning_rate <= 0:
+            raise UserError("--width and --first-layer must be >= 0 and --lr > 0")
+
+
+def _masked_log_softmax(logits: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    return logits.masked_fill(~valid, torch.finfo(logits.dtype).min).log_softmax(dim=-1)
+
+
+@dataclass
+class _Batch:
+    hidden: torch.Tensor  # (layers, batch, tokens, hidden) float16
+    valid: torch.Tensor  # (batch, tokens)
+    start: torch.Tensor  # (batch, tokens) target log-probabilities
+    end: torch.Tensor
+
+
+def _sample(data: SquadData, count: int, seed: int) -> SquadData:
+    """``count`` questions drawn at random (seeded) from the whole file, so every article is represented."""
+    examples = list(data.examples)
+    random.Random(seed).shuffle(examples)
+    return SquadData(examples[:count], data.source, f"{data.fingerprint}-probe-sample{count}-{seed}")
+
+
+def collect(model: nn.Module, tokenizer, data: SquadData, recipe: ProbeRecipe, layers: list[int]) -> list[_Batch]:
+    """The frozen model's per-layer input states and final span distributions, batched by length."""
+    feats = build_features(_sample(data, recipe.features, recipe.seed).examples, tokenizer)
+    order = sorted(range(min(recipe.features, len(feats))), key=lambda i: len(feats.input_ids[i]))
+    batches = []
+    with torch.inference_mode():
+        for k in tqdm(range(0, len(order), recipe.batch_size), desc="encoding train features", unit="batch"):
+            chunk = order[k : k + recipe.batch_size]
+            b = collate(feats, chunk, tokenizer.pad_token_id or 0)
+            out = model(**b, output_hidden_states=True)
+            valid = b["attention_mask"].bool()
+            hidden = torch.stack([out.hidden_states[i] for i in layers]).half()
+            start = _masked_log_softmax(out.start_logits.float(), valid)
+            end = _masked_log_softmax(out.end_logits.float(), valid)
+            batches.append(_Batch(hidden, valid, start, end))
+    return batches
+
+
+def _kl(target: torch.Tensor, logits: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Mean over the batch of KL(target || softmax(logits)) over the real tokens."""
+    log_p = _masked_log_softmax(logits, valid)
+    return (target.exp() * (target - log_p)).masked_fill(~valid, 0.0).sum(dim=-1).mean()
+
+
+def fit(probes: LookaheadProbes, batches: list[_Batch], recipe: ProbeRecipe) -> list[float]:
+    """Train every layer's probe on its own states; returns the last pass's KL per layer (nats)."""
+    torch.manual_seed(recipe.seed)
+    optimizer = torch.optim.AdamW(probes.parameters(), lr=recipe.learning_rate, weight_decay=0.01)
+    steps = recipe.epochs * len(batches)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, recipe.learning_rate, total_steps=steps, pct_start=0.1)
+    rng = random.Random(recipe.seed)
+    last = [0.0] * len(probes.layer_ids)
+    probes.train()
+    bar = tqdm(total=steps, desc="training probes", unit="step")
+    for _ in range(recipe.epochs):
+        totals = [0.0] * len(probes.layer_ids)
+        for k in rng.sample(range(len(batches)), len(batches)):
+            batch = batches[k]
+            loss = torch.zeros(())
+            for j, layer in enumerate(probes.layer_ids):
+                logits = probes(layer, batch.hidden[j].float())
+                kl = _kl(batch.start, logits[..., 0], batch.valid) + _kl(batch.end, logits[..., 1], batch.valid)
+                loss = loss + kl
+                totals[j] += float(kl.detach())
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            bar.update()
+        last = [t / len(batches) for t in totals]
+        bar.set_postfix(kl=" ".join(f"{x:.2f}" for x in last))
+    bar.close()
+    return last
+
+
+def train_probes(model_dir: str, recipe: ProbeRecipe) -> dict:
+    """Train and save the probes into ``model_dir``; a folder whose probes came from this recipe is left alone."""
+    recipe.check()
+    folder = Path(model_dir)
+    if not (folder / "config.json").is_file():
+        raise UserError(f"{folder} is not a model folder (no config.json); probes are saved beside the weights")
+    stored = json.loads((folder / "config.json").read_text()).get(CONFIG_KEY, {})
+    if stored.get("recipe") == asdict(recipe) and (folder / "lookahead_probes.safetensors").is_file():
+        print(f"{folder}: look-ahead probes already trained with this recipe; nothing to do")
+        return stored
+    started = time.perf_counter()
+    data = load_squad(recipe.train)
+    tokenizer, model = load_tokenizer(model_dir), load_qa_model(model_dir).eval()
+    num_layers = model.config.num_hidden_layers
+    if recipe.first_layer >= num_layers:
+        raise UserError(f"--first-layer {recipe.first_layer} is past the model's {num_layers} layers")
+    layers = list(range(recipe.first_layer, num_layers))
+    batches = collect(model, tokenizer, data, recipe, layers)
+    probes = LookaheadProbes(model.config.hidden_size, layers, recipe.width)
+    kl = fit(probes, batches, recipe)
+    provenance = {
+        "recipe": asdict(recipe),
+        "kl_nats_per_layer": [round(x, 4) for x in kl],
+        "minutes": round((time.perf_counter() - started) / 60, 2),
+    }
+    probes.save(folder, provenance)
+    print(
+        f"{folder}: look-ahead probes for layers {layers[0] + 1}-{layers[-1] + 1} saved; final KL per layer "
+        + ", ".join(f"{x:.2f}" for x in kl)
+        + f" nats; {provenance['minutes']} min"
+    )
+    return provenance
