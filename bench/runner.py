@@ -24,6 +24,7 @@ from bench.features import Features, cached_features, collate, length_sorted_bat
 from bench.latency import Ratio, contenders, device_synchronizer, interleaved_batch_timings, ratio
 from bench.model_io import bert_base_qa, load_qa_model, load_tokenizer
 from bench.squad import SquadData
+from bench.uncertainty import per_question_f1
 
 
 @dataclass
@@ -37,6 +38,7 @@ class EvalResult:
     questions: int
     features: int
     seconds: float
+    per_question_f1: list[float] | None = None  # official F1 of each question, in the data's order
 
     @property
     def questions_per_second(self) -> float:
@@ -164,7 +166,8 @@ class QARunner:
         starts, ends, kept = self.logits(config, desc)
         answers = predict_answers(self.data.examples, self.features, starts, ends)
         seconds = time.perf_counter() - started
-        scores = squad_scores({qid: a["text"] for qid, a in answers.items()}, self.data.examples)
+        predictions = {qid: a["text"] for qid, a in answers.items()}
+        scores = squad_scores(predictions, self.data.examples)
         return EvalResult(
             exact_match=scores["exact_match"],
             f1=scores["f1"],
@@ -173,6 +176,7 @@ class QARunner:
             questions=self.questions,
             features=len(self.features),
             seconds=seconds,
+            per_question_f1=per_question_f1(predictions, self.data.examples).round(3).tolist(),
         )
 
     def flops(self, config: LengthConfig, padded: bool = False) -> FlopReport:

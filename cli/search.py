@@ -9,6 +9,7 @@ from bench.squad import DEFAULT_DEV_SET
 from cli.argtypes import hidden_alias
 from reports.report import make_report
 from search.budget import SYNTAX, parse_budget
+from search.space import parse_selections
 from search.study import SearchSettings, run_search
 
 HELP = "search configurations, re-score the frontier on held-out, write the report"
@@ -115,6 +116,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=d.max_rescore,
         help="frontier points re-scored on held-out, evenly spread (default: %(default)s; baselines always are)",
     )
+    parser.add_argument(
+        "--significance",
+        default=d.significance,
+        help="token-selection policy: attention, question-attention, lookahead or lookahead-attention, "
+        "'+question' to always keep the question; a comma list is searched as a dimension (default: %(default)s)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument(
         "--bert-f1", type=float, default=88.5, help="BERT-base F1 for the BERT-1%% line (default: %(default)s)"
@@ -146,6 +153,7 @@ def run(args: argparse.Namespace) -> int:
         max_rescore=args.max_rescore,
         study_name=args.study_name,
         heartbeat=args.heartbeat,
+        significance=",".join(parse_selections(args.significance)),
     )
     run_dir = run_search(settings, budget)
     if run_dir is not None and not args.no_report:

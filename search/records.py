@@ -31,6 +31,9 @@ class Scores:
     latency_speedup_vs_keep_all: float | None = None
     latency_speedup_vs_bert_base: float | None = None
     latency_ms: float | None = None  # per feature at the measured batch size
+    # paired bootstrap 95% interval of this F1 minus keep-all's on the same questions (held-out only)
+    f1_delta_low: float | None = None
+    f1_delta_high: float | None = None
 
 
 @dataclass

@@ -7,13 +7,29 @@ the published constant-ratio baselines inside the space and lets repeats be reco
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import optuna
 
-from bench.config import LengthConfig, cumulative_ratios
+from bench.config import DEFAULT_SIGNIFICANCE, LengthConfig, cumulative_ratios, parse_selection
+from bench.errors import UserError
 
 STEP = 0.05
 LOWEST_SHARE = 0.25
 BASELINE_SHARES = (0.9, 0.8, 0.7, 0.6, 0.5)
+SELECTION_PARAM = "significance"
+
+
+def parse_selections(spec: str | None) -> tuple[str, ...]:
+    """'lookahead+question' or a comma list of such: one is fixed, several become a categorical dimension."""
+    from bench.significance import get_policy
+
+    names = tuple(part.strip() for part in (spec or DEFAULT_SIGNIFICANCE).split(",") if part.strip())
+    if not names:
+        raise UserError("--significance needs at least one policy, e.g. attention or lookahead+question")
+    for name in names:
+        get_policy(parse_selection(name)[0])  # one line naming the known policies when unknown
+    return names
 
 
 def param_name(layer: int) -> str:
@@ -24,16 +40,50 @@ def config_from_shares(shares: list[float]) -> LengthConfig:
     return cumulative_ratios(shares)
 
 
-def sample_config(trial: optuna.Trial, num_layers: int, lowest: float = LOWEST_SHARE) -> LengthConfig:
-    shares = [trial.suggest_float(param_name(i), lowest, 1.0, step=STEP) for i in range(num_layers)]
-    return config_from_shares(shares)
+def sample_config(
+    trial: optuna.Trial,
+    num_layers: int,
+    lowest: float = LOWEST_SHARE,
+    selections: tuple[str, ...] = (DEFAULT_SIGNIFICANCE,),
+    probed_layers: Collection[int] | None = None,
+) -> LengthConfig:
+    """Per-layer shares, and the significance policy when the run searches over several.
+
+    Under a policy that reads look-ahead probes, a layer without a probe (``probed_layers`` lists
+    those with one; the embeddings' layer has none by default) keeps every token: it is not sampled.
+    """
+    chosen = selections[0] if len(selections) == 1 else trial.suggest_categorical(SELECTION_PARAM, list(selections))
+    significance, keep_question = parse_selection(chosen)
+    from bench.significance import get_policy
+
+    fixed = set()
+    if probed_layers is not None and get_policy(significance).needs_probes:
+        fixed = {i for i in range(num_layers) if i not in probed_layers}
+    shares = [
+        1.0 if i in fixed else trial.suggest_float(param_name(i), lowest, 1.0, step=STEP) for i in range(num_layers)
+    ]
+    return config_from_shares(shares).with_selection(significance, keep_question)
 
 
-def baseline_params(num_layers: int, shares: tuple[float, ...] = BASELINE_SHARES) -> dict[str, dict[str, float]]:
-    """Keep-all and constant-ratio configurations (every layer from the 2nd keeps the same share)."""
-    out = {"keep-all": {param_name(i): 1.0 for i in range(num_layers)}}
+def baseline_params(
+    num_layers: int,
+    shares: tuple[float, ...] = BASELINE_SHARES,
+    selections: tuple[str, ...] = (DEFAULT_SIGNIFICANCE,),
+) -> dict[str, dict[str, float | str]]:
+    """Keep-all and constant-ratio configurations (every layer from the 2nd keeps the same share).
+
+    With several policies searched, each constant ratio is queued once per policy (keep-all once:
+    it drops nothing, so the policy does not matter).
+    """
+    out: dict[str, dict[str, float | str]] = {"keep-all": {param_name(i): 1.0 for i in range(num_layers)}}
+    if len(selections) > 1:
+        out["keep-all"][SELECTION_PARAM] = selections[0]
     for share in shares:
-        params = {param_name(0): 1.0}
+        params: dict[str, float | str] = {param_name(0): 1.0}
         params.update({param_name(i): share for i in range(1, num_layers)})
-        out[f"constant-{share:.2f}"] = params
+        if len(selections) == 1:
+            out[f"constant-{share:.2f}"] = params
+        else:
+            for selection in selections:
+                out[f"constant-{share:.2f}@{selection}"] = {**params, SELECTION_PARAM: selection}
     return out

@@ -30,6 +30,7 @@ from bench.errors import UserError
 from bench.model_io import load_qa_model, load_tokenizer
 from bench.runner import QARunner, bert_base_qa
 from bench.squad import SquadData, limit_examples, load_squad, split_by_article
+from bench.uncertainty import paired_interval
 from search import storage as st
 from search.budget import Budget, check_reachable
 from search.frontier import pareto_front
@@ -248,7 +249,9 @@ class Worker:
         with self.lock.held():
             if self.study.user_attrs.get("baselines_enqueued"):
                 return
-            for name, params in baseline_params(num_layers, selections=parse_selections(self.settings.significance)).items():
+            for name, params in baseline_params(
+                num_layers, selections=parse_selections(self.settings.significance)
+            ).items():
                 self.study.enqueue_trial(params, user_attrs={"baseline": name}, skip_if_exists=True)
             self.study.set_user_attr("baselines_enqueued", True)
 
@@ -301,10 +304,20 @@ def recover_orphans(study: optuna.Study) -> None:
 
 
 def measure_scores(
-    runner: QARunner, settings: SearchSettings, config: LengthConfig, timed: bool, desc: str = "evaluating"
+    runner: QARunner,
+    settings: SearchSettings,
+    config: LengthConfig,
+    timed: bool,
+    desc: str = "evaluating",
+    per_question: list | None = None,
 ) -> Scores:
-    """EM/F1 and exact FLOPs of one configuration on the runner's split; latency vs keep-all when ``timed``."""
+    """EM/F1 and exact FLOPs of one configuration on the runner's split; latency vs keep-all when ``timed``.
+
+    ``per_question``, when given, receives each question's F1 (for paired intervals).
+    """
     result = runner.evaluate(config, desc=desc)
+    if per_question is not None:
+        per_question.extend(result.per_question_f1 or [])
     flops = runner.flops(config)
     scores = Scores(
         exact_match=result.exact_match,
@@ -368,7 +381,13 @@ class Objective:
         if self.worker is not None:
             trial.set_user_attr("worker", self.worker.id)
             self.worker.ran.append(trial.number)
-        config = sample_config(trial, self.runner.num_layers, selections=parse_selections(self.settings.significance))
+        probes = self.runner.adaptive.probes
+        config = sample_config(
+            trial,
+            self.runner.num_layers,
+            selections=parse_selections(self.settings.significance),
+            probed_layers=None if probes is None else probes.layer_ids,
+        )
         trial.set_user_attr("config", config.to_dict())
         trial.set_user_attr("label", config.label())
         stored = self.stored_scores(trial)
@@ -511,7 +530,7 @@ class HeldOutScorer:
         self.settings = settings
         self.runner = runner
         self.study = study
-        self.cache = {k: v for k, v in study.user_attrs.items() if k.startswith("heldout:")}
+        self.cache = {k: v for k, v in study.user_attrs.items() if k.startswith(("heldout:", "heldout-f1:"))}
 
     def keep_all_vs_bert_base(self) -> float:
         """Latency of BERT-base / keep-all on the held-out timing sample, measured once per run."""
@@ -532,11 +551,30 @@ class HeldOutScorer:
         self.study.set_user_attr(key, value)
 
     def score(self, config: LengthConfig) -> Scores:
-        key = f"heldout:{config.label()}"
+        """Held-out scores with the paired 95% interval of the F1 difference to keep-all.
+
+        Keep-all drops nothing, so one key serves it under every policy; each configuration's
+        per-question F1 is kept too (``heldout-f1:<label>``), so intervals survive a resume.
+        """
+        keep_all = LengthConfig.keep_all(self.runner.num_layers)
+        label = keep_all.label() if config.is_keep_all else config.label()
+        key = f"heldout:{label}"
         if key in self.cache:
             return Scores(**self.cache[key])
-        scores = measure_scores(self.runner, self.settings, config, timed=True, desc=f"held-out {config.label()}")
+        per_question: list[float] = []
+        scores = measure_scores(
+            self.runner, self.settings, config, timed=True, desc=f"held-out {label}", per_question=per_question
+        )
         scores.latency_speedup_vs_bert_base = scores.latency_speedup_vs_keep_all * self.keep_all_vs_bert_base()
+        self._store(f"heldout-f1:{label}", per_question)
+        if config.is_keep_all:
+            scores.f1_delta_low = scores.f1_delta_high = 0.0
+        else:
+            reference = self.cache.get(f"heldout-f1:{keep_all.label()}")
+            if reference is None:
+                self.score(keep_all)
+                reference = self.cache[f"heldout-f1:{keep_all.label()}"]
+            scores.f1_delta_low, scores.f1_delta_high = paired_interval(per_question, reference)
         self._store(key, asdict(scores))
         return scores
 
