@@ -3,10 +3,20 @@ PY      ?= .venv/bin/python
 DYNLEN  ?= .venv/bin/dynlen
 # The two models this project builds itself (bench/model_io.py names the same folders). Only these
 # are built on demand; any other MODEL (a hub id, your own folder) is loaded exactly as given.
-DEFAULT_MODEL  ?= models/minilm-squad-lengthdrop
-STANDARD_MODEL ?= models/minilm-squad
+# The default is the standard fine-tuned model with its look-ahead probes; LengthDrop is built
+# from it for comparison.
+DEFAULT_MODEL  ?= models/minilm-squad
+STANDARD_MODEL ?= $(DEFAULT_MODEL)
+LENGTHDROP_MODEL ?= models/minilm-squad-lengthdrop
 MODEL   ?= $(DEFAULT_MODEL)
 STANDARD ?= $(STANDARD_MODEL)
+LENGTHDROP ?= $(LENGTHDROP_MODEL)
+# Token selection for pareto/search: the look-ahead probes' ranking with the question always kept
+SIGNIFICANCE ?= lookahead+question
+# Held-out questions re-scored per frontier point (empty: the search's default; 0: the whole held-out half)
+HELDOUT_QUESTIONS ?=
+# Frontier points re-scored on held-out (empty: the search's default, 16)
+MAX_RESCORE ?=
 # DATA and TRAIN default to the paths in bench/squad.py (DEFAULT_DEV_SET) and training/recipe.py
 DATA    ?=
 TRAIN   ?=
@@ -26,7 +36,7 @@ ifeq ($(QUICK),1)
   RUN := $(if $(filter default,$(RUN)),quick,$(RUN))
 endif
 
-.PHONY: install test model model-standard train eval pareto report choose regress regress-update bench-eval bench-overhead bench-kernel bench-fidelity bench-samplers bench-lengthdrop bench-survival help
+.PHONY: install test model model-standard train eval pareto report choose regress regress-update bench-eval bench-overhead bench-kernel bench-fidelity bench-samplers bench-lengthdrop bench-retention probes help
 
 help: ## this list: every target, then the variables they read
 	@echo "usage: make TARGET [VARIABLE=value ...]   (commands: .venv/bin/dynlen --help)"
@@ -36,6 +46,9 @@ help: ## this list: every target, then the variables they read
 	@echo "variables (current value):"
 	@echo "  MODEL=$(MODEL)   QA model: local folder or hub id; only the default is built on demand"
 	@echo "  STANDARD=$(STANDARD)   standard fine-tuned model LengthDrop starts from"
+	@echo "  LENGTHDROP=$(LENGTHDROP)   LengthDrop-trained model (make train), for comparison"
+	@echo "  SIGNIFICANCE=$(SIGNIFICANCE)   token-selection policy of pareto (comma list: searched as a dimension)"
+	@echo "  HELDOUT_QUESTIONS=$(HELDOUT_QUESTIONS)   held-out questions per frontier point (0: the whole held-out half)"
 	@echo "  RUN=$(RUN)   run name: results in reports/RUN/"
 	@echo "  QUICK=$(QUICK)   QUICK=1: smoke-sized search (12 trials, small splits; RUN=quick)"
 	@echo "  BUDGET=$(BUDGET)   e.g. 'flops-speedup>=2', 'latency-ms<=20' (relative to the model's keep-all)"
@@ -73,33 +86,38 @@ test: ## ruff check + ruff format --check + pytest (tiny random models; no data 
 	$(PY) -m ruff format --check .
 	$(PY) -m pytest
 
-# The default model is LengthDrop-trained (MODEL); it starts from the standard fine-tuned one
-# (STANDARD), which stays for comparison. Both steps are idempotent and resumable.
-model: model-standard train ## build the default model: model-standard, then train (about 2 h on 2 CPU cores)
+# The default model is the standard fine-tuned one (STANDARD) with its look-ahead probes. LengthDrop
+# (LENGTHDROP) starts from it, for comparison. Every step is idempotent and resumable.
+model: model-standard probes ## build the default model: model-standard, then its probes (about 80 min on 2 CPU cores)
 
 model-standard: ## fine-tune all-MiniLM-L6-v2 on SQuAD -> STANDARD
 	$(DYNLEN) finetune --out $(STANDARD) $(if $(TRAIN),--train $(TRAIN),)
 
-train: ## LengthDrop training from STANDARD -> MODEL
-	$(DYNLEN) lengthdrop --model $(STANDARD) --out $(MODEL) $(if $(TRAIN),--train $(TRAIN),)
+probes: ## train MODEL's look-ahead probes (encoder frozen, SQuAD train data; minutes)
+	$(DYNLEN) probes --model $(MODEL)
+
+train: ## LengthDrop training from STANDARD -> LENGTHDROP, then its probes
+	$(DYNLEN) lengthdrop --model $(STANDARD) --out $(LENGTHDROP) $(if $(TRAIN),--train $(TRAIN),)
+	$(DYNLEN) probes --model $(LENGTHDROP)
 
 eval: ## measure one CONFIG of MODEL: EM/F1, FLOPs, latency -> OUT/metrics.json
 	$(DYNLEN) eval --model $(MODEL) $(if $(DATA),--data $(DATA),) --config '$(CONFIG)' --out $(OUT) $(if $(LIMIT),--limit $(LIMIT),)
 
 # Decided when the Makefile is read, not by a shell test: a hub id such as org/name must never be
 # taken for a missing folder and trained into, and `make -n` shows exactly what will run.
-BUILDABLE := $(DEFAULT_MODEL) $(STANDARD_MODEL)
+BUILDABLE := $(DEFAULT_MODEL) $(LENGTHDROP_MODEL)
 BUILD_ON_DEMAND := $(if $(filter $(patsubst %/,%,$(MODEL)),$(BUILDABLE)),$(patsubst %/,%,$(MODEL))/config.json,)
 
 $(DEFAULT_MODEL)/config.json:
-	$(MAKE) model MODEL=$(DEFAULT_MODEL) STANDARD=$(STANDARD_MODEL)
+	$(MAKE) model MODEL=$(DEFAULT_MODEL) STANDARD=$(DEFAULT_MODEL)
 
-$(STANDARD_MODEL)/config.json:
-	$(MAKE) model-standard STANDARD=$(STANDARD_MODEL)
+$(LENGTHDROP_MODEL)/config.json: $(DEFAULT_MODEL)/config.json
+	$(MAKE) train STANDARD=$(DEFAULT_MODEL) LENGTHDROP=$(LENGTHDROP_MODEL)
 
 pareto: $(BUILD_ON_DEMAND) ## search MODEL under BUDGET, re-score on held-out, report -> reports/RUN/
 	$(DYNLEN) search --model $(MODEL) $(if $(DATA),--data $(DATA),) --run reports/$(RUN) --trials $(TRIALS) \
-		--cost $(COST) --sampler $(SAMPLER) $(if $(BUDGET),--budget '$(BUDGET)',) $(SEARCH_SIZE)
+		--cost $(COST) --sampler $(SAMPLER) --significance '$(SIGNIFICANCE)' $(if $(BUDGET),--budget '$(BUDGET)',) \
+		$(if $(HELDOUT_QUESTIONS),--heldout-questions $(HELDOUT_QUESTIONS),) $(if $(MAX_RESCORE),--max-rescore $(MAX_RESCORE),) $(SEARCH_SIZE)
 
 # Several local workers on one study; on other machines run the same `dynlen search` command
 # with the same --storage and --run name. SQLite (no STORAGE) serves one process.
@@ -148,13 +166,12 @@ bench-samplers: ## TPE against NSGA-II by hypervolume
 	$(PY) benchmarks/sampler_comparison.py --model $(MODEL) $(if $(DATA),--data $(DATA),)
 
 # Standard fine-tuning vs LengthDrop: the same search on both models, compared on held-out.
-bench-lengthdrop: ## the same search on the standard and LengthDrop models, compared
-	$(MAKE) pareto MODEL=$(STANDARD) RUN=reference-standard
-	$(MAKE) pareto MODEL=$(MODEL) RUN=reference
-	$(DYNLEN) compare standard=reports/reference-standard lengthdrop=reports/reference \
+bench-lengthdrop: ## the same attention-policy search on the standard and LengthDrop models, compared
+	$(MAKE) pareto MODEL=$(STANDARD) RUN=reference-standard SIGNIFICANCE=attention
+	$(MAKE) pareto MODEL=$(LENGTHDROP) RUN=reference-lengthdrop SIGNIFICANCE=attention
+	$(DYNLEN) compare standard=reports/reference-standard lengthdrop=reports/reference-lengthdrop \
 		--out reports/lengthdrop-vs-standard
 
-# Do the gold answers' tokens survive dropping, and how well are they scored when they do not?
-bench-survival: ## do the gold answers' tokens survive dropping?
-	$(PY) benchmarks/answer_survival.py --models $(STANDARD),$(MODEL) $(if $(DATA),--data $(DATA),) --features 250 \
-		--out reports/lengthdrop-vs-standard/answer-survival.json
+# Which significance policy keeps the answer? F1, its interval and answer survival per layer, per policy.
+bench-retention: ## every significance policy at fixed budgets on held-out: F1 with intervals, answer survival
+	$(PY) benchmarks/retention.py --models $(MODEL) $(if $(DATA),--data $(DATA),) --questions 1000 --out reports/retention

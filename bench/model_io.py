@@ -7,8 +7,10 @@ from pathlib import Path
 
 from bench.errors import UserError
 
-DEFAULT_MODEL_DIR = "models/minilm-squad-lengthdrop"  # LengthDrop-trained: serves every length configuration
-STANDARD_MODEL_DIR = "models/minilm-squad"  # fine-tuned the standard way; LengthDrop starts from it
+STANDARD_MODEL_DIR = "models/minilm-squad"  # fine-tuned the standard way, with look-ahead probes (make model)
+LENGTHDROP_MODEL_DIR = "models/minilm-squad-lengthdrop"  # LengthDrop-trained from it (make train), for comparison
+DEFAULT_MODEL_DIR = STANDARD_MODEL_DIR  # its look-ahead policy's frontier beats LengthDrop's attention one (README)
+BUILT_MODEL_DIRS = (STANDARD_MODEL_DIR, LENGTHDROP_MODEL_DIR)
 
 
 def default_encoder_dir() -> str:
@@ -42,8 +44,8 @@ def check_model_source(name: str) -> None:
         if not (path / "config.json").is_file():
             raise UserError(f"{name} has no config.json: model= must be a Hugging Face model folder or a hub id")
         return
-    if name in (DEFAULT_MODEL_DIR, STANDARD_MODEL_DIR) or _looks_like_path(name):
-        built = name.rstrip("/") in (DEFAULT_MODEL_DIR, STANDARD_MODEL_DIR)
+    if name in BUILT_MODEL_DIRS or _looks_like_path(name):
+        built = name.rstrip("/") in BUILT_MODEL_DIRS
         hint = " It is built by `make model`." if built else ""
         raise UserError(f"model folder not found: {name}.{hint} Give model= a local model folder or a hub id")
 

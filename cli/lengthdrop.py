@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from bench.errors import exit_status
-from bench.model_io import DEFAULT_MODEL_DIR, STANDARD_MODEL_DIR, quiet_libraries
+from bench.model_io import LENGTHDROP_MODEL_DIR, STANDARD_MODEL_DIR, quiet_libraries
 from training.lengthdrop import LengthDropRecipe, train_lengthdrop
 from training.recipe import DEFAULT_TRAIN_SET
 
@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     io = parser.add_argument_group("inputs and output")
     io.add_argument("--model", default=STANDARD_MODEL_DIR, help="fine-tuned QA model to start from (folder or hub id)")
     io.add_argument("--train", default=DEFAULT_TRAIN_SET, help="SQuAD 1.1 training JSON, or hub:rajpurkar/squad:train")
-    io.add_argument("--out", default=DEFAULT_MODEL_DIR, help="output model folder (git-ignored)")
+    io.add_argument("--out", default=LENGTHDROP_MODEL_DIR, help="output model folder (git-ignored)")
     io.add_argument(
         "--teacher",
         default=None,

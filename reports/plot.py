@@ -315,10 +315,10 @@ def plot_pareto(
 
 def display_name(model: str) -> str:
     """A model's name for a title: a hub id as it is, a local folder by its last part (no file paths)."""
-    from bench.model_io import DEFAULT_MODEL_DIR, STANDARD_MODEL_DIR, _looks_like_path
+    from bench.model_io import BUILT_MODEL_DIRS, _looks_like_path
 
     path = Path(model)
-    if model.rstrip("/") in (DEFAULT_MODEL_DIR, STANDARD_MODEL_DIR) or _looks_like_path(model):
+    if model.rstrip("/") in BUILT_MODEL_DIRS or _looks_like_path(model):
         return path.name or model
     return model
 

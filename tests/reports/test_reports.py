@@ -231,15 +231,19 @@ def test_committed_reference_csvs_are_rebuilt_byte_for_byte(tmp_path):
     from reports.report import make_report
 
     root = Path(__file__).resolve().parents[2] / "reports"
-    make_report(root / "reference", tmp_path / "ref")
-    compare_runs([("standard", root / "reference-standard"), ("lengthdrop", root / "reference")], tmp_path / "cmp")
+    make_report(root / "reference-lengthdrop", tmp_path / "ref")
+    compare_runs(
+        [("standard", root / "reference-standard"), ("lengthdrop", root / "reference-lengthdrop")], tmp_path / "cmp"
+    )
     # Columns added since the committed file was written come last; the committed ones are unchanged.
-    committed = list(csv.reader((root / "reference" / "frontier.csv").open(newline="")))
+    committed = list(csv.reader((root / "reference-lengthdrop" / "frontier.csv").open(newline="")))
     rebuilt = list(csv.reader((tmp_path / "ref" / "frontier.csv").open(newline="")))
     width = len(committed[0])
     assert [row[:width] for row in rebuilt] == committed
     if len(rebuilt[0]) == width:
-        assert (tmp_path / "ref" / "frontier.csv").read_bytes() == (root / "reference" / "frontier.csv").read_bytes()
+        assert (tmp_path / "ref" / "frontier.csv").read_bytes() == (
+            root / "reference-lengthdrop" / "frontier.csv"
+        ).read_bytes()
     for name in ("compare.csv", "frontiers.csv"):
         assert (tmp_path / "cmp" / name).read_bytes() == (root / "lengthdrop-vs-standard" / name).read_bytes()
 
@@ -259,7 +263,7 @@ def test_plot_title_has_no_file_path_and_names_keep_all_only():
     assert display_name("/tmp/x/y/model") == "model"
     assert display_name("csarron/bert-base-uncased-squad-v1") == "csarron/bert-base-uncased-squad-v1"
     root = Path(__file__).resolve().parents[2] / "reports"
-    svg_dir = root / "reference"
+    svg_dir = root / "reference-lengthdrop"
     import tempfile
 
     with tempfile.TemporaryDirectory() as out:

@@ -1,0 +1,229 @@
+"""Which significance policy keeps the answer? F1 and answer survival per policy at fixed budgets.
+
+For each model, fixed length configuration and significance policy, on held-out SQuAD dev
+questions (the article-level half the search never sees): EM/F1, the paired bootstrap 95% interval
+of the F1 difference to keep-all, the exact FLOPs speedup vs keep-all (probe FLOPs included), and
+answer survival after every layer -- the share of answer-bearing features whose gold start and end
+tokens are still computed on. An ``oracle`` policy (gold answer tokens always kept, the rest by
+attention) bounds what selection alone can reach; it exists only here.
+
+Writes ``retention.json``, ``retention.csv`` and ``retention.md`` to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from bench.config import LengthConfig, parse_selection
+from bench.errors import UserError, exit_status
+from bench.features import cached_features, collate, length_sorted_batches
+from bench.model_io import DEFAULT_MODEL_DIR, quiet_libraries
+from bench.postprocess import predict_answers
+from bench.runner import QARunner, batched_logits
+from bench.significance import SelectionInputs, attention_received, register_policy
+from bench.squad import DEFAULT_DEV_SET, limit_examples, load_squad, split_by_article
+from bench.uncertainty import paired_interval, per_question_f1
+
+CONFIGS = (
+    "ratios:1,0.9,0.81,0.729,0.656,0.59",
+    "ratios:1,1,0.7,0.5,0.35,0.25",
+    "ratios:1,0.8,0.64,0.512,0.41,0.328",
+    "ratios:1,0.7,0.49,0.343,0.24,0.168",
+)
+POLICIES = (
+    "attention",
+    "attention+question",
+    "question-attention",
+    "lookahead+question",
+    "lookahead-attention+question",
+    "oracle",
+    "oracle+question",
+)
+
+
+class Oracle:
+    """Gold answer tokens always stay; the rest is ranked by attention received. Benchmark only."""
+
+    name = "oracle"
+    needs_attention, needs_probes, needs_question = True, False, False
+
+    def __init__(self) -> None:
+        self.gold: torch.Tensor | None = None  # (batch, 2) start/end token of the current batch; 0 = no answer
+
+    def scores(self, inputs: SelectionInputs) -> torch.Tensor:
+        attention = attention_received(inputs.probs, inputs.valid)
+        start, end, pos = self.gold[:, :1], self.gold[:, 1:], inputs.positions
+        inside = (pos >= start) & (pos <= end) & (start > 0)
+        return attention.masked_fill(inside, float("inf"))
+
+
+class _Traced(torch.nn.Module):
+    """The engine with every dropping layer's kept positions recorded, batch by batch."""
+
+    def __init__(self, adaptive) -> None:
+        super().__init__()
+        self.adaptive = adaptive
+        self.traces: list = []
+
+    def forward(self, *args, **kwargs):
+        out = self.adaptive(*args, **kwargs, trace=True)
+        self.traces.append(out.trace)
+        return out
+
+
+def _survival(batches, traces, starts, ends, num_layers: int) -> list[float]:
+    """Share of answer-bearing features whose gold start and end survive each layer."""
+    alive = [[0, 0] for _ in range(num_layers)]  # [survived, answer-bearing]
+    for (idx, _), trace in zip(batches, traces):
+        for row, i in enumerate(idx):
+            if starts[i] <= 0:
+                continue
+            survived = True
+            done = {}
+            for layer, positions, mask in trace:
+                kept = positions[row] if mask is None else positions[row][mask[row]]
+                survived = survived and bool((kept == starts[i]).any() and (kept == ends[i]).any())
+                done[layer] = survived
+            current = True
+            for layer in range(num_layers):
+                current = done.get(layer, current)
+                alive[layer][0] += int(current)
+                alive[layer][1] += 1
+    return [s / max(1, n) for s, n in alive]
+
+
+def measure(runner: QARunner, oracle: Oracle, spec: str, selection: str) -> dict:
+    """One (configuration, policy): scores, FLOPs, per-question F1 and answer survival per layer."""
+    config = LengthConfig.keep_all(runner.num_layers) if spec == "keep-all" else LengthConfig.parse(spec)
+    config = config.with_selection(*parse_selection(selection))
+    feats = cached_features(runner.data, runner.tokenizer, with_labels=True)
+    batches = [
+        (idx, collate(feats, idx, runner.pad_id)) for idx in length_sorted_batches(feats.lengths, runner.batch_size)
+    ]
+    gold = torch.tensor(list(zip(feats.start_positions, feats.end_positions)))
+
+    def with_gold():
+        for idx, batch in batches:
+            oracle.gold = gold[idx]
+            yield idx, batch
+
+    traced = _Traced(runner.adaptive)
+    started = time.perf_counter()
+    bar = tqdm(with_gold(), total=len(batches), desc=f"{selection} {config.label()}", leave=False)
+    starts, ends, _ = batched_logits(traced, feats, bar, config, runner.device)
+    answers = predict_answers(runner.data.examples, feats, starts, ends)
+    predictions = {qid: a["text"] for qid, a in answers.items()}
+    f1s = per_question_f1(predictions, runner.data.examples)
+    flops = runner.flops(config)
+    survival = _survival(batches, traced.traces, feats.start_positions, feats.end_positions, runner.num_layers)
+    return {
+        "model": runner.model_name,
+        "config": "keep-all" if spec == "keep-all" else config.label().split("@")[0],
+        "policy": selection,
+        "questions": len(runner.data.examples),
+        "f1": float(f1s.mean()),
+        "flops_speedup_vs_keep_all": flops.speedup_vs_keep_all,
+        "answer_survival_per_layer": [round(x, 4) for x in survival],
+        "answer_survival": survival[-1],
+        "seconds": round(time.perf_counter() - started, 1),
+        "_per_question": f1s,
+    }
+
+
+def run_model(model: str, data, configs: list[str], policies: list[str], oracle: Oracle) -> list[dict]:
+    runner = QARunner(model, data, batch_size=32)
+    if runner.adaptive.probes is None and any("lookahead" in p for p in policies):
+        raise UserError(f"{model} has no look-ahead probes; train them first: make probes MODEL={model}")
+    reference = measure(runner, oracle, "keep-all", "attention")
+    rows = [reference]
+    for spec in configs:
+        for policy in policies:
+            row = measure(runner, oracle, spec, policy)
+            row["f1_delta_low"], row["f1_delta_high"] = paired_interval(
+                row["_per_question"], reference["_per_question"]
+            )
+            row["f1_delta"] = row["f1"] - reference["f1"]
+            rows.append(row)
+            print(
+                f"{model} {row['config']:36} {policy:30} F1 {row['f1']:.2f} ({row['f1_delta']:+.2f}, 95% "
+                f"[{row['f1_delta_low']:+.2f}, {row['f1_delta_high']:+.2f}]) x{row['flops_speedup_vs_keep_all']:.2f} "
+                f"answer kept {row['answer_survival']:.1%}",
+                flush=True,
+            )
+    return rows
+
+
+def write(rows: list[dict], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    clean = [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
+    (out / "retention.json").write_text(json.dumps(clean, indent=1) + "\n")
+    frame = pd.DataFrame(clean)
+    frame["answer_survival_per_layer"] = frame["answer_survival_per_layer"].map(lambda v: ";".join(map(str, v)))
+    frame.to_csv(out / "retention.csv", index=False)
+    table = frame[
+        [
+            "model",
+            "config",
+            "policy",
+            "flops_speedup_vs_keep_all",
+            "f1",
+            "f1_delta",
+            "f1_delta_low",
+            "f1_delta_high",
+            "answer_survival",
+        ]
+    ].copy()
+    table["f1_delta"] = table.apply(
+        lambda r: "" if pd.isna(r.f1_delta) else f"{r.f1_delta:+.2f} [{r.f1_delta_low:+.2f}, {r.f1_delta_high:+.2f}]",
+        axis=1,
+    )
+    table = table.drop(columns=["f1_delta_low", "f1_delta_high"])
+    table["answer_survival"] = table["answer_survival"].map(lambda v: f"{v:.1%}")
+    (out / "retention.md").write_text(table.to_markdown(index=False, floatfmt=".2f") + "\n")
+    print(f"wrote {out}/retention.json, retention.csv, retention.md")
+
+
+def main(argv: list[str] | None = None) -> int:
+    return exit_status(lambda: _run(argv))
+
+
+def _run(argv: list[str] | None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--models", default=DEFAULT_MODEL_DIR, help="comma-separated QA model folders (default: %(default)s)"
+    )
+    parser.add_argument("--data", default=DEFAULT_DEV_SET, help="SQuAD 1.1 dev JSON (default: %(default)s)")
+    parser.add_argument("--questions", type=int, default=1000, help="held-out questions (default: %(default)s)")
+    parser.add_argument("--configs", default=";".join(CONFIGS), help="';'-separated length configurations")
+    parser.add_argument("--policies", default=",".join(POLICIES), help="comma-separated policies (default: all)")
+    parser.add_argument("--out", default="reports/retention", help="output folder (default: %(default)s)")
+    args = parser.parse_args(argv)
+    if args.questions < 1:
+        raise UserError(f"--questions must be at least 1, got {args.questions}")
+    quiet_libraries()
+    oracle = Oracle()
+    register_policy(oracle)
+    configs = [c.strip() for c in args.configs.split(";") if c.strip()]
+    policies = [p.strip() for p in args.policies.split(",") if p.strip()]
+    for spec in configs:
+        LengthConfig.parse(spec)  # one line for a bad configuration before any model loads
+    for policy in policies:
+        LengthConfig.keep_all(1).with_selection(*parse_selection(policy))
+    _, heldout = split_by_article(load_squad(args.data))
+    data = limit_examples(heldout, args.questions)
+    rows = []
+    for model in args.models.split(","):
+        rows.extend(run_model(model.strip(), data, configs, policies, oracle))
+    write(rows, Path(args.out))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
