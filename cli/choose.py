@@ -45,5 +45,10 @@ def run(args: argparse.Namespace) -> int:
         f"vs BERT-base: FLOPs {h.flops_speedup_vs_bert_base:.2f}x"
         + (f", latency {h.latency_speedup_vs_bert_base:.2f}x" if h.latency_speedup_vs_bert_base else "")
     )
+    if h.f1_delta_low is not None:
+        print(
+            f"F1 minus keep-all on the same held-out questions: 95% interval [{h.f1_delta_low:+.2f}, "
+            f"{h.f1_delta_high:+.2f}] (paired bootstrap)"
+        )
     print(f"wrote {out}")
     return 0

@@ -112,6 +112,33 @@ def _draw_frontier(ax, points: list[TrialPoint], key: str) -> None:
     ys = [p.heldout.f1 for p in front]
     ax.plot(xs, ys, drawstyle="steps-pre", color=FRONTIER_COLOUR, linewidth=1.6, zorder=3, label="held-out frontier")
     ax.plot(xs, ys, linestyle="none", marker="o", markersize=5, color=FRONTIER_COLOUR, zorder=4)
+    _draw_intervals(ax, front, points, key)
+
+
+def _draw_intervals(ax, front: list[TrialPoint], points: list[TrialPoint], key: str) -> None:
+    """Each frontier point's paired 95% interval of F1 minus keep-all, drawn as keep-all's F1 plus it."""
+    shown = [p for p in front if p.heldout.f1_delta_low is not None and p.baseline != "keep-all"]
+    if not shown:
+        return
+    xs = [getattr(p.heldout, key) for p in shown]
+    ys = [p.heldout.f1 for p in shown]
+    keep_all = next((p.heldout.f1 for p in points if p.baseline == "keep-all" and p.heldout is not None), None)
+    if keep_all is None:
+        return
+    low = [y - (keep_all + p.heldout.f1_delta_low) for p, y in zip(shown, ys)]
+    high = [(keep_all + p.heldout.f1_delta_high) - y for p, y in zip(shown, ys)]
+    ax.errorbar(
+        xs,
+        ys,
+        yerr=[[max(0.0, v) for v in low], [max(0.0, v) for v in high]],
+        fmt="none",
+        ecolor=FRONTIER_COLOUR,
+        elinewidth=0.8,
+        capsize=2,
+        alpha=0.6,
+        zorder=3,
+        label="95% interval of F1 − keep-all",
+    )
 
 
 def _draw_baselines(ax, points: list[TrialPoint], key: str) -> None:

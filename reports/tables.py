@@ -27,8 +27,13 @@ SCORE_COLUMNS: tuple[str, ...] = (
     "latency_speedup_vs_keep_all",
     "latency_ms",
 )
+INTERVAL_COLUMNS: tuple[str, ...] = ("f1_delta_low", "f1_delta_high")
+# Columns added later come last, so older frontier.csv files keep their column positions.
 COLUMNS: tuple[str, ...] = (
-    ("number", "label", "baseline", "kind", "values") + SCORE_COLUMNS + ("on_flops_frontier", "on_latency_frontier")
+    ("number", "label", "baseline", "kind", "values")
+    + SCORE_COLUMNS
+    + ("on_flops_frontier", "on_latency_frontier", "significance")
+    + INTERVAL_COLUMNS
 )
 
 
@@ -51,7 +56,7 @@ def frontier_rows(points: list[TrialPoint]) -> list[dict]:
 def _row(point: TrialPoint, on_flops: bool, on_latency: bool) -> dict:
     row: dict = {"number": point.number, "label": point.label, "baseline": point.baseline}
     row.update(config_cells(point.length_config))
-    for column in SCORE_COLUMNS:
+    for column in SCORE_COLUMNS + INTERVAL_COLUMNS:
         row[column] = getattr(point.heldout, column)
     row["on_flops_frontier"] = on_flops
     row["on_latency_frontier"] = on_latency
@@ -89,12 +94,21 @@ def _describe_best(points: list[TrialPoint], key: str, floor: float, axis: str) 
     best = best_within(points, key, floor)
     if best is not None:
         h = best.heldout
-        return f"{axis}: {getattr(h, key):.2f}x ({best.label}, F1 {h.f1:.2f})"
+        if best.baseline == "keep-all":
+            return f"{axis}: keep-all only ({getattr(h, key):.2f}x; no configuration that drops tokens stays within)"
+        return f"{axis}: {getattr(h, key):.2f}x ({best.label}, F1 {h.f1:.2f}{interval_text(h)})"
     closest = most_accurate(points, key)
     if closest is None:
         return f"{axis}: none reaches it; no feasible point has held-out scores"
     h = closest.heldout
     return f"{axis}: none reaches it; closest: {closest.label} (F1 {h.f1:.2f}, {getattr(h, key):.2f}x)"
+
+
+def interval_text(scores) -> str:
+    """', F1 − keep-all −0.62 [−1.20, −0.05] (95%)' when the held-out interval was measured."""
+    if scores.f1_delta_low is None or scores.f1_delta_high is None:
+        return ""
+    return f"; vs keep-all 95% interval [{scores.f1_delta_low:+.2f}, {scores.f1_delta_high:+.2f}] F1"
 
 
 def _reach(points: list[TrialPoint], floor: float) -> str:
@@ -175,7 +189,11 @@ CONVENTIONS = (
     "`flops_speedup_vs_bert_base_padded384` column instead charges BERT-base for every sequence "
     "padded to 384 tokens, the convention of the published Length-Adaptive Transformer and "
     "Dynamic-TinyBERT results; it is larger and is given only for comparison with them. All numbers "
-    "in the table are on the held-out split, which the search never saw."
+    "in the table are on the held-out split, which the search never saw. `f1_delta_low`/`f1_delta_high` "
+    "bound the paired bootstrap 95% interval of a configuration's F1 minus keep-all's on the same "
+    'held-out questions (2,000 resamples of the questions); "within 1 F1" is judged on the point '
+    "estimate, and the interval says how sure that is. `significance` is the token-selection policy "
+    "(`+question`: the question segment always stays)."
 )
 
 

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from bench.config import LengthConfig
+from bench.config import DEFAULT_SIGNIFICANCE, LengthConfig, parse_selection
 from bench.errors import UserError
 
 
@@ -105,18 +105,20 @@ def read_run(folder: Path) -> tuple[RunInfo, list[TrialPoint]]:
 
 # --- a configuration's columns in frontier.csv ---------------------------------------------
 def config_cells(config: LengthConfig) -> dict[str, str]:
-    """The ``kind`` and ``values`` cells of a configuration's CSV row (values joined by ';').
+    """The ``kind``, ``values`` and ``significance`` cells of a configuration's CSV row (values joined by ';').
 
     ``str()`` of a float round-trips exactly, so :func:`config_from_cells` gives back the same
-    configuration: the regression guard re-measures what the report printed.
+    configuration, policy included: the regression guard re-measures what the report printed.
     """
     values = [int(v) for v in config.values] if config.kind == "counts" else list(config.values)
-    return {"kind": config.kind, "values": ";".join(str(v) for v in values)}
+    return {"kind": config.kind, "values": ";".join(str(v) for v in values), "significance": config.selection}
 
 
 def config_from_cells(row: Mapping[str, str]) -> LengthConfig:
-    """The configuration a CSV row's ``kind`` and ``values`` cells describe."""
-    return LengthConfig.from_values([float(v) for v in row["values"].split(";")], row["kind"])
+    """The configuration a CSV row's cells describe (rows written before policies existed read as attention)."""
+    config = LengthConfig.from_values([float(v) for v in row["values"].split(";")], row["kind"])
+    selection = row.get("significance") or DEFAULT_SIGNIFICANCE
+    return config.with_selection(*parse_selection(selection))
 
 
 def configs_from_frontier_csv(path: Path) -> dict[str, LengthConfig]:

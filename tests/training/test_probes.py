@@ -1,0 +1,36 @@
+"""Training look-ahead probes on a tiny model: saved with the model, loaded by the engine, idempotent."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from bench.adaptive import LengthAdaptiveQA
+from bench.errors import UserError
+from bench.model_io import load_qa_model
+from bench.probes import CONFIG_KEY, WEIGHTS_FILE
+from training.probes import ProbeRecipe, train_probes
+
+
+def test_probes_train_save_and_load(tmp_path, model_dir, squad_file, capsys):
+    folder = tmp_path / "m"
+    shutil.copytree(model_dir, folder)
+    recipe = ProbeRecipe(train=str(squad_file), features=12, width=8, epochs=2, batch_size=4)
+    info = train_probes(str(folder), recipe)
+    assert (folder / WEIGHTS_FILE).is_file()
+    entry = json.loads((folder / "config.json").read_text())[CONFIG_KEY]
+    assert entry["layers"] == [1, 2, 3] and entry["hidden"] == 8 and len(info["kl_nats_per_layer"]) == 3
+    qa = LengthAdaptiveQA(load_qa_model(str(folder)))
+    assert qa.probes is not None and qa.probe_token_flops == 2 * (32 * 8 + 8 * 2)
+    before = (folder / WEIGHTS_FILE).stat().st_mtime_ns
+    train_probes(str(folder), recipe)  # same recipe: left alone
+    assert (folder / WEIGHTS_FILE).stat().st_mtime_ns == before and "nothing to do" in capsys.readouterr().out
+
+
+def test_bad_recipe_and_folder_are_one_line(tmp_path, squad_file):
+    with pytest.raises(UserError, match="--epochs must be at least 1"):
+        train_probes(str(tmp_path), ProbeRecipe(train=str(squad_file), epochs=0))
+    with pytest.raises(UserError, match="not a model folder"):
+        train_probes(str(tmp_path / "missing"), ProbeRecipe(train=str(squad_file)))
