@@ -108,7 +108,7 @@ class Answerer:
         if device is not None:
             self.model.to(_pipeline_device(device))
         self.adaptive = LengthAdaptiveQA(self.model, sep_token_id=self.tokenizer.sep_token_id)
-        self.config = _resolve(config, self.adaptive.num_layers, self.model_name)
+        self.config = _resolve(config, self.adaptive.num_layers, self.model_name, self.model)
         _check_max_length(self.model, settings.max_length)
         self.batch_size = batch_size
         self.settings = settings
@@ -250,11 +250,22 @@ def _load(model, tokenizer, hub: dict, dtype) -> tuple[torch.nn.Module, object, 
     return loaded, tok, name
 
 
-def _resolve(config: LengthConfig | str | Path | None, num_layers: int, model_name: str) -> LengthConfig:
+def _resolve(
+    config: LengthConfig | str | Path | None, num_layers: int, model_name: str, model: torch.nn.Module
+) -> LengthConfig:
+    """The configuration to serve: the argument, else the one an exported folder carries, else keep-all.
+
+    A ``choose`` output records the model it was chosen for; served with other weights or another
+    depth it is refused, since its accuracy was measured on that model only.
+    """
     if config is None:
-        resolved = LengthConfig.keep_all(num_layers)
+        exported = getattr(model.config, "dynlen_length_config", None)
+        resolved = LengthConfig.from_dict(exported) if exported else LengthConfig.keep_all(num_layers)
     elif isinstance(config, LengthConfig):
         resolved = config
+    elif isinstance(config, (str, Path)) and str(config).endswith(".json") and Path(config).is_file():
+        _check_chosen_for(Path(config), model_name, model)
+        resolved = LengthConfig.load(config)
     elif isinstance(config, Path):
         resolved = LengthConfig.load(config)
     elif isinstance(config, str):
@@ -263,6 +274,24 @@ def _resolve(config: LengthConfig | str | Path | None, num_layers: int, model_na
         raise UserError(f"config must be a LengthConfig, a JSON file or an inline spec, got {type(config).__name__}")
     resolved.check_layers(num_layers, model_name)
     return resolved
+
+
+def _check_chosen_for(path: Path, model_name: str, model: torch.nn.Module) -> None:
+    """Refuse a ``choose`` output recorded for other weights (plain configuration files carry no model)."""
+    import json
+
+    from bench.model_io import weights_fingerprint
+
+    try:
+        record = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path} is not valid JSON ({exc})") from None
+    wanted = record.get("weights_sha") if isinstance(record, dict) else None
+    if wanted and weights_fingerprint(model) != wanted:
+        raise UserError(
+            f"{path} was chosen for the model {record.get('model')!r}, not for {model_name!r} (other weights); "
+            f"choose again on a run of this model, or serve the exported folder (dynlen choose --export DIR)"
+        )
 
 
 def _check_positive(**values: int) -> None:

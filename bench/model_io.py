@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -172,3 +173,42 @@ def random_bert_qa(shape: dict):
 def bert_base_qa(vocab_size: int = 30522):
     """A randomly initialised BERT-base QA model: same latency as a trained one, no download."""
     return random_bert_qa({**BERT_BASE_SHAPE, "vocab": vocab_size})
+
+
+def model_fingerprint(model: str) -> str:
+    """A hash of a local model folder's config and weights, so retrained weights refuse a resume.
+
+    Weight files are hashed by size plus their first and last 4 MiB: enough to tell two trainings
+    apart, and quick on every worker even for BERT-large. A hub id is taken as its name.
+    """
+    folder = Path(model)
+    if not folder.is_dir():
+        return f"name:{model}"
+    digest = hashlib.sha1()
+    chunk = 4 << 20
+    for path in sorted(folder.iterdir()):
+        if not path.is_file():
+            continue
+        if path.name == "config.json" or path.name.endswith(".index.json"):
+            digest.update(path.name.encode() + path.read_bytes())
+        elif path.suffix in (".safetensors", ".bin", ".pt", ".pth", ".h5"):
+            size = path.stat().st_size
+            digest.update(f"{path.name}:{size}".encode())
+            with path.open("rb") as fh:
+                digest.update(fh.read(chunk))
+                if size > 2 * chunk:
+                    fh.seek(size - chunk)
+                digest.update(fh.read(chunk))
+    return digest.hexdigest()[:16]
+
+
+def weights_fingerprint(model) -> str:
+    """A hash of a loaded model's parameters: the same weights give the same value however they are
+    stored (shards, file names, an exported copy), other weights another."""
+    import torch
+
+    digest = hashlib.sha1()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]

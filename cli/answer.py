@@ -28,9 +28,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--config",
-        default="keep-all",
+        default=None,
         help="length configuration: 'keep-all', a JSON file (e.g. the output of choose) or inline "
-        "values such as 'ratios:1,0.9,0.8,0.7,0.6,0.5' (default: %(default)s)",
+        "values such as 'ratios:1,0.9,0.8,0.7,0.6,0.5@lookahead+question' (default: the one a folder exported "
+        "by `choose --export` carries, else keep-all)",
     )
     parser.add_argument("--question", help="the question (with --context)")
     parser.add_argument("--context", help="the text to find the answer in (with --question)")

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from search.budget import SYNTAX, parse_budget
-from search.choose import NothingMeetsBudget, choose, write_choice
+from search.choose import NothingMeetsBudget, choose, export_model, write_choice
 
 HELP = "pick the best configuration of a run for a budget"
 DESCRIPTION = (
@@ -20,6 +20,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run", required=True, help="run folder (e.g. reports/default) or its name under reports/")
     parser.add_argument("--budget", default=None, help=f"{SYNTAX}")
     parser.add_argument("--out", default=None, help="output JSON (default: RUN/chosen.json)")
+    parser.add_argument(
+        "--export",
+        default=None,
+        help="also write a Hugging Face model folder that serves the choice by itself (weights, tokenizer, "
+        "probes, and the configuration in config.json)",
+    )
 
 
 def _run_dir(name: str) -> Path:
@@ -51,4 +57,6 @@ def run(args: argparse.Namespace) -> int:
             f"{h.f1_delta_high:+.2f}] (paired bootstrap)"
         )
     print(f"wrote {out}")
+    if args.export:
+        print(f"wrote {export_model(record, Path(args.export))} (serve it: dynlen answer --model {args.export} ...)")
     return 0

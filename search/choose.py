@@ -33,6 +33,8 @@ def choose(run_dir: Path, budget: Budget | None) -> tuple[TrialPoint, dict]:
         "config": best.config,
         "label": best.label,
         "model": info.model,
+        "weights_sha": _weights_sha(info.model),  # the Answerer refuses this choice for other weights
+        "num_layers": best.length_config.num_layers,
         "run": str(run_dir),
         "budget": str(budget) if budget else None,
         "heldout_split": info.heldout_split,
@@ -42,6 +44,48 @@ def choose(run_dir: Path, budget: Budget | None) -> tuple[TrialPoint, dict]:
     return best, record
 
 
+def _weights_sha(model: str) -> str | None:
+    """The run's model's weights fingerprint, when the model can be loaded here (None otherwise)."""
+    from bench.model_io import load_qa_model, weights_fingerprint
+
+    try:
+        return weights_fingerprint(load_qa_model(model))
+    except UserError:
+        return None
+
+
 def write_choice(record: dict, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=2) + "\n")
+
+
+def export_model(record: dict, out: Path) -> Path:
+    """A plain Hugging Face folder that serves the chosen configuration with nothing else.
+
+    The model's weights and tokenizer, its look-ahead probes when it has them, and the chosen
+    configuration (policy included) under ``dynlen_length_config`` in ``config.json``: an
+    ``Answerer(out)`` or ``dynlen answer --model out`` applies it by default, and ``from_pretrained``
+    still loads the folder as the stock model (which ignores the extra entry).
+    """
+    import shutil
+
+    from bench.model_io import load_qa_model, load_tokenizer
+    from bench.probes import WEIGHTS_FILE
+
+    source = record["model"]
+    if out.exists() and any(out.iterdir()):
+        raise UserError(f"{out} exists and is not empty; give --export a new folder")
+    model, tokenizer = load_qa_model(source), load_tokenizer(source)
+    model.config.dynlen_length_config = {
+        "config": record["config"],
+        "label": record["label"],
+        "chosen_from": record["run"],
+        "budget": record["budget"],
+        "heldout": record["heldout"],
+    }
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    probes = Path(source) / WEIGHTS_FILE
+    if probes.is_file():
+        shutil.copy2(probes, out / WEIGHTS_FILE)
+    return out

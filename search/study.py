@@ -12,7 +12,6 @@ workers shared it and however many of them were killed.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import os
 import platform
 import socket
@@ -27,7 +26,7 @@ from tqdm import tqdm
 
 from bench.config import LengthConfig
 from bench.errors import UserError
-from bench.model_io import load_qa_model, load_tokenizer
+from bench.model_io import load_qa_model, load_tokenizer, model_fingerprint
 from bench.runner import QARunner, bert_base_qa
 from bench.squad import SquadData, limit_examples, load_squad, split_by_article
 from bench.uncertainty import paired_interval
@@ -124,33 +123,6 @@ class SearchSettings:
             except Exception:  # noqa: BLE001 - an unparsable URL was refused earlier; never print it raw
                 out["storage"] = "<hidden>"
         return out
-
-
-def model_fingerprint(model: str) -> str:
-    """A hash of a local model folder's config and weights, so retrained weights refuse a resume.
-
-    Weight files are hashed by size plus their first and last 4 MiB: enough to tell two trainings
-    apart, and quick on every worker even for BERT-large. A hub id is taken as its name.
-    """
-    folder = Path(model)
-    if not folder.is_dir():
-        return f"name:{model}"
-    digest = hashlib.sha1()
-    chunk = 4 << 20
-    for path in sorted(folder.iterdir()):
-        if not path.is_file():
-            continue
-        if path.name == "config.json" or path.name.endswith(".index.json"):
-            digest.update(path.name.encode() + path.read_bytes())
-        elif path.suffix in (".safetensors", ".bin", ".pt", ".pth", ".h5"):
-            size = path.stat().st_size
-            digest.update(f"{path.name}:{size}".encode())
-            with path.open("rb") as fh:
-                digest.update(fh.read(chunk))
-                if size > 2 * chunk:
-                    fh.seek(size - chunk)
-                digest.update(fh.read(chunk))
-    return digest.hexdigest()[:16]
 
 
 def make_sampler(name: str, seed: int, shared: bool = False) -> optuna.samplers.BaseSampler:

@@ -333,7 +333,7 @@ def train_lengthdrop(recipe: LengthDropRecipe, out: Path, save_every: int = 200,
         "final_sub_model_kl": progress.kl_avg,
     }
     _finish(out, recipe, model, tokenizer, info)
-    print(f"saved {out} after {progress.step} steps ({minutes:.1f} min this session)", flush=True)
+    print(f"saved {out} after {progress.step} steps ({minutes:.1f} min this run)", flush=True)
     return out
 
 
