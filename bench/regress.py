@@ -24,6 +24,7 @@ from bench.config import LengthConfig
 from bench.errors import UserError
 from bench.latency import contenders, interleaved_batch_timings, ratio
 from bench.model_io import random_bert_qa
+from bench.probes import DEFAULT_WIDTH, LookaheadProbes
 
 # The committed baseline sits beside the guard; nothing here writes under reports/.
 BASELINE = Path(__file__).with_name("speedup-baseline.json")
@@ -37,13 +38,26 @@ class Measured:
     latency_speedup: float | None
 
 
+SEP = 102  # BERT's [SEP]: ends the question segment that '+question' policies keep
+QUESTION_TOKENS = 14
+
+
 def fixed_inputs(count: int, vocab: int, seed: int = 0) -> list[torch.Tensor]:
-    """Deterministic token sequences with SQuAD-like lengths (100 to 384 tokens)."""
+    """Deterministic [CLS] question [SEP] context [SEP] sequences with SQuAD-like lengths (100 to 384 tokens)."""
     g = torch.Generator().manual_seed(seed)
     lengths = torch.randint(100, 385, (count,), generator=g).tolist()
-    return [
-        torch.cat([torch.tensor([[101]]), torch.randint(1000, vocab, (1, n - 1), generator=g)], dim=1) for n in lengths
-    ]
+    out = []
+    for n in lengths:
+        ids = torch.cat([torch.tensor([[101]]), torch.randint(1000, vocab, (1, n - 1), generator=g)], dim=1)
+        ids[0, QUESTION_TOKENS + 1] = ids[0, -1] = SEP
+        out.append(ids)
+    return out
+
+
+def random_probes(shape: dict, seed: int = 0) -> LookaheadProbes:
+    """Look-ahead probes of the default width for every layer but the first: they cost what trained ones cost."""
+    torch.manual_seed(seed)
+    return LookaheadProbes(shape["hidden"], list(range(1, shape["layers"])), DEFAULT_WIDTH).eval()
 
 
 def counted_flops(model: LengthAdaptiveQA, inputs: list[torch.Tensor], config: LengthConfig) -> int:
@@ -57,8 +71,10 @@ def measure(
     configs: dict[str, LengthConfig], shape: dict, features: int, repeats: int, latency: bool
 ) -> list[Measured]:
     model = random_bert_qa(shape)
-    adaptive = LengthAdaptiveQA(model)
-    counting = LengthAdaptiveQA(model, kernels=False)  # FlopCounterMode cannot see inside the native kernel
+    probes = random_probes(shape)
+    adaptive = LengthAdaptiveQA(model, probes=probes, sep_token_id=SEP)
+    # FlopCounterMode cannot see inside the native kernel
+    counting = LengthAdaptiveQA(model, kernels=False, probes=probes, sep_token_id=SEP)
     inputs = fixed_inputs(features, shape["vocab"])
     keep_all = LengthConfig.keep_all(adaptive.num_layers)
     base_flops = counted_flops(counting, inputs, keep_all)

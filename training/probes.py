@@ -22,7 +22,7 @@ from tqdm import tqdm
 from bench.errors import UserError
 from bench.features import build_features, collate
 from bench.model_io import load_qa_model, load_tokenizer
-from bench.probes import CONFIG_KEY, LookaheadProbes
+from bench.probes import CONFIG_KEY, DEFAULT_WIDTH, LookaheadProbes
 from bench.squad import SquadData, load_squad
 
 FULL_TRAIN_SET = "../shared/data/squad/train-v1.1.json"  # the probes sample it; the model's own recipe may use less
@@ -34,7 +34,7 @@ class ProbeRecipe:
 
     train: str
     features: int = 3000
-    width: int = 64
+    width: int = DEFAULT_WIDTH
     first_layer: int = 1  # layer 0 reads the embeddings, which have not seen the question
     epochs: int = 4
     learning_rate: float = 2e-3

@@ -99,3 +99,19 @@ def test_update_rejects_zero_runs(tmp_path):
 
     with pytest.raises(UserError, match="--runs"):
         regress.update({}, tmp_path / "b.json", features=3, repeats=1, shape=TINY, runs=0)
+
+
+def test_policies_travel_from_the_frontier_csv_into_the_guard(tmp_path, capsys):
+    """A look-ahead reference configuration is re-measured under its own policy, probes included."""
+    frontier = tmp_path / "frontier.csv"
+    with frontier.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=["kind", "values", "significance"])
+        w.writeheader()
+        w.writerow({"kind": "ratios", "values": "1;0.6;0.4;0.2", "significance": "lookahead+question"})
+        w.writerow({"kind": "ratios", "values": "1;0.6;0.4;0.2", "significance": "attention"})
+    path = tmp_path / "baseline.json"
+    regress.update(configs_from_frontier_csv(frontier), path, features=3, repeats=1, shape=TINY)
+    entries = json.loads(path.read_text())["entries"]
+    assert [e["label"] for e in entries] == ["ratios:1,0.6,0.4,0.2@lookahead+question", "ratios:1,0.6,0.4,0.2"]
+    assert entries[0]["flops_speedup"] != entries[1]["flops_speedup"]  # probes and kept-query scores counted
+    assert regress_cli.main(["check", "--baseline", str(path), "--no-latency"]) == 0
