@@ -175,3 +175,7 @@ bench-lengthdrop: ## the same attention-policy search on the standard and Length
 # Which significance policy keeps the answer? F1, its interval and answer survival per layer, per policy.
 bench-retention: ## every significance policy at fixed budgets on held-out: F1 with intervals, answer survival
 	$(PY) benchmarks/retention.py --models $(MODEL) $(if $(DATA),--data $(DATA),) --questions 1000 --out reports/retention
+	$(DYNLEN) compare attention=reports/reference-standard lookahead+question=reports/reference --out reports/retention
+
+# The held-out frontier of each policy comes from a search with the same budget: reference-standard is the
+# attention policy on the default model, reference the look-ahead one (make pareto RUN=reference HELDOUT_QUESTIONS=0).

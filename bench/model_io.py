@@ -10,7 +10,7 @@ from bench.errors import UserError
 
 STANDARD_MODEL_DIR = "models/minilm-squad"  # fine-tuned the standard way, with look-ahead probes (make model)
 LENGTHDROP_MODEL_DIR = "models/minilm-squad-lengthdrop"  # LengthDrop-trained from it (make train), for comparison
-DEFAULT_MODEL_DIR = STANDARD_MODEL_DIR  # its look-ahead policy's frontier beats LengthDrop's attention one (README)
+DEFAULT_MODEL_DIR = STANDARD_MODEL_DIR  # its look-ahead frontier beats LengthDrop's attention one (docs/results.md)
 BUILT_MODEL_DIRS = (STANDARD_MODEL_DIR, LENGTHDROP_MODEL_DIR)
 
 
