@@ -302,8 +302,8 @@ class LengthAdaptiveQA(nn.Module):
                 )
             previous = lengths
             for index, counts in enumerate(plan):
-                if any(k < n for k, n in zip(counts, previous)) and not self.probes.has(index):
-                    self.probes(index, input_ids)  # raises the one-line error naming the layer
+                if any(k < n for k, n in zip(counts, previous)):
+                    self.probes.require(index)
                 previous = counts
         question = None
         if config.keep_question or policy.needs_question:

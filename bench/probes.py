@@ -57,13 +57,17 @@ class LookaheadProbes(nn.Module):
     def has(self, layer: int) -> bool:
         return str(layer) in self.layers
 
-    def forward(self, layer: int, hidden: torch.Tensor) -> torch.Tensor:
+    def require(self, layer: int) -> None:
+        """One line naming the layer when it has no probe."""
         if not self.has(layer):
             raise UserError(
                 f"the look-ahead probes have no probe for layer {layer + 1} (they cover layers "
                 f"{', '.join(str(i + 1) for i in self.layer_ids)}); keep every token at that layer or retrain "
                 "the probes with `make probes`"
             )
+
+    def forward(self, layer: int, hidden: torch.Tensor) -> torch.Tensor:
+        self.require(layer)
         return self.layers[str(layer)](hidden)
 
     def flops(self, tokens: int) -> int:
