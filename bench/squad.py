@@ -16,6 +16,13 @@ from bench.errors import UserError
 
 # Where these machines keep the official SQuAD 1.1 dev set: the default --data of every command.
 DEFAULT_DEV_SET = "../shared/data/squad/dev-v1.1.json"
+# The published checksums of the official files: a file under one of these names that differs
+# (truncated, edited, a different release) would silently move every figure, so it is refused.
+OFFICIAL_MD5 = {
+    "dev-v1.1.json": "3e85deb501d4e538b6bc56f786231552",
+    "train-v1.1.json": "981b29407e0affa3b1b156f72073b945",
+}
+SQUAD_SITE = "https://rajpurkar.github.io/SQuAD-explorer/"
 
 
 @dataclass(frozen=True)
@@ -123,12 +130,19 @@ def load_squad_file(path: str | Path) -> SquadData:
             f"SQuAD file not found: {path}. Pass DATA=/path/to/dev-v1.1.json (on these machines: {DEFAULT_DEV_SET})"
         )
     blob = path.read_bytes()
+    md5 = hashlib.md5(blob).hexdigest()
+    official = OFFICIAL_MD5.get(path.name)
+    if official is not None and md5 != official:
+        raise UserError(
+            f"{path} is not the official {path.name} (md5 {md5}, published {official}); "
+            f"download it again from {SQUAD_SITE}, or rename an edited copy"
+        )
     try:
         raw = json.loads(blob)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise UserError(f"{path} is not valid JSON ({exc}); give the official SQuAD 1.1 JSON file") from None
     examples = _parse_nested(raw, str(path))
-    return SquadData(examples, str(path), hashlib.md5(blob).hexdigest())
+    return SquadData(examples, str(path), md5)
 
 
 def load_squad_hub(name: str = "rajpurkar/squad", split: str = "validation") -> SquadData:

