@@ -19,6 +19,9 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 from types import ModuleType
@@ -27,6 +30,7 @@ import torch
 
 SOURCES = tuple(Path(__file__).with_name(name) for name in ("small_gemm.cpp", "drop_attention.cpp", "bindings.cpp"))
 SWITCH = "DYNLEN_KERNELS"
+NAME = "dynlen_kernels"
 
 
 def unavailable_reason() -> str | None:
@@ -48,6 +52,38 @@ def unavailable_reason() -> str | None:
     return None
 
 
+def needs_compiling() -> bool:
+    """Whether loading will compile: no built module in torch's extension cache, or one older than a source."""
+    from torch.utils.cpp_extension import _get_build_directory
+
+    built = Path(_get_build_directory(NAME, verbose=False)) / f"{NAME}.so"
+    if not built.is_file():
+        return True
+    return built.stat().st_mtime < max(path.stat().st_mtime for path in SOURCES)
+
+
+@contextmanager
+def elapsed_bar(description: str) -> Iterator[None]:
+    """A ticking elapsed-time line on stderr for a step whose length cannot be known in advance."""
+    from tqdm import tqdm
+
+    done = threading.Event()
+    bar = tqdm(desc=description, bar_format="{desc}: {elapsed}", file=sys.stderr)
+
+    def tick() -> None:
+        while not done.wait(1.0):
+            bar.refresh()
+
+    thread = threading.Thread(target=tick, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+        bar.close()
+
+
 @cache
 def native_kernels() -> ModuleType | None:
     """The compiled kernels module (built once per machine, then cached by torch), or None."""
@@ -58,16 +94,16 @@ def native_kernels() -> ModuleType | None:
 
             # -fopenmp: at::parallel_for is an OpenMP pragma in torch's headers; without it the
             # kernel would silently run on one thread whatever torch.set_num_threads says.
-            print(
-                "note: loading the native kernels (the first time on a machine they compile, about a minute)",
-                file=sys.stderr,
-            )
-            return load(
-                name="dynlen_kernels",
+            options = dict(
+                name=NAME,
                 sources=[str(path) for path in SOURCES],
                 extra_cflags=["-O3", "-mavx512f", "-mfma", "-fopenmp"],
                 verbose=False,
             )
+            if not needs_compiling():
+                return load(**options)
+            with elapsed_bar("compiling the native kernels (once per machine, about a minute)"):
+                return load(**options)
         except Exception as exc:  # a failed build must not stop inference: torch's GEMM still works
             reason = f"build failed: {str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__}"
     print(f"note: native kernels off ({reason}); using torch's own ops", file=sys.stderr)

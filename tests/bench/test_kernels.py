@@ -5,6 +5,8 @@ fallback would hide a broken build. Elsewhere the kernel tests skip and the engi
 the torch-GEMM path.
 """
 
+import os
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -190,3 +192,26 @@ def test_engine_native_drop_matches_torch_path(kernel, monkeypatch, left_padding
     assert torch.equal(fast.kept, plain.kept)
     torch.testing.assert_close(fast.start_logits[real], plain.start_logits[real], rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(fast.end_logits[real], plain.end_logits[real], rtol=1e-4, atol=1e-5)
+
+
+def test_compiling_is_told_apart_from_loading_a_built_module(tmp_path, monkeypatch):
+    import bench.kernels as kernels
+
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    assert kernels.needs_compiling(), "an empty extension cache means a compile"
+    built = tmp_path / kernels.NAME / f"{kernels.NAME}.so"
+    built.parent.mkdir(parents=True, exist_ok=True)
+    built.write_bytes(b"")
+    newest = max(path.stat().st_mtime for path in kernels.SOURCES)
+    os.utime(built, (newest + 10, newest + 10))
+    assert not kernels.needs_compiling()
+    os.utime(built, (newest - 10, newest - 10))
+    assert kernels.needs_compiling(), "a module older than a source is rebuilt"
+
+
+def test_elapsed_bar_names_the_step_on_stderr(capsys):
+    from bench.kernels import elapsed_bar
+
+    with elapsed_bar("compiling something"):
+        pass
+    assert "compiling something" in capsys.readouterr().err
