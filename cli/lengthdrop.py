@@ -9,14 +9,16 @@ from bench.errors import exit_status
 from bench.model_io import LENGTHDROP_MODEL_DIR, STANDARD_MODEL_DIR, quiet_libraries
 from training.lengthdrop import LengthDropRecipe, train_lengthdrop
 from training.recipe import DEFAULT_TRAIN_SET
+from training.trainer import PRECISIONS
 
 HELP = "LengthDrop fine-tuning of a QA model (make train)"
 DESCRIPTION = (
     "LengthDrop fine-tuning (Kim & Cho 2021) of a fine-tuned SQuAD QA model, so that one set of weights "
     "serves many length configurations. Each step trains the full model on the labels and the smallest "
     "plus N random sub-models on the full model's start/end distributions (sandwich rule, in-place "
-    "distillation). Writes a Hugging Face folder every other command accepts. Kill-safe: re-running the "
-    "same command resumes from OUT/checkpoint; a finished OUT with the same recipe is left alone."
+    "distillation), on transformers.Trainer. Writes a Hugging Face folder every other command accepts. "
+    "Kill-safe: re-running the same command resumes from OUT/checkpoints; a finished OUT with the same "
+    "recipe is left alone."
 )
 FORMATTER = argparse.ArgumentDefaultsHelpFormatter
 
@@ -69,8 +71,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="train this many steps instead of --epochs (smoke runs; part of the recipe)",
     )
+    opt.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default=d.precision,
+        help="auto: bf16 mixed precision where the CPU/GPU computes it natively, else fp32 (weights saved float32)",
+    )
     run = parser.add_argument_group("running")
-    run.add_argument("--save-every", type=int, default=200, help="checkpoint into OUT/checkpoint every N steps")
+    run.add_argument("--save-every", type=int, default=200, help="checkpoint into OUT/checkpoints every N steps")
     run.add_argument("--threads", type=int, default=None, help="torch CPU threads")
 
 
@@ -90,6 +98,7 @@ def recipe_from_args(args: argparse.Namespace) -> LengthDropRecipe:
         num_sub_models=args.num_sub_models,
         layerdrop=args.layerdrop,
         seed=args.seed,
+        precision=args.precision,
         max_steps=args.max_steps,
     )
 

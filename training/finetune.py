@@ -20,7 +20,7 @@ from bench.errors import UserError
 from bench.features import Features, build_features
 from bench.model_io import load_tokenizer
 from bench.squad import load_squad
-from training.recipe import already_built, training_device
+from training.recipe import TrainingRecipe, already_built, training_device
 from training.trainer import (
     checkpoint_folder,
     final_loss,
@@ -33,20 +33,11 @@ from training.trainer import (
 
 
 @dataclass(frozen=True)
-class Recipe:
-    """Everything that determines the trained weights (the idempotence key)."""
+class Recipe(TrainingRecipe):
+    """Everything that determines the trained weights (the idempotence key); the fields are TrainingRecipe's."""
 
-    base: str
-    train: str
     epochs: float = 2.0
     learning_rate: float = 1e-4
-    batch_size: int = 16
-    max_length: int = 384
-    stride: int = 128
-    warmup: float = 0.1
-    weight_decay: float = 0.01
-    seed: int = 0
-    precision: str = "auto"  # bf16 mixed precision where the hardware has it; the saved weights stay float32
 
 
 def train(

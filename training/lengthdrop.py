@@ -6,20 +6,24 @@ forward passes so that one set of weights works across many length configuration
 
 Every step follows the sandwich rule with in-place distillation: the full model learns from
 the labels (plus, optionally, a larger teacher), and the smallest sub-model and a few random
-ones learn to match the full model's own start/end distributions. All their gradients are
-summed before one optimizer step.
+ones learn to match the full model's own start/end distributions. Their losses are summed into
+one loss, so one backward pass and one optimizer step serve them all.
 
-The run can be killed and re-run: it resumes from ``OUT/checkpoint`` with the same data
-order and random draws, so the end result equals an uninterrupted run. An output folder
-whose ``training.json`` records the same recipe is left alone.
+The run is a ``transformers.Trainer`` (:mod:`training.trainer`, shared with standard
+fine-tuning) whose :meth:`LengthDropLoss.compute_loss` is the sandwich step: AdamW without decay
+on biases and norms, the linear schedule, clipping at norm 1, bf16 mixed precision where the
+hardware has it and the checkpoints in OUT/checkpoints all come from the Trainer. A killed run
+re-run with the same options resumes from the last checkpoint with the same batches, the same
+dropout and the same sub-models (drawn from (seed, step) alone), so the end result equals an
+uninterrupted run. An output folder whose ``training.json`` records the same recipe is left alone.
 """
 
 from __future__ import annotations
 
+import functools
 import json
-import math
+import os
 import random
-import shutil
 import sys
 import time
 from collections.abc import Collection, Sequence
@@ -29,46 +33,41 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from bench.adaptive import LengthAdaptiveQA
 from bench.config import LengthConfig, cumulative_ratios
 from bench.errors import UserError
-from bench.features import Features, cached_features, collate
+from bench.features import Features, cached_features
 from bench.model_io import load_qa_model, load_tokenizer
 from bench.squad import load_squad
-from training.checkpoints import (
-    CHECKPOINT_DIR,
-    MAX_FILE_BYTES,
-    Progress,
-    find_checkpoint,
-    resume,
-    save_checkpoint,
+from training.recipe import TrainingRecipe, already_built, training_device
+from training.trainer import (
+    checkpoint_folder,
+    final_loss,
+    last_checkpoint,
+    make_trainer,
+    remove_checkpoints,
+    resolve_precision,
+    training_arguments,
 )
-from training.recipe import already_built, length_grouped_batches, linear_schedule, optimizer_step, training_device
-from training.recipe import make_optimizer as _make_optimizer
 
 MIN_RATIO = 1e-6  # LengthConfig needs ratios > 0 even after rounding
+MAX_FILE_BYTES = 16 * 1024 * 1024  # every file of the saved model folder should stay below this
 
 
 @dataclass(frozen=True)
-class LengthDropRecipe:
-    """Everything that determines the trained weights (the idempotence and resume key)."""
+class LengthDropRecipe(TrainingRecipe):
+    """Everything that determines the trained weights (the idempotence and resume key).
 
-    base: str
-    train: str
-    teacher: str | None = None
+    The fields it shares with standard fine-tuning are :class:`~training.recipe.TrainingRecipe`'s.
+    """
+
     epochs: float = 0.6
     learning_rate: float = 5e-5
-    batch_size: int = 16
-    max_length: int = 384
-    stride: int = 128
-    warmup: float = 0.1
-    weight_decay: float = 0.01
+    teacher: str | None = None
     bound: float = 0.2
     num_sub_models: int = 2
     layerdrop: float = 0.0  # chance that a sub-model bypasses a layer (LayerDrop); 0 = off
-    seed: int = 0
     max_steps: int | None = None  # part of the key: it sets the learning-rate schedule
 
     def check(self) -> None:
@@ -163,11 +162,11 @@ def span_kl(
 # --- one step -------------------------------------------------------------------------------
 @dataclass
 class StepLosses:
-    """What one step measured, for the progress bar and training.json."""
+    """The parts of one step's loss, detached: logged by the Trainer and recorded in training.json."""
 
-    task: float
-    teacher_kl: float | None = None
-    sub_kl: list[float] = field(default_factory=list)
+    task: torch.Tensor
+    teacher_kl: torch.Tensor | None = None
+    sub_kl: list[torch.Tensor] = field(default_factory=list)
 
 
 def teacher_logits(teacher: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -181,44 +180,101 @@ def teacher_logits(teacher: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[
     return out.start_logits.clone(), out.end_logits.clone()
 
 
-def train_step(
+def sandwich_loss(
     qa: LengthAdaptiveQA,
     batch: dict[str, torch.Tensor],
     configs: Sequence[LengthConfig],
     teacher: nn.Module | None = None,
     skips: Sequence[Collection[int]] | None = None,
-) -> StepLosses:
-    """Forward and backward for the full model, then each sub-model; gradients accumulate, the caller steps.
+) -> tuple[torch.Tensor, StepLosses]:
+    """The full model's task loss (plus its KL to the teacher) plus each sub-model's KL to the full model.
 
-    Each backward runs right after its forward, so only one computation graph is alive at a time.
+    The sub-models' target is the full model's detached logits, so the gradient of the sum is
+    the sum of the separate backward passes of the paper's training loop. All forwards' graphs
+    are alive until the caller's backward: more memory than one backward per forward, though
+    every sub-model runs on fewer tokens than the full model.
     """
     inputs = (batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
     mask = batch["attention_mask"]
     full = qa(*inputs)
     task = span_task_loss(full.start_logits, full.end_logits, mask, batch["start_positions"], batch["end_positions"])
-    loss, losses = task, StepLosses(task=task.item())
+    loss, losses = task, StepLosses(task=task.detach())
     if teacher is not None:
         kd = span_kl((full.start_logits, full.end_logits), teacher_logits(teacher, batch), mask)
         loss = loss + kd
-        losses.teacher_kl = kd.item()
-    loss.backward()
+        losses.teacher_kl = kd.detach()
     target = (full.start_logits.detach(), full.end_logits.detach())
     for index, config in enumerate(configs):
         out = qa(*inputs, config=config, skip=skips[index] if skips else ())
         kl = span_kl((out.start_logits, out.end_logits), target, mask)
-        kl.backward()
-        losses.sub_kl.append(kl.item())
-    return losses
+        loss = loss + kl
+        losses.sub_kl.append(kl.detach())
+    return loss, losses
 
 
-def make_optimizer(model: nn.Module, recipe: LengthDropRecipe) -> torch.optim.Optimizer:
-    """AdamW without decay on biases and norms, as standard fine-tuning uses."""
-    return _make_optimizer(model, recipe.learning_rate, recipe.weight_decay)
+class LengthDropLoss:
+    """The sandwich step as a Trainer's loss; :func:`lengthdrop_trainer` mixes it into ``transformers.Trainer``.
+
+    ``compute_loss`` draws the step's sub-models from (seed, global step), runs them and the full
+    model through :class:`~bench.adaptive.LengthAdaptiveQA` on the Trainer's model under its
+    autocast, and returns :func:`sandwich_loss`. The parts of the loss are logged next to the
+    Trainer's ``loss``: ``task_loss``, ``sub_model_kl`` (mean over the sub-models) and ``teacher_kl``.
+    """
+
+    loss_is_scaled_for_ga = False  # a per-batch mean: the Trainer divides it over accumulation steps
+
+    def __init__(self, *args, recipe: LengthDropRecipe, teacher: nn.Module | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.recipe, self.teacher = recipe, teacher
+        self._qa: LengthAdaptiveQA | None = None
+        self._window: dict[str, tuple[torch.Tensor, int]] = {}  # sums and counts since the last log
+
+    def adaptive(self, model: nn.Module) -> LengthAdaptiveQA:
+        """The length-adaptive view of the (unwrapped) model being trained; it shares the model's weights."""
+        inner = self.accelerator.unwrap_model(model)
+        if self._qa is None or self._qa.model is not inner:
+            self._qa = LengthAdaptiveQA(inner, kernels=False, probes=None)
+        return self._qa
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        qa, r, step = self.adaptive(model), self.recipe, self.state.global_step
+        configs = sub_model_configs(qa.num_layers, r.bound, r.num_sub_models, r.seed, step)
+        skips = layer_skips(qa.num_layers, r.layerdrop, len(configs), r.seed, step) if r.layerdrop else None
+        with self.accelerator.autocast():
+            loss, losses = sandwich_loss(qa, inputs, configs, self.teacher, skips)
+        self._remember(losses)
+        return (loss, losses) if return_outputs else loss
+
+    def _remember(self, losses: StepLosses) -> None:
+        parts = {"task_loss": losses.task}
+        if losses.sub_kl:
+            parts["sub_model_kl"] = torch.stack(losses.sub_kl).mean()
+        if losses.teacher_kl is not None:
+            parts["teacher_kl"] = losses.teacher_kl
+        for key, value in parts.items():
+            total, count = self._window.get(key, (0.0, 0))
+            self._window[key] = (total + value.float(), count + 1)
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs:
+            for key, (total, count) in self._window.items():
+                logs[key] = round((total / count).item(), 4)
+            self._window = {}
+        super().log(logs, start_time)
 
 
-def epoch_batches(lengths: list[int], batch_size: int, seed: int, epoch: int) -> list[list[int]]:
-    """Batch order of one epoch, a function of (seed, epoch) only, so a resumed run can skip the batches done."""
-    return length_grouped_batches(lengths, batch_size, random.Random(f"lengthdrop-data:{seed}:{epoch}"))
+@functools.cache
+def lengthdrop_trainer() -> type:
+    """``transformers.Trainer`` with LengthDrop's loss, assembled on first use: importing the Trainer takes seconds."""
+    from transformers import Trainer
+
+    return type("LengthDropTrainer", (LengthDropLoss, Trainer), {"__doc__": LengthDropLoss.__doc__})
+
+
+def last_logged(trainer, key: str) -> float | None:
+    """The last value the Trainer logged under ``key`` (a mean over its logging window)."""
+    values = [entry[key] for entry in trainer.state.log_history if key in entry]
+    return values[-1] if values else None
 
 
 # --- teacher --------------------------------------------------------------------------------
@@ -238,8 +294,8 @@ def check_same_vocab(student_tokenizer, teacher_tokenizer, teacher_name: str) ->
     )
 
 
-def load_teacher(name: str, student_tokenizer, device: torch.device) -> nn.Module:
-    check_same_vocab(student_tokenizer, load_tokenizer(name), name)
+def load_teacher(name: str, device: torch.device) -> nn.Module:
+    """The frozen teacher, in eval mode (check its vocabulary first with :func:`check_same_vocab`)."""
     teacher = load_qa_model(name).to(device).eval()
     for param in teacher.parameters():
         param.requires_grad_(False)
@@ -247,10 +303,6 @@ def load_teacher(name: str, student_tokenizer, device: torch.device) -> nn.Modul
 
 
 # --- the run --------------------------------------------------------------------------------
-def _ema(previous: float | None, value: float) -> float:
-    return value if previous is None else 0.98 * previous + 0.02 * value
-
-
 def _warn_big_files(out: Path) -> None:
     """save_pretrained cannot split one tensor, so a large embedding matrix can exceed the limit: say so."""
     for path in sorted(out.iterdir()):
@@ -262,19 +314,14 @@ def _warn_big_files(out: Path) -> None:
 
 
 def _finish(out: Path, recipe: LengthDropRecipe, model: nn.Module, tokenizer, info: dict) -> None:
-    """Model first, training.json next (it marks the folder complete), checkpoint removed last."""
+    """Model first, training.json next (it marks the folder complete), checkpoints removed last."""
     model.eval()
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, max_shard_size="15MB")
     tokenizer.save_pretrained(out)
     (out / "training.json").write_text(json.dumps({"recipe": asdict(recipe), "method": "lengthdrop", **info}, indent=2))
-    _remove_checkpoint(out)
+    remove_checkpoints(out)
     _warn_big_files(out)
-
-
-def _remove_checkpoint(out: Path) -> None:
-    for name in (CHECKPOINT_DIR, CHECKPOINT_DIR + ".tmp", CHECKPOINT_DIR + ".old"):
-        shutil.rmtree(out / name, ignore_errors=True)
 
 
 def _load_features(recipe: LengthDropRecipe, tokenizer) -> Features:
@@ -285,107 +332,65 @@ def _load_features(recipe: LengthDropRecipe, tokenizer) -> Features:
     return feats
 
 
+def _one_process() -> None:
+    """The sub-models run beside DistributedDataParallel's forward, which would leave their gradients unsynced."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1:
+        raise UserError(
+            f"LengthDrop trains in one process (this launch has {world}); run it without torchrun or accelerate launch"
+        )
+
+
 def train_lengthdrop(recipe: LengthDropRecipe, out: Path, save_every: int = 200, threads: int | None = None) -> Path:
-    """Train (resuming from OUT/checkpoint, or skipping when already built) and save a Hugging Face folder."""
+    """Train on ``transformers.Trainer`` (resuming from OUT/checkpoints, or skipping when built) and save a HF folder."""
     recipe.check()
     if save_every < 1:
         raise UserError(f"--save-every must be at least 1; got {save_every}")
     if already_built(out, recipe):
-        _remove_checkpoint(out)
+        remove_checkpoints(out)
         print(f"{out} already holds a model trained with this recipe; nothing to do (delete it to rebuild)")
         return out
+    _one_process()
+    device = training_device()
+    precision = resolve_precision(recipe.precision, device)
     if threads:
         torch.set_num_threads(threads)
-    random.seed(recipe.seed)
-    torch.manual_seed(recipe.seed)
-    device = training_device()
-
-    found = find_checkpoint(out / CHECKPOINT_DIR, recipe)
     tokenizer = load_tokenizer(recipe.base)
-    teacher = load_teacher(recipe.teacher, tokenizer, device) if recipe.teacher else None
+    if recipe.teacher:
+        check_same_vocab(tokenizer, load_tokenizer(recipe.teacher), recipe.teacher)
+    folder = checkpoint_folder(out, recipe)
     feats = _load_features(recipe, tokenizer)
-    total = recipe.max_steps or max(1, int(round(math.ceil(len(feats) / recipe.batch_size) * recipe.epochs)))
-
-    model = load_qa_model(recipe.base).to(device)
-    qa = LengthAdaptiveQA(model)
-    optimizer = make_optimizer(model, recipe)
-    scheduler = linear_schedule(optimizer, int(recipe.warmup * total), total)
-    progress = resume(found, model, optimizer, scheduler) if found else Progress()
+    teacher = load_teacher(recipe.teacher, device) if recipe.teacher else None
+    model = load_qa_model(recipe.base)
+    args = training_arguments(folder, recipe, precision, device, recipe.max_steps, save_every)
+    trainer = make_trainer(
+        model, args, feats, tokenizer.pad_token_id or 0, lengthdrop_trainer(), recipe=recipe, teacher=teacher
+    )
+    resume = last_checkpoint(folder)
     print(
-        f"LengthDrop on {recipe.base}: {len(feats)} features, {total} steps on {device}, "
+        f"LengthDrop on {recipe.base}: {len(feats)} features, {precision} on {device}, "
         f"full model + smallest + {recipe.num_sub_models} random sub-models per step (bound {recipe.bound:g})"
         + (f", teacher {recipe.teacher}" if teacher is not None else "")
-        + (f"; resuming at step {progress.step}" if found else ""),
+        + (f"; resuming from {resume}" if resume else ""),
         flush=True,
     )
-    session = Session(
-        qa, teacher, feats, tokenizer.pad_token_id or 0, recipe, optimizer, scheduler, total, out, save_every, device
-    )
     started = time.time()
-    session.run(progress)
+    result = trainer.train(resume_from_checkpoint=resume)
     minutes = (time.time() - started) / 60
     info = {
-        "steps": progress.step,
+        "precision": precision,
+        "steps": trainer.state.global_step,
         "features": len(feats),
-        "minutes": round(minutes, 1),
+        "minutes_this_run": round(minutes, 1),
+        "resumed_from": Path(resume).name if resume else None,
+        "samples_per_second": round(result.metrics.get("train_samples_per_second", 0.0), 2),
         "device": str(device),
-        "final_loss": progress.loss_avg,
-        "final_sub_model_kl": progress.kl_avg,
+        "final_loss": final_loss(trainer),
+        "final_task_loss": last_logged(trainer, "task_loss"),
+        "final_sub_model_kl": last_logged(trainer, "sub_model_kl"),
     }
-    _finish(out, recipe, model, tokenizer, info)
-    print(f"saved {out} after {progress.step} steps ({minutes:.1f} min this run)", flush=True)
+    if teacher is not None:
+        info["final_teacher_kl"] = last_logged(trainer, "teacher_kl")
+    _finish(out, recipe, trainer.model.float(), tokenizer, info)
+    print(f"saved {out} after {trainer.state.global_step} steps ({minutes:.1f} min in this run)", flush=True)
     return out
-
-
-@dataclass
-class Session:
-    """The pieces the training loop needs, so the loop itself stays short."""
-
-    qa: LengthAdaptiveQA
-    teacher: nn.Module | None
-    feats: Features
-    pad_id: int
-    recipe: LengthDropRecipe
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
-    total: int
-    out: Path
-    save_every: int
-    device: torch.device
-
-    @property
-    def steps_per_epoch(self) -> int:
-        return math.ceil(len(self.feats) / self.recipe.batch_size)
-
-    def run(self, progress: Progress) -> None:
-        """Epochs are rebuilt from (seed, epoch) and the batches already done are skipped."""
-        self.qa.model.train()
-        bar = tqdm(
-            total=self.total, initial=progress.step, desc="lengthdrop", unit="step", file=sys.stdout, mininterval=10
-        )
-        while progress.step < self.total:
-            epoch, done = divmod(progress.step, self.steps_per_epoch)
-            for idx in epoch_batches(self.feats.lengths, self.recipe.batch_size, self.recipe.seed, epoch)[done:]:
-                self.step(idx, progress)
-                bar.update(1)
-                bar.set_postfix(loss=f"{progress.loss_avg:.3f}", sub_kl=f"{progress.kl_avg:.4f}")
-                if progress.step >= self.total:
-                    break
-                if progress.step % self.save_every == 0:
-                    save_checkpoint(
-                        self.out / CHECKPOINT_DIR, self.recipe, self.qa.model, self.optimizer, self.scheduler, progress
-                    )
-        bar.close()
-
-    def step(self, idx: list[int], progress: Progress) -> None:
-        r = self.recipe
-        batch = {k: v.to(self.device) for k, v in collate(self.feats, idx, self.pad_id).items()}
-        configs = sub_model_configs(self.qa.num_layers, r.bound, r.num_sub_models, r.seed, progress.step)
-        skips = (
-            layer_skips(self.qa.num_layers, r.layerdrop, len(configs), r.seed, progress.step) if r.layerdrop else None
-        )
-        losses = train_step(self.qa, batch, configs, self.teacher, skips)
-        optimizer_step(self.qa.model, self.optimizer, self.scheduler)
-        progress.step += 1
-        progress.loss_avg = _ema(progress.loss_avg, losses.task)
-        progress.kl_avg = _ema(progress.kl_avg, sum(losses.sub_kl) / max(1, len(losses.sub_kl)))

@@ -189,8 +189,11 @@ class EpochLengthGroupedSampler(torch.utils.data.Sampler):
         return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=generator))
 
 
-def make_trainer(model, args, feats: Features, pad_id: int, trainer_class=None):
-    """A Trainer whose length-grouped sampler reads the features' lengths and replays exactly on resume."""
+def make_trainer(model, args, feats: Features, pad_id: int, trainer_class=None, **options):
+    """A Trainer whose length-grouped sampler reads the features' lengths and replays exactly on resume.
+
+    ``trainer_class`` (a Trainer subclass) replaces the stock one; ``options`` go to its constructor.
+    """
     from transformers import Trainer
 
     base = trainer_class or Trainer
@@ -202,7 +205,11 @@ def make_trainer(model, args, feats: Features, pad_id: int, trainer_class=None):
             return EpochLengthGroupedSampler(lengths, batch, self.args.data_seed or self.args.seed)
 
     return FeatureTrainer(
-        model=model, args=args, train_dataset=FeatureDataset(feats), data_collator=FeatureCollator(feats, pad_id)
+        model=model,
+        args=args,
+        train_dataset=FeatureDataset(feats),
+        data_collator=FeatureCollator(feats, pad_id),
+        **options,
     )
 
 

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import random
 from pathlib import Path
@@ -12,7 +13,8 @@ from bench.features import build_features, collate
 from bench.squad import load_squad
 from cli import lengthdrop as lengthdrop_cli
 from training import lengthdrop as ld
-from training.checkpoints import load_tensor_shards, save_tensor_shards
+from training import trainer as tr
+from training.recipe import same_recipe
 
 NUM_LAYERS = 4
 
@@ -28,6 +30,7 @@ def _recipe(model_dir: Path, squad_file: Path, **overrides) -> ld.LengthDropReci
         learning_rate=1e-3,
         warmup=0.0,
         epochs=2.0,
+        precision="fp32",
     )
     options.update(overrides)
     return ld.LengthDropRecipe(**options)
@@ -143,162 +146,184 @@ def test_task_loss_is_mean_of_start_and_end_cross_entropy():
 
 
 # --- one step ----------------------------------------------------------------------------------
+def _grads(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad(set_to_none=True)
+    return grads
+
+
 def test_one_step_changes_weights_with_finite_losses(squad_file):
     torch.manual_seed(0)
     model = tiny_bert().train()
     qa = LengthAdaptiveQA(model)
-    recipe = ld.LengthDropRecipe(base="", train="", learning_rate=1e-3, warmup=0.0)
-    optimizer = ld.make_optimizer(model, recipe)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _step: 1.0)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     configs = ld.sub_model_configs(qa.num_layers, 0.5, 2, seed=0, step=0)
-    losses = ld.train_step(qa, _batch(squad_file), configs)
+    loss, losses = ld.sandwich_loss(qa, _batch(squad_file), configs)
+    loss.backward()
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     assert grads and all(torch.isfinite(g).all() for g in grads)
-    ld.optimizer_step(model, optimizer, scheduler)
-    assert torch.isfinite(torch.tensor(losses.task)) and losses.task > 0
-    assert len(losses.sub_kl) == 3 and all(x >= 0 and torch.isfinite(torch.tensor(x)) for x in losses.sub_kl)
+    torch.optim.AdamW(model.parameters(), lr=1e-3).step()
+    assert torch.isfinite(losses.task) and losses.task > 0
+    assert len(losses.sub_kl) == 3 and all(x >= 0 and torch.isfinite(x) for x in losses.sub_kl)
     assert any(x > 0 for x in losses.sub_kl)  # dropping tokens changes predictions
     changed = [k for k, v in model.state_dict().items() if not torch.equal(v, before[k])]
     assert any("encoder.layer" in k for k in changed) and any("qa_outputs" in k for k in changed)
 
 
+def _confident_bert():
+    """A random tiny BERT whose span head is scaled up: its start/end distributions are far from uniform."""
+    model = tiny_bert()
+    with torch.no_grad():
+        model.qa_outputs.weight.mul_(30.0)
+    return model
+
+
+def test_sub_model_distillation_adds_to_the_loss_and_its_gradient(squad_file):
+    model = _confident_bert().train()
+    qa, batch = LengthAdaptiveQA(model), _batch(squad_file)
+    configs = ld.sub_model_configs(qa.num_layers, 0.5, 2, seed=0, step=0)
+    torch.manual_seed(0)  # the full model runs first, so both passes give it the same dropout
+    loss, losses = ld.sandwich_loss(qa, batch, configs)
+    assert loss.item() == pytest.approx((losses.task + sum(losses.sub_kl)).item(), rel=1e-6)
+    assert sum(losses.sub_kl).item() > 1e-2
+    loss.backward()
+    with_subs = _grads(model)
+    torch.manual_seed(0)
+    alone, task_only_losses = ld.sandwich_loss(qa, batch, [])
+    assert alone.item() == pytest.approx(losses.task.item(), rel=1e-6)
+    assert task_only_losses.task.item() == pytest.approx(losses.task.item(), rel=1e-6)
+    alone.backward()
+    task_only = _grads(model)
+    differ = [n for n in task_only if not torch.allclose(with_subs[n], task_only[n], rtol=1e-3, atol=1e-6)]
+    assert any("encoder.layer" in n for n in differ) and any("qa_outputs" in n for n in differ)
+
+
 def test_teacher_adds_a_kl_term_and_stays_frozen(squad_file):
     model, teacher = tiny_bert(seed=0).train(), tiny_bert(seed=1)
     teacher_before = {k: v.clone() for k, v in teacher.state_dict().items()}
-    losses = ld.train_step(LengthAdaptiveQA(model), _batch(squad_file), [], teacher)
+    loss, losses = ld.sandwich_loss(LengthAdaptiveQA(model), _batch(squad_file), [], teacher)
     assert losses.teacher_kl is not None and losses.teacher_kl > 0
+    loss.backward()
     assert all(p.grad is None for p in teacher.parameters())
     assert all(torch.equal(v, teacher_before[k]) for k, v in teacher.state_dict().items())
 
 
 # --- whole runs --------------------------------------------------------------------------------
+class _KilledAt(Exception):
+    pass
+
+
+def _kill_after(step: int, monkeypatch) -> None:
+    """Make the next training run die right after the Trainer saved checkpoint ``step`` (as a kill would)."""
+    from transformers import TrainerCallback
+
+    class Kill(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            if state.global_step == step:
+                raise _KilledAt(step)
+
+    real = ld.make_trainer
+
+    def with_kill(*args, **kwargs):
+        trainer = real(*args, **kwargs)
+        trainer.add_callback(Kill())
+        return trainer
+
+    monkeypatch.setattr(ld, "make_trainer", with_kill)
+
+
+def _cli(model_dir: Path, squad_file: Path, out: Path, *extra: str) -> int:
+    options = ["--model", str(model_dir), "--train", str(squad_file), "--out", str(out)]
+    tiny = ["--batch-size", "4", "--max-length", "64", "--stride", "16", "--max-steps", "2", "--precision", "fp32"]
+    return lengthdrop_cli.main(options + tiny + list(extra))
+
+
 def test_run_writes_a_loadable_folder_with_small_files_and_is_idempotent(model_dir, squad_file, tmp_path, capsys):
     out = tmp_path / "ld"
-    assert (
-        lengthdrop_cli.main(
-            [
-                "--model",
-                str(model_dir),
-                "--train",
-                str(squad_file),
-                "--out",
-                str(out),
-                "--batch-size",
-                "4",
-                "--max-length",
-                "64",
-                "--stride",
-                "16",
-                "--max-steps",
-                "2",
-                "--threads",
-                "1",
-            ]
-        )
-        == 0
-    )
+    assert _cli(model_dir, squad_file, out, "--threads", "1") == 0
     info = json.loads((out / "training.json").read_text())
     assert info["steps"] == 2 and info["recipe"]["bound"] == 0.2 and info["recipe"]["num_sub_models"] == 2
-    assert not (out / "checkpoint").exists()
+    assert info["precision"] == "fp32" and info["recipe"]["precision"] == "fp32" and info["method"] == "lengthdrop"
+    assert not (out / tr.CHECKPOINTS).exists(), "checkpoints are removed once the model is saved"
     files = [p for p in out.rglob("*") if p.is_file()]
     assert files and max(p.stat().st_size for p in files) < 16 * 2**20
-    from transformers import AutoModelForQuestionAnswering
-
-    AutoModelForQuestionAnswering.from_pretrained(out)
+    assert all(t.dtype == torch.float32 for t in _weights(out).values())
     assert (out / "tokenizer_config.json").is_file()
     mtime = (out / "training.json").stat().st_mtime_ns
     capsys.readouterr()
-    assert (
-        lengthdrop_cli.main(
-            [
-                "--model",
-                str(model_dir),
-                "--train",
-                str(squad_file),
-                "--out",
-                str(out),
-                "--batch-size",
-                "4",
-                "--max-length",
-                "64",
-                "--stride",
-                "16",
-                "--max-steps",
-                "2",
-            ]
-        )
-        == 0
-    )
+    assert _cli(model_dir, squad_file, out) == 0
     assert "nothing to do" in capsys.readouterr().out
     assert (out / "training.json").stat().st_mtime_ns == mtime
+
+
+def test_the_trainer_loss_holds_the_sub_models_distillation(squad_file, tmp_path):
+    base = tmp_path / "confident"
+    _confident_bert().save_pretrained(base)
+    tiny_tokenizer().save_pretrained(base)
+    out = ld.train_lengthdrop(_recipe(base, squad_file, max_steps=1), tmp_path / "ld")
+    info = json.loads((out / "training.json").read_text())
+    assert info["final_sub_model_kl"] > 1e-2
+    # the loss the Trainer minimised is the task loss plus the smallest and the 2 random sub-models' KL
+    expected = info["final_task_loss"] + 3 * info["final_sub_model_kl"]
+    assert info["final_loss"] == pytest.approx(expected, abs=1e-3)
 
 
 def test_killed_run_resumes_to_the_same_weights(model_dir, squad_file, tmp_path, monkeypatch):
     recipe = _recipe(model_dir, squad_file)  # 6 steps across 2 epochs
     reference = ld.train_lengthdrop(recipe, tmp_path / "straight", save_every=100)
 
-    real_step, calls = ld.train_step, {"n": 0}
-
-    def dies_after_step_5(*args, **kwargs):
-        out = real_step(*args, **kwargs)
-        calls["n"] += 1
-        if calls["n"] == 5:
-            raise KeyboardInterrupt("killed")
-        return out
-
-    monkeypatch.setattr(ld, "train_step", dies_after_step_5)
     out = tmp_path / "killed"
-    with pytest.raises(KeyboardInterrupt):
-        ld.train_lengthdrop(recipe, out, save_every=2)
-    state = torch.load(out / "checkpoint" / "state.pt", weights_only=True)
-    assert state["progress"]["step"] == 4  # steps 5 is lost and must be redone
+    with monkeypatch.context() as patch:
+        _kill_after(4, patch)  # step 5 is lost and must be redone, in the middle of epoch 2
+        with pytest.raises(_KilledAt):
+            ld.train_lengthdrop(recipe, out, save_every=2)
+    assert tr.last_checkpoint(out / tr.CHECKPOINTS).endswith("checkpoint-4")
     assert not (out / "training.json").exists()
-    ckpt_files = [p for p in (out / "checkpoint").rglob("*") if p.is_file()]
-    assert max(p.stat().st_size for p in ckpt_files) < 16 * 2**20
 
-    monkeypatch.setattr(ld, "train_step", real_step)
     torch.manual_seed(1234)  # a different process state must not matter
     random.seed(1234)
     ld.train_lengthdrop(recipe, out, save_every=2)
-    assert json.loads((out / "training.json").read_text())["steps"] == 6
-    assert not (out / "checkpoint").exists()
+    info = json.loads((out / "training.json").read_text())
+    assert info["steps"] == 6 and info["resumed_from"] == "checkpoint-4"
+    assert not (out / tr.CHECKPOINTS).exists()
     expected, got = _weights(reference), _weights(out)
     assert expected.keys() == got.keys()
     for name in expected:
-        assert torch.allclose(expected[name], got[name], rtol=0, atol=1e-7), name
+        torch.testing.assert_close(got[name], expected[name], rtol=0, atol=1e-7, msg=name)
     start = _weights(model_dir)
     assert not torch.equal(start["qa_outputs.weight"], got["qa_outputs.weight"])
 
 
 def test_checkpoint_of_other_options_is_refused(model_dir, squad_file, tmp_path, monkeypatch):
     out = tmp_path / "ld"
-    monkeypatch.setattr(ld, "train_step", _raise_on_second_call(ld.train_step))
-    with pytest.raises(KeyboardInterrupt):
-        ld.train_lengthdrop(_recipe(model_dir, squad_file), out, save_every=1)
-    with pytest.raises(UserError, match="other options.*bound"):
+    with monkeypatch.context() as patch:
+        _kill_after(1, patch)
+        with pytest.raises(_KilledAt):
+            ld.train_lengthdrop(_recipe(model_dir, squad_file), out, save_every=1)
+    with pytest.raises(UserError, match="other options.*differs in: bound.*same options to resume"):
         ld.train_lengthdrop(_recipe(model_dir, squad_file, bound=0.3), out, save_every=1)
 
 
-def _raise_on_second_call(real):
-    calls = []
-
-    def wrapped(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt("killed")
-        return real(*args, **kwargs)
-
-    return wrapped
+def test_a_launch_of_several_processes_is_refused(model_dir, squad_file, tmp_path, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(UserError, match="one process"):
+        ld.train_lengthdrop(_recipe(model_dir, squad_file), tmp_path / "ld")
+    assert not (tmp_path / "ld").exists()
 
 
-def test_sharded_tensors_round_trip_exactly_and_split_big_tensors(tmp_path):
-    tensors = {"big": torch.randn(100, 50), "step": torch.tensor(3.0), "ints": torch.arange(7)}
-    save_tensor_shards(tensors, tmp_path / "s", max_bytes=4000)
-    files = list((tmp_path / "s").glob("*.safetensors"))
-    assert len(files) > 5 and max(p.stat().st_size for p in files) < 4000 + 1000
-    back = load_tensor_shards(tmp_path / "s")
-    assert all(torch.equal(tensors[k], back[k]) and tensors[k].dtype == back[k].dtype for k in tensors)
+@pytest.mark.skipif(not tr.hardware_has_bf16(torch.device("cpu")), reason="this CPU has no native bf16")
+def test_bf16_training_keeps_float32_weights(model_dir, squad_file, tmp_path):
+    out = ld.train_lengthdrop(_recipe(model_dir, squad_file, max_steps=2, precision="bf16"), tmp_path / "ld")
+    info = json.loads((out / "training.json").read_text())
+    assert info["precision"] == "bf16" and info["final_task_loss"] is not None
+    assert all(t.dtype == torch.float32 for t in _weights(out).values())
+
+
+def test_stored_recipes_without_precision_still_match(model_dir, squad_file):
+    recipe = _recipe(model_dir, squad_file, precision="auto")
+    stored = {k: v for k, v in dataclasses.asdict(recipe).items() if k != "precision"}
+    assert same_recipe(stored, recipe)
+    assert not same_recipe(stored, _recipe(model_dir, squad_file, precision="fp32"))
 
 
 # --- teacher -----------------------------------------------------------------------------------
@@ -354,6 +379,7 @@ def test_help_lists_the_options(capsys):
         "--batch-size",
         "--save-every",
         "--max-steps",
+        "--precision",
         "--threads",
     ):
         assert option in text
