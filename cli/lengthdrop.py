@@ -54,6 +54,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=d.layerdrop,
         help="LayerDrop: chance that a sub-model bypasses each layer (0 turns it off)",
     )
+    ld.add_argument(
+        "--significance",
+        default=d.significance,
+        help="token selection the sub-models train under (a policy of bench.significance, optionally +question); "
+        "a look-ahead policy trains the model's probes in the same run",
+    )
+    ld.add_argument("--probe-width", type=int, default=d.probe_width, help="hidden units per look-ahead probe")
+    ld.add_argument("--probe-lr", type=float, default=d.probe_learning_rate, help="the probes' peak learning rate")
+    ld.add_argument("--probe-first-layer", type=int, default=d.probe_first_layer, help="first layer with a probe")
     opt = parser.add_argument_group("optimisation")
     opt.add_argument("--epochs", type=float, default=d.epochs, help="passes over the training features")
     opt.add_argument("--lr", type=float, default=d.learning_rate, help="peak AdamW learning rate (linear warmup/decay)")
@@ -99,6 +108,10 @@ def recipe_from_args(args: argparse.Namespace) -> LengthDropRecipe:
         layerdrop=args.layerdrop,
         seed=args.seed,
         precision=args.precision,
+        significance=args.significance,
+        probe_width=args.probe_width,
+        probe_learning_rate=args.probe_lr,
+        probe_first_layer=args.probe_first_layer,
         max_steps=args.max_steps,
     )
 

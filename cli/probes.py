@@ -26,6 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr", type=float, default=ProbeRecipe.learning_rate)
     parser.add_argument("--batch-size", type=int, default=ProbeRecipe.batch_size)
     parser.add_argument("--seed", type=int, default=ProbeRecipe.seed)
+    parser.add_argument(
+        "--retrain", action="store_true", help="replace probes that LengthDrop trained together with the model"
+    )
 
 
 def run(args: argparse.Namespace) -> None:
@@ -39,4 +42,4 @@ def run(args: argparse.Namespace) -> None:
         batch_size=args.batch_size,
         seed=args.seed,
     )
-    train_probes(args.model, recipe)
+    train_probes(args.model, recipe, retrain=args.retrain)

@@ -35,10 +35,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.adaptive import LengthAdaptiveQA
-from bench.config import LengthConfig, cumulative_ratios
+from bench.config import LengthConfig, cumulative_ratios, parse_selection
 from bench.errors import UserError
 from bench.features import Features, cached_features
 from bench.model_io import load_qa_model, load_tokenizer
+from bench.probes import DEFAULT_WIDTH, LookaheadProbes
 from bench.squad import load_squad
 from training.recipe import TrainingRecipe, already_built, training_device
 from training.trainer import (
@@ -53,6 +54,9 @@ from training.trainer import (
 
 MIN_RATIO = 1e-6  # LengthConfig needs ratios > 0 even after rounding
 MAX_FILE_BYTES = 16 * 1024 * 1024  # every file of the saved model folder should stay below this
+# While training, the probes ride on the model as a submodule, so that the Trainer's optimizer,
+# checkpoints and exact resume cover them; they are detached before the model is saved.
+PROBES_ATTR = "dynlen_lookahead_probes"
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,13 @@ class LengthDropRecipe(TrainingRecipe):
     num_sub_models: int = 2
     layerdrop: float = 0.0  # chance that a sub-model bypasses a layer (LayerDrop); 0 = off
     max_steps: int | None = None  # part of the key: it sets the learning-rate schedule
+    # The token selection the sub-models train under. With a look-ahead policy the probes are
+    # created and trained in the same run (KL to the full model's span distributions, on its
+    # detached layer inputs), so the encoder learns to answer from the tokens the probes keep.
+    significance: str = "attention"
+    probe_width: int = DEFAULT_WIDTH
+    probe_learning_rate: float = 2e-3
+    probe_first_layer: int = 1  # layer 0 reads the embeddings, which have not seen the question
 
     def check(self) -> None:
         """Reject options that would only fail (or silently do nothing) hours later."""
@@ -88,26 +99,49 @@ class LengthDropRecipe(TrainingRecipe):
             raise UserError(f"--max-steps must be at least 1; got {self.max_steps}")
         if self.learning_rate <= 0:
             raise UserError(f"--lr must be positive; got {self.learning_rate:g}")
+        from bench.significance import POLICIES
+
+        policy, _ = parse_selection(self.significance)
+        if policy not in POLICIES:
+            raise UserError(
+                f"--significance {self.significance!r}: unknown policy; choose one of {', '.join(sorted(POLICIES))} "
+                "(optionally with +question)"
+            )
+        if self.probe_width < 0 or self.probe_first_layer < 0 or self.probe_learning_rate <= 0:
+            raise UserError("--probe-width and --probe-first-layer must be 0 or more, --probe-lr positive")
+
+    @property
+    def trains_probes(self) -> bool:
+        """Whether the sub-models select with look-ahead probes, which this run then trains."""
+        return "lookahead" in parse_selection(self.significance)[0]
 
 
 # --- sub-model sampling ---------------------------------------------------------------------
-def smallest_config(num_layers: int, bound: float) -> LengthConfig:
-    """The lower slice of the sandwich: every layer keeps (1 - bound) of what the previous one kept."""
-    return cumulative_ratios([1.0 - bound] * num_layers, MIN_RATIO)
+def smallest_config(num_layers: int, bound: float, full_layers: int = 0) -> LengthConfig:
+    """The lower slice of the sandwich: every layer keeps (1 - bound) of what the previous one kept.
+
+    The first ``full_layers`` layers keep every token (layers the look-ahead probes do not cover).
+    """
+    return cumulative_ratios([1.0] * full_layers + [1.0 - bound] * (num_layers - full_layers), MIN_RATIO)
 
 
-def random_config(num_layers: int, bound: float, rng: random.Random) -> LengthConfig:
+def random_config(num_layers: int, bound: float, rng: random.Random, full_layers: int = 0) -> LengthConfig:
     """A LengthDrop sample: each layer keeps a uniform share in [1 - bound, 1] of the previous layer."""
-    return cumulative_ratios([rng.uniform(1.0 - bound, 1.0) for _ in range(num_layers)], MIN_RATIO)
+    shares = [rng.uniform(1.0 - bound, 1.0) for _ in range(num_layers)]
+    return cumulative_ratios([1.0] * full_layers + shares[full_layers:], MIN_RATIO)
 
 
-def sub_model_configs(num_layers: int, bound: float, count: int, seed: int, step: int) -> list[LengthConfig]:
+def sub_model_configs(
+    num_layers: int, bound: float, count: int, seed: int, step: int, full_layers: int = 0
+) -> list[LengthConfig]:
     """The smallest sub-model plus ``count`` random ones.
 
     Drawn from (seed, step) alone, so a resumed run redraws exactly the sub-models it lost.
     """
     rng = random.Random(f"lengthdrop:{seed}:{step}")
-    return [smallest_config(num_layers, bound)] + [random_config(num_layers, bound, rng) for _ in range(count)]
+    return [smallest_config(num_layers, bound, full_layers)] + [
+        random_config(num_layers, bound, rng, full_layers) for _ in range(count)
+    ]
 
 
 def layer_skips(num_layers: int, probability: float, count: int, seed: int, step: int) -> list[frozenset[int]]:
@@ -167,6 +201,7 @@ class StepLosses:
     task: torch.Tensor
     teacher_kl: torch.Tensor | None = None
     sub_kl: list[torch.Tensor] = field(default_factory=list)
+    probe_kl: torch.Tensor | None = None
 
 
 def teacher_logits(teacher: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -186,6 +221,7 @@ def sandwich_loss(
     configs: Sequence[LengthConfig],
     teacher: nn.Module | None = None,
     skips: Sequence[Collection[int]] | None = None,
+    probes: LookaheadProbes | None = None,
 ) -> tuple[torch.Tensor, StepLosses]:
     """The full model's task loss (plus its KL to the teacher) plus each sub-model's KL to the full model.
 
@@ -193,12 +229,23 @@ def sandwich_loss(
     the sum of the separate backward passes of the paper's training loop. All forwards' graphs
     are alive until the caller's backward: more memory than one backward per forward, though
     every sub-model runs on fewer tokens than the full model.
+
+    With ``probes``, the full pass also returns every layer's input and each probe adds its KL to
+    the full model's detached span distributions, on detached states: the probes learn to
+    predict the answer, and their ranking (not differentiable) steers only the sub-models.
     """
     inputs = (batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
     mask = batch["attention_mask"]
-    full = qa(*inputs)
+    if probes is None:
+        full = qa(*inputs)
+    else:  # the stock forward: keep-all gives the same logits, and it hands out the layer inputs
+        full = qa.model(input_ids=inputs[0], attention_mask=mask, token_type_ids=inputs[2], output_hidden_states=True)
     task = span_task_loss(full.start_logits, full.end_logits, mask, batch["start_positions"], batch["end_positions"])
     loss, losses = task, StepLosses(task=task.detach())
+    if probes is not None:
+        probe_kl = probe_loss(probes, full.hidden_states, (full.start_logits, full.end_logits), mask)
+        loss = loss + probe_kl
+        losses.probe_kl = probe_kl.detach()
     if teacher is not None:
         kd = span_kl((full.start_logits, full.end_logits), teacher_logits(teacher, batch), mask)
         loss = loss + kd
@@ -212,6 +259,20 @@ def sandwich_loss(
     return loss, losses
 
 
+def probe_loss(
+    probes: LookaheadProbes,
+    hidden_states: Sequence[torch.Tensor],
+    target: tuple[torch.Tensor, torch.Tensor],
+    attention_mask: torch.Tensor,
+) -> torch.Tensor:
+    """Sum over the probed layers of KL(full model's span distributions || the probe's), states detached."""
+    total = target[0].new_zeros((), dtype=torch.float32)
+    for layer in probes.layer_ids:
+        logits = probes(layer, hidden_states[layer].detach())
+        total = total + span_kl((logits[..., 0].float(), logits[..., 1].float()), target, attention_mask)
+    return total
+
+
 class LengthDropLoss:
     """The sandwich step as a Trainer's loss; :func:`lengthdrop_trainer` mixes it into ``transformers.Trainer``.
 
@@ -223,9 +284,16 @@ class LengthDropLoss:
 
     loss_is_scaled_for_ga = False  # a per-batch mean: the Trainer divides it over accumulation steps
 
-    def __init__(self, *args, recipe: LengthDropRecipe, teacher: nn.Module | None = None, **kwargs) -> None:
+    def __init__(
+        self,
+        *args,
+        recipe: LengthDropRecipe,
+        teacher: nn.Module | None = None,
+        sep_token_id: int | None = None,
+        **kwargs,
+    ) -> None:
         super().__init__(*args, **kwargs)
-        self.recipe, self.teacher = recipe, teacher
+        self.recipe, self.teacher, self.sep_token_id = recipe, teacher, sep_token_id
         self._qa: LengthAdaptiveQA | None = None
         self._window: dict[str, tuple[torch.Tensor, int]] = {}  # sums and counts since the last log
 
@@ -233,15 +301,35 @@ class LengthDropLoss:
         """The length-adaptive view of the (unwrapped) model being trained; it shares the model's weights."""
         inner = self.accelerator.unwrap_model(model)
         if self._qa is None or self._qa.model is not inner:
-            self._qa = LengthAdaptiveQA(inner, kernels=False, probes=None)
+            probes = getattr(inner, PROBES_ATTR, None)
+            self._qa = LengthAdaptiveQA(inner, kernels=False, probes=probes, sep_token_id=self.sep_token_id)
         return self._qa
+
+    def create_optimizer(self, model=None):
+        """The Trainer's AdamW, with the probes (if any) in a group of their own at the probe learning rate."""
+        optimizer = super().create_optimizer(model) if model is not None else super().create_optimizer()
+        probes = getattr(self.accelerator.unwrap_model(self.model), PROBES_ATTR, None)
+        if probes is None:
+            return optimizer
+        ids = {id(p) for p in probes.parameters()}
+        for group in optimizer.param_groups:
+            group["params"] = [p for p in group["params"] if id(p) not in ids]
+        optimizer.add_param_group(
+            {"params": list(probes.parameters()), "lr": self.recipe.probe_learning_rate, "weight_decay": 0.01}
+        )
+        return optimizer
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         qa, r, step = self.adaptive(model), self.recipe, self.state.global_step
-        configs = sub_model_configs(qa.num_layers, r.bound, r.num_sub_models, r.seed, step)
+        policy, keep_question = parse_selection(r.significance)
+        full_layers = r.probe_first_layer if r.trains_probes else 0  # no probe there: nothing to select by
+        configs = [
+            c.with_selection(policy, keep_question)
+            for c in sub_model_configs(qa.num_layers, r.bound, r.num_sub_models, r.seed, step, full_layers)
+        ]
         skips = layer_skips(qa.num_layers, r.layerdrop, len(configs), r.seed, step) if r.layerdrop else None
         with self.accelerator.autocast():
-            loss, losses = sandwich_loss(qa, inputs, configs, self.teacher, skips)
+            loss, losses = sandwich_loss(qa, inputs, configs, self.teacher, skips, qa.probes)
         self._remember(losses)
         return (loss, losses) if return_outputs else loss
 
@@ -251,6 +339,8 @@ class LengthDropLoss:
             parts["sub_model_kl"] = torch.stack(losses.sub_kl).mean()
         if losses.teacher_kl is not None:
             parts["teacher_kl"] = losses.teacher_kl
+        if losses.probe_kl is not None:
+            parts["probe_kl"] = losses.probe_kl
         for key, value in parts.items():
             total, count = self._window.get(key, (0.0, 0))
             self._window[key] = (total + value.float(), count + 1)
@@ -313,12 +403,31 @@ def _warn_big_files(out: Path) -> None:
             )
 
 
+def attach_probes(model: nn.Module, recipe: LengthDropRecipe) -> LookaheadProbes:
+    """Fresh probes for layers ``probe_first_layer``.. of ``model``, seeded by the recipe, riding on the model."""
+    layers = model.config.num_hidden_layers
+    if recipe.probe_first_layer >= layers:
+        raise UserError(f"--probe-first-layer {recipe.probe_first_layer} is past the model's {layers} layers")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(recipe.seed)
+        probes = LookaheadProbes(
+            model.config.hidden_size, list(range(recipe.probe_first_layer, layers)), recipe.probe_width
+        )
+    model.add_module(PROBES_ATTR, probes)
+    return probes
+
+
 def _finish(out: Path, recipe: LengthDropRecipe, model: nn.Module, tokenizer, info: dict) -> None:
-    """Model first, training.json next (it marks the folder complete), checkpoints removed last."""
+    """Model first, then its probes, training.json next (it marks the folder complete), checkpoints removed last."""
     model.eval()
+    probes = getattr(model, PROBES_ATTR, None)
+    if probes is not None:
+        delattr(model, PROBES_ATTR)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, max_shard_size="15MB")
     tokenizer.save_pretrained(out)
+    if probes is not None:
+        probes.save(out, {"trained_with": "lengthdrop", "final_probe_kl": info.get("final_probe_kl")})
     (out / "training.json").write_text(json.dumps({"recipe": asdict(recipe), "method": "lengthdrop", **info}, indent=2))
     remove_checkpoints(out)
     _warn_big_files(out)
@@ -362,14 +471,24 @@ def train_lengthdrop(recipe: LengthDropRecipe, out: Path, save_every: int = 200,
     feats = _load_features(recipe, tokenizer)
     teacher = load_teacher(recipe.teacher, device) if recipe.teacher else None
     model = load_qa_model(recipe.base)
+    if recipe.trains_probes:
+        attach_probes(model, recipe)
     args = training_arguments(folder, recipe, precision, device, recipe.max_steps, save_every)
     trainer = make_trainer(
-        model, args, feats, tokenizer.pad_token_id or 0, lengthdrop_trainer(), recipe=recipe, teacher=teacher
+        model,
+        args,
+        feats,
+        tokenizer.pad_token_id or 0,
+        lengthdrop_trainer(),
+        recipe=recipe,
+        teacher=teacher,
+        sep_token_id=tokenizer.sep_token_id,
     )
     resume = last_checkpoint(folder)
     print(
         f"LengthDrop on {recipe.base}: {len(feats)} features, {precision} on {device}, "
-        f"full model + smallest + {recipe.num_sub_models} random sub-models per step (bound {recipe.bound:g})"
+        f"full model + smallest + {recipe.num_sub_models} random sub-models per step (bound {recipe.bound:g}, "
+        f"selecting by {recipe.significance}{', probes trained alongside' if recipe.trains_probes else ''})"
         + (f", teacher {recipe.teacher}" if teacher is not None else "")
         + (f"; resuming from {resume}" if resume else ""),
         flush=True,
@@ -391,6 +510,8 @@ def train_lengthdrop(recipe: LengthDropRecipe, out: Path, save_every: int = 200,
     }
     if teacher is not None:
         info["final_teacher_kl"] = last_logged(trainer, "teacher_kl")
+    if recipe.trains_probes:
+        info["final_probe_kl"] = last_logged(trainer, "probe_kl")
     _finish(out, recipe, trainer.model.float(), tokenizer, info)
     print(f"saved {out} after {trainer.state.global_step} steps ({minutes:.1f} min in this run)", flush=True)
     return out

@@ -123,15 +123,21 @@ def fit(probes: LookaheadProbes, batches: list[_Batch], recipe: ProbeRecipe) -> 
     return last
 
 
-def train_probes(model_dir: str, recipe: ProbeRecipe) -> dict:
+def train_probes(model_dir: str, recipe: ProbeRecipe, retrain: bool = False) -> dict:
     """Train and save the probes into ``model_dir``; a folder whose probes came from this recipe is left alone."""
     recipe.check()
     folder = Path(model_dir)
     if not (folder / "config.json").is_file():
         raise UserError(f"{folder} is not a model folder (no config.json); probes are saved beside the weights")
     stored = json.loads((folder / "config.json").read_text()).get(CONFIG_KEY, {})
-    if stored.get("recipe") == asdict(recipe) and (folder / "lookahead_probes.safetensors").is_file():
+    have_weights = (folder / "lookahead_probes.safetensors").is_file()
+    if stored.get("recipe") == asdict(recipe) and have_weights:
         print(f"{folder}: look-ahead probes already trained with this recipe; nothing to do")
+        return stored
+    if stored.get("trained_with") == "lengthdrop" and have_weights and not retrain:
+        print(
+            f"{folder}: look-ahead probes were trained with the model (LengthDrop); nothing to do (--retrain replaces them)"
+        )
         return stored
     started = time.perf_counter()
     data = load_squad(recipe.train)

@@ -403,3 +403,83 @@ def test_layerdrop_recipe_validated_and_changes_training(tmp_path, model_dir, sq
     dropped = ld.train_lengthdrop(_recipe(model_dir, squad_file, max_steps=2, layerdrop=0.5), tmp_path / "ld")
     a, b = _weights(plain), _weights(dropped)
     assert any(not torch.equal(a[k], b[k]) for k in a)
+
+
+# --- sub-models under the look-ahead selection, probes trained in the same run ---------------
+def _probe_weights(folder: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    from bench.probes import WEIGHTS_FILE
+
+    return load_file(str(folder / WEIGHTS_FILE))
+
+
+def test_lookahead_lengthdrop_trains_and_saves_probes_beside_a_stock_model(model_dir, squad_file, tmp_path, capsys):
+    from bench.adaptive import LengthAdaptiveQA
+    from bench.model_io import load_qa_model
+    from training.probes import ProbeRecipe, train_probes
+
+    out = ld.train_lengthdrop(_recipe(model_dir, squad_file, significance="lookahead+question"), tmp_path / "ld")
+    info = json.loads((out / "training.json").read_text())
+    assert info["final_probe_kl"] is not None and info["final_probe_kl"] > 0
+    assert not any(k.startswith(ld.PROBES_ATTR) for k in _weights(out)), "the saved model is a stock HF model"
+    entry = json.loads((out / "config.json").read_text())["dynlen_lookahead"]
+    assert entry["trained_with"] == "lengthdrop" and entry["layers"] == [1, 2, 3]
+    qa = LengthAdaptiveQA(load_qa_model(str(out)))
+    assert qa.probes is not None and qa.probes.layer_ids == [1, 2, 3]
+    fresh = ld.LookaheadProbes(qa.model.config.hidden_size, [1, 2, 3])
+    trained = _probe_weights(out)
+    assert any(not torch.equal(trained[k], v) for k, v in fresh.state_dict().items()), "the probes learned"
+    capsys.readouterr()
+    train_probes(str(out), ProbeRecipe(train=str(squad_file)))
+    assert "trained with the model" in capsys.readouterr().out, "make train's probe step keeps them"
+
+
+def test_probe_kl_is_part_of_the_loss_and_only_the_probes_get_its_gradient(squad_file):
+    from bench.adaptive import LengthAdaptiveQA
+
+    model = tiny_bert(num_layers=NUM_LAYERS).train()
+    probes = ld.attach_probes(model, _recipe(Path("."), squad_file, significance="lookahead"))
+    qa = LengthAdaptiveQA(model, kernels=False, probes=probes, sep_token_id=tiny_tokenizer().sep_token_id)
+    batch = _batch(squad_file)
+    full = model(
+        input_ids=batch["input_ids"],
+        attention_mask=batch["attention_mask"],
+        token_type_ids=batch["token_type_ids"],
+        output_hidden_states=True,
+    )
+    kl = ld.probe_loss(probes, full.hidden_states, (full.start_logits, full.end_logits), batch["attention_mask"])
+    assert kl.item() > 0
+    kl.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in probes.parameters())
+    encoder = [p for n, p in model.named_parameters() if not n.startswith(ld.PROBES_ATTR)]
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in encoder), "states are detached for the probes"
+    model.zero_grad()
+    configs = [c.with_selection("lookahead", True) for c in ld.sub_model_configs(NUM_LAYERS, 0.3, 1, 0, 0, full_layers=1)]
+    loss, losses = ld.sandwich_loss(qa, batch, configs, probes=probes)
+    assert losses.probe_kl is not None
+    parts = losses.task + losses.probe_kl + sum(losses.sub_kl)
+    torch.testing.assert_close(loss.detach(), parts)
+    loss.backward()
+    assert sum(p.grad.abs().sum() for p in encoder if p.grad is not None) > 0
+
+
+def test_lookahead_lengthdrop_resumes_exactly_probes_included(model_dir, squad_file, tmp_path, monkeypatch):
+    recipe = _recipe(model_dir, squad_file, significance="lookahead+question")
+    reference = ld.train_lengthdrop(recipe, tmp_path / "straight", save_every=100)
+    out = tmp_path / "killed"
+    with monkeypatch.context() as patch:
+        _kill_after(4, patch)
+        with pytest.raises(_KilledAt):
+            ld.train_lengthdrop(recipe, out, save_every=2)
+    ld.train_lengthdrop(recipe, out, save_every=2)
+    for load in (_weights, _probe_weights):
+        expected, got = load(reference), load(out)
+        assert expected.keys() == got.keys()
+        for name in expected:
+            torch.testing.assert_close(got[name], expected[name], rtol=0, atol=1e-7, msg=name)
+
+
+def test_unknown_selection_is_refused_before_training(model_dir, squad_file):
+    with pytest.raises(UserError, match="--significance 'nonsense': unknown policy"):
+        _recipe(model_dir, squad_file, significance="nonsense").check()
