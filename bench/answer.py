@@ -47,8 +47,8 @@ from bench.config import LengthConfig, resolve_config
 from bench.device import resolve_device
 from bench.errors import UserError
 from bench.features import DOC_STRIDE, MAX_LENGTH, Features, build_features, collate, length_sorted_batches
+from bench.inference import batched_logits
 from bench.model_io import load_qa_model, load_tokenizer
-from bench.runner import batched_logits
 from bench.squad import Example
 
 if TYPE_CHECKING:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
@@ -226,6 +226,24 @@ def parse_selection(text: str) -> tuple[str, bool]:
     text = text.strip()
     keep_question = text.endswith("+question")
     return (text[: -len("+question")] if keep_question else text), keep_question
+
+
+# --- a configuration's cells in a CSV row (frontier.csv) ------------------------------------
+def config_cells(config: LengthConfig) -> dict[str, str]:
+    """The ``kind``, ``values`` and ``significance`` cells of a configuration's CSV row (values joined by ';').
+
+    ``str()`` of a float round-trips exactly, so :func:`config_from_cells` gives back the same
+    configuration, policy included: the regression guard re-measures what the report printed.
+    """
+    values = [int(v) for v in config.values] if config.kind == "counts" else list(config.values)
+    return {"kind": config.kind, "values": ";".join(str(v) for v in values), "significance": config.selection}
+
+
+def config_from_cells(row: Mapping[str, str]) -> LengthConfig:
+    """The configuration a CSV row's cells describe (rows written before policies existed read as attention)."""
+    config = LengthConfig.from_values([float(v) for v in row["values"].split(";")], row["kind"])
+    selection = row.get("significance") or DEFAULT_SIGNIFICANCE
+    return config.with_selection(*parse_selection(selection))
 
 
 def cumulative_ratios(shares: Sequence[float], floor: float = 0.0) -> LengthConfig:

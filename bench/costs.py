@@ -201,3 +201,14 @@ def mean_tokens_per_layer(config: LengthConfig, lengths: Sequence[int]) -> list[
         for i, k in enumerate(config.keep_counts(n)):
             sums[i] += k
     return [s / len(lengths) for s in sums]
+
+
+def check_flops_consistent(runner, config: LengthConfig, kept_mean: Sequence[float]) -> None:
+    """The formula's token counts must be the model's: a guard against the two drifting apart.
+
+    ``runner`` is the evaluator (:class:`bench.runner.QARunner`) whose features' real lengths the
+    formula counts; ``kept_mean`` the tokens per layer its model reported keeping.
+    """
+    expected = mean_tokens_per_layer(config, runner.features.lengths)
+    if any(abs(a - b) > 1e-6 for a, b in zip(expected, kept_mean)):
+        raise AssertionError(f"model kept {kept_mean} tokens per layer but the FLOP formula assumes {expected}")

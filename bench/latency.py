@@ -17,7 +17,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 Synchronize = Callable[[], object]
@@ -49,6 +49,42 @@ class Ratio:
 
     def __str__(self) -> str:
         return f"{self.median:.2f}x (min {min(self.values):.2f}, max {max(self.values):.2f}, {len(self.values)} rounds)"
+
+
+@dataclass
+class LatencyResult:
+    """Interleaved timings of a configuration against its references (``QARunner.latency``).
+
+    ``ms_per_feature`` is the configuration's median round per feature; ``ms_per_feature_min`` and
+    ``ms_per_feature_max`` its fastest and slowest round, the spread the ratios' ``min``/``max`` give
+    for the speedups. ``extra`` holds the optional stock-forward comparison and keep-all's own time.
+    """
+
+    batch_size: int
+    features: int
+    repeats: int
+    ms_per_feature: float
+    vs_keep_all: Ratio
+    vs_bert_base: Ratio | None = None
+    ms_per_feature_min: float | None = None
+    ms_per_feature_max: float | None = None
+    extra: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        """The ``latency`` section of metrics.json."""
+        out = {
+            "batch_size": self.batch_size,
+            "features": self.features,
+            "repeats": self.repeats,
+            "ms_per_feature": self.ms_per_feature,
+            "ms_per_feature_min": self.ms_per_feature_min,
+            "ms_per_feature_max": self.ms_per_feature_max,
+            "speedup_vs_keep_all": self.vs_keep_all.as_dict(),
+        }
+        if self.vs_bert_base is not None:
+            out["speedup_vs_bert_base"] = self.vs_bert_base.as_dict()
+        out.update(self.extra)
+        return out
 
 
 Batch = TypeVar("Batch")

@@ -1,4 +1,4 @@
-"""Measure one model x data x configuration: EM/F1, exact FLOPs, interleaved latency.
+"""The evaluator: one model x data, ready to measure many configurations (EM/F1, exact FLOPs, latency).
 
 A :class:`QARunner` tokenises once and keeps its padded batches, so evaluating another
 configuration only re-runs the model -- the property the search depends on. It runs the model
@@ -9,8 +9,7 @@ extracted and scored.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -18,10 +17,12 @@ from tqdm import tqdm
 
 from bench.adaptive import LengthAdaptiveQA
 from bench.config import LengthConfig
-from bench.costs import BERT_BASE, FlopReport, flop_report, mean_tokens_per_layer
-from bench.device import describe_device, resolve_device, to_device
+from bench.costs import FlopReport, flop_report, mean_tokens_per_layer
+from bench.device import resolve_device, to_device
 from bench.features import Features, cached_features, collate, length_sorted_batches
-from bench.latency import Ratio, contenders, device_synchronizer, interleaved_batch_timings, ratio
+from bench.inference import batched_logits
+from bench.latency import LatencyResult, contenders, device_synchronizer, interleaved_batch_timings, ratio
+from bench.measurement import Measurement
 from bench.model_io import bert_base_qa, load_qa_model, load_tokenizer
 from bench.squad import SquadData
 from bench.uncertainty import per_question_f1
@@ -29,75 +30,36 @@ from bench.uncertainty import per_question_f1
 
 @dataclass
 class EvalResult:
-    """Accuracy of one configuration plus what the model actually kept."""
+    """One evaluation pass: the configuration's measurement and the answers behind it."""
 
-    exact_match: float
-    f1: float
+    measurement: Measurement  # accuracy, FLOPs, tokens kept, counts; no latency (QARunner.latency times it)
     answers: dict[str, dict]
-    tokens_kept_per_layer: list[float]
-    questions: int
-    features: int
     seconds: float
     per_question_f1: list[float] | None = None  # official F1 of each question, in the data's order
 
     @property
+    def exact_match(self) -> float:
+        return self.measurement.exact_match
+
+    @property
+    def f1(self) -> float:
+        return self.measurement.f1
+
+    @property
+    def tokens_kept_per_layer(self) -> list[float]:
+        return self.measurement.tokens_kept_per_layer
+
+    @property
+    def questions(self) -> int:
+        return self.measurement.questions
+
+    @property
+    def features(self) -> int:
+        return self.measurement.features
+
+    @property
     def questions_per_second(self) -> float:
         return self.questions / self.seconds if self.seconds else float("inf")
-
-
-@dataclass
-class LatencyResult:
-    """Interleaved timings of a configuration against its references."""
-
-    batch_size: int
-    features: int
-    repeats: int
-    ms_per_feature: float
-    vs_keep_all: Ratio
-    vs_bert_base: Ratio | None = None
-    extra: dict = field(default_factory=dict)
-
-    def as_dict(self) -> dict:
-        out = {
-            "batch_size": self.batch_size,
-            "features": self.features,
-            "repeats": self.repeats,
-            "ms_per_feature": self.ms_per_feature,
-            "speedup_vs_keep_all": self.vs_keep_all.as_dict(),
-        }
-        if self.vs_bert_base is not None:
-            out["speedup_vs_bert_base"] = self.vs_bert_base.as_dict()
-        out.update(self.extra)
-        return out
-
-
-def batched_logits(
-    adaptive: LengthAdaptiveQA,
-    features: Features,
-    batches: Iterable[tuple[list[int], dict[str, torch.Tensor]]],
-    config: LengthConfig,
-    device: torch.device,
-) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
-    """The one inference loop: per-feature start/end logits (unpadded) and the tokens each layer kept.
-
-    ``batches`` yields (feature indices, collated batch); the evaluator passes its pre-collated
-    length-sorted batches, the answerer collates its windows on the fly. Logits come back to the
-    CPU, where answers are extracted.
-    """
-    n = len(features)
-    starts: list[np.ndarray] = [np.empty(0, dtype=np.float32)] * n
-    ends: list[np.ndarray] = [np.empty(0, dtype=np.float32)] * n
-    kept = np.zeros((config.num_layers, n), dtype=np.int64)
-    with torch.inference_mode():
-        for idx, batch in batches:
-            batch = to_device(batch, device)
-            out = adaptive(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"], config)
-            s, e = out.start_logits.float().cpu().numpy(), out.end_logits.float().cpu().numpy()
-            for row, i in enumerate(idx):
-                length = len(features.input_ids[i])
-                starts[i], ends[i] = s[row, :length], e[row, :length]
-            kept[:, idx] = out.kept.cpu().numpy()
-    return starts, ends, kept
 
 
 class QARunner:
@@ -168,13 +130,19 @@ class QARunner:
         seconds = time.perf_counter() - started
         predictions = {qid: a["text"] for qid, a in answers.items()}
         scores = squad_scores(predictions, self.data.examples)
-        return EvalResult(
+        measurement = Measurement.from_flops(
+            self.flops(config),
+            self.flops(config, padded=True),
             exact_match=scores["exact_match"],
             f1=scores["f1"],
-            answers=answers,
             tokens_kept_per_layer=kept.mean(axis=1).tolist(),
             questions=self.questions,
             features=len(self.features),
+            config=config,
+        )
+        return EvalResult(
+            measurement=measurement,
+            answers=answers,
             seconds=seconds,
             per_question_f1=per_question_f1(predictions, self.data.examples).round(3).tolist(),
         )
@@ -242,60 +210,15 @@ class QARunner:
         if with_stock:
             extra["speedup_vs_stock"] = ratio(timings["stock"], timings["config"]).as_dict()
             extra["stock_ms_per_feature"] = 1000 * timings["stock"].median / len(picks)
+        per_feature = [1000 * seconds / len(picks) for seconds in timings["config"].samples]
         return LatencyResult(
             batch_size=batch_size,
             features=len(picks),
             repeats=repeats,
             ms_per_feature=1000 * timings["config"].median / len(picks),
+            ms_per_feature_min=min(per_feature),
+            ms_per_feature_max=max(per_feature),
             vs_keep_all=ratio(timings["keep_all"], timings["config"]),
             vs_bert_base=ratio(timings["bert_base"], timings["config"]) if with_bert_base else None,
             extra=extra,
         )
-
-
-def metrics_record(runner: QARunner, config: LengthConfig, result: EvalResult, latency: LatencyResult | None) -> dict:
-    """The metrics.json content: accuracy, FLOPs in both conventions, speedups, kept tokens."""
-    dynamic = runner.flops(config)
-    padded = runner.flops(config, padded=True)
-    speedups = {
-        "flops_vs_bert_base": dynamic.speedup_vs_bert_base,
-        "flops_vs_keep_all": dynamic.speedup_vs_keep_all,
-        "flops_vs_bert_base_padded384": padded.speedup_vs_bert_base,
-        "flops_vs_keep_all_padded384": padded.speedup_vs_keep_all,
-        "latency_vs_keep_all": latency.vs_keep_all.median if latency else None,
-        "latency_vs_bert_base": latency.vs_bert_base.median if latency and latency.vs_bert_base else None,
-    }
-    return {
-        "model": runner.model_name,
-        "data": runner.data.source,
-        "device": describe_device(runner.device),
-        "questions": result.questions,
-        "features": result.features,
-        "config": config.to_dict(),
-        "config_label": config.label(),
-        "exact_match": result.exact_match,
-        "f1": result.f1,
-        "speedups": speedups,
-        "flops": {
-            "unit": "FLOPs = 2 x MACs, matrix products only (projections, attention, FFN, span head)",
-            "dynamic_padding": dynamic.as_dict(),
-            "padded_to_384": padded.as_dict(),
-            "bert_base_shape": {
-                "layers": BERT_BASE.num_layers,
-                "hidden": BERT_BASE.hidden,
-                "ffn": BERT_BASE.intermediate,
-            },
-        },
-        "latency": latency.as_dict() if latency else None,
-        "tokens_kept_per_layer": result.tokens_kept_per_layer,
-        "mean_input_tokens": float(np.mean(runner.features.lengths)) if len(runner.features) else 0.0,
-        "evaluation_seconds": result.seconds,
-        "questions_per_second": result.questions_per_second,
-    }
-
-
-def check_flops_consistent(runner: QARunner, config: LengthConfig, kept_mean: Sequence[float]) -> None:
-    """The formula's token counts must be the model's: a guard against the two drifting apart."""
-    expected = runner.mean_tokens(config)
-    if any(abs(a - b) > 1e-6 for a, b in zip(expected, kept_mean)):
-        raise AssertionError(f"model kept {kept_mean} tokens per layer but the FLOP formula assumes {expected}")

@@ -25,9 +25,10 @@ from tqdm import tqdm
 from bench.config import LengthConfig, parse_selection
 from bench.errors import UserError, exit_status
 from bench.features import cached_features, collate, length_sorted_batches
+from bench.inference import batched_logits
 from bench.model_io import DEFAULT_MODEL_DIR, quiet_libraries
 from bench.postprocess import predict_answers
-from bench.runner import QARunner, batched_logits
+from bench.runner import QARunner
 from bench.significance import SelectionInputs, attention_received, register_policy
 from bench.squad import DEFAULT_DEV_SET, limit_examples, load_squad, split_by_article
 from bench.uncertainty import paired_interval, per_question_f1

@@ -7,9 +7,11 @@ import json
 from pathlib import Path
 
 from bench.config import resolve_config
+from bench.costs import check_flops_consistent
 from bench.device import DEVICE_CHOICES, resolve_device
+from bench.metrics import metrics_record
 from bench.model_io import DEFAULT_MODEL_DIR
-from bench.runner import QARunner, check_flops_consistent, metrics_record
+from bench.runner import QARunner
 from bench.squad import DEFAULT_DEV_SET, limit_examples, load_squad
 from cli.answer import add_loading_arguments, loading_options
 
@@ -101,7 +103,7 @@ def run(args: argparse.Namespace) -> None:
             with_bert_base=not args.no_bert_base_latency,
             with_stock=True,
         )
-    record = metrics_record(runner, config, result, latency)
+    record = metrics_record(runner, result, latency)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")

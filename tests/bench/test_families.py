@@ -377,7 +377,8 @@ def test_runner_reports_the_family_flops(name, squad_file):
     from fixtures import tiny_tokenizer, vocabulary
     from transformers import DistilBertConfig, DistilBertForQuestionAnswering
 
-    from bench.runner import QARunner, check_flops_consistent
+    from bench.costs import check_flops_consistent
+    from bench.runner import QARunner
     from bench.squad import load_squad_file
 
     if name == "distilbert":

@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 
 from bench.__main__ import main
+from bench.config import LengthConfig
+from bench.measurement import Measurement
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -52,6 +54,11 @@ def test_eval_writes_metrics_and_official_predictions(tmp_path, model_dir, squad
     assert metrics["flops"]["dynamic_padding"]["macs"] * 2 == metrics["flops"]["dynamic_padding"]["flops"]
     kept = metrics["tokens_kept_per_layer"]
     assert len(kept) == 4 and kept[0] > kept[1] > kept[2] > kept[3] > 1
+    lat = metrics["latency"]
+    assert lat["ms_per_feature_min"] <= lat["ms_per_feature"] <= lat["ms_per_feature_max"]
+    measured = Measurement.from_json(metrics)  # metrics.json reads back as the one measurement type
+    assert measured.f1 == metrics["f1"] and measured.config == LengthConfig.parse("ratios:1,0.7,0.5,0.3")
+    assert measured.latency_speedup_vs_keep_all == sp["latency_vs_keep_all"] and measured.tokens_kept_per_layer == kept
 
 
 def test_keep_all_eval_matches_limit(tmp_path, model_dir, squad_file):
