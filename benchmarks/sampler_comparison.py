@@ -15,7 +15,8 @@ from bench.model_io import DEFAULT_MODEL_DIR, quiet_libraries
 from bench.squad import DEFAULT_DEV_SET
 from search.hypervolume import hypervolume
 from search.records import read_run
-from search.study import SearchSettings, run_search
+from search.settings import SearchSettings
+from search.study import run_search
 
 
 def main() -> None:

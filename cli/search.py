@@ -9,8 +9,9 @@ from bench.squad import DEFAULT_DEV_SET
 from cli.argtypes import hidden_alias
 from reports.report import make_report
 from search.budget import SYNTAX, parse_budget
+from search.settings import SearchSettings
 from search.space import parse_selections
-from search.study import SearchSettings, run_search
+from search.study import run_search
 
 HELP = "search configurations, re-score the frontier on held-out, write the report"
 DESCRIPTION = (

@@ -9,26 +9,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bench.config import config_cells
+from bench.measurement import INTERVAL_COLUMNS, SCORE_COLUMNS
 from reports.frames import frame, markdown, write_csv
 from search.frontier import best_within, most_accurate, pareto_front
-from search.records import RunInfo, TrialPoint, config_cells
+from search.records import RunInfo, TrialPoint
 
 FLOPS_KEY = "flops_speedup_vs_bert_base"
 LATENCY_KEY = "latency_speedup_vs_bert_base"
 
-SCORE_COLUMNS: tuple[str, ...] = (
-    "exact_match",
-    "f1",
-    "gflops_per_question",
-    "flops_speedup_vs_bert_base",
-    "flops_speedup_vs_keep_all",
-    "flops_speedup_vs_bert_base_padded384",
-    "latency_speedup_vs_bert_base",
-    "latency_speedup_vs_keep_all",
-    "latency_ms",
-)
-INTERVAL_COLUMNS: tuple[str, ...] = ("f1_delta_low", "f1_delta_high")
-# Columns added later come last, so older frontier.csv files keep their column positions.
+# Columns added later come last, so older frontier.csv files keep their column positions; the
+# measurement's cells are read back by ``Measurement.from_csv_row`` (missing trailing columns: None).
 COLUMNS: tuple[str, ...] = (
     ("number", "label", "baseline", "kind", "values")
     + SCORE_COLUMNS
@@ -55,9 +46,8 @@ def frontier_rows(points: list[TrialPoint]) -> list[dict]:
 
 def _row(point: TrialPoint, on_flops: bool, on_latency: bool) -> dict:
     row: dict = {"number": point.number, "label": point.label, "baseline": point.baseline}
-    row.update(config_cells(point.length_config))
-    for column in SCORE_COLUMNS + INTERVAL_COLUMNS:
-        row[column] = getattr(point.heldout, column)
+    row.update(point.heldout.csv_row())
+    row.update(config_cells(point.length_config))  # the trial's own policy (one keep-all serves every policy)
     row["on_flops_frontier"] = on_flops
     row["on_latency_frontier"] = on_latency
     return row

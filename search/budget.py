@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 
 from bench.errors import UserError
-from search.records import Scores
+from bench.measurement import Measurement
 
 _FORMS = {
     "flops-speedup": (">=", "flops_speedup_vs_keep_all"),
@@ -29,7 +29,7 @@ SYNTAX = "flops-speedup>=X, latency-speedup>=X, gflops<=X or latency-ms<=X"
 
 @dataclass(frozen=True)
 class Budget:
-    """A threshold on one cost measure of :class:`~search.records.Scores`."""
+    """A threshold on one cost measure of a :class:`~bench.measurement.Measurement`."""
 
     name: str
     threshold: float
@@ -46,17 +46,17 @@ class Budget:
     def needs_latency(self) -> bool:
         return self.name.startswith("latency")
 
-    def value(self, scores: Scores) -> float | None:
+    def value(self, scores: Measurement) -> float | None:
         return getattr(scores, self.field)
 
-    def violation(self, scores: Scores) -> float:
+    def violation(self, scores: Measurement) -> float:
         """<= 0 when met; positive (and larger when further off) otherwise."""
         value = self.value(scores)
         if value is None:
             return float("inf")
         return self.threshold - value if self.op == ">=" else value - self.threshold
 
-    def is_met(self, scores: Scores) -> bool:
+    def is_met(self, scores: Measurement) -> bool:
         return self.violation(scores) <= 1e-12
 
     def __str__(self) -> str:
@@ -88,13 +88,7 @@ def check_reachable(budget: Budget, cheapest, where: str) -> None:
     """
     if budget.needs_latency:
         return
-    scores = Scores(
-        exact_match=0.0,
-        f1=0.0,
-        gflops_per_question=cheapest.gflops_per_question,
-        flops_speedup_vs_keep_all=cheapest.speedup_vs_keep_all,
-        flops_speedup_vs_bert_base=cheapest.speedup_vs_bert_base,
-    )
+    scores = Measurement.from_flops(cheapest)
     if budget.is_met(scores):
         return
     value = budget.value(scores)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 from pathlib import Path
 
 from bench.errors import UserError
@@ -38,7 +37,7 @@ def choose(run_dir: Path, budget: Budget | None) -> tuple[TrialPoint, dict]:
         "run": str(run_dir),
         "budget": str(budget) if budget else None,
         "heldout_split": info.heldout_split,
-        "heldout": asdict(best.heldout),
+        "heldout": best.heldout.to_record(),
         "trial": best.number,
     }
     return best, record

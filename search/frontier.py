@@ -10,10 +10,11 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
-from search.records import Scores, TrialPoint
+from bench.measurement import Measurement
+from search.records import TrialPoint
 
 
-def scores_on(point: TrialPoint, split: str) -> Scores | None:
+def scores_on(point: TrialPoint, split: str) -> Measurement | None:
     """The point's scores on ``split``; only "search" and "heldout" exist in a run."""
     if split not in ("search", "heldout"):
         raise ValueError(f"split must be 'search' or 'heldout', got {split!r}")

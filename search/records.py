@@ -2,38 +2,20 @@
 
 A run folder holds ``study.db`` (the Optuna study, the source of truth while searching),
 ``run.json`` (what was searched, how long, where) and ``trials.json`` (every trial with its
-search-split scores; frontier and baseline configurations also carry held-out scores). Reports are made from these files
-alone, so regenerating a report never runs a model.
+search-split :class:`~bench.measurement.Measurement`; frontier and baseline configurations also carry
+a held-out one). Reports are made from these files alone, so regenerating a report never runs a model.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from bench.config import DEFAULT_SIGNIFICANCE, LengthConfig, parse_selection
+from bench.config import LengthConfig, config_from_cells
 from bench.errors import UserError
-
-
-@dataclass
-class Scores:
-    """Accuracy and cost of one configuration on one split."""
-
-    exact_match: float
-    f1: float
-    gflops_per_question: float
-    flops_speedup_vs_keep_all: float
-    flops_speedup_vs_bert_base: float
-    flops_speedup_vs_bert_base_padded384: float | None = None
-    latency_speedup_vs_keep_all: float | None = None
-    latency_speedup_vs_bert_base: float | None = None
-    latency_ms: float | None = None  # per feature at the measured batch size
-    # paired bootstrap 95% interval of this F1 minus keep-all's on the same questions (held-out only)
-    f1_delta_low: float | None = None
-    f1_delta_high: float | None = None
+from bench.measurement import Measurement
 
 
 @dataclass
@@ -45,13 +27,32 @@ class TrialPoint:
     label: str
     baseline: str | None  # "keep-all", "constant-0.90", ... or None for sampled trials
     feasible: bool
-    search: Scores
-    heldout: Scores | None = None
+    search: Measurement
+    heldout: Measurement | None = None
     on_search_frontier: bool = False
 
     @property
     def length_config(self) -> LengthConfig:
         return LengthConfig.from_dict(self.config)
+
+    def to_json(self) -> dict:
+        """One entry of trials.json: the measurements in their flat study form."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["search"] = self.search.to_record()
+        out["heldout"] = self.heldout.to_record() if self.heldout is not None else None
+        return out
+
+    @classmethod
+    def from_json(cls, raw: dict) -> TrialPoint:
+        config = LengthConfig.from_dict(raw["config"])
+        heldout = raw.get("heldout")
+        return cls(
+            **{
+                **raw,
+                "search": Measurement.from_record(raw["search"], config),
+                "heldout": None if heldout is None else Measurement.from_record(heldout, config),
+            }
+        )
 
 
 @dataclass
@@ -77,14 +78,10 @@ class RunInfo:
     extra: dict = field(default_factory=dict)
 
 
-def _scores(raw: dict | None) -> Scores | None:
-    return None if raw is None else Scores(**raw)
-
-
 def write_run(folder: Path, info: RunInfo, points: list[TrialPoint]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "run.json").write_text(json.dumps(asdict(info), indent=2) + "\n")
-    (folder / "trials.json").write_text(json.dumps([asdict(p) for p in points], indent=1) + "\n")
+    (folder / "trials.json").write_text(json.dumps([p.to_json() for p in points], indent=1) + "\n")
 
 
 def read_run(folder: Path) -> tuple[RunInfo, list[TrialPoint]]:
@@ -95,32 +92,10 @@ def read_run(folder: Path) -> tuple[RunInfo, list[TrialPoint]]:
             "run `make pareto RUN=<name>` first"
         )
     info = RunInfo(**json.loads(run_file.read_text()))
-    points = []
-    for raw in json.loads(points_file.read_text()):
-        raw["search"] = _scores(raw["search"])
-        raw["heldout"] = _scores(raw.get("heldout"))
-        points.append(TrialPoint(**raw))
-    return info, points
+    return info, [TrialPoint.from_json(raw) for raw in json.loads(points_file.read_text())]
 
 
-# --- a configuration's columns in frontier.csv ---------------------------------------------
-def config_cells(config: LengthConfig) -> dict[str, str]:
-    """The ``kind``, ``values`` and ``significance`` cells of a configuration's CSV row (values joined by ';').
-
-    ``str()`` of a float round-trips exactly, so :func:`config_from_cells` gives back the same
-    configuration, policy included: the regression guard re-measures what the report printed.
-    """
-    values = [int(v) for v in config.values] if config.kind == "counts" else list(config.values)
-    return {"kind": config.kind, "values": ";".join(str(v) for v in values), "significance": config.selection}
-
-
-def config_from_cells(row: Mapping[str, str]) -> LengthConfig:
-    """The configuration a CSV row's cells describe (rows written before policies existed read as attention)."""
-    config = LengthConfig.from_values([float(v) for v in row["values"].split(";")], row["kind"])
-    selection = row.get("significance") or DEFAULT_SIGNIFICANCE
-    return config.with_selection(*parse_selection(selection))
-
-
+# --- reading frontier.csv back ------------------------------------------------------------
 def configs_from_frontier_csv(path: Path) -> dict[str, LengthConfig]:
     """Reference configurations: the committed report's frontier rows that drop tokens, by label."""
     if not path.is_file():

@@ -9,19 +9,20 @@ from pathlib import Path
 import pytest
 
 from bench.config import LengthConfig
+from bench.measurement import Measurement
 from reports.__main__ import main
 from reports.report import make_report
 from reports.tables import frontier_rows
 from search.frontier import best_within, pareto_front
-from search.records import RunInfo, Scores, TrialPoint, read_run, write_run
+from search.records import RunInfo, TrialPoint, read_run, write_run
 
 ROOT = Path(__file__).resolve().parents[2]
 FLOPS = "flops_speedup_vs_bert_base"
 LATENCY = "latency_speedup_vs_bert_base"
 
 
-def _scores(f1: float, speed: float, latency: float | None = None) -> Scores:
-    return Scores(
+def _scores(f1: float, speed: float, latency: float | None = None) -> Measurement:
+    return Measurement(
         exact_match=f1 - 8.0,
         f1=f1,
         gflops_per_question=40.0 / speed,

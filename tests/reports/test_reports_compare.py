@@ -5,13 +5,14 @@ import pytest
 
 from bench.config import LengthConfig
 from bench.errors import UserError
+from bench.measurement import Measurement
 from cli.compare import main
 from reports.compare import compare_runs, parse_spec
-from search.records import RunInfo, Scores, TrialPoint, write_run
+from search.records import RunInfo, TrialPoint, write_run
 
 
-def _scores(f1: float, speed: float) -> Scores:
-    return Scores(
+def _scores(f1: float, speed: float) -> Measurement:
+    return Measurement(
         exact_match=f1 - 8.0,
         f1=f1,
         gflops_per_question=4.0 / speed,

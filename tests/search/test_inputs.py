@@ -10,7 +10,8 @@ from fixtures import squad_dict
 from bench.config import LengthConfig
 from bench.errors import UserError
 from bench.squad import load_squad
-from search.study import SearchSettings, run_search
+from search.settings import SearchSettings
+from search.study import run_search
 
 
 def _broken(path, change):

@@ -5,11 +5,14 @@ import pytest
 
 from bench.config import LengthConfig
 from bench.errors import UserError
+from bench.measurement import Measurement
 from search.budget import parse_budget
 from search.choose import NothingMeetsBudget, choose
-from search.records import Scores, read_run
+from search.objective import Objective
+from search.records import read_run
+from search.settings import SearchSettings
 from search.space import baseline_params, config_from_shares, sample_config
-from search.study import Objective, SearchSettings, run_search
+from search.study import run_search
 
 
 def _scores(**kw):
@@ -23,7 +26,7 @@ def _scores(**kw):
         latency_ms=12.0,
     )
     base.update(kw)
-    return Scores(**base)
+    return Measurement(**base)
 
 
 @pytest.mark.parametrize(
@@ -178,7 +181,7 @@ def test_choose_cli_writes_json_and_exits_1_when_unreachable(finished_run, tmp_p
 
 
 def test_spread_keeps_both_ends_and_caps_the_count():
-    from search.study import spread
+    from search.heldout import spread
 
     front = list(range(42))
     picked = spread(front, 16)

@@ -6,10 +6,10 @@ import optuna
 import pytest
 from test_search import _settings
 
-from bench.config import LengthConfig
+from bench.config import LengthConfig, config_cells, config_from_cells
 from bench.errors import UserError
 from bench.probes import LookaheadProbes
-from search.records import config_cells, config_from_cells, read_run
+from search.records import read_run
 from search.space import SELECTION_PARAM, baseline_params, parse_selections, sample_config
 from search.study import run_search
 

@@ -1,0 +1,215 @@
+"""One process's share of a study: the storage it claims, the identity it checks, the trials it runs.
+
+Any number of workers run the same command against one study (SQLite: one process; a database
+server: many). Every one counts completed trials under the study lock so the study ends with
+exactly ``--trials`` of them, recovers the trials a killed worker left behind, and the one whose
+trial completed last writes the run folder (:func:`writes_report`).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import optuna
+from sqlalchemy.engine import make_url
+from tqdm import tqdm
+
+from bench.errors import UserError
+from search import storage as st
+from search.settings import OPTION, SearchSettings, cost_name, make_sampler
+from search.space import baseline_params, parse_selections
+
+if TYPE_CHECKING:
+    from search.objective import Objective
+
+LEGACY_STUDY_NAME = "dynlen"  # the one fixed name every run used before names came from the run folder
+COMPLETE = optuna.trial.TrialState.COMPLETE
+RUNNING = optuna.trial.TrialState.RUNNING
+FAIL = optuna.trial.TrialState.FAIL
+
+
+class Worker:
+    """One process's share of a study: its storage, its lock, its seed and the trials it ran."""
+
+    def __init__(self, settings: SearchSettings):
+        self.settings = settings
+        self.url = settings.storage_url
+        self.sqlite = st.parse_storage_url(self.url).get_backend_name() == "sqlite"  # bad URL: one line
+        self.id = f"{socket.gethostname()}:{os.getpid()}:{int(time.time())}"
+        self.run_lock: st.RunLock | None = None
+        self.lock: st.StudyLock | None = None
+        self.study: optuna.Study | None = None
+        self.index = 0
+        self.ran: list[int] = []
+
+    # --- before anything loads ------------------------------------------------------------
+    def claim(self) -> None:
+        """Check the storage and, on SQLite, become its only process (or refuse in one line)."""
+        st.validate_storage(self.url)
+        if self.sqlite:
+            database = Path(make_url(self.url).database or Path(self.settings.run_dir) / "study.db")
+            self.run_lock = st.RunLock(database.parent, database.name + ".lock")
+            if not self.run_lock.acquire():
+                raise UserError(
+                    f"another process is already searching with {database} (SQLite serves one process); "
+                    "wait for it, or run many workers on a server storage: "
+                    "--storage postgresql://user@host/db (make search WORKERS=3 STORAGE=...)"
+                )
+        self.lock = st.StudyLock(self.url, self.settings.name)
+
+    def open(self, data_sha: str, model_sha: str) -> optuna.Study:
+        """Create or load the study, check its identity and take a worker number, all under the lock."""
+        heartbeat = None if self.sqlite else self.settings.heartbeat
+        with self.lock.held():
+            storage = st.make_storage(self.url, heartbeat, 3 * heartbeat if heartbeat else None)
+            name = self._study_name(storage)
+            study = optuna.create_study(
+                study_name=name,
+                storage=storage,
+                directions=["maximize", "minimize"],
+                load_if_exists=True,
+            )
+            check_identity(study, self.settings, self.settings.identity(data_sha, model_sha))
+            self.index = int(study.user_attrs.get("worker_starts", 0))
+            study.set_user_attr("worker_starts", self.index + 1)
+            if study.metric_names is None:  # optuna-dashboard shows these instead of values_0/1
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    study.set_metric_names(["f1", cost_name(self.settings.cost)])
+            if self.sqlite:
+                recover_orphans(study)
+        # a fresh seed on every start: workers started together draw different points, and a run
+        # restarted after a kill does not replay the draws its first start already measured
+        study.sampler = make_sampler(self.settings.sampler, self.settings.seed + self.index, shared=not self.sqlite)
+        self.study = study
+        return study
+
+    def _study_name(self, storage: optuna.storages.BaseStorage) -> str:
+        """The run's name; a run folder made before names were derived keeps its one old study."""
+        if self.settings.study_name or not self.settings.default_storage:
+            return self.settings.name
+        names = [s.study_name for s in optuna.study.get_all_study_summaries(storage, include_best_trial=False)]
+        if names == [LEGACY_STUDY_NAME] and self.settings.name != LEGACY_STUDY_NAME:
+            return LEGACY_STUDY_NAME
+        return self.settings.name
+
+    def enqueue_baselines(self, num_layers: int) -> None:
+        """Keep-all and the constant ratios, queued once per study however many workers start."""
+        with self.lock.held():
+            if self.study.user_attrs.get("baselines_enqueued"):
+                return
+            for name, params in baseline_params(
+                num_layers, selections=parse_selections(self.settings.significance)
+            ).items():
+                self.study.enqueue_trial(params, user_attrs={"baseline": name}, skip_if_exists=True)
+            self.study.set_user_attr("baselines_enqueued", True)
+
+    def fail_stale(self) -> None:
+        if not self.sqlite:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.fail_stale_trials(self.study)
+
+    def close(self) -> None:
+        if self.lock is not None:
+            self.lock.close()
+        if self.run_lock is not None:
+            self.run_lock.release()
+
+
+def check_identity(study: optuna.Study, settings: SearchSettings, identity: dict) -> None:
+    """Refuse, in one line naming the option, a resume whose numbers would not be comparable.
+
+    A study made before a key was recorded adopts the current value for it.
+    """
+    stored = study.user_attrs.get("settings")
+    if stored is None:
+        study.set_user_attr("settings", identity)
+        return
+    changed = [k for k, v in identity.items() if k in stored and stored[k] != v]
+    if changed:
+        what = "; ".join(f"{OPTION.get(k, k)} was {stored[k]!r}, now {identity[k]!r}" for k in changed)
+        raise UserError(
+            f"study {study.study_name!r} ({settings.run_dir}) was made with other settings: {what}. "
+            "Re-run with the stored values to resume, or start fresh with another --run-dir (RUN=) or "
+            "--study-name, or delete the run folder"
+        )
+    if any(k not in stored for k in identity):
+        study.set_user_attr("settings", {**identity, **stored})
+
+
+def recover_orphans(study: optuna.Study) -> None:
+    """Fail the trials a killed single process left RUNNING and queue their parameters again.
+
+    Only called by the holder of the SQLite run lock: no other process can be running them.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=None)
+    for t in study.get_trials(deepcopy=False, states=(RUNNING,)):
+        study._storage.set_trial_state_values(t._trial_id, state=FAIL)
+        retry(study, study._storage.get_trial(t._trial_id))
+        print(f"trial {t.number} was left running by a killed run: failed it and queued its configuration again")
+
+
+def run_trials(settings: SearchSettings, worker: Worker, objective: Objective) -> None:
+    """Run trials until the study holds ``settings.trials`` completed ones, counting every worker's.
+
+    A trial starts only while completed + running trials fall short of the target, checked and
+    started under the study lock (released by the objective once the trial exists), so workers
+    never overshoot. A worker that sees the target covered by running trials waits: if one of
+    them belonged to a killed worker, its heartbeat goes stale, it is failed and queued again,
+    and the count drops back below the target for someone to run the retry.
+    """
+    study, target = worker.study, settings.trials
+    done = len(study.get_trials(deepcopy=False, states=(COMPLETE,)))
+    if done >= target:
+        print(f"study already has {done} completed trials (asked for {target}); re-scoring only")
+        return
+    bar = tqdm(total=target - done, desc=f"search ({done} done before)", unit="trial")
+
+    def tick(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        bar.update(1)
+        if trial.values:
+            bar.set_postfix(f1=f"{trial.values[0]:.1f}", cost=f"{trial.values[1]:.2f}")
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        while True:
+            worker.lock.acquire()
+            started = False
+            try:
+                worker.fail_stale()
+                trials = study.get_trials(deepcopy=False, states=(COMPLETE, RUNNING))
+                complete = sum(t.state == COMPLETE for t in trials)
+                if complete >= target:
+                    break
+                if len(trials) < target:  # completed + running (every worker's) still short
+                    started = True
+                    objective.on_start = worker.lock.release
+                    study.optimize(objective, n_trials=1, callbacks=[tick], gc_after_trial=False)
+            finally:
+                objective.on_start = None
+                worker.lock.release()
+            if not started:
+                time.sleep(min(1.0, settings.heartbeat / 2))
+    finally:
+        bar.close()
+
+
+def writes_report(worker: Worker) -> bool:
+    """Whether this worker writes the run folder: the one whose trial completed last, or a run
+    that found the study already complete (a re-run, or a report step). Every worker reads the
+    same stored trials, so exactly one of those that ran trials elects itself."""
+    if not worker.ran:
+        return True
+    complete = [t for t in worker.study.get_trials(deepcopy=False, states=(COMPLETE,)) if t.datetime_complete]
+    if not complete:
+        return True
+    last = max(complete, key=lambda t: (t.datetime_complete, t.number))
+    return last.user_attrs.get("worker") == worker.id
