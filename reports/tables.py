@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench.config import config_cells
-from bench.measurement import INTERVAL_COLUMNS, SCORE_COLUMNS
+from bench.measurement import INTERVAL_COLUMNS, LATENCY_SPREAD_COLUMNS, SCORE_COLUMNS, Measurement
 from reports.frames import frame, markdown, write_csv
 from search.frontier import best_within, most_accurate, pareto_front
 from search.records import RunInfo, TrialPoint
@@ -25,6 +25,7 @@ COLUMNS: tuple[str, ...] = (
     + SCORE_COLUMNS
     + ("on_flops_frontier", "on_latency_frontier", "significance")
     + INTERVAL_COLUMNS
+    + LATENCY_SPREAD_COLUMNS
 )
 
 
@@ -124,13 +125,44 @@ def headline_lines(info: RunInfo, points: list[TrialPoint], bert_f1: float = 88.
     return lines
 
 
+# --- latency noise ----------------------------------------------------------------------
+def keep_all_latency_warning(points: list[TrialPoint]) -> str | None:
+    """One line when keep-all, timed against itself, is off 1.0 by more than the run's own noise.
+
+    Keep-all against keep-all must read 1: the two contenders run the same engine, interleaved
+    batch by batch. The noise the run states is the spread of that ratio over its rounds (max −
+    min); a median further from 1 than that (and visible at the table's two decimals) is a bias of
+    the machine or the timing, not noise, and every latency speedup of the run carries it. Runs
+    that recorded no spread (written before it was kept) get no line.
+    """
+    keep_all = next((p for p in points if p.baseline == "keep-all" and p.heldout is not None), None)
+    if keep_all is None:
+        return None
+    h: Measurement = keep_all.heldout
+    median, low, high = (
+        h.latency_speedup_vs_keep_all,
+        h.latency_speedup_vs_keep_all_min,
+        h.latency_speedup_vs_keep_all_max,
+    )
+    if median is None or low is None or high is None:
+        return None
+    off = abs(median - 1.0)
+    if off <= high - low or round(median, 2) == 1.0:
+        return None
+    return (
+        f"**Latency warning:** keep-all timed against itself reads {median:.2f}x (rounds {low:.2f}–{high:.2f}), "
+        f"off 1.0 by {off:.2f}, more than its own spread of {high - low:.2f}: every latency speedup in this run "
+        "carries that bias; time it again on a quiet machine."
+    )
+
+
 # --- report.md --------------------------------------------------------------------------
 def _rounded(column: str, value: object) -> str:
     if value is None:
         return ""
     if isinstance(value, bool):
         return "yes" if value else ""
-    if column in ("gflops_per_question", "latency_ms"):
+    if column in ("gflops_per_question", "latency_ms", "latency_ms_min", "latency_ms_max"):
         return f"{value:.3g}"
     if isinstance(value, float):
         return f"{value:.2f}"
@@ -183,7 +215,9 @@ CONVENTIONS = (
     "bound the paired bootstrap 95% interval of a configuration's F1 minus keep-all's on the same "
     'held-out questions (2,000 resamples of the questions); "within 1 F1" is judged on the point '
     "estimate, and the interval says how sure that is. `significance` is the token-selection policy "
-    "(`+question`: the question segment always stays)."
+    "(`+question`: the question segment always stays). Latency columns are medians over interleaved "
+    "rounds; `latency_ms_min`/`latency_ms_max` and `latency_speedup_vs_keep_all_min`/`_max` are the "
+    "fastest and slowest round, the noise of the timing."
 )
 
 
@@ -192,10 +226,12 @@ def write_report_md(
 ) -> Path:
     """The human summary: headline first, then the evidence, then where it came from."""
     headline = "\n".join(f"- {line}" for line in headline_lines(info, points, bert_f1, drop))
+    warning = keep_all_latency_warning(points)
     text = "\n\n".join(
         [
             f"# Length-configuration search: {info.name}",
             headline,
+            *([f"> {warning}"] if warning else []),
             "![Pareto frontier](pareto.png)",
             "## Held-out frontier and baselines",
             markdown_table(points),

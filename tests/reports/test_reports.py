@@ -1,6 +1,7 @@
 """Reports from a hand-made run whose frontier is known in advance; no model is run."""
 
 import csv
+import dataclasses
 import random
 import subprocess
 import sys
@@ -272,3 +273,73 @@ def test_plot_title_has_no_file_path_and_names_keep_all_only():
         text = (Path(out) / "pareto.svg").read_text()
     assert "keep-all only within own-1%" in text and "7.70x within own-1%" not in text
     assert "speedup vs own keep-all" in text
+
+
+# --- latency noise: the spread of each point's rounds, and keep-all timed against itself ----------
+def _timed(point: TrialPoint, median: float, low: float, high: float, ms: float = 20.0) -> TrialPoint:
+    spread = dict(
+        latency_speedup_vs_keep_all=median,
+        latency_speedup_vs_keep_all_min=low,
+        latency_speedup_vs_keep_all_max=high,
+        latency_ms=ms,
+        latency_ms_min=ms * 0.95,
+        latency_ms_max=ms * 1.1,
+    )
+    point.heldout = dataclasses.replace(point.heldout, **spread)
+    return point
+
+
+def _noisy_run(keep_all: tuple[float, float, float]) -> list[TrialPoint]:
+    return [
+        _timed(_point(0, 88.0, 1.0, latency=1.0, baseline="keep-all"), *keep_all, ms=30.0),
+        _timed(_point(1, 87.0, 2.0, latency=1.7), 1.7, 1.6, 1.85, ms=17.5),
+    ]
+
+
+def test_latency_spread_columns_round_trip_through_the_csv(tmp_path):
+    points = _noisy_run((1.01, 0.98, 1.04))
+    write_run(tmp_path, _info(), points)
+    make_report(tmp_path)
+    header = (tmp_path / "frontier.csv").read_text().splitlines()[0].split(",")
+    assert header[-4:] == [
+        "latency_ms_min",
+        "latency_ms_max",
+        "latency_speedup_vs_keep_all_min",
+        "latency_speedup_vs_keep_all_max",
+    ]
+    rows = list(csv.DictReader((tmp_path / "frontier.csv").open()))
+    by_number = {int(r["number"]): Measurement.from_csv_row(r) for r in rows}
+    for point in points:
+        back, held = by_number[point.number], point.heldout
+        assert back.config == point.length_config
+        for column in ("latency_ms", "latency_ms_min", "latency_ms_max", "latency_speedup_vs_keep_all_min"):
+            assert getattr(back, column) == getattr(held, column)
+        assert back.latency_speedup_vs_keep_all_max == held.latency_speedup_vs_keep_all_max
+        assert back.f1 == held.f1 and back.flops_speedup_vs_bert_base == held.flops_speedup_vs_bert_base
+    assert "latency_ms_min" in (tmp_path / "report.md").read_text()
+
+
+def test_committed_csv_without_the_spread_columns_still_loads():
+    with (ROOT / "reports" / "reference-lengthdrop" / "frontier.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert rows and "latency_ms_min" not in rows[0]
+    loaded = [Measurement.from_csv_row(r) for r in rows]
+    assert all(m.latency_ms_min is None and m.latency_speedup_vs_keep_all_max is None for m in loaded)
+    assert all(m.latency_ms > 0 and m.config is not None for m in loaded)
+
+
+def test_report_warns_when_keep_all_against_itself_is_off_by_more_than_its_spread(tmp_path):
+    write_run(tmp_path, _info(), _noisy_run((1.8, 1.75, 1.86)))
+    make_report(tmp_path)
+    lines = [line for line in (tmp_path / "report.md").read_text().splitlines() if "Latency warning" in line]
+    assert len(lines) == 1
+    assert "1.80x" in lines[0] and "1.75–1.86" in lines[0]
+
+
+def test_report_has_no_warning_when_keep_all_is_within_its_noise(tmp_path):
+    write_run(tmp_path, _info(), _noisy_run((1.01, 0.98, 1.04)))
+    make_report(tmp_path)
+    assert "Latency warning" not in (tmp_path / "report.md").read_text()
+    write_run(tmp_path, _info(), KNOWN)  # no spread recorded (runs from before it was kept): nothing to judge
+    make_report(tmp_path)
+    assert "Latency warning" not in (tmp_path / "report.md").read_text()
