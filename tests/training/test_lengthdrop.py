@@ -455,7 +455,9 @@ def test_probe_kl_is_part_of_the_loss_and_only_the_probes_get_its_gradient(squad
     encoder = [p for n, p in model.named_parameters() if not n.startswith(ld.PROBES_ATTR)]
     assert all(p.grad is None or p.grad.abs().sum() == 0 for p in encoder), "states are detached for the probes"
     model.zero_grad()
-    configs = [c.with_selection("lookahead", True) for c in ld.sub_model_configs(NUM_LAYERS, 0.3, 1, 0, 0, full_layers=1)]
+    configs = [
+        c.with_selection("lookahead", True) for c in ld.sub_model_configs(NUM_LAYERS, 0.3, 1, 0, 0, full_layers=1)
+    ]
     loss, losses = ld.sandwich_loss(qa, batch, configs, probes=probes)
     assert losses.probe_kl is not None
     parts = losses.task + losses.probe_kl + sum(losses.sub_kl)
