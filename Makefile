@@ -11,8 +11,9 @@ LENGTHDROP_MODEL ?= models/minilm-squad-lengthdrop
 MODEL   ?= $(DEFAULT_MODEL)
 STANDARD ?= $(STANDARD_MODEL)
 LENGTHDROP ?= $(LENGTHDROP_MODEL)
-# Token selection for pareto/search: the look-ahead probes' ranking with the question always kept
-SIGNIFICANCE ?= lookahead+question
+# Token selection for pareto/search: auto = the look-ahead probes' ranking with the question kept when
+# MODEL has probes, attention received otherwise
+SIGNIFICANCE ?= auto
 # Held-out questions re-scored per frontier point (empty: the search's default; 0: the whole held-out half)
 HELDOUT_QUESTIONS ?=
 # Frontier points re-scored on held-out (empty: the search's default, 16)

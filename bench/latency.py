@@ -15,6 +15,7 @@ time is taken from an idle device to an idle device.
 from __future__ import annotations
 
 import statistics
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -96,6 +97,7 @@ def interleaved_batch_timings(
     repeats: int = 5,
     warmup: int = 1,
     synchronize: Synchronize | None = None,
+    progress: str | None = None,
 ) -> dict[str, Timing]:
     """Seconds per pass over ``batches`` for each contender, alternating contenders on every batch.
 
@@ -103,11 +105,16 @@ def interleaved_batch_timings(
     right after another one). A round's sample is the contender's summed time over all batches;
     warm-up rounds are discarded. ``synchronize`` (None on the CPU, where calls are
     synchronous) runs before each clock starts and before it stops, so asynchronous device
-    work is charged to the contender that queued it.
+    work is charged to the contender that queued it. ``progress``: the description of a
+    progress bar over rounds (on stderr), or None for none.
     """
+    from tqdm import tqdm
+
     names = list(contenders)
     samples: dict[str, list[float]] = {name: [] for name in names}
-    for round_index in range(warmup + repeats):
+    rounds = range(warmup + repeats)
+    bar = tqdm(rounds, desc=progress, unit="round", file=sys.stderr, disable=progress is None, leave=False)
+    for round_index in bar:
         spent = dict.fromkeys(names, 0.0)
         for batch_index, batch in enumerate(batches):
             shift = (round_index + batch_index) % len(names)

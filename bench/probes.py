@@ -98,6 +98,20 @@ def probes_entry(model: nn.Module) -> dict | None:
     return entry if isinstance(entry, dict) else None
 
 
+def saved_with_probes(name: str) -> bool:
+    """Whether the model folder or hub id ``name`` announces look-ahead probes, read from its config alone."""
+    folder = Path(name)
+    if folder.is_dir():
+        config = folder / "config.json"
+        return config.is_file() and isinstance(json.loads(config.read_text()).get(CONFIG_KEY), dict)
+    try:
+        from transformers import AutoConfig
+
+        return isinstance(getattr(AutoConfig.from_pretrained(name), CONFIG_KEY, None), dict)
+    except (OSError, ValueError):  # unreachable or not a model: loading it later says why in one line
+        return False
+
+
 def load_probes(model: nn.Module, folder: str | Path | None = None) -> LookaheadProbes | None:
     """The probes saved with ``model`` (its ``name_or_path`` folder unless ``folder``), or None.
 

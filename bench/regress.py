@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import json
 import statistics
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
+from tqdm import tqdm
 
 from bench.adaptive import LengthAdaptiveQA
 from bench.config import LengthConfig
@@ -79,7 +81,7 @@ def measure(
     keep_all = LengthConfig.keep_all(adaptive.num_layers)
     base_flops = counted_flops(counting, inputs, keep_all)
     out = []
-    for label, config in configs.items():
+    for label, config in tqdm(configs.items(), desc="re-measuring the baseline", unit="config", file=sys.stderr):
         flops_speedup = base_flops / counted_flops(counting, inputs, config)
         lat = None
         if latency:

@@ -205,6 +205,7 @@ class QARunner:
                 repeats=repeats,
                 warmup=warmup,
                 synchronize=device_synchronizer(self.device),
+                progress=f"timing {', '.join(named)}" if self.progress else None,
             )
         extra = {"keep_all_ms_per_feature": 1000 * timings["keep_all"].median / len(picks)}
         if with_stock:

@@ -9,7 +9,7 @@ from bench.squad import DEFAULT_DEV_SET
 from cli.argtypes import hidden_alias
 from reports.report import make_report
 from search.budget import SYNTAX, parse_budget
-from search.settings import SearchSettings
+from search.settings import AUTO_SIGNIFICANCE, SearchSettings
 from search.space import parse_selections
 from search.study import run_search
 
@@ -121,7 +121,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--significance",
         default=d.significance,
         help="token-selection policy: attention, question-attention, lookahead or lookahead-attention, "
-        "'+question' to always keep the question; a comma list is searched as a dimension (default: %(default)s)",
+        "'+question' to always keep the question; a comma list is searched as a dimension; auto: "
+        "lookahead+question when the model has look-ahead probes, else attention (default: %(default)s)",
     )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument(
@@ -154,7 +155,9 @@ def run(args: argparse.Namespace) -> int:
         max_rescore=args.max_rescore,
         study_name=args.study_name,
         heartbeat=args.heartbeat,
-        significance=",".join(parse_selections(args.significance)),
+        significance=args.significance
+        if args.significance == AUTO_SIGNIFICANCE
+        else ",".join(parse_selections(args.significance)),
     )
     run_dir = run_search(settings, budget)
     if run_dir is not None and not args.no_report:

@@ -6,6 +6,7 @@ the study, so a resume with other values is refused naming the option (see ``sea
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -38,6 +39,11 @@ OPTION = {
 }
 
 
+AUTO_SIGNIFICANCE = "auto"
+WITH_PROBES = "lookahead+question"
+WITHOUT_PROBES = "attention"
+
+
 @dataclass(frozen=True)
 class SearchSettings:
     """Everything a run depends on; the part that changes numbers is stored in the study."""
@@ -63,7 +69,20 @@ class SearchSettings:
     max_rescore: int = 16
     study_name: str | None = None
     heartbeat: int = 30  # seconds between a trial's heartbeats on a server storage; stale after 3 missed
-    significance: str = "attention"  # the policy, or a comma list searched as a categorical dimension
+    # the policy, or a comma list searched as a categorical dimension; "auto": the look-ahead
+    # probes' ranking with the question kept when the model has probes, attention received otherwise
+    significance: str = AUTO_SIGNIFICANCE
+
+    def resolved(self) -> SearchSettings:
+        """These settings with ``auto`` significance replaced by the policy it means for this model."""
+        if self.significance != AUTO_SIGNIFICANCE:
+            return self
+        from bench.probes import saved_with_probes
+
+        chosen = WITH_PROBES if saved_with_probes(self.model) else WITHOUT_PROBES
+        note = "the model has look-ahead probes" if chosen == WITH_PROBES else "the model has no look-ahead probes"
+        print(f"significance auto -> {chosen} ({note})")
+        return dataclasses.replace(self, significance=chosen)
 
     def check(self) -> None:
         """Refuse, in one line, settings no run can use."""

@@ -53,6 +53,7 @@ def run_search(settings: SearchSettings, budget: Budget | None) -> Path | None:
     before the first trial.
     """
     settings.check()
+    settings = settings.resolved()
     if settings.threads:
         import torch
 

@@ -44,3 +44,11 @@ def test_runner_latency_references_the_engines_own_keep_all(model_dir, squad_fil
     assert len(stock_calls) == 2
     assert set(result.extra["speedup_vs_stock"]) >= {"median", "min", "max"}
     assert "speedup_vs_stock" not in runner.latency(config, sample=2, repeats=1, warmup=0, with_bert_base=False).extra
+
+
+def test_timing_shows_a_progress_bar_only_when_asked(capsys):
+    contenders = {"a": lambda batch: None, "b": lambda batch: None}
+    interleaved_batch_timings(contenders, batches=[0, 1], repeats=2, warmup=1)
+    assert capsys.readouterr().err == ""
+    interleaved_batch_timings(contenders, batches=[0, 1], repeats=2, warmup=1, progress="timing a, b")
+    assert "timing a, b" in capsys.readouterr().err

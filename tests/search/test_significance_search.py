@@ -71,3 +71,23 @@ def test_lookahead_search_runs_on_a_model_with_probes(tmp_path, model_dir, squad
     _, points = read_run(run_dir)
     assert all(p.length_config.selection == "lookahead+question" for p in points)
     assert all(p.length_config.values[0] == 1.0 for p in points)  # the embeddings' layer has no probe
+
+
+def test_auto_significance_follows_whether_the_model_has_probes(tmp_path, model_dir, capsys):
+    import shutil
+
+    from transformers import AutoModelForQuestionAnswering
+
+    from search.settings import SearchSettings
+
+    plain = SearchSettings(model=str(model_dir), data="unused.json", run_dir=str(tmp_path / "a"))
+    assert plain.significance == "auto" and plain.resolved().significance == "attention"
+    assert "no look-ahead probes" in capsys.readouterr().out
+    folder = tmp_path / "with-probes"
+    shutil.copytree(model_dir, folder)
+    model = AutoModelForQuestionAnswering.from_pretrained(folder)
+    LookaheadProbes(model.config.hidden_size, [1, 2, 3], 8).save(folder)
+    probed = SearchSettings(model=str(folder), data="unused.json", run_dir=str(tmp_path / "b"))
+    assert probed.resolved().significance == "lookahead+question"
+    fixed = SearchSettings(model=str(folder), data="unused.json", run_dir=str(tmp_path / "c"), significance="attention")
+    assert fixed.resolved() is fixed
