@@ -124,3 +124,34 @@ def save_tiny_model(folder: Path, seed: int = 0) -> Path:
     tiny_bert(seed=seed).save_pretrained(folder)
     tiny_tokenizer().save_pretrained(folder)
     return folder
+
+
+# --- training runs ------------------------------------------------------------------------------
+class KilledAt(Exception):
+    """Raised by :func:`kill_after` in place of a kill."""
+
+
+def kill_after(module, step: int, monkeypatch) -> None:
+    """Make ``module``'s next training run die right after the Trainer saved checkpoint ``step``, as a kill would."""
+    from transformers import TrainerCallback
+
+    class Kill(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            if state.global_step == step:
+                raise KilledAt(step)
+
+    real = module.make_trainer
+
+    def with_kill(*args, **kwargs):
+        trainer = real(*args, **kwargs)
+        trainer.add_callback(Kill())
+        return trainer
+
+    monkeypatch.setattr(module, "make_trainer", with_kill)
+
+
+def model_weights(folder: Path) -> dict:
+    """The state dict of the QA model saved in ``folder``."""
+    from transformers import AutoModelForQuestionAnswering
+
+    return AutoModelForQuestionAnswering.from_pretrained(folder).state_dict()

@@ -3,6 +3,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from fixtures import KilledAt, kill_after, model_weights
 
 from bench.errors import UserError
 from bench.squad import load_squad
@@ -27,42 +28,13 @@ def _recipe(model_dir: Path, squad_file: Path, **overrides) -> finetune.Recipe:
     return finetune.Recipe(**options)
 
 
-def _weights(folder: Path) -> dict[str, torch.Tensor]:
-    from transformers import AutoModelForQuestionAnswering
-
-    return AutoModelForQuestionAnswering.from_pretrained(folder).state_dict()
-
-
-class _KilledAt(Exception):
-    pass
-
-
-def _kill_after(step: int, monkeypatch) -> None:
-    """Make the next training run die right after the Trainer saved checkpoint ``step`` (as a kill would)."""
-    from transformers import TrainerCallback
-
-    class Kill(TrainerCallback):
-        def on_save(self, args, state, control, **kwargs):
-            if state.global_step == step:
-                raise _KilledAt(step)
-
-    real = finetune.make_trainer
-
-    def with_kill(*args, **kwargs):
-        trainer = real(*args, **kwargs)
-        trainer.add_callback(Kill())
-        return trainer
-
-    monkeypatch.setattr(finetune, "make_trainer", with_kill)
-
-
 def test_training_saves_a_float32_model_and_is_idempotent(model_dir, squad_file, tmp_path, capsys):
     out = tmp_path / "qa"
     finetune.train(_recipe(model_dir, squad_file), out, save_every=2)
     info = json.loads((out / "training.json").read_text())
     assert info["steps"] == 6 and info["precision"] == "fp32" and info["resumed_from"] is None
     assert not (out / tr.CHECKPOINTS).exists(), "checkpoints are removed once the model is saved"
-    assert all(t.dtype == torch.float32 for t in _weights(out).values())
+    assert all(t.dtype == torch.float32 for t in model_weights(out).values())
     before = (out / "training.json").stat().st_mtime_ns
     finetune.train(_recipe(model_dir, squad_file), out)
     assert "nothing to do" in capsys.readouterr().out
@@ -72,7 +44,7 @@ def test_training_saves_a_float32_model_and_is_idempotent(model_dir, squad_file,
 def test_training_changes_the_weights_towards_the_labels(model_dir, squad_file, tmp_path):
     out = tmp_path / "qa"
     finetune.train(_recipe(model_dir, squad_file, epochs=4.0), out)
-    trained, start = _weights(out), _weights(model_dir)
+    trained, start = model_weights(out), model_weights(model_dir)
     changed = [k for k in trained if k in start and not torch.equal(trained[k], start[k])]
     assert len(changed) > len(trained) // 2
     assert json.loads((out / "training.json").read_text())["final_loss"] is not None
@@ -84,14 +56,14 @@ def test_a_killed_run_resumes_to_the_same_weights_as_an_uninterrupted_one(model_
 
     resumed = tmp_path / "resumed"
     with monkeypatch.context() as patch:
-        _kill_after(4, patch)
-        with pytest.raises(_KilledAt):
+        kill_after(finetune, 4, patch)
+        with pytest.raises(KilledAt):
             finetune.train(_recipe(model_dir, squad_file), resumed, save_every=2)
     assert tr.last_checkpoint(resumed / tr.CHECKPOINTS).endswith("checkpoint-4")
     assert not (resumed / "training.json").exists()
     finetune.train(_recipe(model_dir, squad_file), resumed, save_every=2)
     assert json.loads((resumed / "training.json").read_text())["resumed_from"] == "checkpoint-4"
-    a, b = _weights(whole), _weights(resumed)
+    a, b = model_weights(whole), model_weights(resumed)
     assert a.keys() == b.keys()
     for name in a:
         torch.testing.assert_close(b[name], a[name], rtol=0, atol=1e-6, msg=name)
@@ -100,8 +72,8 @@ def test_a_killed_run_resumes_to_the_same_weights_as_an_uninterrupted_one(model_
 def test_checkpoints_of_other_options_are_refused_before_training(model_dir, squad_file, tmp_path, monkeypatch):
     out = tmp_path / "qa"
     with monkeypatch.context() as patch:
-        _kill_after(2, patch)
-        with pytest.raises(_KilledAt):
+        kill_after(finetune, 2, patch)
+        with pytest.raises(KilledAt):
             finetune.train(_recipe(model_dir, squad_file), out, save_every=2)
     with pytest.raises(UserError, match="differs in: learning_rate.*same options to resume"):
         finetune.train(_recipe(model_dir, squad_file, learning_rate=5e-4), out)
@@ -138,7 +110,7 @@ def test_bf16_training_keeps_float32_weights(model_dir, squad_file, tmp_path):
     out = tmp_path / "qa"
     finetune.train(_recipe(model_dir, squad_file, precision="bf16"), out)
     assert json.loads((out / "training.json").read_text())["precision"] == "bf16"
-    assert all(t.dtype == torch.float32 for t in _weights(out).values())
+    assert all(t.dtype == torch.float32 for t in model_weights(out).values())
 
 
 def test_global_batch_splits_over_processes(monkeypatch):

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from fixtures import tiny_bert, tiny_tokenizer, vocabulary
+from fixtures import KilledAt, kill_after, model_weights, tiny_bert, tiny_tokenizer, vocabulary
 
 from bench.adaptive import LengthAdaptiveQA
 from bench.errors import UserError
@@ -34,12 +34,6 @@ def _recipe(model_dir: Path, squad_file: Path, **overrides) -> ld.LengthDropReci
     )
     options.update(overrides)
     return ld.LengthDropRecipe(**options)
-
-
-def _weights(folder: Path) -> dict[str, torch.Tensor]:
-    from transformers import AutoModelForQuestionAnswering
-
-    return AutoModelForQuestionAnswering.from_pretrained(folder).state_dict()
 
 
 def _batch(squad_file: Path, size: int = 4) -> dict[str, torch.Tensor]:
@@ -209,27 +203,6 @@ def test_teacher_adds_a_kl_term_and_stays_frozen(squad_file):
 
 
 # --- whole runs --------------------------------------------------------------------------------
-class _KilledAt(Exception):
-    pass
-
-
-def _kill_after(step: int, monkeypatch) -> None:
-    """Make the next training run die right after the Trainer saved checkpoint ``step`` (as a kill would)."""
-    from transformers import TrainerCallback
-
-    class Kill(TrainerCallback):
-        def on_save(self, args, state, control, **kwargs):
-            if state.global_step == step:
-                raise _KilledAt(step)
-
-    real = ld.make_trainer
-
-    def with_kill(*args, **kwargs):
-        trainer = real(*args, **kwargs)
-        trainer.add_callback(Kill())
-        return trainer
-
-    monkeypatch.setattr(ld, "make_trainer", with_kill)
 
 
 def _cli(model_dir: Path, squad_file: Path, out: Path, *extra: str) -> int:
@@ -247,7 +220,7 @@ def test_run_writes_a_loadable_folder_with_small_files_and_is_idempotent(model_d
     assert not (out / tr.CHECKPOINTS).exists(), "checkpoints are removed once the model is saved"
     files = [p for p in out.rglob("*") if p.is_file()]
     assert files and max(p.stat().st_size for p in files) < 16 * 2**20
-    assert all(t.dtype == torch.float32 for t in _weights(out).values())
+    assert all(t.dtype == torch.float32 for t in model_weights(out).values())
     assert (out / "tokenizer_config.json").is_file()
     mtime = (out / "training.json").stat().st_mtime_ns
     capsys.readouterr()
@@ -274,8 +247,8 @@ def test_killed_run_resumes_to_the_same_weights(model_dir, squad_file, tmp_path,
 
     out = tmp_path / "killed"
     with monkeypatch.context() as patch:
-        _kill_after(4, patch)  # step 5 is lost and must be redone, in the middle of epoch 2
-        with pytest.raises(_KilledAt):
+        kill_after(ld, 4, patch)  # step 5 is lost and must be redone, in the middle of epoch 2
+        with pytest.raises(KilledAt):
             ld.train_lengthdrop(recipe, out, save_every=2)
     assert tr.last_checkpoint(out / tr.CHECKPOINTS).endswith("checkpoint-4")
     assert not (out / "training.json").exists()
@@ -286,19 +259,19 @@ def test_killed_run_resumes_to_the_same_weights(model_dir, squad_file, tmp_path,
     info = json.loads((out / "training.json").read_text())
     assert info["steps"] == 6 and info["resumed_from"] == "checkpoint-4"
     assert not (out / tr.CHECKPOINTS).exists()
-    expected, got = _weights(reference), _weights(out)
+    expected, got = model_weights(reference), model_weights(out)
     assert expected.keys() == got.keys()
     for name in expected:
         torch.testing.assert_close(got[name], expected[name], rtol=0, atol=1e-7, msg=name)
-    start = _weights(model_dir)
+    start = model_weights(model_dir)
     assert not torch.equal(start["qa_outputs.weight"], got["qa_outputs.weight"])
 
 
 def test_checkpoint_of_other_options_is_refused(model_dir, squad_file, tmp_path, monkeypatch):
     out = tmp_path / "ld"
     with monkeypatch.context() as patch:
-        _kill_after(1, patch)
-        with pytest.raises(_KilledAt):
+        kill_after(ld, 1, patch)
+        with pytest.raises(KilledAt):
             ld.train_lengthdrop(_recipe(model_dir, squad_file), out, save_every=1)
     with pytest.raises(UserError, match="other options.*differs in: bound.*same options to resume"):
         ld.train_lengthdrop(_recipe(model_dir, squad_file, bound=0.3), out, save_every=1)
@@ -316,7 +289,7 @@ def test_bf16_training_keeps_float32_weights(model_dir, squad_file, tmp_path):
     out = ld.train_lengthdrop(_recipe(model_dir, squad_file, max_steps=2, precision="bf16"), tmp_path / "ld")
     info = json.loads((out / "training.json").read_text())
     assert info["precision"] == "bf16" and info["final_task_loss"] is not None
-    assert all(t.dtype == torch.float32 for t in _weights(out).values())
+    assert all(t.dtype == torch.float32 for t in model_weights(out).values())
 
 
 def test_stored_recipes_without_precision_still_match(model_dir, squad_file):
@@ -401,7 +374,7 @@ def test_layerdrop_recipe_validated_and_changes_training(tmp_path, model_dir, sq
         _recipe(model_dir, squad_file, layerdrop=1.0).check()
     plain = ld.train_lengthdrop(_recipe(model_dir, squad_file, max_steps=2), tmp_path / "plain")
     dropped = ld.train_lengthdrop(_recipe(model_dir, squad_file, max_steps=2, layerdrop=0.5), tmp_path / "ld")
-    a, b = _weights(plain), _weights(dropped)
+    a, b = model_weights(plain), model_weights(dropped)
     assert any(not torch.equal(a[k], b[k]) for k in a)
 
 
@@ -422,7 +395,7 @@ def test_lookahead_lengthdrop_trains_and_saves_probes_beside_a_stock_model(model
     out = ld.train_lengthdrop(_recipe(model_dir, squad_file, significance="lookahead+question"), tmp_path / "ld")
     info = json.loads((out / "training.json").read_text())
     assert info["final_probe_kl"] is not None and info["final_probe_kl"] > 0
-    assert not any(k.startswith(ld.PROBES_ATTR) for k in _weights(out)), "the saved model is a stock HF model"
+    assert not any(k.startswith(ld.PROBES_ATTR) for k in model_weights(out)), "the saved model is a stock HF model"
     entry = json.loads((out / "config.json").read_text())["dynlen_lookahead"]
     assert entry["trained_with"] == "lengthdrop" and entry["layers"] == [1, 2, 3]
     qa = LengthAdaptiveQA(load_qa_model(str(out)))
@@ -471,11 +444,11 @@ def test_lookahead_lengthdrop_resumes_exactly_probes_included(model_dir, squad_f
     reference = ld.train_lengthdrop(recipe, tmp_path / "straight", save_every=100)
     out = tmp_path / "killed"
     with monkeypatch.context() as patch:
-        _kill_after(4, patch)
-        with pytest.raises(_KilledAt):
+        kill_after(ld, 4, patch)
+        with pytest.raises(KilledAt):
             ld.train_lengthdrop(recipe, out, save_every=2)
     ld.train_lengthdrop(recipe, out, save_every=2)
-    for load in (_weights, _probe_weights):
+    for load in (model_weights, _probe_weights):
         expected, got = load(reference), load(out)
         assert expected.keys() == got.keys()
         for name in expected:
