@@ -30,7 +30,7 @@ COMMANDS: dict[str, str] = {
     "regress": "cli.regress",
 }
 # Commands whose libraries print transformers' loading notices, which the commands' own progress replaces.
-_QUIET = {"eval", "answer", "search", "lengthdrop", "probes", "regress"}
+_QUIET = {"eval", "answer", "search", "finetune", "lengthdrop", "probes", "regress"}
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):

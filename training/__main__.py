@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 1
-    if args.command in ("lengthdrop", "probes"):
+    if args.command in ("finetune", "lengthdrop", "probes"):
         quiet_libraries()
     return exit_status(lambda: COMMANDS[args.command].run(args))
 
