@@ -81,18 +81,22 @@ def per_device_batch(batch_size: int) -> int:
 
 
 def checkpoint_folder(out: Path, recipe) -> Path:
-    """OUT/checkpoints, claimed for ``recipe``: checkpoints of other options are refused, not mixed in."""
+    """OUT/checkpoints, claimed for ``recipe``: checkpoints of other options are refused, not mixed in.
+
+    A claim with no checkpoint under it yet (a run that stopped before its first save, e.g. on a
+    mistyped training file) holds nothing to lose, so the next run takes the folder over.
+    """
     folder = out / CHECKPOINTS
     stored = folder / RECIPE_FILE
-    if stored.is_file():
+    if stored.is_file() and any(folder.glob("checkpoint-*")):
         saved = json.loads(stored.read_text())
         if not same_recipe(saved, recipe):
             raise UserError(
                 f"{folder} holds checkpoints of other options ({differences(saved, recipe)}); {RESUME_HINT}"
             )
-    else:
-        folder.mkdir(parents=True, exist_ok=True)
-        stored.write_text(json.dumps(asdict(recipe), indent=2))
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    stored.write_text(json.dumps(asdict(recipe), indent=2))
     return folder
 
 

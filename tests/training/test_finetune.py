@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from fixtures import KilledAt, kill_after, model_weights
+from fixtures import KilledAt, kill_after, model_weights, tiny_recipe
 
 from bench.errors import UserError
 from bench.squad import load_squad
@@ -12,20 +12,7 @@ from training import trainer as tr
 
 
 def _recipe(model_dir: Path, squad_file: Path, **overrides) -> finetune.Recipe:
-    """Tiny fixture: 10 questions -> 10 features, batch 4 -> 3 steps per epoch, 6 steps over 2 epochs."""
-    options = dict(
-        base=str(model_dir),
-        train=str(squad_file),
-        batch_size=4,
-        max_length=64,
-        stride=16,
-        learning_rate=1e-3,
-        warmup=0.0,
-        epochs=2.0,
-        precision="fp32",
-    )
-    options.update(overrides)
-    return finetune.Recipe(**options)
+    return tiny_recipe(finetune.Recipe, model_dir, squad_file, **overrides)
 
 
 def test_training_saves_a_float32_model_and_is_idempotent(model_dir, squad_file, tmp_path, capsys):
@@ -128,3 +115,11 @@ def test_a_file_named_like_the_official_set_must_be_it(squad_file, tmp_path):
     renamed = tmp_path / "my-train.json"
     renamed.write_bytes(squad_file.read_bytes())
     assert load_squad(renamed).examples
+
+
+def test_a_run_that_failed_before_its_first_checkpoint_does_not_claim_the_folder(model_dir, squad_file, tmp_path):
+    out = tmp_path / "qa"
+    with pytest.raises(UserError, match="not found"):
+        finetune.train(_recipe(model_dir, tmp_path / "typo.json"), out)
+    finetune.train(_recipe(model_dir, squad_file), out)  # the corrected command is not refused
+    assert json.loads((out / "training.json").read_text())["steps"] == 6
