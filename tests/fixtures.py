@@ -155,3 +155,19 @@ def model_weights(folder: Path) -> dict:
     from transformers import AutoModelForQuestionAnswering
 
     return AutoModelForQuestionAnswering.from_pretrained(folder).state_dict()
+
+
+def tiny_recipe(recipe_class, model_dir: Path, squad_file: Path, **overrides):
+    """A training recipe for the tiny fixture: 10 questions -> 10 features, batch 4 -> 3 steps per epoch, 6 over 2."""
+    options = dict(
+        base=str(model_dir),
+        train=str(squad_file),
+        batch_size=4,
+        max_length=64,
+        stride=16,
+        learning_rate=1e-3,
+        warmup=0.0,
+        epochs=2.0,
+        precision="fp32",
+    )
+    return recipe_class(**{**options, **overrides})

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from fixtures import KilledAt, kill_after, model_weights, tiny_bert, tiny_tokenizer, vocabulary
+from fixtures import KilledAt, kill_after, model_weights, tiny_bert, tiny_recipe, tiny_tokenizer, vocabulary
 
 from bench.adaptive import LengthAdaptiveQA
 from bench.errors import UserError
@@ -20,20 +20,7 @@ NUM_LAYERS = 4
 
 
 def _recipe(model_dir: Path, squad_file: Path, **overrides) -> ld.LengthDropRecipe:
-    """Tiny fixture: 10 questions -> 10 features, batch 4 -> 3 steps per epoch, 6 steps over 2 epochs."""
-    options = dict(
-        base=str(model_dir),
-        train=str(squad_file),
-        batch_size=4,
-        max_length=64,
-        stride=16,
-        learning_rate=1e-3,
-        warmup=0.0,
-        epochs=2.0,
-        precision="fp32",
-    )
-    options.update(overrides)
-    return ld.LengthDropRecipe(**options)
+    return tiny_recipe(ld.LengthDropRecipe, model_dir, squad_file, **overrides)
 
 
 def _batch(squad_file: Path, size: int = 4) -> dict[str, torch.Tensor]:
