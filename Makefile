@@ -135,7 +135,8 @@ endif
 search: $(BUILD_ON_DEMAND) ## WORKERS= processes on one study (STORAGE=postgresql://...), TRIALS completed in all -> reports/RUN/
 	@pids=""; for i in $$(seq $(WORKERS)); do \
 		$(DYNLEN) search --model $(MODEL) $(if $(DATA),--data $(DATA),) --run reports/$(RUN) --trials $(TRIALS) \
-			--cost $(COST) --sampler $(SAMPLER) $(if $(BUDGET),--budget '$(BUDGET)',) \
+			--cost $(COST) --sampler $(SAMPLER) --significance '$(SIGNIFICANCE)' $(if $(BUDGET),--budget '$(BUDGET)',) \
+			$(if $(HELDOUT_QUESTIONS),--heldout-questions $(HELDOUT_QUESTIONS),) $(if $(MAX_RESCORE),--max-rescore $(MAX_RESCORE),) \
 			$(if $(STORAGE),--storage '$(STORAGE)',) $(SEARCH_SIZE) & pids="$$pids $$!"; \
 	done; status=0; for p in $$pids; do wait $$p || status=$$?; done; exit $$status
 
