@@ -7,7 +7,7 @@ from pathlib import Path
 
 from bench.errors import exit_status
 from bench.model_io import LENGTHDROP_MODEL_DIR, STANDARD_MODEL_DIR, quiet_libraries
-from training.lengthdrop import LengthDropRecipe, train_lengthdrop
+from training.lengthdrop import PROBE_INITS, LengthDropRecipe, train_lengthdrop
 from training.recipe import DEFAULT_TRAIN_SET
 from training.trainer import PRECISIONS
 
@@ -63,6 +63,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ld.add_argument("--probe-width", type=int, default=d.probe_width, help="hidden units per look-ahead probe")
     ld.add_argument("--probe-lr", type=float, default=d.probe_learning_rate, help="the probes' peak learning rate")
     ld.add_argument("--probe-first-layer", type=int, default=d.probe_first_layer, help="first layer with a probe")
+    ld.add_argument(
+        "--probe-init",
+        choices=PROBE_INITS,
+        default=d.probe_init,
+        help="saved: continue the start model's saved probes when they cover the same layers at the same width; "
+        "fresh: new random probes",
+    )
     opt = parser.add_argument_group("optimisation")
     opt.add_argument("--epochs", type=float, default=d.epochs, help="passes over the training features")
     opt.add_argument("--lr", type=float, default=d.learning_rate, help="peak AdamW learning rate (linear warmup/decay)")
@@ -112,6 +119,7 @@ def recipe_from_args(args: argparse.Namespace) -> LengthDropRecipe:
         probe_width=args.probe_width,
         probe_learning_rate=args.probe_lr,
         probe_first_layer=args.probe_first_layer,
+        probe_init=args.probe_init,
         max_steps=args.max_steps,
     )
 

@@ -39,7 +39,8 @@ from bench.config import LengthConfig, cumulative_ratios, parse_selection
 from bench.errors import UserError
 from bench.features import Features, cached_features
 from bench.model_io import load_qa_model, load_tokenizer
-from bench.probes import DEFAULT_WIDTH, LookaheadProbes
+from bench.probes import CONFIG_KEY as PROBES_CONFIG_KEY
+from bench.probes import DEFAULT_WIDTH, LookaheadProbes, load_probes
 from bench.squad import load_squad
 from training.recipe import TrainingRecipe, already_built, training_device
 from training.trainer import (
@@ -57,6 +58,7 @@ MAX_FILE_BYTES = 16 * 1024 * 1024  # every file of the saved model folder should
 # While training, the probes ride on the model as a submodule, so that the Trainer's optimizer,
 # checkpoints and exact resume cover them; they are detached before the model is saved.
 PROBES_ATTR = "dynlen_lookahead_probes"
+PROBE_INITS = ("saved", "fresh")
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,10 @@ class LengthDropRecipe(TrainingRecipe):
     probe_width: int = DEFAULT_WIDTH
     probe_learning_rate: float = 2e-3
     probe_first_layer: int = 1  # layer 0 reads the embeddings, which have not seen the question
+    # "saved": start from the probes saved with the start model when they cover the same layers at
+    # the same width (their ranking is sensible from the first step, so the sub-models never train
+    # on randomly chosen tokens); "fresh": new random probes. Without saved probes both are fresh.
+    probe_init: str = "saved"
 
     def check(self) -> None:
         """Reject options that would only fail (or silently do nothing) hours later."""
@@ -109,6 +115,8 @@ class LengthDropRecipe(TrainingRecipe):
             )
         if self.probe_width < 0 or self.probe_first_layer < 0 or self.probe_learning_rate <= 0:
             raise UserError("--probe-width and --probe-first-layer must be 0 or more, --probe-lr positive")
+        if self.probe_init not in PROBE_INITS:
+            raise UserError(f"--probe-init must be one of {', '.join(PROBE_INITS)}; got {self.probe_init!r}")
 
     @property
     def trains_probes(self) -> bool:
@@ -403,18 +411,27 @@ def _warn_big_files(out: Path) -> None:
             )
 
 
-def attach_probes(model: nn.Module, recipe: LengthDropRecipe) -> LookaheadProbes:
-    """Fresh probes for layers ``probe_first_layer``.. of ``model``, seeded by the recipe, riding on the model."""
+def attach_probes(model: nn.Module, recipe: LengthDropRecipe) -> tuple[LookaheadProbes, str]:
+    """Probes for layers ``probe_first_layer``.. of ``model``, riding on the model; and where they came from.
+
+    With ``probe_init="saved"`` and probes saved with the start model that cover exactly these
+    layers at this width, training starts from those (``"saved"``); otherwise from new probes
+    seeded by the recipe (``"fresh"``).
+    """
     layers = model.config.num_hidden_layers
     if recipe.probe_first_layer >= layers:
         raise UserError(f"--probe-first-layer {recipe.probe_first_layer} is past the model's {layers} layers")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(recipe.seed)
-        probes = LookaheadProbes(
-            model.config.hidden_size, list(range(recipe.probe_first_layer, layers)), recipe.probe_width
-        )
+    wanted = list(range(recipe.probe_first_layer, layers))
+    saved = load_probes(model) if recipe.probe_init == "saved" else None
+    if saved is not None and saved.layer_ids == wanted and saved.width == recipe.probe_width:
+        probes, origin = saved.float(), "saved"
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(recipe.seed)
+            probes = LookaheadProbes(model.config.hidden_size, wanted, recipe.probe_width)
+        origin = "fresh"
     model.add_module(PROBES_ATTR, probes)
-    return probes
+    return probes, origin
 
 
 def _finish(out: Path, recipe: LengthDropRecipe, model: nn.Module, tokenizer, info: dict) -> None:
@@ -423,6 +440,8 @@ def _finish(out: Path, recipe: LengthDropRecipe, model: nn.Module, tokenizer, in
     probes = getattr(model, PROBES_ATTR, None)
     if probes is not None:
         delattr(model, PROBES_ATTR)
+    if hasattr(model.config, PROBES_CONFIG_KEY):  # the start model's probes do not fit the new weights
+        delattr(model.config, PROBES_CONFIG_KEY)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, max_shard_size="15MB")
     tokenizer.save_pretrained(out)
@@ -471,8 +490,7 @@ def train_lengthdrop(recipe: LengthDropRecipe, out: Path, save_every: int = 200,
     feats = _load_features(recipe, tokenizer)
     teacher = load_teacher(recipe.teacher, device) if recipe.teacher else None
     model = load_qa_model(recipe.base)
-    if recipe.trains_probes:
-        attach_probes(model, recipe)
+    probe_origin = attach_probes(model, recipe)[1] if recipe.trains_probes else None
     args = training_arguments(folder, recipe, precision, device, recipe.max_steps, save_every)
     trainer = make_trainer(
         model,
@@ -488,7 +506,9 @@ def train_lengthdrop(recipe: LengthDropRecipe, out: Path, save_every: int = 200,
     print(
         f"LengthDrop on {recipe.base}: {len(feats)} features, {precision} on {device}, "
         f"full model + smallest + {recipe.num_sub_models} random sub-models per step (bound {recipe.bound:g}, "
-        f"selecting by {recipe.significance}{', probes trained alongside' if recipe.trains_probes else ''})"
+        f"selecting by {recipe.significance}"
+        + (f", probes ({probe_origin}) trained alongside" if probe_origin else "")
+        + ")"
         + (f", teacher {recipe.teacher}" if teacher is not None else "")
         + (f"; resuming from {resume}" if resume else ""),
         flush=True,
@@ -512,6 +532,7 @@ def train_lengthdrop(recipe: LengthDropRecipe, out: Path, save_every: int = 200,
         info["final_teacher_kl"] = last_logged(trainer, "teacher_kl")
     if recipe.trains_probes:
         info["final_probe_kl"] = last_logged(trainer, "probe_kl")
+        info["probes_started_from"] = probe_origin
     _finish(out, recipe, trainer.model.float(), tokenizer, info)
     print(f"saved {out} after {trainer.state.global_step} steps ({minutes:.1f} min in this run)", flush=True)
     return out

@@ -1,6 +1,7 @@
 import dataclasses
 import json
 import random
+import shutil
 from pathlib import Path
 
 import pytest
@@ -399,7 +400,8 @@ def test_probe_kl_is_part_of_the_loss_and_only_the_probes_get_its_gradient(squad
     from bench.adaptive import LengthAdaptiveQA
 
     model = tiny_bert(num_layers=NUM_LAYERS).train()
-    probes = ld.attach_probes(model, _recipe(Path("."), squad_file, significance="lookahead"))
+    probes, origin = ld.attach_probes(model, _recipe(Path("."), squad_file, significance="lookahead"))
+    assert origin == "fresh", "a model without saved probes starts from new ones"
     qa = LengthAdaptiveQA(model, kernels=False, probes=probes, sep_token_id=tiny_tokenizer().sep_token_id)
     batch = _batch(squad_file)
     full = model(
@@ -440,6 +442,49 @@ def test_lookahead_lengthdrop_resumes_exactly_probes_included(model_dir, squad_f
         assert expected.keys() == got.keys()
         for name in expected:
             torch.testing.assert_close(got[name], expected[name], rtol=0, atol=1e-7, msg=name)
+
+
+def _probed_copy(model_dir: Path, squad_file: Path, folder: Path, width: int) -> Path:
+    from training.probes import ProbeRecipe, train_probes
+
+    shutil.copytree(model_dir, folder)
+    train_probes(str(folder), ProbeRecipe(train=str(squad_file), features=12, width=width, epochs=2, batch_size=4))
+    return folder
+
+
+def test_lookahead_lengthdrop_starts_from_the_start_models_saved_probes(model_dir, squad_file, tmp_path):
+    from bench.model_io import load_qa_model
+    from bench.probes import load_probes
+
+    probed = _probed_copy(model_dir, squad_file, tmp_path / "probed", width=8)
+    saved = load_probes(load_qa_model(str(probed)))
+    recipe = _recipe(probed, squad_file, significance="lookahead+question", probe_width=8)
+    model = load_qa_model(str(probed))
+    probes, origin = ld.attach_probes(model, recipe)
+    assert origin == "saved"
+    for name, value in saved.state_dict().items():
+        torch.testing.assert_close(probes.state_dict()[name], value, rtol=0, atol=0, msg=name)
+    other_width = ld.attach_probes(load_qa_model(str(probed)), _recipe(probed, squad_file, significance="lookahead"))
+    assert other_width[1] == "fresh", "probes of another width cannot be continued"
+    asked_fresh = _recipe(probed, squad_file, significance="lookahead", probe_width=8, probe_init="fresh")
+    assert ld.attach_probes(load_qa_model(str(probed)), asked_fresh)[1] == "fresh"
+    out = ld.train_lengthdrop(recipe, tmp_path / "ld")
+    assert json.loads((out / "training.json").read_text())["probes_started_from"] == "saved"
+
+
+def test_lengthdrop_without_probes_does_not_announce_the_start_models_probes(model_dir, squad_file, tmp_path):
+    from bench.adaptive import LengthAdaptiveQA
+    from bench.model_io import load_qa_model
+
+    probed = _probed_copy(model_dir, squad_file, tmp_path / "probed", width=8)
+    out = ld.train_lengthdrop(_recipe(probed, squad_file, significance="attention"), tmp_path / "ld")
+    assert "dynlen_lookahead" not in json.loads((out / "config.json").read_text())
+    assert LengthAdaptiveQA(load_qa_model(str(out))).probes is None, "the folder loads, with no stale probes"
+
+
+def test_unknown_probe_init_is_refused(model_dir, squad_file):
+    with pytest.raises(UserError, match="--probe-init"):
+        _recipe(model_dir, squad_file, probe_init="warm").check()
 
 
 def test_unknown_selection_is_refused_before_training(model_dir, squad_file):
