@@ -487,10 +487,10 @@ def train_lengthdrop(recipe: LengthDropRecipe, out: Path, save_every: int = 200,
     if recipe.teacher:
         check_same_vocab(tokenizer, load_tokenizer(recipe.teacher), recipe.teacher)
     folder = checkpoint_folder(out, recipe)
+    model = load_qa_model(recipe.base)  # first: a model or its saved probes that cannot load fail before encoding
+    probe_origin = attach_probes(model, recipe)[1] if recipe.trains_probes else None
     feats = _load_features(recipe, tokenizer)
     teacher = load_teacher(recipe.teacher, device) if recipe.teacher else None
-    model = load_qa_model(recipe.base)
-    probe_origin = attach_probes(model, recipe)[1] if recipe.trains_probes else None
     args = training_arguments(folder, recipe, precision, device, recipe.max_steps, save_every)
     trainer = make_trainer(
         model,

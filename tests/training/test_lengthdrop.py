@@ -482,6 +482,17 @@ def test_lengthdrop_without_probes_does_not_announce_the_start_models_probes(mod
     assert LengthAdaptiveQA(load_qa_model(str(out))).probes is None, "the folder loads, with no stale probes"
 
 
+def test_saved_probes_without_their_weights_file_are_named_before_training(model_dir, squad_file, tmp_path):
+    from bench.probes import WEIGHTS_FILE
+
+    probed = _probed_copy(model_dir, squad_file, tmp_path / "probed", width=8)
+    (probed / WEIGHTS_FILE).unlink()
+    recipe = _recipe(probed, squad_file, significance="lookahead+question", probe_width=8)
+    with pytest.raises(UserError, match="lookahead_probes.safetensors is missing"):
+        ld.train_lengthdrop(recipe, tmp_path / "ld")
+    assert not (tmp_path / "ld" / "training.json").exists()
+
+
 def test_unknown_probe_init_is_refused(model_dir, squad_file):
     with pytest.raises(UserError, match="--probe-init"):
         _recipe(model_dir, squad_file, probe_init="warm").check()
