@@ -27,12 +27,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--train", default=DEFAULT_TRAIN_SET, help="SQuAD 1.1 training JSON, or hub:rajpurkar/squad:train"
     )
     parser.add_argument("--out", default=STANDARD_MODEL_DIR, help="output folder (git-ignored)")
-    parser.add_argument("--epochs", type=float, default=Recipe.epochs)
-    parser.add_argument("--lr", type=float, default=Recipe.learning_rate)
-    parser.add_argument("--batch-size", type=int, default=Recipe.batch_size)
-    parser.add_argument("--max-length", type=int, default=Recipe.max_length)
-    parser.add_argument("--stride", type=int, default=Recipe.stride)
-    parser.add_argument("--seed", type=int, default=Recipe.seed)
+    parser.add_argument("--epochs", type=float, default=Recipe.epochs, help="passes over the training features")
+    parser.add_argument("--lr", type=float, default=Recipe.learning_rate, help="peak AdamW learning rate")
+    parser.add_argument("--batch-size", type=int, default=Recipe.batch_size, help="features per step")
+    parser.add_argument("--max-length", type=int, default=Recipe.max_length, help="tokens per feature")
+    parser.add_argument("--stride", type=int, default=Recipe.stride, help="overlap between windows of long contexts")
+    parser.add_argument("--seed", type=int, default=Recipe.seed, help="seeds data order and dropout")
     parser.add_argument(
         "--precision",
         choices=PRECISIONS,

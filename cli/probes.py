@@ -22,10 +22,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--features", type=int, default=ProbeRecipe.features, help="training features sampled")
     parser.add_argument("--width", type=int, default=ProbeRecipe.width, help="probe hidden width (0: linear)")
     parser.add_argument("--first-layer", type=int, default=ProbeRecipe.first_layer, help="first probed layer, 0-based")
-    parser.add_argument("--epochs", type=int, default=ProbeRecipe.epochs)
-    parser.add_argument("--lr", type=float, default=ProbeRecipe.learning_rate)
-    parser.add_argument("--batch-size", type=int, default=ProbeRecipe.batch_size)
-    parser.add_argument("--seed", type=int, default=ProbeRecipe.seed)
+    parser.add_argument("--epochs", type=int, default=ProbeRecipe.epochs, help="passes over the sampled features")
+    parser.add_argument("--lr", type=float, default=ProbeRecipe.learning_rate, help="probe learning rate")
+    parser.add_argument("--batch-size", type=int, default=ProbeRecipe.batch_size, help="features per step")
+    parser.add_argument("--seed", type=int, default=ProbeRecipe.seed, help="seeds the feature sample and order")
     parser.add_argument(
         "--retrain", action="store_true", help="replace probes that LengthDrop trained together with the model"
     )
