@@ -1,13 +1,18 @@
-"""Does bf16 mixed precision pay for training here, and does it cost accuracy?
+"""Which training settings pay here, and do they cost accuracy? Two arms of the fine-tuning step, paired.
+
+``--compare precision`` (default): fp32 against bf16 mixed precision, both at the recipe's
+attention dropout. ``--compare attention-dropout``: the encoder config's attention-probability
+dropout (0.1 for MiniLM) against none, both in the precision ``auto`` picks.
 
 Step time: the standard fine-tuning step (``transformers.Trainer``, batch 16, SQuAD train
-features at 384/128) timed per step by a Trainer callback, fp32 and bf16 alternating in blocks
-in one run so that both see the same machine load; the first steps of each block are warm-up.
-Every block replays the same batches (same seed), so the ratio is paired step by step.
-Reported: median seconds per step, the spread (quartiles) and the paired fp32/bf16 ratio.
+features at 384/128, length-grouped batches padded to their longest member) timed per step by a
+Trainer callback, the two arms alternating in blocks in one run so that both see the same machine
+load; the first steps of each block are warm-up. Every block replays the same batches (same
+seed), so the ratio is paired step by step. Reported: median seconds per step, the spread
+(quartiles) and the paired first/second ratio.
 
 Accuracy (``--f1-steps N``): the same recipe trained N steps from the pretrained encoder in each
-precision, then scored at keep-all on the first ``--dev-questions`` dev questions.
+arm, then scored at keep-all on the first ``--dev-questions`` dev questions.
 
 Writes ``train_precision.json`` and ``train_precision.md`` to ``--out``.
 """
@@ -20,9 +25,11 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
+from transformers import AutoConfig
 
 from bench.errors import exit_status
 from bench.features import build_features
@@ -53,12 +60,14 @@ class StepTimer:
         return Timer()
 
 
-def time_steps(recipe: finetune.Recipe, feats, tokenizer, precision: str, steps: int, warmup: int) -> list[float]:
-    """Seconds per step of ``steps`` Trainer steps after ``warmup`` untimed ones."""
+def time_steps(recipe: finetune.Recipe, feats, tokenizer, steps: int, warmup: int) -> list[float]:
+    """Seconds per step of ``steps`` Trainer steps of ``recipe`` (its precision resolved) after ``warmup`` untimed ones."""
     from transformers import AutoModelForQuestionAnswering
 
     device = training_device()
-    model = AutoModelForQuestionAnswering.from_pretrained(recipe.base, dtype=torch.float32)
+    precision = resolve_precision(recipe.precision, device)
+    dropout = finetune.attention_dropout_option(recipe.base, recipe.attention_dropout)
+    model = AutoModelForQuestionAnswering.from_pretrained(recipe.base, dtype=torch.float32, **dropout)
     with tempfile.TemporaryDirectory() as folder:
         args = training_arguments(Path(folder), recipe, precision, device, warmup + steps, save_every=10**9)
         args.disable_tqdm = True
@@ -76,12 +85,12 @@ def quartiles(values: list[float]) -> tuple[float, float, float]:
     return q[0], statistics.median(values), q[2]
 
 
-def short_run_f1(recipe: finetune.Recipe, steps: int, dev: str, questions: int, work: Path) -> dict:
-    """Train ``steps`` steps in the recipe's precision, then EM/F1 at keep-all on the first dev questions."""
+def short_run_f1(label: str, recipe: finetune.Recipe, steps: int, dev: str, questions: int, work: Path) -> dict:
+    """Train ``steps`` steps of ``recipe``, then EM/F1 at keep-all on the first dev questions."""
     from bench.config import LengthConfig
     from bench.runner import QARunner
 
-    out = work / f"short-{recipe.precision}"
+    out = work / f"short-{len(list(work.iterdir()))}"
     started = time.time()
     finetune.train(recipe, out, max_steps=steps, save_every=10**9)
     minutes = (time.time() - started) / 60
@@ -89,7 +98,7 @@ def short_run_f1(recipe: finetune.Recipe, steps: int, dev: str, questions: int, 
     runner = QARunner(str(out), data, device=training_device())
     result = runner.evaluate(LengthConfig.keep_all(runner.num_layers))
     return {
-        "precision": recipe.precision,
+        "arm": label,
         "steps": steps,
         "minutes": round(minutes, 1),
         "em": result.exact_match,
@@ -105,15 +114,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--questions", type=int, default=2000, help="train questions the timed steps draw from")
     parser.add_argument("--steps", type=int, default=12, help="timed steps per block")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps at the start of each block")
-    parser.add_argument("--blocks", type=int, default=3, help="alternating fp32/bf16 blocks of each precision")
-    parser.add_argument(
-        "--f1-steps", type=int, default=0, help="also train this many steps in each precision and score"
-    )
+    parser.add_argument("--blocks", type=int, default=3, help="alternating blocks of each arm")
+    parser.add_argument("--compare", choices=COMPARISONS, default="precision", help="which two arms to time")
+    parser.add_argument("--f1-steps", type=int, default=0, help="also train this many steps in each arm and score")
     parser.add_argument("--dev-questions", type=int, default=1000, help="dev questions scored after --f1-steps")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--out", default="reports/train-precision", help="output folder")
+    parser.add_argument("--out", default=None, help="output folder (default: reports/train-<compare>)")
     args = parser.parse_args(argv)
+    if args.steps * args.blocks < 2:
+        parser.error("--steps x --blocks must give at least 2 timed steps per arm (quartiles need two)")
     return exit_status(lambda: run(args))
+
+
+COMPARISONS = ("precision", "attention-dropout")
+
+
+def arms(compare: str, base: str, train: str) -> dict[str, finetune.Recipe]:
+    """The two recipes ``compare`` sets against each other, by label; they differ in one field only."""
+    recipe = finetune.Recipe(base=base, train=train)
+    device = training_device()
+    if compare == "precision":
+        bf16 = resolve_precision("bf16", device)  # refuses, in one line, hardware without native bf16
+        return {"fp32": replace(recipe, precision="fp32"), bf16: replace(recipe, precision=bf16)}
+    config = AutoConfig.from_pretrained(base)
+    own = getattr(config, "attention_probs_dropout_prob", getattr(config, "attention_dropout", None))
+    return {
+        f"attention dropout {own:g} (config)": replace(recipe, attention_dropout=None),
+        "attention dropout 0": replace(recipe, attention_dropout=0.0),
+    }
 
 
 def run(args: argparse.Namespace) -> None:
@@ -121,69 +149,68 @@ def run(args: argparse.Namespace) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     base = args.model or default_encoder_dir()
-    recipe = finetune.Recipe(base=base, train=args.train)
-    device = training_device()
-    bf16 = resolve_precision("bf16", device)  # refuses, in one line, hardware without native bf16
+    recipes = arms(args.compare, base, args.train)
+    first, second = recipes
     tokenizer = load_tokenizer(base)
+    recipe = recipes[first]
     examples = limit_examples(load_squad(args.train), args.questions).examples
     feats = build_features(examples, tokenizer, recipe.max_length, recipe.stride, with_labels=True)
-    times: dict[str, list[float]] = {"fp32": [], bf16: []}
+    times: dict[str, list[float]] = {label: [] for label in recipes}
     for block in range(args.blocks):
-        for precision in ("fp32", bf16):
-            times[precision] += time_steps(recipe, feats, tokenizer, precision, args.steps, args.warmup)
-            print(
-                f"block {block + 1}/{args.blocks} {precision}: {statistics.median(times[precision]):.3f} s/step",
-                flush=True,
-            )
-    summary = {p: dict(zip(("q1", "median", "q3"), quartiles(t))) for p, t in times.items()}
-    # every block replays the same batches (same seed), so step i of each precision is the same batch
-    paired = [a / b for a, b in zip(times["fp32"], times[bf16])]
-    ratio = statistics.median(paired)
+        for label, arm in recipes.items():
+            times[label] += time_steps(arm, feats, tokenizer, args.steps, args.warmup)
+            print(f"block {block + 1}/{args.blocks} {label}: {statistics.median(times[label]):.3f} s/step", flush=True)
+    summary = {label: dict(zip(("q1", "median", "q3"), quartiles(t))) for label, t in times.items()}
+    # every block replays the same batches (same seed), so step i of each arm is the same batch
+    paired = [a / b for a, b in zip(times[first], times[second])]
     report = {
-        "device": str(device),
+        "compare": args.compare,
+        "device": str(training_device()),
+        "precision": resolve_precision(recipe.precision, training_device()) if args.compare != "precision" else None,
         "cpu_threads": torch.get_num_threads(),
         "batch_size": recipe.batch_size,
         "max_length": recipe.max_length,
-        "steps_per_precision": len(times["fp32"]),
+        "steps_per_arm": len(times[first]),
         "seconds_per_step": summary,
-        "fp32_over_bf16": round(ratio, 2),
-        "fp32_over_bf16_quartiles": [round(x, 2) for x in quartiles(paired)[::2]],
+        "first_over_second": round(statistics.median(paired), 2),
+        "first_over_second_quartiles": [round(x, 2) for x in quartiles(paired)[::2]],
         "short_runs": [],
     }
     if args.f1_steps:
         with tempfile.TemporaryDirectory() as work:
-            for precision in ("fp32", bf16):
-                run_recipe = finetune.Recipe(base=base, train=args.train, precision=precision)
+            for label, arm in recipes.items():
                 report["short_runs"].append(
-                    short_run_f1(run_recipe, args.f1_steps, args.data, args.dev_questions, Path(work))
+                    short_run_f1(label, arm, args.f1_steps, args.data, args.dev_questions, Path(work))
                 )
-    write(report, Path(args.out), " ".join(sys.argv))
+    write(report, Path(args.out or f"reports/train-{args.compare}"), " ".join(sys.argv))
 
 
 def write(report: dict, out: Path, command: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "train_precision.json").write_text(json.dumps(report, indent=2))
+    first, second = report["seconds_per_step"]
+    setting = f", {report['precision']}" if report["precision"] else ""
     lines = [
-        "# Training step time: fp32 vs bf16 mixed precision",
+        f"# Training step time: {first} vs {second}",
         "",
-        f"`{command}` on {report['device']} ({report['cpu_threads']} threads), batch {report['batch_size']}, "
-        f"max length {report['max_length']}, {report['steps_per_precision']} timed steps per precision.",
+        f"`{command}` on {report['device']} ({report['cpu_threads']} threads{setting}), batch {report['batch_size']}, "
+        f"max length {report['max_length']}, {report['steps_per_arm']} timed steps per arm.",
         "",
-        "| precision | median s/step | quartiles |",
+        "| arm | median s/step | quartiles |",
         "|---|---|---|",
     ]
-    for precision, s in report["seconds_per_step"].items():
-        lines.append(f"| {precision} | {s['median']:.3f} | {s['q1']:.3f}–{s['q3']:.3f} |")
-    low, high = report["fp32_over_bf16_quartiles"]
+    for label, s in report["seconds_per_step"].items():
+        lines.append(f"| {label} | {s['median']:.3f} | {s['q1']:.3f}–{s['q3']:.3f} |")
+    low, high = report["first_over_second_quartiles"]
     lines += [
         "",
-        f"fp32 / bf16 step time, paired on the same batches: **{report['fp32_over_bf16']:.2f}×** "
+        f"{first} / {second} step time, paired on the same batches: **{report['first_over_second']:.2f}×** "
         f"(quartiles {low:.2f}–{high:.2f})",
     ]
     if report["short_runs"]:
-        lines += ["", "| precision | steps | minutes | EM | F1 |", "|---|---|---|---|---|"]
+        lines += ["", "| arm | steps | minutes | EM | F1 |", "|---|---|---|---|---|"]
         for r in report["short_runs"]:
-            lines.append(f"| {r['precision']} | {r['steps']} | {r['minutes']} | {r['em']:.2f} | {r['f1']:.2f} |")
+            lines.append(f"| {r['arm']} | {r['steps']} | {r['minutes']} | {r['em']:.2f} | {r['f1']:.2f} |")
     (out / "train_precision.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

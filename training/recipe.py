@@ -57,11 +57,13 @@ def same_recipe(stored: dict | None, recipe) -> bool:
     """Whether a stored recipe equals ``recipe``, reading options it predates as their defaults.
 
     A recipe written before an option existed was trained without it, i.e. with its default,
-    so adding an option must not make finished models look stale.
+    so adding an option must not make finished models look stale. Where the old behaviour is not
+    today's default, the recipe class names it in ``PREDATED``.
     """
     if not isinstance(stored, dict):
         return False
+    predated = getattr(type(recipe), "PREDATED", {})  # options whose value before they existed is not today's default
     try:
-        return asdict(type(recipe)(**stored)) == asdict(recipe)
+        return asdict(type(recipe)(**{**predated, **stored})) == asdict(recipe)
     except TypeError:  # an option this version no longer knows
         return False

@@ -1,4 +1,5 @@
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -123,3 +124,41 @@ def test_a_run_that_failed_before_its_first_checkpoint_does_not_claim_the_folder
         finetune.train(_recipe(model_dir, tmp_path / "typo.json"), out)
     finetune.train(_recipe(model_dir, squad_file), out)  # the corrected command is not refused
     assert json.loads((out / "training.json").read_text())["steps"] == 6
+
+
+def test_attention_dropout_is_off_by_default_and_recorded_in_the_saved_config(model_dir, squad_file, tmp_path):
+    assert json.loads((model_dir / "config.json").read_text())["attention_probs_dropout_prob"] > 0
+    out = tmp_path / "qa"
+    finetune.train(_recipe(model_dir, squad_file, epochs=1.0), out)
+    assert json.loads((out / "config.json").read_text())["attention_probs_dropout_prob"] == 0.0
+    kept = tmp_path / "kept"
+    finetune.train(_recipe(model_dir, squad_file, epochs=1.0, attention_dropout=None), kept)
+    config = json.loads((kept / "config.json").read_text())
+    assert (
+        config["attention_probs_dropout_prob"]
+        == json.loads((model_dir / "config.json").read_text())["attention_probs_dropout_prob"]
+    )
+
+
+def test_models_trained_before_the_attention_dropout_option_are_not_taken_for_todays_default(model_dir, squad_file):
+    from training.recipe import same_recipe
+
+    today = _recipe(model_dir, squad_file)
+    stored = {k: v for k, v in asdict(today).items() if k != "attention_dropout"}
+    assert not same_recipe(stored, today), "an old model kept the config's attention dropout"
+    assert same_recipe(stored, _recipe(model_dir, squad_file, attention_dropout=None))
+    assert same_recipe(asdict(today), today)
+
+
+def test_distilbert_names_its_attention_dropout_differently(tmp_path):
+    from transformers import DistilBertConfig
+
+    DistilBertConfig(dim=32, hidden_dim=64, n_layers=1, n_heads=2, vocab_size=50).save_pretrained(tmp_path)
+    assert finetune.attention_dropout_option(str(tmp_path), 0.0) == {"attention_dropout": 0.0}
+    assert finetune.attention_dropout_option(str(tmp_path), None) == {}
+
+
+def test_an_attention_dropout_outside_0_1_is_refused_before_any_data_is_read(model_dir, tmp_path):
+    recipe = tiny_recipe(finetune.Recipe, model_dir, tmp_path / "missing.json", attention_dropout=1.0)
+    with pytest.raises(UserError, match="--attention-dropout"):
+        finetune.train(recipe, tmp_path / "qa")
