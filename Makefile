@@ -89,7 +89,7 @@ test: ## ruff check + ruff format --check + pytest (tiny random models; no data 
 
 # The default model is the standard fine-tuned one (STANDARD) with its look-ahead probes. LengthDrop
 # (LENGTHDROP) starts from it, for comparison. Every step is idempotent and resumable.
-model: model-standard probes ## build the default model: model-standard, then its probes (about 2.5 hours on 2 CPU cores in bf16)
+model: model-standard probes ## build the default model: model-standard, then its probes (1.5-2.5 hours on 2 CPU cores in bf16, by CPU)
 
 model-standard: ## fine-tune all-MiniLM-L6-v2 on SQuAD -> STANDARD
 	$(DYNLEN) finetune --out $(STANDARD) $(if $(TRAIN),--train $(TRAIN),)
