@@ -209,9 +209,9 @@ class LengthAdaptiveQA(nn.Module):
         return len(self.adapter.layers)
 
     @property
-    def probe_token_flops(self) -> int:
-        """FLOPs per token of one look-ahead probe (0 without probes), for ``bench.costs``."""
-        return 0 if self.probes is None else self.probes.flops(1)
+    def probe_flops(self):
+        """One look-ahead probe's FLOPs on an example, (tokens, question tokens) -> int, for ``bench.costs``; None without probes."""
+        return None if self.probes is None else self.probes.flops
 
     def cost_shape(self) -> CostShape:
         """The family's exact FLOPs formula for this model's widths (see ``bench.costs``)."""
@@ -305,6 +305,11 @@ class LengthAdaptiveQA(nn.Module):
                 if any(k < n for k, n in zip(counts, previous)):
                     self.probes.require(index)
                 previous = counts
+            if self.probes.needs_question and not config.keep_question:
+                raise UserError(
+                    f"these look-ahead probes match tokens against the question, so significance {policy.name!r} "
+                    f"must keep it: use '{policy.name}+question'"
+                )
         question = None
         if config.keep_question or policy.needs_question:
             question = question_segment(input_ids, self.sep_token_id)

@@ -19,7 +19,7 @@ Two conventions, both reported:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -100,13 +100,24 @@ def span_head_flops(shape: CostShape, length: int) -> int:
     return shape.head_flops(length)
 
 
-def example_layer_flops(shape: CostShape, config: LengthConfig, length: int, probe_token_flops: int = 0) -> list[int]:
+ProbeFlops = Callable[[int, int], int]  # (tokens, question tokens) -> FLOPs of one probe on one example
+
+
+def example_layer_flops(
+    shape: CostShape,
+    config: LengthConfig,
+    length: int,
+    probe_flops: ProbeFlops | None = None,
+    question_length: int = 0,
+) -> list[int]:
     """Per-layer FLOPs for one feature of ``length`` real tokens (embedding and span head excluded).
 
     The family's ``layer_flops`` is a layer under the attention policy: every incoming query's
     scores are needed to rank the keys. A policy that does not read attention (``lookahead``)
     computes scores for the kept queries only; a policy that reads the look-ahead probes pays
-    ``probe_token_flops`` per incoming token at every layer where the feature drops tokens.
+    ``probe_flops(n_in, question tokens present)`` at every layer where the feature drops tokens
+    (``LookaheadProbes.flops``). Probes that read the question need it kept, so the question
+    tokens present at a layer are ``min(question_length, n_in)``.
     """
     from bench.significance import get_policy
 
@@ -117,20 +128,35 @@ def example_layer_flops(shape: CostShape, config: LengthConfig, length: int, pro
         if n_out < n_in:
             if not policy.needs_attention:
                 flops -= shape.score_flops(n_in - n_out, n_in)
-            if policy.needs_probes:
-                flops += probe_token_flops * n_in
+            if policy.needs_probes and probe_flops is not None:
+                flops += probe_flops(n_in, min(question_length, n_in))
         out.append(flops)
         n_in = n_out
     return out
 
 
-def example_flops(shape: CostShape, config: LengthConfig, length: int, probe_token_flops: int = 0) -> int:
-    layers = sum(example_layer_flops(shape, config, length, probe_token_flops))
+def example_flops(
+    shape: CostShape,
+    config: LengthConfig,
+    length: int,
+    probe_flops: ProbeFlops | None = None,
+    question_length: int = 0,
+) -> int:
+    layers = sum(example_layer_flops(shape, config, length, probe_flops, question_length))
     return shape.embed_flops(length) + layers + shape.head_flops(length)
 
 
-def total_flops(shape: CostShape, config: LengthConfig, lengths: Iterable[int], probe_token_flops: int = 0) -> int:
-    return sum(example_flops(shape, config, n, probe_token_flops) for n in lengths)
+def total_flops(
+    shape: CostShape,
+    config: LengthConfig,
+    lengths: Iterable[int],
+    probe_flops: ProbeFlops | None = None,
+    question_lengths: Iterable[int] | None = None,
+) -> int:
+    """Sum over features; ``question_lengths`` (one per feature: [CLS] question [SEP]) prices question-reading probes."""
+    lengths = list(lengths)
+    questions = list(question_lengths) if question_lengths is not None else [0] * len(lengths)
+    return sum(example_flops(shape, config, n, probe_flops, q) for n, q in zip(lengths, questions))
 
 
 @dataclass(frozen=True)
@@ -173,18 +199,19 @@ def flop_report(
     lengths: Sequence[int],
     questions: int,
     padded: bool = False,
-    probe_token_flops: int = 0,
+    probe_flops: ProbeFlops | None = None,
+    question_lengths: Sequence[int] | None = None,
 ) -> FlopReport:
     """FLOPs under dynamic padding (real lengths) or the padded-to-384 convention.
 
-    ``probe_token_flops``: the look-ahead probe's FLOPs per token (``LookaheadProbes.flops(1)``),
-    charged to policies that read the probes.
+    ``probe_flops``: one look-ahead probe's FLOPs on an example (``LookaheadProbes.flops``),
+    charged to policies that read the probes; ``question_lengths`` the features' question segments.
     """
     lengths = [COUNTS_MAX_LENGTH] * len(lengths) if padded else list(lengths)
     keep_all = LengthConfig.keep_all(shape.num_layers)
     base_keep_all = LengthConfig.keep_all(BERT_BASE.num_layers)
     return FlopReport(
-        flops=total_flops(shape, config, lengths, probe_token_flops),
+        flops=total_flops(shape, config, lengths, probe_flops, question_lengths),
         keep_all_flops=total_flops(shape, keep_all, lengths),
         bert_base_flops=total_flops(BERT_BASE, base_keep_all, lengths),
         features=len(lengths),

@@ -89,7 +89,7 @@ def attention_received(
 
 def lookahead_probability(inputs: SelectionInputs) -> torch.Tensor:
     """(batch, slots) the probe's start + end probability, each a softmax over the real slots."""
-    logits = inputs.probes(inputs.layer, inputs.hidden)
+    logits = inputs.probes(inputs.layer, inputs.hidden, inputs.question)
     if inputs.valid is not None:
         logits = logits.masked_fill(~inputs.valid[:, :, None], torch.finfo(logits.dtype).min)
     return logits.softmax(dim=1).sum(dim=-1)

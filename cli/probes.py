@@ -21,6 +21,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train", default=FULL_TRAIN_SET, help="SQuAD 1.1 training JSON (never the dev set)")
     parser.add_argument("--features", type=int, default=ProbeRecipe.features, help="training features sampled")
     parser.add_argument("--width", type=int, default=ProbeRecipe.width, help="probe hidden width (0: linear)")
+    parser.add_argument(
+        "--match-heads",
+        type=int,
+        default=ProbeRecipe.match_heads,
+        help="question-matching heads per probe (0: none; > 0 needs --width > 0 and a '+question' policy)",
+    )
     parser.add_argument("--first-layer", type=int, default=ProbeRecipe.first_layer, help="first probed layer, 0-based")
     parser.add_argument("--epochs", type=int, default=ProbeRecipe.epochs, help="passes over the sampled features")
     parser.add_argument("--lr", type=float, default=ProbeRecipe.learning_rate, help="probe learning rate")
@@ -36,6 +42,7 @@ def run(args: argparse.Namespace) -> None:
         train=args.train,
         features=args.features,
         width=args.width,
+        match_heads=args.match_heads,
         first_layer=args.first_layer,
         epochs=args.epochs,
         learning_rate=args.lr,

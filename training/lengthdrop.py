@@ -41,6 +41,7 @@ from bench.features import Features, cached_features
 from bench.model_io import load_qa_model, load_tokenizer
 from bench.probes import CONFIG_KEY as PROBES_CONFIG_KEY
 from bench.probes import DEFAULT_WIDTH, LookaheadProbes, load_probes
+from bench.significance import question_segment
 from bench.squad import load_squad
 from training.recipe import TrainingRecipe, already_built, training_device
 from training.trainer import (
@@ -251,7 +252,8 @@ def sandwich_loss(
     task = span_task_loss(full.start_logits, full.end_logits, mask, batch["start_positions"], batch["end_positions"])
     loss, losses = task, StepLosses(task=task.detach())
     if probes is not None:
-        probe_kl = probe_loss(probes, full.hidden_states, (full.start_logits, full.end_logits), mask)
+        question = question_segment(inputs[0], qa.sep_token_id) if probes.needs_question else None
+        probe_kl = probe_loss(probes, full.hidden_states, (full.start_logits, full.end_logits), mask, question)
         loss = loss + probe_kl
         losses.probe_kl = probe_kl.detach()
     if teacher is not None:
@@ -272,11 +274,15 @@ def probe_loss(
     hidden_states: Sequence[torch.Tensor],
     target: tuple[torch.Tensor, torch.Tensor],
     attention_mask: torch.Tensor,
+    question: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Sum over the probed layers of KL(full model's span distributions || the probe's), states detached."""
+    """Sum over the probed layers of KL(full model's span distributions || the probe's), states detached.
+
+    ``question`` (batch, tokens) marks the question segment, for probes that match against it.
+    """
     total = target[0].new_zeros((), dtype=torch.float32)
     for layer in probes.layer_ids:
-        logits = probes(layer, hidden_states[layer].detach())
+        logits = probes(layer, hidden_states[layer].detach(), question)
         total = total + span_kl((logits[..., 0].float(), logits[..., 1].float()), target, attention_mask)
     return total
 

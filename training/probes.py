@@ -23,6 +23,7 @@ from bench.errors import UserError
 from bench.features import build_features, collate
 from bench.model_io import load_qa_model, load_tokenizer
 from bench.probes import CONFIG_KEY, DEFAULT_WIDTH, LookaheadProbes
+from bench.significance import question_segment
 from bench.squad import SquadData, load_squad
 
 FULL_TRAIN_SET = "../shared/data/squad/train-v1.1.json"  # the probes sample it; the model's own recipe may use less
@@ -35,6 +36,7 @@ class ProbeRecipe:
     train: str
     features: int = 3000
     width: int = DEFAULT_WIDTH
+    match_heads: int = 0  # > 0: each probe also matches tokens against the question (bench.probes)
     first_layer: int = 1  # layer 0 reads the embeddings, which have not seen the question
     epochs: int = 4
     learning_rate: float = 2e-3
@@ -45,8 +47,19 @@ class ProbeRecipe:
         for name in ("features", "epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        if self.width < 0 or self.first_layer < 0 or self.learning_rate <= 0:
-            raise UserError("--width and --first-layer must be >= 0 and --lr > 0")
+        if self.width < 0 or self.first_layer < 0 or self.match_heads < 0 or self.learning_rate <= 0:
+            raise UserError("--width, --match-heads and --first-layer must be >= 0 and --lr > 0")
+        if self.match_heads and not self.width:
+            raise UserError("--match-heads needs a hidden layer: pass --width > 0")
+
+    def same_as(self, stored: object) -> bool:
+        """Whether a stored recipe is this one, reading options it predates as their defaults."""
+        if not isinstance(stored, dict):
+            return False
+        try:
+            return asdict(ProbeRecipe(**stored)) == asdict(self)
+        except TypeError:  # an option this version no longer knows
+            return False
 
 
 def _masked_log_softmax(logits: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -57,6 +70,7 @@ def _masked_log_softmax(logits: torch.Tensor, valid: torch.Tensor) -> torch.Tens
 class _Batch:
     hidden: torch.Tensor  # (layers, batch, tokens, hidden) float16
     valid: torch.Tensor  # (batch, tokens)
+    question: torch.Tensor  # (batch, tokens) [CLS] question [SEP]
     start: torch.Tensor  # (batch, tokens) target log-probabilities
     end: torch.Tensor
 
@@ -82,7 +96,8 @@ def collect(model: nn.Module, tokenizer, data: SquadData, recipe: ProbeRecipe, l
             hidden = torch.stack([out.hidden_states[i] for i in layers]).half()
             start = _masked_log_softmax(out.start_logits.float(), valid)
             end = _masked_log_softmax(out.end_logits.float(), valid)
-            batches.append(_Batch(hidden, valid, start, end))
+            question = question_segment(b["input_ids"], tokenizer.sep_token_id)
+            batches.append(_Batch(hidden, valid, question, start, end))
     return batches
 
 
@@ -108,7 +123,7 @@ def fit(probes: LookaheadProbes, batches: list[_Batch], recipe: ProbeRecipe) -> 
             batch = batches[k]
             loss = torch.zeros(())
             for j, layer in enumerate(probes.layer_ids):
-                logits = probes(layer, batch.hidden[j].float())
+                logits = probes(layer, batch.hidden[j].float(), batch.question)
                 kl = _kl(batch.start, logits[..., 0], batch.valid) + _kl(batch.end, logits[..., 1], batch.valid)
                 loss = loss + kl
                 totals[j] += float(kl.detach())
@@ -131,7 +146,7 @@ def train_probes(model_dir: str, recipe: ProbeRecipe, retrain: bool = False) -> 
         raise UserError(f"{folder} is not a model folder (no config.json); probes are saved beside the weights")
     stored = json.loads((folder / "config.json").read_text()).get(CONFIG_KEY, {})
     have_weights = (folder / "lookahead_probes.safetensors").is_file()
-    if stored.get("recipe") == asdict(recipe) and have_weights:
+    if recipe.same_as(stored.get("recipe")) and have_weights:
         print(f"{folder}: look-ahead probes already trained with this recipe; nothing to do")
         return stored
     if stored.get("trained_with") == "lengthdrop" and have_weights and not retrain:
@@ -147,7 +162,7 @@ def train_probes(model_dir: str, recipe: ProbeRecipe, retrain: bool = False) -> 
         raise UserError(f"--first-layer {recipe.first_layer} is past the model's {num_layers} layers")
     layers = list(range(recipe.first_layer, num_layers))
     batches = collect(model, tokenizer, data, recipe, layers)
-    probes = LookaheadProbes(model.config.hidden_size, layers, recipe.width)
+    probes = LookaheadProbes(model.config.hidden_size, layers, recipe.width, recipe.match_heads)
     kl = fit(probes, batches, recipe)
     provenance = {
         "recipe": asdict(recipe),

@@ -29,9 +29,10 @@ def _inputs(length: int = 24, question: int = 7, seed: int = 0) -> tuple[torch.T
     return ids, types
 
 
-def _probes(model, width: int = 0) -> LookaheadProbes:
+def _probes(model, width: int = 0, match_heads: int = 0) -> LookaheadProbes:
     """Random probes for layers 2.. of ``model`` (layer 1 reads the embeddings and has none)."""
-    probes = LookaheadProbes(model.config.hidden_size, list(range(1, model.config.num_hidden_layers)), width)
+    layers = list(range(1, model.config.num_hidden_layers))
+    probes = LookaheadProbes(model.config.hidden_size, layers, width, match_heads)
     torch.manual_seed(1)
     for p in probes.parameters():
         torch.nn.init.normal_(p, std=0.5)
@@ -162,23 +163,23 @@ def test_probes_cover_the_dropping_layers():
 
 
 @pytest.mark.parametrize("policy", ["lookahead", "lookahead-attention", "attention"])
-@pytest.mark.parametrize("width", [0, 8])
-def test_formula_equals_flop_counter_with_probes(policy, width):
-    """Probe FLOPs are counted, and 'lookahead' pays scores only for the kept queries."""
+@pytest.mark.parametrize("width,match_heads", [(0, 0), (8, 0), (8, 2)])
+def test_formula_equals_flop_counter_with_probes(policy, width, match_heads):
+    """Probe FLOPs are counted (question matching by the question's length), and 'lookahead' pays scores only for the kept queries."""
     model = tiny_bert(attn="eager")
-    probes = _probes(model, width=width)
+    probes = _probes(model, width=width, match_heads=match_heads)
     qa = LengthAdaptiveQA(model, kernels=False, probes=probes, sep_token_id=SEP)
     ids, types = _inputs(length=23)
     config = LengthConfig.parse(f"ratios:1,0.6,0.4,0.2@{policy}+question")
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         qa(ids, torch.ones_like(ids), types, config=config, attention="eager")
-    assert counter.get_total_flops() == example_flops(qa.cost_shape(), config, 23, probes.flops(1))
+    assert counter.get_total_flops() == example_flops(qa.cost_shape(), config, 23, probes.flops, question_length=8)
 
 
 def test_lookahead_costs_less_than_attention_for_the_same_budget():
     shape = LengthAdaptiveQA(tiny_bert()).cost_shape()
     attention = example_flops(shape, LengthConfig.parse("ratios:1,0.5,0.3,0.2"), 150)
-    lookahead = example_flops(shape, LengthConfig.parse("ratios:1,0.5,0.3,0.2@lookahead"), 150, probe_token_flops=0)
+    lookahead = example_flops(shape, LengthConfig.parse("ratios:1,0.5,0.3,0.2@lookahead"), 150, probe_flops=None)
     assert lookahead < attention
 
 
@@ -199,3 +200,38 @@ def test_probes_save_and_load_with_the_model(tmp_path):
     (folder / WEIGHTS_FILE).unlink()
     with pytest.raises(UserError, match="lookahead_probes.safetensors is missing"):
         load_probes(AutoModelForQuestionAnswering.from_pretrained(folder))
+
+
+def test_question_matching_probes_read_the_question_and_refuse_to_run_without_it():
+    model = tiny_bert()
+    probes = _probes(model, width=8, match_heads=2)
+    qa = LengthAdaptiveQA(model, probes=probes, sep_token_id=SEP)
+    ids, types = _inputs()
+    with pytest.raises(UserError, match="must keep it: use 'lookahead\\+question'"):
+        qa(ids, torch.ones_like(ids), types, LengthConfig.parse("ratios:1,0.5,0.5,0.5@lookahead"))
+    hidden = torch.randn(1, 24, model.config.hidden_size)
+    question = torch.zeros(1, 24, dtype=torch.bool)
+    question[0, :8] = True
+    other = hidden.clone()
+    other[0, 1:7] += 1.0  # change the question's tokens only
+    with torch.no_grad():
+        before, after = probes(1, hidden, question), probes(1, other, question)
+    assert not torch.allclose(before[0, 8:], after[0, 8:]), "context logits must depend on the question"
+    kept = qa(ids, torch.ones_like(ids), types, LengthConfig.parse("ratios:1,0.5,0.5,0.5@lookahead+question"))
+    assert kept.start_logits.shape == (1, 24)
+
+
+def test_question_matching_probes_save_and_load_with_the_model(tmp_path):
+    folder = save_tiny_model(tmp_path / "m")
+    from transformers import AutoModelForQuestionAnswering
+
+    model = AutoModelForQuestionAnswering.from_pretrained(folder)
+    probes = _probes(model, width=8, match_heads=2)
+    probes.save(folder)
+    loaded = load_probes(AutoModelForQuestionAnswering.from_pretrained(folder))
+    assert loaded is not None and loaded.match_heads == 2 and loaded.needs_question
+    hidden = torch.randn(1, 10, model.config.hidden_size)
+    question = torch.arange(10)[None, :] < 4
+    assert torch.equal(loaded(2, hidden, question), probes(2, hidden, question))
+    with pytest.raises(UserError, match="need a hidden layer"):
+        LookaheadProbes(model.config.hidden_size, [1], 0, 2)

@@ -23,7 +23,7 @@ def test_probes_train_save_and_load(tmp_path, model_dir, squad_file, capsys):
     entry = json.loads((folder / "config.json").read_text())[CONFIG_KEY]
     assert entry["layers"] == [1, 2, 3] and entry["hidden"] == 8 and len(info["kl_nats_per_layer"]) == 3
     qa = LengthAdaptiveQA(load_qa_model(str(folder)))
-    assert qa.probes is not None and qa.probe_token_flops == 2 * (32 * 8 + 8 * 2)
+    assert qa.probes is not None and qa.probes.flops(1) == 2 * (32 * 8 + 8 * 2)
     before = (folder / WEIGHTS_FILE).stat().st_mtime_ns
     train_probes(str(folder), recipe)  # same recipe: left alone
     assert (folder / WEIGHTS_FILE).stat().st_mtime_ns == before and "nothing to do" in capsys.readouterr().out
@@ -34,3 +34,19 @@ def test_bad_recipe_and_folder_are_one_line(tmp_path, squad_file):
         train_probes(str(tmp_path), ProbeRecipe(train=str(squad_file), epochs=0))
     with pytest.raises(UserError, match="not a model folder"):
         train_probes(str(tmp_path / "missing"), ProbeRecipe(train=str(squad_file)))
+
+
+def test_question_matching_probes_train_and_a_plain_recipe_still_matches_old_entries(tmp_path, model_dir, squad_file):
+    folder = tmp_path / "m"
+    shutil.copytree(model_dir, folder)
+    recipe = ProbeRecipe(train=str(squad_file), features=12, width=8, match_heads=2, epochs=2, batch_size=4)
+    info = train_probes(str(folder), recipe)
+    entry = json.loads((folder / "config.json").read_text())[CONFIG_KEY]
+    assert entry["match_heads"] == 2 and all(kl > 0 for kl in info["kl_nats_per_layer"])
+    qa = LengthAdaptiveQA(load_qa_model(str(folder)))
+    assert qa.probes.needs_question and qa.probes.flops(10, 4) > qa.probes.flops(10, 0)
+    plain = ProbeRecipe(train=str(squad_file))
+    old_entry = {k: v for k, v in plain.__dict__.items() if k != "match_heads"}
+    assert plain.same_as(old_entry) and not recipe.same_as(old_entry)
+    with pytest.raises(UserError, match="--match-heads needs a hidden layer"):
+        train_probes(str(folder), ProbeRecipe(train=str(squad_file), width=0, match_heads=2))
