@@ -289,27 +289,33 @@ class LengthAdaptiveQA(nn.Module):
             context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=ad.scaling)
         return ad.finish_layer(layer, _merge_heads(context), inputs.carry)
 
-    def _selection(
-        self, config: LengthConfig, input_ids: torch.Tensor, plan: list[list[int]], lengths: list[int]
-    ) -> _Selection:
-        """The policy's state for one forward, checked before the first dropping layer runs."""
-        policy = get_policy(config.significance)
+    def check_policy(self, name: str, keep_question: bool) -> SignificancePolicy:
+        """The policy ``name``, refused in one line when this model cannot run it (a search checks before its trials)."""
+        policy = get_policy(name)
         if policy.needs_probes:
             if self.probes is None:
                 raise UserError(
                     f"significance policy {policy.name!r} needs look-ahead probes, and this model has none; "
                     "train them with `make probes MODEL=<folder>` (or choose significance 'attention')"
                 )
+            if self.probes.needs_question and not keep_question:
+                raise UserError(
+                    f"these look-ahead probes match tokens against the question, so significance {policy.name!r} "
+                    f"must keep it: use '{policy.name}+question'"
+                )
+        return policy
+
+    def _selection(
+        self, config: LengthConfig, input_ids: torch.Tensor, plan: list[list[int]], lengths: list[int]
+    ) -> _Selection:
+        """The policy's state for one forward, checked before the first dropping layer runs."""
+        policy = self.check_policy(config.significance, config.keep_question)
+        if policy.needs_probes:
             previous = lengths
             for index, counts in enumerate(plan):
                 if any(k < n for k, n in zip(counts, previous)):
                     self.probes.require(index)
                 previous = counts
-            if self.probes.needs_question and not config.keep_question:
-                raise UserError(
-                    f"these look-ahead probes match tokens against the question, so significance {policy.name!r} "
-                    f"must keep it: use '{policy.name}+question'"
-                )
         question = None
         if config.keep_question or policy.needs_question:
             question = question_segment(input_ids, self.sep_token_id)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from bench.config import LengthConfig
+from bench.config import LengthConfig, parse_selection
 from bench.model_io import load_qa_model, load_tokenizer, model_fingerprint
 from bench.runner import QARunner
 from bench.squad import SquadData, limit_examples, load_squad, split_by_article
@@ -28,7 +28,7 @@ from search.objective import Objective, completed_points
 from search.provenance import run_info
 from search.records import TrialPoint, write_run
 from search.settings import SearchSettings
-from search.space import LOWEST_SHARE, config_from_shares
+from search.space import LOWEST_SHARE, config_from_shares, parse_selections
 from search.worker import Worker, run_trials, writes_report
 
 
@@ -69,6 +69,8 @@ def run_search(settings: SearchSettings, budget: Budget | None) -> Path | None:
         runner = QARunner(
             settings.model, search_data, settings.batch_size, model=model, tokenizer=tokenizer, progress=False
         )
+        for selection in parse_selections(settings.significance):  # before any trial: one line if the model cannot
+            runner.adaptive.check_policy(*parse_selection(selection))
         if budget is not None:
             check_reachable(budget, runner.flops(cheapest_config(runner.num_layers)), "search split")
         worker.enqueue_baselines(runner.num_layers)
