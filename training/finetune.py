@@ -19,6 +19,7 @@ import torch
 from bench.errors import UserError
 from bench.features import Features, build_features
 from bench.model_io import load_tokenizer
+from bench.probes import CONFIG_KEY as PROBES_CONFIG_KEY
 from bench.squad import load_squad
 from training.recipe import TrainingRecipe, already_built, training_device
 from training.trainer import (
@@ -96,6 +97,8 @@ def train(
     model = AutoModelForQuestionAnswering.from_pretrained(
         recipe.base, dtype=torch.float32, **attention_dropout_option(recipe.base, recipe.attention_dropout)
     )
+    if hasattr(model.config, PROBES_CONFIG_KEY):  # a QA model as the base: its probes do not fit the new weights
+        delattr(model.config, PROBES_CONFIG_KEY)
     feats: Features = build_features(data.examples, tokenizer, recipe.max_length, recipe.stride, with_labels=True)
     args = training_arguments(folder, recipe, precision, device, max_steps, save_every)
     trainer = make_trainer(model, args, feats, tokenizer.pad_token_id or 0)

@@ -162,3 +162,16 @@ def test_an_attention_dropout_outside_0_1_is_refused_before_any_data_is_read(mod
     recipe = tiny_recipe(finetune.Recipe, model_dir, tmp_path / "missing.json", attention_dropout=1.0)
     with pytest.raises(UserError, match="--attention-dropout"):
         finetune.train(recipe, tmp_path / "qa")
+
+
+def test_a_qa_model_with_probes_as_the_base_does_not_pass_its_probes_on(model_dir, squad_file, tmp_path):
+    import shutil
+
+    base = tmp_path / "base"
+    shutil.copytree(model_dir, base)
+    config = json.loads((base / "config.json").read_text())
+    config["dynlen_lookahead"] = {"hidden": 8, "layers": [1, 2, 3], "hidden_size": 32}
+    (base / "config.json").write_text(json.dumps(config))
+    out = tmp_path / "qa"
+    finetune.train(_recipe(base, squad_file), out)
+    assert "dynlen_lookahead" not in json.loads((out / "config.json").read_text())
