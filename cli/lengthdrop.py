@@ -49,6 +49,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="random sub-models per step, besides the full and the smallest one",
     )
     ld.add_argument(
+        "--sub-model-weight",
+        type=float,
+        default=d.sub_model_weight,
+        help="weight of each sub-model's KL to the full model against the task loss",
+    )
+    ld.add_argument(
         "--layerdrop",
         type=float,
         default=d.layerdrop,
@@ -112,6 +118,7 @@ def recipe_from_args(args: argparse.Namespace) -> LengthDropRecipe:
         weight_decay=args.weight_decay,
         bound=args.bound,
         num_sub_models=args.num_sub_models,
+        sub_model_weight=args.sub_model_weight,
         layerdrop=args.layerdrop,
         seed=args.seed,
         precision=args.precision,

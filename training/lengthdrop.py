@@ -74,6 +74,10 @@ class LengthDropRecipe(TrainingRecipe):
     teacher: str | None = None
     bound: float = 0.2
     num_sub_models: int = 2
+    # weight of each sub-model's KL to the full model against the task loss (the paper: 1). In
+    # short runs from a fine-tuned model the sub-models' terms pull the encoder's full-length
+    # behaviour down (docs/results.md); a smaller weight trades drop cost for keep-all accuracy.
+    sub_model_weight: float = 1.0
     layerdrop: float = 0.0  # chance that a sub-model bypasses a layer (LayerDrop); 0 = off
     max_steps: int | None = None  # part of the key: it sets the learning-rate schedule
     # The token selection the sub-models train under. With a look-ahead policy the probes are
@@ -96,6 +100,8 @@ class LengthDropRecipe(TrainingRecipe):
             raise UserError(
                 f"--layerdrop must be in [0, 1): the chance a sub-model skips a layer; got {self.layerdrop:g}"
             )
+        if self.sub_model_weight < 0:
+            raise UserError(f"--sub-model-weight must be 0 or more; got {self.sub_model_weight:g}")
         if self.num_sub_models < 0:
             raise UserError(f"--num-sub-models must be 0 or more; got {self.num_sub_models}")
         if self.batch_size < 1:
@@ -231,8 +237,11 @@ def sandwich_loss(
     teacher: nn.Module | None = None,
     skips: Sequence[Collection[int]] | None = None,
     probes: LookaheadProbes | None = None,
+    sub_model_weight: float = 1.0,
 ) -> tuple[torch.Tensor, StepLosses]:
     """The full model's task loss (plus its KL to the teacher) plus each sub-model's KL to the full model.
+
+    Each sub-model's KL counts ``sub_model_weight`` times (the logged ``sub_kl`` stay unweighted).
 
     The sub-models' target is the full model's detached logits, so the gradient of the sum is
     the sum of the separate backward passes of the paper's training loop. All forwards' graphs
@@ -264,7 +273,7 @@ def sandwich_loss(
     for index, config in enumerate(configs):
         out = qa(*inputs, config=config, skip=skips[index] if skips else ())
         kl = span_kl((out.start_logits, out.end_logits), target, mask)
-        loss = loss + kl
+        loss = loss + sub_model_weight * kl
         losses.sub_kl.append(kl.detach())
     return loss, losses
 
@@ -343,7 +352,7 @@ class LengthDropLoss:
         ]
         skips = layer_skips(qa.num_layers, r.layerdrop, len(configs), r.seed, step) if r.layerdrop else None
         with self.accelerator.autocast():
-            loss, losses = sandwich_loss(qa, inputs, configs, self.teacher, skips, qa.probes)
+            loss, losses = sandwich_loss(qa, inputs, configs, self.teacher, skips, qa.probes, r.sub_model_weight)
         self._remember(losses)
         return (loss, losses) if return_outputs else loss
 

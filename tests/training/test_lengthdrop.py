@@ -501,3 +501,15 @@ def test_unknown_probe_init_is_refused(model_dir, squad_file):
 def test_unknown_selection_is_refused_before_training(model_dir, squad_file):
     with pytest.raises(UserError, match="--significance 'nonsense': unknown policy"):
         _recipe(model_dir, squad_file, significance="nonsense").check()
+
+
+def test_the_sub_models_weight_scales_their_part_of_the_loss_only(squad_file):
+    model = _confident_bert().train()
+    qa, batch = LengthAdaptiveQA(model), _batch(squad_file)
+    configs = ld.sub_model_configs(qa.num_layers, 0.5, 2, seed=0, step=0)
+    torch.manual_seed(0)
+    loss, losses = ld.sandwich_loss(qa, batch, configs, sub_model_weight=0.25)
+    assert sum(losses.sub_kl).item() > 1e-2
+    assert loss.item() == pytest.approx((losses.task + 0.25 * sum(losses.sub_kl)).item(), rel=1e-5)
+    with pytest.raises(UserError, match="--sub-model-weight"):
+        ld.LengthDropRecipe(base="unused", train="unused.json", sub_model_weight=-1.0).check()
