@@ -44,7 +44,7 @@ class Recipe(TrainingRecipe):
     learning_rate: float = 1e-4
     # Dropout on the attention probabilities (None: the encoder config's own, 0.1 for MiniLM). Off by
     # default: it forces SDPA off its fused kernel onto the math path and its random masks (heads x
-    # tokens x tokens per feature and layer) cost a third of a CPU step; the Drop-and-Restore engine never
+    # tokens x tokens per feature and layer) make a CPU step 1.54x slower; the Drop-and-Restore engine never
     # applies it either. Models trained before the option existed used the config's value.
     attention_dropout: float | None = 0.0
 
