@@ -445,6 +445,11 @@ def attach_probes(model: nn.Module, recipe: LengthDropRecipe) -> tuple[Lookahead
             torch.manual_seed(recipe.seed)
             probes = LookaheadProbes(model.config.hidden_size, wanted, recipe.probe_width)
         origin = "fresh"
+    if probes.needs_question and not parse_selection(recipe.significance)[1]:
+        raise UserError(
+            f"the start model's look-ahead probes match tokens against the question, so --significance "
+            f"{recipe.significance!r} must keep it: use '{recipe.significance}+question' (or --probe-init fresh)"
+        )
     model.add_module(PROBES_ATTR, probes)
     return probes, origin
 

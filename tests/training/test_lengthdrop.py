@@ -444,11 +444,14 @@ def test_lookahead_lengthdrop_resumes_exactly_probes_included(model_dir, squad_f
             torch.testing.assert_close(got[name], expected[name], rtol=0, atol=1e-7, msg=name)
 
 
-def _probed_copy(model_dir: Path, squad_file: Path, folder: Path, width: int) -> Path:
+def _probed_copy(model_dir: Path, squad_file: Path, folder: Path, width: int, match_heads: int = 0) -> Path:
     from training.probes import ProbeRecipe, train_probes
 
     shutil.copytree(model_dir, folder)
-    train_probes(str(folder), ProbeRecipe(train=str(squad_file), features=12, width=width, epochs=2, batch_size=4))
+    recipe = ProbeRecipe(
+        train=str(squad_file), features=12, width=width, match_heads=match_heads, epochs=2, batch_size=4
+    )
+    train_probes(str(folder), recipe)
     return folder
 
 
@@ -491,6 +494,24 @@ def test_saved_probes_without_their_weights_file_are_named_before_training(model
     with pytest.raises(UserError, match="lookahead_probes.safetensors is missing"):
         ld.train_lengthdrop(recipe, tmp_path / "ld")
     assert not (tmp_path / "ld" / "training.json").exists()
+
+
+def test_saved_question_matching_probes_without_question_are_refused_before_encoding(
+    model_dir, squad_file, tmp_path, monkeypatch
+):
+    probed = _probed_copy(model_dir, squad_file, tmp_path / "probed", width=8, match_heads=2)
+
+    def encoding(*_args, **_kwargs):
+        raise AssertionError("the refusal came after the training data was encoded")
+
+    monkeypatch.setattr(ld, "_load_features", encoding)
+    recipe = _recipe(probed, squad_file, significance="lookahead", probe_width=8)
+    with pytest.raises(UserError, match="use 'lookahead\\+question'"):
+        ld.train_lengthdrop(recipe, tmp_path / "ld")
+    fresh = _recipe(probed, squad_file, significance="lookahead", probe_width=8, probe_init="fresh")
+    from bench.model_io import load_qa_model
+
+    assert ld.attach_probes(load_qa_model(str(probed)), fresh)[1] == "fresh", "fresh probes need no question"
 
 
 def test_unknown_probe_init_is_refused(model_dir, squad_file):
