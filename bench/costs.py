@@ -116,7 +116,8 @@ def example_layer_flops(
     scores are needed to rank the keys. A policy that does not read attention (``lookahead``)
     computes scores for the kept queries only; a policy that reads the look-ahead probes pays
     ``probe_flops(n_in, question tokens present)`` at every layer where the feature drops tokens
-    (``LookaheadProbes.flops``). Probes that read the question need it kept, so the question
+    (``LookaheadProbes.flops``), and a policy with matrix products of its own its ``extra_flops``.
+    Probes that read the question need it kept, so the question
     tokens present at a layer are ``min(question_length, n_in)``.
     """
     from bench.significance import get_policy
@@ -130,6 +131,9 @@ def example_layer_flops(
                 flops -= shape.score_flops(n_in - n_out, n_in)
             if policy.needs_probes and probe_flops is not None:
                 flops += probe_flops(n_in, min(question_length, n_in))
+            extra = getattr(policy, "extra_flops", None)
+            if extra is not None:
+                flops += extra(n_in)
         out.append(flops)
         n_in = n_out
     return out

@@ -15,6 +15,10 @@ Built in:
   from this layer's input. Needs no attention probabilities, so only the kept queries attend.
 * ``lookahead-attention`` -- ranks under both, the probe's weighted ``LOOKAHEAD_WEIGHT`` times
   the attention's: the probe protects likely answers, attention keeps the context around them.
+* ``lookahead-evidence`` -- the probe's start + end probability plus the attention each token
+  receives from the likely answers (every query weighted by its probe probability): the answer
+  candidates stay, and so do the tokens they read, the evidence a reader needs to tell the right
+  candidate from a lookalike, which the probe alone scores low because it is no answer itself.
 
 Any policy can also keep the whole question segment (``keep_question`` on the configuration):
 the engine then scores ``[CLS]``, the question and its ``[SEP]`` above everything else.
@@ -56,6 +60,9 @@ class SignificancePolicy(Protocol):
     def scores(self, inputs: SelectionInputs) -> torch.Tensor: ...
 
 
+# A policy whose scoring runs matrix products of its own also defines ``extra_flops(tokens) -> int``,
+# the FLOPs of scoring one example of that many tokens at a dropping layer; ``bench.costs`` charges it.
+
 POLICIES: dict[str, SignificancePolicy] = {}
 
 
@@ -93,6 +100,14 @@ def lookahead_probability(inputs: SelectionInputs) -> torch.Tensor:
     if inputs.valid is not None:
         logits = logits.masked_fill(~inputs.valid[:, :, None], torch.finfo(logits.dtype).min)
     return logits.softmax(dim=1).sum(dim=-1)
+
+
+def attention_from(probs: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """(batch, keys) attention each key receives from the queries, each weighted by ``weights`` (batch, queries), heads averaged.
+
+    Padded queries must carry weight 0; padded keys receive (next to) nothing, as softmax gave them.
+    """
+    return (weights.to(probs.dtype)[:, None, :] @ probs.mean(dim=1)).squeeze(1)
 
 
 def _rank(scores: torch.Tensor) -> torch.Tensor:
@@ -137,7 +152,20 @@ class LookaheadAttention:
         return _rank(attention) + LOOKAHEAD_WEIGHT * _rank(probe)
 
 
-for _policy in (Attention(), QuestionAttention(), Lookahead(), LookaheadAttention()):
+class LookaheadEvidence:
+    name = "lookahead-evidence"
+    needs_attention, needs_probes, needs_question = True, True, False
+
+    def scores(self, inputs: SelectionInputs) -> torch.Tensor:
+        probe = lookahead_probability(inputs)  # padded slots already 0
+        return probe + attention_from(inputs.probs, probe)
+
+    def extra_flops(self, tokens: int) -> int:
+        """The weighted sum of the head-averaged attention rows: one (1 x tokens) @ (tokens x tokens) product."""
+        return 2 * tokens * tokens
+
+
+for _policy in (Attention(), QuestionAttention(), Lookahead(), LookaheadAttention(), LookaheadEvidence()):
     register_policy(_policy)
 
 

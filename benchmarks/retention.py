@@ -45,6 +45,7 @@ POLICIES = (
     "question-attention",
     "lookahead+question",
     "lookahead-attention+question",
+    "lookahead-evidence+question",
     "oracle",
     "oracle+question",
 )

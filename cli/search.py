@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from bench.model_io import DEFAULT_MODEL_DIR
+from bench.significance import POLICIES
 from bench.squad import DEFAULT_DEV_SET
 from cli.argtypes import hidden_alias
 from reports.report import make_report
@@ -120,7 +121,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--significance",
         default=d.significance,
-        help="token-selection policy: attention, question-attention, lookahead or lookahead-attention, "
+        help=f"token-selection policy: {', '.join(sorted(POLICIES))}; "
         "'+question' to always keep the question; a comma list is searched as a dimension; auto: "
         "lookahead+question when the model has look-ahead probes, else attention (default: %(default)s)",
     )

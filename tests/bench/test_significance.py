@@ -14,7 +14,7 @@ from bench.config import LengthConfig
 from bench.costs import example_flops
 from bench.errors import UserError
 from bench.probes import WEIGHTS_FILE, LookaheadProbes, load_probes
-from bench.significance import POLICIES, get_policy, question_segment, register_policy
+from bench.significance import POLICIES, SelectionInputs, attention_from, get_policy, question_segment, register_policy
 
 SEP = 3
 
@@ -53,7 +53,9 @@ class _Fixed:
 
 
 def test_registry_names_the_known_policies():
-    assert {"attention", "question-attention", "lookahead", "lookahead-attention"} <= set(POLICIES)
+    assert {"attention", "question-attention", "lookahead", "lookahead-attention", "lookahead-evidence"} <= set(
+        POLICIES
+    )
     with pytest.raises(UserError, match="unknown significance policy 'nope'.*attention"):
         get_policy("nope")
     with pytest.raises(UserError, match="unknown significance policy"):
@@ -77,7 +79,9 @@ def test_question_segment_ends_at_the_first_separator():
         question_segment(ids, None)
 
 
-@pytest.mark.parametrize("policy", ["attention", "question-attention", "lookahead", "lookahead-attention"])
+@pytest.mark.parametrize(
+    "policy", ["attention", "question-attention", "lookahead", "lookahead-attention", "lookahead-evidence"]
+)
 def test_keep_all_is_the_stock_model_under_every_policy(policy):
     model = tiny_bert()
     qa = LengthAdaptiveQA(model, probes=_probes(model), sep_token_id=SEP)
@@ -89,7 +93,9 @@ def test_keep_all_is_the_stock_model_under_every_policy(policy):
     torch.testing.assert_close(out.start_logits, stock.start_logits, atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("policy", ["attention", "question-attention", "lookahead", "lookahead-attention"])
+@pytest.mark.parametrize(
+    "policy", ["attention", "question-attention", "lookahead", "lookahead-attention", "lookahead-evidence"]
+)
 @pytest.mark.parametrize("kernels", [False, True])
 def test_question_kept_at_every_layer(policy, kernels, monkeypatch):
     model = tiny_bert()
@@ -145,6 +151,37 @@ def test_lookahead_keeps_what_the_policy_scores_highest(monkeypatch):
     assert seen[0] == [0, 5, 9, 17]
 
 
+def test_attention_from_weights_each_query_and_averages_heads():
+    probs = torch.softmax(torch.randn(2, 3, 5, 5), dim=-1)
+    weights = torch.zeros(2, 5)
+    weights[0, 1] = 1.0
+    weights[1, 2], weights[1, 4] = 0.25, 0.75
+    got = attention_from(probs, weights)
+    heads = probs.mean(dim=1)
+    torch.testing.assert_close(got[0], heads[0, 1])
+    torch.testing.assert_close(got[1], 0.25 * heads[1, 2] + 0.75 * heads[1, 4])
+
+
+def test_lookahead_evidence_keeps_what_the_likely_answer_reads():
+    """Of two tokens the probe scores alike and low, the one the probe's favourite attends to ranks higher."""
+
+    class _Probe:
+        def __call__(self, layer, hidden, question=None):
+            logits = torch.full((1, 6, 2), -8.0)
+            logits[0, 2] = 4.0  # the likely answer
+            logits[0, 4, :] = logits[0, 5, :] = -6.0  # alike, both far below it
+            return logits
+
+    probs = torch.full((1, 2, 6, 6), 0.02)
+    probs[0, :, 2, 5] = 0.9  # the answer reads token 5
+    probs = probs / probs.sum(dim=-1, keepdim=True)
+    inputs = SelectionInputs(1, torch.zeros(1, 6, 4), None, probs, None, _Probe())
+    scores = get_policy("lookahead-evidence").scores(inputs)
+    assert scores[0].argmax() == 2 and scores[0, 5] > scores[0, 4]
+    plain = get_policy("lookahead").scores(inputs)
+    torch.testing.assert_close(plain[0, 5], plain[0, 4])
+
+
 def test_a_policy_that_needs_probes_refuses_a_model_without_them():
     qa = LengthAdaptiveQA(tiny_bert(), sep_token_id=SEP)
     ids, types = _inputs()
@@ -162,7 +199,7 @@ def test_probes_cover_the_dropping_layers():
     qa(ids, torch.ones_like(ids), types, LengthConfig.parse("ratios:1,1,0.5,0.5@lookahead"))  # layers 3-4 drop
 
 
-@pytest.mark.parametrize("policy", ["lookahead", "lookahead-attention", "attention"])
+@pytest.mark.parametrize("policy", ["lookahead", "lookahead-attention", "lookahead-evidence", "attention"])
 @pytest.mark.parametrize("width,match_heads", [(0, 0), (8, 0), (8, 2)])
 def test_formula_equals_flop_counter_with_probes(policy, width, match_heads):
     """Probe FLOPs are counted (question matching by the question's length), and 'lookahead' pays scores only for the kept queries."""
