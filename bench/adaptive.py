@@ -35,7 +35,15 @@ from bench.kernels import native_kernels
 from bench.probes import LookaheadProbes, load_probes
 from bench.significance import SelectionInputs, SignificancePolicy, attention_received, get_policy, question_segment
 
-__all__ = ["ADAPTERS", "AdaptiveOutput", "BertLayoutAdapter", "LengthAdaptiveQA", "adapter_for", "keep_table"]
+__all__ = [
+    "ADAPTERS",
+    "AdaptiveOutput",
+    "BertLayoutAdapter",
+    "LengthAdaptiveQA",
+    "adapter_for",
+    "keep_table",
+    "reached_last_layer",
+]
 
 
 @dataclass
@@ -53,6 +61,23 @@ class AdaptiveOutput:
 def keep_table(config: LengthConfig, real_lengths: torch.Tensor) -> torch.Tensor:
     """(num_layers, batch) tokens each layer keeps, computed on the real (unpadded) lengths."""
     return _keep_tensor(keep_counts_batch(config, real_lengths.tolist()), config.num_layers, real_lengths.device)
+
+
+def reached_last_layer(out: AdaptiveOutput, attention_mask: torch.Tensor) -> torch.Tensor:
+    """(batch, width) True where a real token was computed on by the last layer, False where it was dropped.
+
+    Needs a forward run with ``trace=True``: the last dropping layer's kept slots are exactly the
+    tokens every later layer computes on. The other real positions hold restored states.
+    """
+    if out.trace is None:
+        raise ValueError("reached_last_layer needs the output of a forward with trace=True")
+    valid = attention_mask.bool()
+    if not out.trace:
+        return valid
+    _, positions, slot_real = out.trace[-1]
+    reached = torch.zeros_like(valid)
+    kept = torch.ones_like(positions, dtype=torch.bool) if slot_real is None else slot_real
+    return reached.scatter_(1, positions, kept) & valid
 
 
 def _skip_layers(plan: list[list[int]], lengths: list[int], skip: Collection[int]) -> list[list[int]]:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from bench.errors import exit_status
 from bench.model_io import LENGTHDROP_MODEL_DIR, STANDARD_MODEL_DIR, quiet_libraries
-from training.lengthdrop import PROBE_INITS, LengthDropRecipe, train_lengthdrop
+from training.lengthdrop import PROBE_INITS, SUB_MODEL_LOSSES, LengthDropRecipe, train_lengthdrop
 from training.recipe import DEFAULT_TRAIN_SET
 from training.trainer import PRECISIONS
 
@@ -53,6 +53,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=d.sub_model_weight,
         help="weight of each sub-model's KL to the full model against the task loss",
+    )
+    ld.add_argument(
+        "--sub-model-loss",
+        choices=SUB_MODEL_LOSSES,
+        default=d.sub_model_loss,
+        help="positions each sub-model's KL covers: all real ones, or only those it kept to the last layer "
+        "(restored states then get no gradient)",
     )
     ld.add_argument(
         "--layerdrop",
@@ -119,6 +126,7 @@ def recipe_from_args(args: argparse.Namespace) -> LengthDropRecipe:
         bound=args.bound,
         num_sub_models=args.num_sub_models,
         sub_model_weight=args.sub_model_weight,
+        sub_model_loss=args.sub_model_loss,
         layerdrop=args.layerdrop,
         seed=args.seed,
         precision=args.precision,

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.adaptive import LengthAdaptiveQA
+from bench.adaptive import LengthAdaptiveQA, reached_last_layer
 from bench.config import LengthConfig, cumulative_ratios, parse_selection
 from bench.errors import UserError
 from bench.features import Features, cached_features
@@ -60,6 +60,11 @@ MAX_FILE_BYTES = 16 * 1024 * 1024  # every file of the saved model folder should
 # checkpoints and exact resume cover them; they are detached before the model is saved.
 PROBES_ATTR = "dynlen_lookahead_probes"
 PROBE_INITS = ("saved", "fresh")
+# Which positions a sub-model's KL to the full model covers: "all" real positions (the paper), or
+# only those the sub-model "kept" to the last layer. A dropped token's logits come from its
+# restored early-layer state; matching them pulls the early layers and the span head towards
+# answering from shallow states, which the full model then pays for.
+SUB_MODEL_LOSSES = ("all", "kept")
 
 
 @dataclass(frozen=True)
@@ -78,6 +83,7 @@ class LengthDropRecipe(TrainingRecipe):
     # short runs from a fine-tuned model the sub-models' terms pull the encoder's full-length
     # behaviour down (docs/results.md); a smaller weight trades drop cost for keep-all accuracy.
     sub_model_weight: float = 1.0
+    sub_model_loss: str = "all"  # one of SUB_MODEL_LOSSES
     layerdrop: float = 0.0  # chance that a sub-model bypasses a layer (LayerDrop); 0 = off
     max_steps: int | None = None  # part of the key: it sets the learning-rate schedule
     # The token selection the sub-models train under. With a look-ahead policy the probes are
@@ -102,6 +108,10 @@ class LengthDropRecipe(TrainingRecipe):
             )
         if self.sub_model_weight < 0:
             raise UserError(f"--sub-model-weight must be 0 or more; got {self.sub_model_weight:g}")
+        if self.sub_model_loss not in SUB_MODEL_LOSSES:
+            raise UserError(
+                f"--sub-model-loss must be one of {', '.join(SUB_MODEL_LOSSES)}; got {self.sub_model_loss!r}"
+            )
         if self.num_sub_models < 0:
             raise UserError(f"--num-sub-models must be 0 or more; got {self.num_sub_models}")
         if self.batch_size < 1:
@@ -238,10 +248,14 @@ def sandwich_loss(
     skips: Sequence[Collection[int]] | None = None,
     probes: LookaheadProbes | None = None,
     sub_model_weight: float = 1.0,
+    sub_model_loss: str = "all",
 ) -> tuple[torch.Tensor, StepLosses]:
     """The full model's task loss (plus its KL to the teacher) plus each sub-model's KL to the full model.
 
     Each sub-model's KL counts ``sub_model_weight`` times (the logged ``sub_kl`` stay unweighted).
+    With ``sub_model_loss="kept"`` it covers only the positions the sub-model computed on through
+    its last layer, against the full model's distribution renormalised over them, so restored
+    states get no gradient.
 
     The sub-models' target is the full model's detached logits, so the gradient of the sum is
     the sum of the separate backward passes of the paper's training loop. All forwards' graphs
@@ -271,8 +285,10 @@ def sandwich_loss(
         losses.teacher_kl = kd.detach()
     target = (full.start_logits.detach(), full.end_logits.detach())
     for index, config in enumerate(configs):
-        out = qa(*inputs, config=config, skip=skips[index] if skips else ())
-        kl = span_kl((out.start_logits, out.end_logits), target, mask)
+        kept_only = sub_model_loss == "kept"
+        out = qa(*inputs, config=config, skip=skips[index] if skips else (), trace=kept_only)
+        covered = reached_last_layer(out, mask) if kept_only else mask
+        kl = span_kl((out.start_logits, out.end_logits), target, covered)
         loss = loss + sub_model_weight * kl
         losses.sub_kl.append(kl.detach())
     return loss, losses
@@ -352,7 +368,9 @@ class LengthDropLoss:
         ]
         skips = layer_skips(qa.num_layers, r.layerdrop, len(configs), r.seed, step) if r.layerdrop else None
         with self.accelerator.autocast():
-            loss, losses = sandwich_loss(qa, inputs, configs, self.teacher, skips, qa.probes, r.sub_model_weight)
+            loss, losses = sandwich_loss(
+                qa, inputs, configs, self.teacher, skips, qa.probes, r.sub_model_weight, r.sub_model_loss
+            )
         self._remember(losses)
         return (loss, losses) if return_outputs else loss
 

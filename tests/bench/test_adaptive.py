@@ -103,3 +103,25 @@ def test_unsupported_architecture_lists_supported_ones():
     model = GPT2ForQuestionAnswering(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=50))
     with pytest.raises(UserError, match="supported: bert"):
         LengthAdaptiveQA(model)
+
+
+@pytest.mark.parametrize("spec", [None, "ratios:1,0.5,0.3,0.2", "ratios:1,1,1,0.4"])
+def test_reached_last_layer_marks_exactly_the_tokens_the_last_layer_computed(spec):
+    from bench.adaptive import reached_last_layer
+
+    model = tiny_bert().eval()
+    ids, mask, types = _batch()
+    qa = LengthAdaptiveQA(model, kernels=False)
+    with torch.no_grad():
+        config = LengthConfig.keep_all(qa.num_layers) if spec is None else LengthConfig.parse(spec)
+        out = qa(ids, mask, types, config=config, trace=True)
+    reached = reached_last_layer(out, mask)
+    assert reached.sum(dim=1).tolist() == out.kept[-1].tolist(), "one mark per token the last layer kept"
+    assert not (reached & ~mask.bool()).any(), "padding never counts as reached"
+    if out.trace:
+        _, positions, slot_real = out.trace[-1]
+        for row in range(ids.shape[0]):
+            real_slots = positions[row] if slot_real is None else positions[row][slot_real[row]]
+            assert set(real_slots.tolist()) == set(reached[row].nonzero().flatten().tolist())
+    with pytest.raises(ValueError, match="trace=True"):
+        reached_last_layer(qa(ids, mask, types, config=config), mask)

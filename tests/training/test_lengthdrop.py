@@ -534,3 +534,42 @@ def test_the_sub_models_weight_scales_their_part_of_the_loss_only(squad_file):
     assert loss.item() == pytest.approx((losses.task + 0.25 * sum(losses.sub_kl)).item(), rel=1e-5)
     with pytest.raises(UserError, match="--sub-model-weight"):
         ld.LengthDropRecipe(base="unused", train="unused.json", sub_model_weight=-1.0).check()
+
+
+@pytest.mark.parametrize("sub_model_loss", ["all", "kept"])
+def test_kept_sub_model_loss_sends_no_gradient_through_restored_states(squad_file, sub_model_loss):
+    model = _confident_bert().eval()  # no dropout: the full and the sub-model passes are deterministic
+    qa, batch = LengthAdaptiveQA(model, kernels=False), _batch(squad_file)
+    heads: list[torch.Tensor] = []
+    span_head = qa.adapter.span_head
+
+    def recording(hidden):
+        if hidden.requires_grad:
+            hidden.retain_grad()
+            heads.append(hidden)
+        return span_head(hidden)
+
+    qa.adapter.span_head = recording
+    config = ld.smallest_config(qa.num_layers, 0.5)
+    loss, losses = ld.sandwich_loss(qa, batch, [config], sub_model_loss=sub_model_loss)
+    assert losses.sub_kl[0].item() > 0
+    (loss - losses.task).backward()  # the sub-model's KL alone (the task part is detached)
+    sub_head = heads[-1]
+    with torch.no_grad():
+        traced = qa(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"], config=config, trace=True)
+    from bench.adaptive import reached_last_layer
+
+    reached = reached_last_layer(traced, batch["attention_mask"])
+    restored = batch["attention_mask"].bool() & ~reached
+    assert restored.any() and reached.any()
+    restored_grad = sub_head.grad[restored].abs().max().item()
+    assert sub_head.grad[reached].abs().max().item() > 0
+    if sub_model_loss == "kept":
+        assert restored_grad == 0.0
+    else:
+        assert restored_grad > 0.0
+
+
+def test_unknown_sub_model_loss_is_refused(model_dir, squad_file):
+    with pytest.raises(UserError, match="--sub-model-loss"):
+        _recipe(model_dir, squad_file, sub_model_loss="some").check()
