@@ -284,8 +284,8 @@ def sandwich_loss(
         loss = loss + kd
         losses.teacher_kl = kd.detach()
     target = (full.start_logits.detach(), full.end_logits.detach())
+    kept_only = sub_model_loss == "kept"
     for index, config in enumerate(configs):
-        kept_only = sub_model_loss == "kept"
         out = qa(*inputs, config=config, skip=skips[index] if skips else (), trace=kept_only)
         covered = reached_last_layer(out, mask) if kept_only else mask
         kl = span_kl((out.start_logits, out.end_logits), target, covered)
