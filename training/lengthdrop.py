@@ -63,7 +63,8 @@ PROBE_INITS = ("saved", "fresh")
 # Which positions a sub-model's KL to the full model covers: "all" real positions (the paper), or
 # only those the sub-model "kept" to the last layer. A dropped token's logits come from its
 # restored early-layer state; matching them pulls the early layers and the span head towards
-# answering from shallow states, which the full model then pays for.
+# answering from shallow states, which the full model then pays for: "kept" is the default since it
+# measured better at keep-all and when dropping (docs/results.md, "Why keep-all falls").
 SUB_MODEL_LOSSES = ("all", "kept")
 
 
@@ -83,7 +84,7 @@ class LengthDropRecipe(TrainingRecipe):
     # short runs from a fine-tuned model the sub-models' terms pull the encoder's full-length
     # behaviour down (docs/results.md); a smaller weight trades drop cost for keep-all accuracy.
     sub_model_weight: float = 1.0
-    sub_model_loss: str = "all"  # one of SUB_MODEL_LOSSES
+    sub_model_loss: str = "kept"  # one of SUB_MODEL_LOSSES
     layerdrop: float = 0.0  # chance that a sub-model bypasses a layer (LayerDrop); 0 = off
     max_steps: int | None = None  # part of the key: it sets the learning-rate schedule
     # The token selection the sub-models train under. With a look-ahead policy the probes are
@@ -97,6 +98,9 @@ class LengthDropRecipe(TrainingRecipe):
     # the same width (their ranking is sensible from the first step, so the sub-models never train
     # on randomly chosen tokens); "fresh": new random probes. Without saved probes both are fresh.
     probe_init: str = "saved"
+
+    # Models trained before ``sub_model_loss`` existed matched the full model at every position.
+    PREDATED = {"sub_model_loss": "all"}
 
     def check(self) -> None:
         """Reject options that would only fail (or silently do nothing) hours later."""
@@ -248,7 +252,7 @@ def sandwich_loss(
     skips: Sequence[Collection[int]] | None = None,
     probes: LookaheadProbes | None = None,
     sub_model_weight: float = 1.0,
-    sub_model_loss: str = "all",
+    sub_model_loss: str = "kept",
 ) -> tuple[torch.Tensor, StepLosses]:
     """The full model's task loss (plus its KL to the teacher) plus each sub-model's KL to the full model.
 

@@ -287,6 +287,15 @@ def test_stored_recipes_without_precision_still_match(model_dir, squad_file):
     assert not same_recipe(stored, _recipe(model_dir, squad_file, precision="fp32"))
 
 
+def test_models_trained_before_the_sub_model_loss_option_read_as_the_papers_loss(model_dir, squad_file):
+    today = _recipe(model_dir, squad_file)
+    assert today.sub_model_loss == "kept"
+    stored = {k: v for k, v in dataclasses.asdict(today).items() if k != "sub_model_loss"}
+    assert not same_recipe(stored, today), "an old model matched the full model at every position"
+    assert same_recipe(stored, _recipe(model_dir, squad_file, sub_model_loss="all"))
+    assert same_recipe(dataclasses.asdict(today), today)
+
+
 # --- teacher -----------------------------------------------------------------------------------
 def test_teacher_with_another_vocabulary_is_a_clear_user_error(model_dir, squad_file, tmp_path, capsys):
     from transformers import BertTokenizer
