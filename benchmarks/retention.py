@@ -203,7 +203,13 @@ def _run(argv: list[str] | None) -> None:
         "--models", default=DEFAULT_MODEL_DIR, help="comma-separated QA model folders (default: %(default)s)"
     )
     parser.add_argument("--data", default=DEFAULT_DEV_SET, help="SQuAD 1.1 dev JSON (default: %(default)s)")
-    parser.add_argument("--questions", type=int, default=1000, help="held-out questions (default: %(default)s)")
+    parser.add_argument("--questions", type=int, default=1000, help="questions scored (default: %(default)s)")
+    parser.add_argument(
+        "--split",
+        choices=("held-out", "search"),
+        default="held-out",
+        help="article-level half of dev to score: the held-out one, or the search one for tuning a policy (default: %(default)s)",
+    )
     parser.add_argument("--configs", default=";".join(CONFIGS), help="';'-separated length configurations")
     parser.add_argument("--policies", default=",".join(POLICIES), help="comma-separated policies (default: all)")
     parser.add_argument("--out", default="reports/retention", help="output folder (default: %(default)s)")
@@ -219,11 +225,13 @@ def _run(argv: list[str] | None) -> None:
         LengthConfig.parse(spec)  # one line for a bad configuration before any model loads
     for policy in policies:
         LengthConfig.keep_all(1).with_selection(*parse_selection(policy))
-    _, heldout = split_by_article(load_squad(args.data))
-    data = limit_examples(heldout, args.questions)
+    searched, heldout = split_by_article(load_squad(args.data))
+    data = limit_examples(heldout if args.split == "held-out" else searched, args.questions)
     rows = []
     for model in args.models.split(","):
         rows.extend(run_model(model.strip(), data, configs, policies, oracle))
+    for row in rows:
+        row["split"] = args.split
     write(rows, Path(args.out))
 
 

@@ -33,6 +33,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=ProbeRecipe.batch_size, help="features per step")
     parser.add_argument("--seed", type=int, default=ProbeRecipe.seed, help="seeds the feature sample and order")
     parser.add_argument(
+        "--temperature",
+        type=float,
+        default=ProbeRecipe.temperature,
+        help="softens the model's final distributions the probes learn (1: as they are)",
+    )
+    parser.add_argument(
+        "--gold-weight",
+        type=float,
+        default=ProbeRecipe.gold_weight,
+        help="weight of the gold span's cross-entropy beside the KL (0: the model's predictions only)",
+    )
+    parser.add_argument(
         "--retrain", action="store_true", help="replace probes that LengthDrop trained together with the model"
     )
 
@@ -48,5 +60,7 @@ def run(args: argparse.Namespace) -> None:
         learning_rate=args.lr,
         batch_size=args.batch_size,
         seed=args.seed,
+        temperature=args.temperature,
+        gold_weight=args.gold_weight,
     )
     train_probes(args.model, recipe, retrain=args.retrain)

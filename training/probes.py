@@ -5,6 +5,11 @@ distributions (KL divergence, no labels needed), so the probes rank tokens by wh
 will want. The encoder runs once over the training features (keep-all, no gradients), its hidden
 states are kept in memory as float16, and the probes train on them for a few passes: minutes on a
 2-core CPU for a 6-layer model. Only SQuAD *train* data is used, never dev.
+
+Two options change the target: a temperature above 1 softens the final distributions (the KL
+printed is then to the softened target, so it is not comparable across temperatures), and a gold
+weight adds the cross-entropy of the train set's answer span, for probes that learn the answer and
+not only the model's guess of it.
 """
 
 from __future__ import annotations
@@ -42,6 +47,8 @@ class ProbeRecipe:
     learning_rate: float = 2e-3
     batch_size: int = 32
     seed: int = 0
+    temperature: float = 1.0  # > 1 softens the model's final distributions the probes learn
+    gold_weight: float = 0.0  # weight of the gold span's cross-entropy beside the KL (0: no labels)
 
     def check(self) -> None:
         for name in ("features", "epochs", "batch_size"):
@@ -49,6 +56,10 @@ class ProbeRecipe:
                 raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if self.width < 0 or self.first_layer < 0 or self.match_heads < 0 or self.learning_rate <= 0:
             raise UserError("--width, --match-heads and --first-layer must be >= 0 and --lr > 0")
+        if self.temperature <= 0 or self.gold_weight < 0:
+            raise UserError(
+                f"--temperature must be > 0 and --gold-weight >= 0, got {self.temperature} and {self.gold_weight}"
+            )
         if self.match_heads and not self.width:
             raise UserError("--match-heads needs a hidden layer: pass --width > 0")
 
@@ -73,6 +84,8 @@ class _Batch:
     question: torch.Tensor  # (batch, tokens) [CLS] question [SEP]
     start: torch.Tensor  # (batch, tokens) target log-probabilities
     end: torch.Tensor
+    gold_start: torch.Tensor  # (batch,) the gold span's token positions ([CLS] when not in the window)
+    gold_end: torch.Tensor
 
 
 def _sample(data: SquadData, count: int, seed: int) -> SquadData:
@@ -84,20 +97,21 @@ def _sample(data: SquadData, count: int, seed: int) -> SquadData:
 
 def collect(model: nn.Module, tokenizer, data: SquadData, recipe: ProbeRecipe, layers: list[int]) -> list[_Batch]:
     """The frozen model's per-layer input states and final span distributions, batched by length."""
-    feats = build_features(_sample(data, recipe.features, recipe.seed).examples, tokenizer)
+    feats = build_features(_sample(data, recipe.features, recipe.seed).examples, tokenizer, with_labels=True)
     order = sorted(range(min(recipe.features, len(feats))), key=lambda i: len(feats.input_ids[i]))
     batches = []
     with torch.inference_mode():
         for k in tqdm(range(0, len(order), recipe.batch_size), desc="encoding train features", unit="batch"):
             chunk = order[k : k + recipe.batch_size]
             b = collate(feats, chunk, tokenizer.pad_token_id or 0)
+            gold_start, gold_end = b.pop("start_positions"), b.pop("end_positions")
             out = model(**b, output_hidden_states=True)
             valid = b["attention_mask"].bool()
             hidden = torch.stack([out.hidden_states[i] for i in layers]).half()
-            start = _masked_log_softmax(out.start_logits.float(), valid)
-            end = _masked_log_softmax(out.end_logits.float(), valid)
+            start = _masked_log_softmax(out.start_logits.float() / recipe.temperature, valid)
+            end = _masked_log_softmax(out.end_logits.float() / recipe.temperature, valid)
             question = question_segment(b["input_ids"], tokenizer.sep_token_id)
-            batches.append(_Batch(hidden, valid, question, start, end))
+            batches.append(_Batch(hidden, valid, question, start, end, gold_start, gold_end))
     return batches
 
 
@@ -105,6 +119,14 @@ def _kl(target: torch.Tensor, logits: torch.Tensor, valid: torch.Tensor) -> torc
     """Mean over the batch of KL(target || softmax(logits)) over the real tokens."""
     log_p = _masked_log_softmax(logits, valid)
     return (target.exp() * (target - log_p)).masked_fill(~valid, 0.0).sum(dim=-1).mean()
+
+
+def _gold(logits: torch.Tensor, batch: _Batch) -> torch.Tensor:
+    """Cross-entropy of the gold start and end tokens under the probe's start and end distributions."""
+    # clone: the positions were made under inference mode, which autograd refuses as an index
+    start = _masked_log_softmax(logits[..., 0], batch.valid).gather(1, batch.gold_start[:, None].clone())
+    end = _masked_log_softmax(logits[..., 1], batch.valid).gather(1, batch.gold_end[:, None].clone())
+    return -(start + end).mean()
 
 
 def fit(probes: LookaheadProbes, batches: list[_Batch], recipe: ProbeRecipe) -> list[float]:
@@ -126,6 +148,8 @@ def fit(probes: LookaheadProbes, batches: list[_Batch], recipe: ProbeRecipe) -> 
                 logits = probes(layer, batch.hidden[j].float(), batch.question)
                 kl = _kl(batch.start, logits[..., 0], batch.valid) + _kl(batch.end, logits[..., 1], batch.valid)
                 loss = loss + kl
+                if recipe.gold_weight:
+                    loss = loss + recipe.gold_weight * _gold(logits, batch)
                 totals[j] += float(kl.detach())
             optimizer.zero_grad()
             loss.backward()

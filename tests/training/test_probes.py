@@ -50,3 +50,20 @@ def test_question_matching_probes_train_and_a_plain_recipe_still_matches_old_ent
     assert plain.same_as(old_entry) and not recipe.same_as(old_entry)
     with pytest.raises(UserError, match="--match-heads needs a hidden layer"):
         train_probes(str(folder), ProbeRecipe(train=str(squad_file), width=0, match_heads=2))
+
+
+def test_softened_and_gold_targets_train_and_are_part_of_the_recipe(tmp_path, model_dir, squad_file):
+    """Temperature and gold weight change what the probes learn, so they are in the stored recipe."""
+    folder = tmp_path / "m"
+    shutil.copytree(model_dir, folder)
+    plain = ProbeRecipe(train=str(squad_file), features=12, width=8, epochs=2, batch_size=4)
+    soft = ProbeRecipe(**{**plain.__dict__, "temperature": 3.0, "gold_weight": 1.0})
+    info = train_probes(str(folder), soft)
+    entry = json.loads((folder / "config.json").read_text())[CONFIG_KEY]
+    assert entry["recipe"]["temperature"] == 3.0 and entry["recipe"]["gold_weight"] == 1.0
+    assert all(kl > 0 for kl in info["kl_nats_per_layer"])
+    assert soft.same_as(entry["recipe"]) and not plain.same_as(entry["recipe"])
+    old_entry = {k: v for k, v in plain.__dict__.items() if k not in ("temperature", "gold_weight")}
+    assert plain.same_as(old_entry)  # probes trained before the options read as temperature 1, no labels
+    with pytest.raises(UserError, match="--temperature must be > 0"):
+        train_probes(str(folder), ProbeRecipe(train=str(squad_file), temperature=0.0))
