@@ -12,6 +12,7 @@ up as a fall too, where a ratio between two engine runs could hide it.
 from __future__ import annotations
 
 import json
+import platform
 import statistics
 import sys
 from dataclasses import dataclass
@@ -93,6 +94,24 @@ def measure(
     return out
 
 
+def machine_id() -> str:
+    """The CPU model and torch's thread count: what a latency ratio depends on besides the code.
+
+    The reference is the stock forward, whose speed against the engine's kernels differs by CPU
+    (a baseline from one CPU read 1.08x at constant 0.9 where another reads 1.35x), so a latency
+    floor only binds on the machine kind that measured it.
+    """
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {torch.get_num_threads()} threads"
+
+
 def load_baseline(path: Path) -> dict:
     if not path.is_file():
         raise UserError(f"no committed speedup baseline at {path}; create it with `make regress-update`")
@@ -102,8 +121,17 @@ def load_baseline(path: Path) -> dict:
 def check(baseline: dict, repeats: int, tolerance: float, latency: bool) -> tuple[bool, str]:
     """Compare fresh measurements with the committed ones; returns (passed, readable table)."""
     configs = {e["label"]: LengthConfig.from_dict(e["config"]) for e in baseline["entries"]}
+    measured_on, here = baseline.get("machine"), machine_id()
+    foreign = latency and measured_on is not None and measured_on != here
+    latency = latency and not foreign
     fresh = {m.label: m for m in measure(configs, baseline["shape"], baseline["features"], repeats, latency)}
-    lines = [
+    lines = []
+    if foreign:
+        lines.append(
+            f"latency not compared: the baseline was measured on {measured_on}, this is {here} "
+            "(FLOPs still must match; `make regress-update` here makes a latency baseline for this machine)"
+        )
+    lines += [
         f"{'configuration':44} {'FLOPs x (committed -> now)':>28} {'latency x (committed -> now, floor)':>40}  verdict"
     ]
     passed = True
@@ -149,6 +177,7 @@ def update(
         "about": "speedups over keep-all of the reference configurations on a random model of the default "
         f"shape; FLOPs counted by FlopCounterMode (exact), latency interleaved median, median of {runs} "
         "runs (make regress)",
+        "machine": machine_id(),
         "shape": shape,
         "features": features,
         "entries": [

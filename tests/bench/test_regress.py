@@ -71,6 +71,24 @@ def test_latency_below_the_floor_fails(tmp_path, capsys):
     assert "REGRESSED (latency)" in capsys.readouterr().out
 
 
+def test_a_baseline_from_another_machine_checks_flops_only(tmp_path, capsys):
+    """A latency floor measured on another CPU does not bind here; the FLOPs still must match."""
+    path = _baseline(tmp_path)
+    data = json.loads(path.read_text())
+    assert data["machine"] == regress.machine_id()
+    data["machine"] = "another CPU, 64 threads"
+    for e in data["entries"]:
+        e["latency_speedup"] = 50.0  # would fail here, were it this machine's
+    path.write_text(json.dumps(data))
+    assert regress_cli.main(["check", "--baseline", str(path), "--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "latency not compared: the baseline was measured on another CPU" in out and "make regress-update" in out
+    for e in data["entries"]:
+        e["flops_speedup"] *= 1.01
+    path.write_text(json.dumps(data))
+    assert regress_cli.main(["check", "--baseline", str(path), "--repeats", "1"]) == 1
+
+
 def test_missing_baseline_is_a_clear_error(tmp_path, capsys):
     assert regress_cli.main(["check", "--baseline", str(tmp_path / "none.json")]) == 2
     assert "make regress-update" in capsys.readouterr().err
