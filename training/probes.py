@@ -186,6 +186,7 @@ def train_probes(model_dir: str, recipe: ProbeRecipe, retrain: bool = False) -> 
         raise UserError(f"--first-layer {recipe.first_layer} is past the model's {num_layers} layers")
     layers = list(range(recipe.first_layer, num_layers))
     batches = collect(model, tokenizer, data, recipe, layers)
+    torch.manual_seed(recipe.seed)  # the probes' initial weights too, so one recipe gives one set of probes
     probes = LookaheadProbes(model.config.hidden_size, layers, recipe.width, recipe.match_heads)
     kl = fit(probes, batches, recipe)
     provenance = {

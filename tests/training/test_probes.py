@@ -6,6 +6,7 @@ import json
 import shutil
 
 import pytest
+import torch
 
 from bench.adaptive import LengthAdaptiveQA
 from bench.errors import UserError
@@ -67,3 +68,32 @@ def test_softened_and_gold_targets_train_and_are_part_of_the_recipe(tmp_path, mo
     assert plain.same_as(old_entry)  # probes trained before the options read as temperature 1, no labels
     with pytest.raises(UserError, match="--temperature must be > 0"):
         train_probes(str(folder), ProbeRecipe(train=str(squad_file), temperature=0.0))
+
+
+@pytest.mark.parametrize("option", [{"temperature": 3.0}, {"gold_weight": 1.0}])
+def test_each_target_option_changes_what_the_probes_learn(tmp_path, model_dir, squad_file, option):
+    """Same data, seed and steps: the softened target, or the gold span's term, gives other weights."""
+    from safetensors.torch import load_file
+
+    plain = ProbeRecipe(train=str(squad_file), features=12, width=8, epochs=2, batch_size=4)
+    weights = {}
+    for name, recipe in (("plain", plain), ("option", ProbeRecipe(**{**plain.__dict__, **option}))):
+        folder = tmp_path / name
+        shutil.copytree(model_dir, folder)
+        train_probes(str(folder), recipe)
+        weights[name] = load_file(folder / WEIGHTS_FILE)
+    assert weights["plain"].keys() == weights["option"].keys()
+    assert any(not torch.equal(weights["plain"][k], weights["option"][k]) for k in weights["plain"])
+
+
+def test_one_recipe_gives_one_set_of_probes(tmp_path, model_dir, squad_file):
+    """The seed covers the probes' initial weights as well as the sample and order."""
+    from safetensors.torch import load_file
+
+    recipe = ProbeRecipe(train=str(squad_file), features=12, width=8, epochs=2, batch_size=4)
+    weights = []
+    for name in ("a", "b"):
+        shutil.copytree(model_dir, tmp_path / name)
+        train_probes(str(tmp_path / name), recipe)
+        weights.append(load_file(tmp_path / name / WEIGHTS_FILE))
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
