@@ -101,6 +101,33 @@ def _check_inputs(feats: Features, start_logits: Sequence, end_logits: Sequence,
         raise ValueError("features carry no offsets; build them with bench.features.build_features")
 
 
+def best_feature_spans(
+    feats: Features,
+    start_logits: Sequence[Logits],
+    end_logits: Sequence[Logits],
+    n_best: int = 20,
+    max_answer_length: int = 30,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(score, start token, end token) of every feature's best valid span; score -inf when none is valid.
+
+    The per-feature half of :func:`predict_answers`, for callers that need token positions (e.g.
+    to keep a model's own answer tokens in a benchmark) rather than answer strings.
+    """
+    _check_inputs(feats, start_logits, end_logits, n_best, max_answer_length)
+    lengths = [len(o) for o in feats.offsets]
+    scores = np.full(len(feats), -np.inf, dtype=np.float32)
+    s_tok = np.zeros(len(feats), dtype=np.int64)
+    e_tok = np.zeros(len(feats), dtype=np.int64)
+    for lo in range(0, len(feats), _CHUNK):
+        rows = range(lo, min(lo + _CHUNK, len(feats)))
+        start = _stack(start_logits[lo : rows.stop], lengths[lo : rows.stop], lo)
+        end = _stack(end_logits[lo : rows.stop], lengths[lo : rows.stop], lo)
+        scores[lo : rows.stop], s_tok[lo : rows.stop], e_tok[lo : rows.stop] = _best_per_feature(
+            start, end, feats.offsets, rows, n_best, max_answer_length
+        )
+    return scores, s_tok, e_tok
+
+
 def predict_answers(
     examples: Sequence[Example],
     feats: Features,
@@ -116,18 +143,7 @@ def predict_answers(
     ``max_answer_length`` tokens are dropped; the highest start+end logit over all features of
     a question wins. A question with no valid span gets an empty answer scored -inf.
     """
-    _check_inputs(feats, start_logits, end_logits, n_best, max_answer_length)
-    lengths = [len(o) for o in feats.offsets]
-    scores = np.full(len(feats), -np.inf, dtype=np.float32)
-    s_tok = np.zeros(len(feats), dtype=np.int64)
-    e_tok = np.zeros(len(feats), dtype=np.int64)
-    for lo in range(0, len(feats), _CHUNK):
-        rows = range(lo, min(lo + _CHUNK, len(feats)))
-        start = _stack(start_logits[lo : rows.stop], lengths[lo : rows.stop], lo)
-        end = _stack(end_logits[lo : rows.stop], lengths[lo : rows.stop], lo)
-        scores[lo : rows.stop], s_tok[lo : rows.stop], e_tok[lo : rows.stop] = _best_per_feature(
-            start, end, feats.offsets, rows, n_best, max_answer_length
-        )
+    scores, s_tok, e_tok = best_feature_spans(feats, start_logits, end_logits, n_best, max_answer_length)
     return _pick_per_example(examples, feats, scores, s_tok, e_tok)
 
 

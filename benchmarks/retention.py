@@ -4,8 +4,11 @@ For each model, fixed length configuration and significance policy, on held-out 
 questions (the article-level half the search never sees): EM/F1, the paired bootstrap 95% interval
 of the F1 difference to keep-all, the exact FLOPs speedup vs keep-all (probe FLOPs included), and
 answer survival after every layer -- the share of answer-bearing features whose gold start and end
-tokens are still computed on. An ``oracle`` policy (gold answer tokens always kept, the rest by
-attention) bounds what selection alone can reach; it exists only here.
+tokens are still computed on. Two oracle policies exist only here, both keeping one span per
+feature and ranking the rest by attention received: ``oracle`` keeps the gold answer (what
+selection alone can reach, helped by dropping the distractors it knows are wrong), and
+``self-oracle`` keeps the span the model itself answers at keep-all, knowing nothing of the gold:
+what attention-chosen context costs once a policy names the model's own final answer early.
 
 Writes ``retention.json``, ``retention.csv`` and ``retention.md`` to ``--out``.
 """
@@ -27,7 +30,7 @@ from bench.errors import UserError, exit_status
 from bench.features import cached_features, collate, length_sorted_batches
 from bench.inference import batched_logits
 from bench.model_io import DEFAULT_MODEL_DIR, quiet_libraries
-from bench.postprocess import predict_answers
+from bench.postprocess import best_feature_spans, predict_answers
 from bench.runner import QARunner
 from bench.significance import SelectionInputs, attention_received, register_policy
 from bench.squad import DEFAULT_DEV_SET, limit_examples, load_squad, split_by_article
@@ -48,21 +51,27 @@ POLICIES = (
     "lookahead-evidence+question",
     "oracle",
     "oracle+question",
+    "self-oracle+question",
 )
 
 
-class Oracle:
-    """Gold answer tokens always stay; the rest is ranked by attention received. Benchmark only."""
+class SpanOracle:
+    """One span per feature always stays; the rest is ranked by attention received. Benchmark only.
 
-    name = "oracle"
+    ``spans`` (features, 2) holds each feature's start/end token (0, 0: nothing to keep);
+    ``current`` is the rows of the batch being run.
+    """
+
     needs_attention, needs_probes, needs_question = True, False, False
 
-    def __init__(self) -> None:
-        self.gold: torch.Tensor | None = None  # (batch, 2) start/end token of the current batch; 0 = no answer
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.spans: torch.Tensor | None = None
+        self.current: torch.Tensor | None = None
 
     def scores(self, inputs: SelectionInputs) -> torch.Tensor:
         attention = attention_received(inputs.probs, inputs.valid)
-        start, end, pos = self.gold[:, :1], self.gold[:, 1:], inputs.positions
+        start, end, pos = self.current[:, :1], self.current[:, 1:], inputs.positions
         inside = (pos >= start) & (pos <= end) & (start > 0)
         return attention.masked_fill(inside, float("inf"))
 
@@ -102,7 +111,7 @@ def _survival(batches, traces, starts, ends, num_layers: int) -> list[float]:
     return [s / max(1, n) for s, n in alive]
 
 
-def measure(runner: QARunner, oracle: Oracle, spec: str, selection: str) -> dict:
+def measure(runner: QARunner, oracles: list[SpanOracle], spec: str, selection: str) -> dict:
     """One (configuration, policy): scores, FLOPs, per-question F1 and answer survival per layer."""
     config = LengthConfig.keep_all(runner.num_layers) if spec == "keep-all" else LengthConfig.parse(spec)
     config = config.with_selection(*parse_selection(selection))
@@ -110,16 +119,16 @@ def measure(runner: QARunner, oracle: Oracle, spec: str, selection: str) -> dict
     batches = [
         (idx, collate(feats, idx, runner.pad_id)) for idx in length_sorted_batches(feats.lengths, runner.batch_size)
     ]
-    gold = torch.tensor(list(zip(feats.start_positions, feats.end_positions)))
 
-    def with_gold():
+    def with_spans():
         for idx, batch in batches:
-            oracle.gold = gold[idx]
+            for oracle in oracles:
+                oracle.current = None if oracle.spans is None else oracle.spans[idx]
             yield idx, batch
 
     traced = _Traced(runner.adaptive)
     started = time.perf_counter()
-    bar = tqdm(with_gold(), total=len(batches), desc=f"{selection} {config.label()}", leave=False)
+    bar = tqdm(with_spans(), total=len(batches), desc=f"{selection} {config.label()}", leave=False)
     starts, ends, _ = batched_logits(traced, feats, bar, config, runner.device)
     answers = predict_answers(runner.data.examples, feats, starts, ends)
     predictions = {qid: a["text"] for qid, a in answers.items()}
@@ -137,18 +146,34 @@ def measure(runner: QARunner, oracle: Oracle, spec: str, selection: str) -> dict
         "answer_survival": survival[-1],
         "seconds": round(time.perf_counter() - started, 1),
         "_per_question": f1s,
+        "_logits": (feats, starts, ends),
     }
 
 
-def run_model(model: str, data, configs: list[str], policies: list[str], oracle: Oracle) -> list[dict]:
+def _own_spans(feats, starts, ends) -> torch.Tensor:
+    """(features, 2) each feature's best span's start/end token under these logits; (0, 0) when it has none."""
+    scores, s_tok, e_tok = best_feature_spans(feats, starts, ends)
+    spans = torch.tensor(list(zip(s_tok.tolist(), e_tok.tolist())))
+    return spans.masked_fill(~torch.from_numpy(scores > float("-inf"))[:, None], 0)
+
+
+def _gold_spans(runner: QARunner) -> torch.Tensor:
+    feats = cached_features(runner.data, runner.tokenizer, with_labels=True)
+    return torch.tensor(list(zip(feats.start_positions, feats.end_positions)))
+
+
+def run_model(model: str, data, configs: list[str], policies: list[str], oracles: dict[str, SpanOracle]) -> list[dict]:
     runner = QARunner(model, data, batch_size=32)
     if runner.adaptive.probes is None and any("lookahead" in p for p in policies):
         raise UserError(f"{model} has no look-ahead probes; train them first: make probes MODEL={model}")
-    reference = measure(runner, oracle, "keep-all", "attention")
+    oracles["oracle"].spans = _gold_spans(runner)
+    oracles["self-oracle"].spans = None
+    reference = measure(runner, list(oracles.values()), "keep-all", "attention")
+    oracles["self-oracle"].spans = _own_spans(*reference["_logits"])
     rows = [reference]
     for spec in configs:
         for policy in policies:
-            row = measure(runner, oracle, spec, policy)
+            row = measure(runner, list(oracles.values()), spec, policy)
             row["f1_delta_low"], row["f1_delta_high"] = paired_interval(
                 row["_per_question"], reference["_per_question"]
             )
@@ -217,8 +242,9 @@ def _run(argv: list[str] | None) -> None:
     if args.questions < 1:
         raise UserError(f"--questions must be at least 1, got {args.questions}")
     quiet_libraries()
-    oracle = Oracle()
-    register_policy(oracle)
+    oracles = {name: SpanOracle(name) for name in ("oracle", "self-oracle")}
+    for oracle in oracles.values():
+        register_policy(oracle)
     configs = [c.strip() for c in args.configs.split(";") if c.strip()]
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
     for spec in configs:
@@ -229,7 +255,7 @@ def _run(argv: list[str] | None) -> None:
     data = limit_examples(heldout if args.split == "held-out" else searched, args.questions)
     rows = []
     for model in args.models.split(","):
-        rows.extend(run_model(model.strip(), data, configs, policies, oracle))
+        rows.extend(run_model(model.strip(), data, configs, policies, oracles))
     for row in rows:
         row["split"] = args.split
     write(rows, Path(args.out))

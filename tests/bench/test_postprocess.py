@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from bench.features import Features
-from bench.postprocess import answers_to_predictions, predict_answers
+from bench.postprocess import answers_to_predictions, best_feature_spans, predict_answers
 from bench.squad import Example
 
 N_QUESTION = 3  # [CLS] q q q [SEP] context ... [SEP]
@@ -54,6 +54,19 @@ def test_known_span_and_char_mapping():
     answers = predict_answers([_example("q", CONTEXT)], feats, [start], [end])
     assert answers["q"] == {"text": "gamma delta", "score": pytest.approx(10.0), "start": 11, "end": 22}
     assert CONTEXT[answers["q"]["start"] : answers["q"]["end"]] == "gamma delta"
+
+
+def test_best_feature_spans_gives_each_features_tokens_and_no_span_as_minus_inf():
+    offs = _offsets(_word_offsets(CONTEXT))
+    feats = _features([offs, offs], [0, 1])
+    first = (_logits(len(offs), {PREFIX + 2: 6.0}), _logits(len(offs), {PREFIX + 3: 4.0}))  # gamma delta
+    # the second feature's only strong candidates lie in the question: no context span beats the rest,
+    # and with n_best 1 nothing valid is left
+    second = (_logits(len(offs), {1: 9.0}), _logits(len(offs), {2: 9.0}))
+    scores, s_tok, e_tok = best_feature_spans(feats, [first[0], second[0]], [first[1], second[1]], n_best=1)
+    assert (s_tok[0], e_tok[0]) == (PREFIX + 2, PREFIX + 3)
+    assert scores[0] == pytest.approx(10.0)
+    assert scores[1] == -np.inf
 
 
 def test_end_before_start_is_never_chosen():
