@@ -4,7 +4,8 @@ For each model, fixed length configuration and significance policy, on held-out 
 questions (the article-level half the search never sees): EM/F1, the paired bootstrap 95% interval
 of the F1 difference to keep-all, the exact FLOPs speedup vs keep-all (probe FLOPs included), and
 answer survival after every layer -- the share of answer-bearing features whose gold start and end
-tokens are still computed on. Two oracle policies exist only here, both keeping one span per
+tokens are still computed on -- and how often the model's own keep-all answer reaches the last
+layer (``own_answer_survival``), which is what a policy must keep to change nothing. Two oracle policies exist only here, both keeping one span per
 feature and ranking the rest by attention received: ``oracle`` keeps the gold answer (what
 selection alone can reach, helped by dropping the distractors it knows are wrong), and
 ``self-oracle`` keeps the span the model itself answers at keep-all, knowing nothing of the gold:
@@ -111,8 +112,13 @@ def _survival(batches, traces, starts, ends, num_layers: int) -> list[float]:
     return [s / max(1, n) for s, n in alive]
 
 
-def measure(runner: QARunner, oracles: list[SpanOracle], spec: str, selection: str) -> dict:
-    """One (configuration, policy): scores, FLOPs, per-question F1 and answer survival per layer."""
+def measure(
+    runner: QARunner, oracles: list[SpanOracle], spec: str, selection: str, own: torch.Tensor | None = None
+) -> dict:
+    """One (configuration, policy): scores, FLOPs, per-question F1 and answer survival per layer.
+
+    ``own`` (features, 2), the model's own keep-all spans, adds how often those reach the last layer.
+    """
     config = LengthConfig.keep_all(runner.num_layers) if spec == "keep-all" else LengthConfig.parse(spec)
     config = config.with_selection(*parse_selection(selection))
     feats = cached_features(runner.data, runner.tokenizer, with_labels=True)
@@ -135,6 +141,10 @@ def measure(runner: QARunner, oracles: list[SpanOracle], spec: str, selection: s
     f1s = per_question_f1(predictions, runner.data.examples)
     flops = runner.flops(config)
     survival = _survival(batches, traced.traces, feats.start_positions, feats.end_positions, runner.num_layers)
+    own_survival = None
+    if own is not None:
+        own_survival = _survival(batches, traced.traces, own[:, 0].tolist(), own[:, 1].tolist(), runner.num_layers)
+        own_survival = [round(x, 4) for x in own_survival]
     return {
         "model": runner.model_name,
         "config": "keep-all" if spec == "keep-all" else config.label().split("@")[0],
@@ -144,6 +154,8 @@ def measure(runner: QARunner, oracles: list[SpanOracle], spec: str, selection: s
         "flops_speedup_vs_keep_all": flops.speedup_vs_keep_all,
         "answer_survival_per_layer": [round(x, 4) for x in survival],
         "answer_survival": survival[-1],
+        "own_answer_survival_per_layer": own_survival,
+        "own_answer_survival": None if own_survival is None else own_survival[-1],
         "seconds": round(time.perf_counter() - started, 1),
         "_per_question": f1s,
         "_logits": (feats, starts, ends),
@@ -173,7 +185,7 @@ def run_model(model: str, data, configs: list[str], policies: list[str], oracles
     rows = [reference]
     for spec in configs:
         for policy in policies:
-            row = measure(runner, list(oracles.values()), spec, policy)
+            row = measure(runner, list(oracles.values()), spec, policy, own=oracles["self-oracle"].spans)
             row["f1_delta_low"], row["f1_delta_high"] = paired_interval(
                 row["_per_question"], reference["_per_question"]
             )
@@ -182,7 +194,7 @@ def run_model(model: str, data, configs: list[str], policies: list[str], oracles
             print(
                 f"{model} {row['config']:36} {policy:30} F1 {row['f1']:.2f} ({row['f1_delta']:+.2f}, 95% "
                 f"[{row['f1_delta_low']:+.2f}, {row['f1_delta_high']:+.2f}]) x{row['flops_speedup_vs_keep_all']:.2f} "
-                f"answer kept {row['answer_survival']:.1%}",
+                f"answer kept {row['answer_survival']:.1%}, own answer kept {row['own_answer_survival']:.1%}",
                 flush=True,
             )
     return rows
@@ -193,7 +205,8 @@ def write(rows: list[dict], out: Path) -> None:
     clean = [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
     (out / "retention.json").write_text(json.dumps(clean, indent=1) + "\n")
     frame = pd.DataFrame(clean)
-    frame["answer_survival_per_layer"] = frame["answer_survival_per_layer"].map(lambda v: ";".join(map(str, v)))
+    for column in ("answer_survival_per_layer", "own_answer_survival_per_layer"):
+        frame[column] = frame[column].map(lambda v: "" if v is None else ";".join(map(str, v)))
     frame.to_csv(out / "retention.csv", index=False)
     table = frame[
         [
@@ -206,6 +219,7 @@ def write(rows: list[dict], out: Path) -> None:
             "f1_delta_low",
             "f1_delta_high",
             "answer_survival",
+            "own_answer_survival",
         ]
     ].copy()
     table["f1_delta"] = table.apply(
@@ -213,7 +227,8 @@ def write(rows: list[dict], out: Path) -> None:
         axis=1,
     )
     table = table.drop(columns=["f1_delta_low", "f1_delta_high"])
-    table["answer_survival"] = table["answer_survival"].map(lambda v: f"{v:.1%}")
+    for column in ("answer_survival", "own_answer_survival"):
+        table[column] = table[column].map(lambda v: "" if pd.isna(v) else f"{v:.1%}")
     (out / "retention.md").write_text(table.to_markdown(index=False, floatfmt=".2f") + "\n")
     print(f"wrote {out}/retention.json, retention.csv, retention.md")
 
