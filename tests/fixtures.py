@@ -5,11 +5,14 @@ Nothing here reads ../shared, the network or a trained model.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 from pathlib import Path
 
 import torch
+
+ROOT = Path(__file__).resolve().parents[1]
 
 ARTICLES = [
     (
@@ -124,6 +127,14 @@ def save_tiny_model(folder: Path, seed: int = 0) -> Path:
     tiny_bert(seed=seed).save_pretrained(folder)
     tiny_tokenizer().save_pretrained(folder)
     return folder
+
+
+def load_benchmark(name: str):
+    """benchmarks/ is a folder of scripts, not a package: load one by path."""
+    spec = importlib.util.spec_from_file_location(f"bench_script_{name}", ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 # --- training runs ------------------------------------------------------------------------------

@@ -7,7 +7,6 @@ imitated by a background thread that only ``synchronize`` waits for.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from fixtures import load_benchmark
 
 from bench.__main__ import main as bench_main
 from bench.device import resolve_device
@@ -38,14 +38,6 @@ def no_gpu(monkeypatch):
 def _torch_gemm(monkeypatch):
     """The CPU kernel is not what these tests are about; torch's GEMM spares a compile."""
     monkeypatch.setenv("DYNLEN_KERNELS", "off")
-
-
-def _load_benchmark(name: str):
-    """benchmarks/ is a folder of scripts, not a package: load one by path."""
-    spec = importlib.util.spec_from_file_location(f"bench_script_{name}", ROOT / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 # --- resolving the device -------------------------------------------------------------------
@@ -221,7 +213,7 @@ def test_device_synchronizer_is_none_on_cpu():
 
 # --- the benchmark scripts --------------------------------------------------------------------
 def test_keep_all_overhead_on_cpu_prints_the_device(model_dir, squad_file, capsys):
-    script = _load_benchmark("keep_all_overhead")
+    script = load_benchmark("keep_all_overhead")
     code = script.main(
         [
             "--model",
@@ -245,7 +237,7 @@ def test_keep_all_overhead_on_cpu_prints_the_device(model_dir, squad_file, capsy
 
 
 def test_flops_fidelity_on_cpu_prints_the_device_and_batch_sizes(model_dir, squad_file, capsys):
-    script = _load_benchmark("flops_fidelity")
+    script = load_benchmark("flops_fidelity")
     code = script.main(
         [
             "--model",
@@ -274,7 +266,7 @@ def test_flops_fidelity_on_cpu_prints_the_device_and_batch_sizes(model_dir, squa
 
 @pytest.mark.parametrize("name", ["keep_all_overhead", "flops_fidelity"])
 def test_benchmarks_refuse_cuda_without_gpu_in_one_line(name, tmp_path, squad_file, no_gpu, capsys):
-    script = _load_benchmark(name)
+    script = load_benchmark(name)
     code = script.main(["--model", str(tmp_path / "not-loaded"), "--data", str(squad_file), "--device", "cuda"])
     err = capsys.readouterr().err
     assert code == 2 and "use --device cpu" in err and len(err.strip().splitlines()) == 1
