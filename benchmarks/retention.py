@@ -4,12 +4,14 @@ For each model, fixed length configuration and significance policy, on held-out 
 questions (the article-level half the search never sees): EM/F1, the paired bootstrap 95% interval
 of the F1 difference to keep-all, the exact FLOPs speedup vs keep-all (probe FLOPs included), and
 answer survival after every layer -- the share of answer-bearing features whose gold start and end
-tokens are still computed on -- and how often the model's own keep-all answer reaches the last
-layer (``own_answer_survival``), which is what a policy must keep to change nothing. Two oracle policies exist only here, both keeping one span per
-feature and ranking the rest by attention received: ``oracle`` keeps the gold answer (what
-selection alone can reach, helped by dropping the distractors it knows are wrong), and
-``self-oracle`` keeps the span the model itself answers at keep-all, knowing nothing of the gold:
-what attention-chosen context costs once a policy names the model's own final answer early.
+tokens are still computed on -- and the same for the model's own keep-all answer
+(``own_answer_survival``), which is what a policy must keep computed to change nothing.
+
+Two oracle policies exist only here, both keeping one span per feature and ranking the rest by
+attention received: ``oracle`` keeps the gold answer (what selection alone can reach, helped by
+dropping the distractors it knows are wrong), and ``self-oracle`` keeps the span the model itself
+answers at keep-all, knowing nothing of the gold: what attention-chosen context costs once a
+policy keeps the model's own final answer.
 
 Writes ``retention.json``, ``retention.csv`` and ``retention.md`` to ``--out``.
 """
@@ -117,7 +119,7 @@ def measure(
 ) -> dict:
     """One (configuration, policy): scores, FLOPs, per-question F1 and answer survival per layer.
 
-    ``own`` (features, 2), the model's own keep-all spans, adds how often those reach the last layer.
+    ``own`` (features, 2), the model's own keep-all spans, adds how often those reach each layer.
     """
     config = LengthConfig.keep_all(runner.num_layers) if spec == "keep-all" else LengthConfig.parse(spec)
     config = config.with_selection(*parse_selection(selection))
