@@ -160,7 +160,7 @@ def measure(
         "own_answer_survival": None if own_survival is None else own_survival[-1],
         "seconds": round(time.perf_counter() - started, 1),
         "_per_question": f1s,
-        "_logits": (feats, starts, ends),
+        "_own_spans": _own_spans(feats, starts, ends) if spec == "keep-all" else None,
     }
 
 
@@ -183,7 +183,7 @@ def run_model(model: str, data, configs: list[str], policies: list[str], oracles
     oracles["oracle"].spans = _gold_spans(runner)
     oracles["self-oracle"].spans = None
     reference = measure(runner, list(oracles.values()), "keep-all", "attention")
-    oracles["self-oracle"].spans = _own_spans(*reference["_logits"])
+    oracles["self-oracle"].spans = reference["_own_spans"]
     rows = [reference]
     for spec in configs:
         for policy in policies:
