@@ -97,7 +97,7 @@ model-standard: ## fine-tune all-MiniLM-L6-v2 on SQuAD -> STANDARD
 probes: ## train MODEL's look-ahead probes (encoder frozen, SQuAD train data; minutes)
 	$(DYNLEN) probes --model $(MODEL)
 
-train: ## LengthDrop training from STANDARD -> LENGTHDROP, then its probes
+train: ## LengthDrop training from STANDARD -> LENGTHDROP (under STANDARD's probes when it has them), then its probes
 	$(DYNLEN) lengthdrop --model $(STANDARD) --out $(LENGTHDROP) $(if $(TRAIN),--train $(TRAIN),)
 	$(DYNLEN) probes --model $(LENGTHDROP)
 

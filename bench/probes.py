@@ -172,6 +172,23 @@ def saved_with_probes(name: str) -> bool:
         return False
 
 
+AUTO_SIGNIFICANCE = "auto"
+WITH_PROBES = "lookahead+question"  # the best measured policy (docs/results.md, "Token retention")
+WITHOUT_PROBES = "attention"
+
+
+def auto_significance(name: str) -> tuple[str, str]:
+    """The policy ``auto`` means for the model ``name``, and why, read from its config alone.
+
+    A model saved with look-ahead probes selects by them with the question kept; one without them
+    by attention received. Search and LengthDrop both resolve ``auto`` here, so a model is searched
+    under the selection it was trained for.
+    """
+    if saved_with_probes(name):
+        return WITH_PROBES, "the model has look-ahead probes"
+    return WITHOUT_PROBES, "the model has no look-ahead probes"
+
+
 def load_probes(model: nn.Module, folder: str | Path | None = None) -> LookaheadProbes | None:
     """The probes saved with ``model`` (its ``name_or_path`` folder unless ``folder``), or None.
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from bench.errors import exit_status
 from bench.model_io import LENGTHDROP_MODEL_DIR, STANDARD_MODEL_DIR, quiet_libraries
+from bench.probes import AUTO_SIGNIFICANCE, auto_significance
 from training.lengthdrop import PROBE_INITS, SUB_MODEL_LOSSES, LengthDropRecipe, train_lengthdrop
 from training.recipe import DEFAULT_TRAIN_SET
 from training.trainer import PRECISIONS
@@ -69,9 +70,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     ld.add_argument(
         "--significance",
-        default=d.significance,
+        default=AUTO_SIGNIFICANCE,
         help="token selection the sub-models train under (a policy of bench.significance, optionally +question); "
-        "a look-ahead policy trains the model's probes in the same run",
+        "a look-ahead policy trains the model's probes in the same run; auto: lookahead+question when the start "
+        "model has look-ahead probes, attention otherwise, so the model trains under the selection it is served with",
     )
     ld.add_argument("--probe-width", type=int, default=d.probe_width, help="hidden units per look-ahead probe")
     ld.add_argument("--probe-lr", type=float, default=d.probe_learning_rate, help="the probes' peak learning rate")
@@ -111,6 +113,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--threads", type=int, default=None, help="torch CPU threads")
 
 
+def significance_from_args(args: argparse.Namespace) -> str:
+    """``--significance`` with ``auto`` replaced by the policy it means for the start model (said in one line)."""
+    if args.significance != AUTO_SIGNIFICANCE:
+        return args.significance
+    chosen, why = auto_significance(args.model)
+    print(f"significance auto -> {chosen} ({why})")
+    return chosen
+
+
 def recipe_from_args(args: argparse.Namespace) -> LengthDropRecipe:
     return LengthDropRecipe(
         base=args.model,
@@ -130,7 +141,7 @@ def recipe_from_args(args: argparse.Namespace) -> LengthDropRecipe:
         layerdrop=args.layerdrop,
         seed=args.seed,
         precision=args.precision,
-        significance=args.significance,
+        significance=significance_from_args(args),
         probe_width=args.probe_width,
         probe_learning_rate=args.probe_lr,
         probe_first_layer=args.probe_first_layer,

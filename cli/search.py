@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 
 from bench.model_io import DEFAULT_MODEL_DIR
+from bench.probes import AUTO_SIGNIFICANCE
 from bench.significance import POLICIES
 from bench.squad import DEFAULT_DEV_SET
 from cli.argtypes import hidden_alias
 from reports.report import make_report
 from search.budget import SYNTAX, parse_budget
-from search.settings import AUTO_SIGNIFICANCE, SearchSettings
+from search.settings import SearchSettings
 from search.space import parse_selections
 from search.study import run_search
 

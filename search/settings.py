@@ -15,6 +15,7 @@ import optuna
 from sqlalchemy.engine import make_url
 
 from bench.errors import UserError
+from bench.probes import AUTO_SIGNIFICANCE, auto_significance
 
 COSTS = ("flops", "latency")
 SAMPLERS = ("tpe", "nsga2")
@@ -37,11 +38,6 @@ OPTION = {
     "latency_batch_size": "--latency-batch-size",
     "significance": "--significance",
 }
-
-
-AUTO_SIGNIFICANCE = "auto"
-WITH_PROBES = "lookahead+question"
-WITHOUT_PROBES = "attention"
 
 
 @dataclass(frozen=True)
@@ -77,10 +73,7 @@ class SearchSettings:
         """These settings with ``auto`` significance replaced by the policy it means for this model."""
         if self.significance != AUTO_SIGNIFICANCE:
             return self
-        from bench.probes import saved_with_probes
-
-        chosen = WITH_PROBES if saved_with_probes(self.model) else WITHOUT_PROBES
-        note = "the model has look-ahead probes" if chosen == WITH_PROBES else "the model has no look-ahead probes"
+        chosen, note = auto_significance(self.model)
         print(f"significance auto -> {chosen} ({note})")
         return dataclasses.replace(self, significance=chosen)
 

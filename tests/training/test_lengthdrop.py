@@ -582,3 +582,24 @@ def test_kept_sub_model_loss_sends_no_gradient_through_restored_states(squad_fil
 def test_unknown_sub_model_loss_is_refused(model_dir, squad_file):
     with pytest.raises(UserError, match="--sub-model-loss"):
         _recipe(model_dir, squad_file, sub_model_loss="some").check()
+
+
+def test_auto_significance_trains_under_the_start_models_probes_when_it_has_them(tmp_path, model_dir, capsys):
+    from transformers import AutoModelForQuestionAnswering
+
+    from bench.probes import LookaheadProbes
+
+    def recipe_for(folder, *extra):
+        parser = lengthdrop_cli.argparse.ArgumentParser()
+        lengthdrop_cli.add_arguments(parser)
+        return lengthdrop_cli.recipe_from_args(parser.parse_args(["--model", str(folder), *extra]))
+
+    assert recipe_for(model_dir).significance == "attention"
+    assert "auto -> attention (the model has no look-ahead probes)" in capsys.readouterr().out
+    folder = tmp_path / "with-probes"
+    shutil.copytree(model_dir, folder)
+    model = AutoModelForQuestionAnswering.from_pretrained(folder)
+    LookaheadProbes(model.config.hidden_size, [1, 2, 3], 8).save(folder)
+    recipe = recipe_for(folder)
+    assert recipe.significance == "lookahead+question" and recipe.trains_probes
+    assert recipe_for(folder, "--significance", "attention").significance == "attention"  # an explicit choice stands
