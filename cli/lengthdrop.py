@@ -77,6 +77,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     ld.add_argument("--probe-width", type=int, default=d.probe_width, help="hidden units per look-ahead probe")
     ld.add_argument("--probe-lr", type=float, default=d.probe_learning_rate, help="the probes' peak learning rate")
+    ld.add_argument(
+        "--probe-supervision",
+        type=float,
+        default=d.probe_supervision,
+        help="weight of the probes' KL in the encoder's gradient (0: probes read detached states; > 0: early "
+        "layers also learn to show the final answer)",
+    )
     ld.add_argument("--probe-first-layer", type=int, default=d.probe_first_layer, help="first layer with a probe")
     ld.add_argument(
         "--probe-init",
@@ -144,6 +151,7 @@ def recipe_from_args(args: argparse.Namespace) -> LengthDropRecipe:
         significance=significance_from_args(args),
         probe_width=args.probe_width,
         probe_learning_rate=args.probe_lr,
+        probe_supervision=args.probe_supervision,
         probe_first_layer=args.probe_first_layer,
         probe_init=args.probe_init,
         max_steps=args.max_steps,

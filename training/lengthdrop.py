@@ -98,6 +98,11 @@ class LengthDropRecipe(TrainingRecipe):
     # the same width (their ranking is sensible from the first step, so the sub-models never train
     # on randomly chosen tokens); "fresh": new random probes. Without saved probes both are fresh.
     probe_init: str = "saved"
+    # Weight of the probes' KL in the encoder's gradient. 0: the probes read detached states, so they
+    # learn to read the encoder and the encoder never learns to be read. > 0: the KL also reaches
+    # the layers below each probe, scaled by this weight (deep supervision), so early layers learn to
+    # show the answer the last layer will give, which is what the first drops are chosen by.
+    probe_supervision: float = 0.0
 
     # Models trained before ``sub_model_loss`` existed matched the full model at every position.
     PREDATED = {"sub_model_loss": "all"}
@@ -136,6 +141,13 @@ class LengthDropRecipe(TrainingRecipe):
             )
         if self.probe_width < 0 or self.probe_first_layer < 0 or self.probe_learning_rate <= 0:
             raise UserError("--probe-width and --probe-first-layer must be 0 or more, --probe-lr positive")
+        if self.probe_supervision < 0:
+            raise UserError(f"--probe-supervision must be 0 or more; got {self.probe_supervision:g}")
+        if self.probe_supervision and not self.trains_probes:
+            raise UserError(
+                "--probe-supervision needs look-ahead probes to supervise: train under a lookahead policy "
+                "(--significance lookahead+question)"
+            )
         if self.probe_init not in PROBE_INITS:
             raise UserError(f"--probe-init must be one of {', '.join(PROBE_INITS)}; got {self.probe_init!r}")
 
@@ -253,6 +265,7 @@ def sandwich_loss(
     probes: LookaheadProbes | None = None,
     sub_model_weight: float = 1.0,
     sub_model_loss: str = "kept",
+    probe_supervision: float = 0.0,
 ) -> tuple[torch.Tensor, StepLosses]:
     """The full model's task loss (plus its KL to the teacher) plus each sub-model's KL to the full model.
 
@@ -269,6 +282,7 @@ def sandwich_loss(
     With ``probes``, the full pass also returns every layer's input and each probe adds its KL to
     the full model's detached span distributions, on detached states: the probes learn to
     predict the answer, and their ranking (not differentiable) steers only the sub-models.
+    ``probe_supervision`` > 0 lets that KL reach the encoder too, scaled by it.
     """
     inputs = (batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
     mask = batch["attention_mask"]
@@ -280,7 +294,9 @@ def sandwich_loss(
     loss, losses = task, StepLosses(task=task.detach())
     if probes is not None:
         question = question_segment(inputs[0], qa.sep_token_id) if probes.needs_question else None
-        probe_kl = probe_loss(probes, full.hidden_states, (full.start_logits, full.end_logits), mask, question)
+        probe_kl = probe_loss(
+            probes, full.hidden_states, (full.start_logits, full.end_logits), mask, question, probe_supervision
+        )
         loss = loss + probe_kl
         losses.probe_kl = probe_kl.detach()
     if teacher is not None:
@@ -304,16 +320,29 @@ def probe_loss(
     target: tuple[torch.Tensor, torch.Tensor],
     attention_mask: torch.Tensor,
     question: torch.Tensor | None = None,
+    supervision: float = 0.0,
 ) -> torch.Tensor:
-    """Sum over the probed layers of KL(full model's span distributions || the probe's), states detached.
+    """Sum over the probed layers of KL(full model's span distributions || the probe's).
 
-    ``question`` (batch, tokens) marks the question segment, for probes that match against it.
+    The probes get the whole gradient; the states they read pass ``supervision`` times it on to the
+    encoder (0: detached). ``question`` (batch, tokens) marks the question segment, for probes that
+    match against it.
     """
     total = target[0].new_zeros((), dtype=torch.float32)
     for layer in probes.layer_ids:
-        logits = probes(layer, hidden_states[layer].detach(), question)
+        logits = probes(layer, scale_gradient(hidden_states[layer], supervision), question)
         total = total + span_kl((logits[..., 0].float(), logits[..., 1].float()), target, attention_mask)
     return total
+
+
+def scale_gradient(tensor: torch.Tensor, weight: float) -> torch.Tensor:
+    """``tensor`` unchanged in the forward; the gradient flowing back through it is multiplied by ``weight``."""
+    if weight == 0:
+        return tensor.detach()
+    if weight == 1:
+        return tensor
+    frozen = tensor.detach()
+    return frozen + weight * (tensor - frozen)
 
 
 class LengthDropLoss:
@@ -373,7 +402,15 @@ class LengthDropLoss:
         skips = layer_skips(qa.num_layers, r.layerdrop, len(configs), r.seed, step) if r.layerdrop else None
         with self.accelerator.autocast():
             loss, losses = sandwich_loss(
-                qa, inputs, configs, self.teacher, skips, qa.probes, r.sub_model_weight, r.sub_model_loss
+                qa,
+                inputs,
+                configs,
+                self.teacher,
+                skips,
+                qa.probes,
+                r.sub_model_weight,
+                r.sub_model_loss,
+                r.probe_supervision,
             )
         self._remember(losses)
         return (loss, losses) if return_outputs else loss

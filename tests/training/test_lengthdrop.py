@@ -437,6 +437,33 @@ def test_probe_kl_is_part_of_the_loss_and_only_the_probes_get_its_gradient(squad
     assert sum(p.grad.abs().sum() for p in encoder if p.grad is not None) > 0
 
 
+def test_probe_supervision_passes_the_probes_kl_on_to_the_encoder_scaled(squad_file):
+    model = tiny_bert(num_layers=NUM_LAYERS).eval()  # no dropout: the three backward passes see one forward
+    probes, _ = ld.attach_probes(model, _recipe(Path("."), squad_file, significance="lookahead"))
+    batch = _batch(squad_file)
+    encoder = [p for n, p in model.named_parameters() if n.startswith("bert.encoder.layer.0.")]
+
+    def encoder_gradient(weight: float) -> torch.Tensor:
+        model.zero_grad()
+        full = model(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            token_type_ids=batch["token_type_ids"],
+            output_hidden_states=True,
+        )
+        target = (full.start_logits.detach(), full.end_logits.detach())  # only the probes' path reaches the encoder
+        kl = ld.probe_loss(probes, full.hidden_states, target, batch["attention_mask"], supervision=weight)
+        kl.backward()
+        return torch.cat([p.grad.flatten() if p.grad is not None else torch.zeros(p.numel()) for p in encoder])
+
+    assert encoder_gradient(0.0).abs().sum() == 0
+    whole = encoder_gradient(1.0)
+    assert whole.abs().sum() > 0
+    torch.testing.assert_close(encoder_gradient(0.25), 0.25 * whole)
+    with pytest.raises(UserError, match="--probe-supervision needs look-ahead probes"):
+        _recipe(Path("."), squad_file, probe_supervision=0.5).check()
+
+
 def test_lookahead_lengthdrop_resumes_exactly_probes_included(model_dir, squad_file, tmp_path, monkeypatch):
     recipe = _recipe(model_dir, squad_file, significance="lookahead+question")
     reference = ld.train_lengthdrop(recipe, tmp_path / "straight", save_every=100)
