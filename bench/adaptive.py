@@ -133,12 +133,13 @@ def _select_kept(
 
 @dataclass
 class _Selection:
-    """One forward's token-selection state: the policy, the question slots and the probes."""
+    """One forward's token-selection state: the policy, the question slots, the probes and the last scores."""
 
     policy: SignificancePolicy
     keep_question: bool
     question: torch.Tensor | None  # (batch, slots), follows the slots through every drop
     probes: LookaheadProbes | None
+    scores: torch.Tensor | None = None  # (batch, slots) the policy's latest scores, following the slots
 
     @property
     def plain_attention(self) -> bool:
@@ -157,8 +158,9 @@ class _Selection:
     def significance(
         self, layer: int, hidden: torch.Tensor, valid: torch.Tensor | None, positions: torch.Tensor, probs=None
     ) -> torch.Tensor:
-        inputs = SelectionInputs(layer, hidden, valid, probs, self.question, self.probes, positions)
-        return self.policy.scores(inputs)
+        inputs = SelectionInputs(layer, hidden, valid, probs, self.question, self.probes, positions, self.scores)
+        self.scores = self.policy.scores(inputs)
+        return self.scores
 
     def protect(self, keep: torch.Tensor) -> torch.Tensor | None:
         """Slots that must stay: the question segment, cut to its first ``keep`` slots per example.
@@ -173,6 +175,8 @@ class _Selection:
     def follow(self, slots: torch.Tensor) -> None:
         if self.question is not None:
             self.question = _take_rows(self.question, slots, dim=1)
+        if self.scores is not None:
+            self.scores = _take_rows(self.scores, slots, dim=1)
 
 
 class _Restore:

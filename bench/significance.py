@@ -19,6 +19,10 @@ Built in:
   receives from the likely answers (every query weighted by its probe probability): the answer
   candidates stay, and so do the tokens they read, the evidence a reader needs to tell the right
   candidate from a lookalike, which the probe alone scores low because it is no answer itself.
+* ``lookahead-memory`` -- the probe's start + end probability, or the score the token had at the
+  previous dropping layer if that was higher (a running maximum over the forward's probes): a
+  token an earlier probe found likely stays, so one later probe's change of mind on states already
+  shifted by the drops cannot push the answer out alone.
 
 Any policy can also keep the whole question segment (``keep_question`` on the configuration):
 the engine then scores ``[CLS]``, the question and its ``[SEP]`` above everything else.
@@ -47,6 +51,9 @@ class SelectionInputs:
     question: torch.Tensor | None = None  # (batch, slots) question segment ([CLS] question [SEP])
     probes: object | None = None  # bench.probes.LookaheadProbes when the model has them
     positions: torch.Tensor | None = None  # (batch, slots) each slot's position in the input
+    # (batch, slots) the scores this policy gave the same slots at the previous dropping layer of
+    # the forward; None at the first one
+    previous: torch.Tensor | None = None
 
 
 class SignificancePolicy(Protocol):
@@ -165,7 +172,23 @@ class LookaheadEvidence:
         return 2 * tokens * tokens
 
 
-for _policy in (Attention(), QuestionAttention(), Lookahead(), LookaheadAttention(), LookaheadEvidence()):
+class LookaheadMemory:
+    name = "lookahead-memory"
+    needs_attention, needs_probes, needs_question = False, True, False
+
+    def scores(self, inputs: SelectionInputs) -> torch.Tensor:
+        probe = lookahead_probability(inputs)
+        return probe if inputs.previous is None else torch.maximum(probe, inputs.previous)
+
+
+for _policy in (
+    Attention(),
+    QuestionAttention(),
+    Lookahead(),
+    LookaheadAttention(),
+    LookaheadEvidence(),
+    LookaheadMemory(),
+):
     register_policy(_policy)
 
 

@@ -52,6 +52,7 @@ POLICIES = (
     "lookahead+question",
     "lookahead-attention+question",
     "lookahead-evidence+question",
+    "lookahead-memory+question",
     "oracle",
     "oracle+question",
     "self-oracle+question",

@@ -53,9 +53,8 @@ class _Fixed:
 
 
 def test_registry_names_the_known_policies():
-    assert {"attention", "question-attention", "lookahead", "lookahead-attention", "lookahead-evidence"} <= set(
-        POLICIES
-    )
+    known = {"attention", "question-attention", "lookahead", "lookahead-attention", "lookahead-evidence"}
+    assert known | {"lookahead-memory"} <= set(POLICIES)
     with pytest.raises(UserError, match="unknown significance policy 'nope'.*attention"):
         get_policy("nope")
     with pytest.raises(UserError, match="unknown significance policy"):
@@ -80,7 +79,8 @@ def test_question_segment_ends_at_the_first_separator():
 
 
 @pytest.mark.parametrize(
-    "policy", ["attention", "question-attention", "lookahead", "lookahead-attention", "lookahead-evidence"]
+    "policy",
+    ["attention", "question-attention", "lookahead", "lookahead-attention", "lookahead-evidence", "lookahead-memory"],
 )
 def test_keep_all_is_the_stock_model_under_every_policy(policy):
     model = tiny_bert()
@@ -94,7 +94,8 @@ def test_keep_all_is_the_stock_model_under_every_policy(policy):
 
 
 @pytest.mark.parametrize(
-    "policy", ["attention", "question-attention", "lookahead", "lookahead-attention", "lookahead-evidence"]
+    "policy",
+    ["attention", "question-attention", "lookahead", "lookahead-attention", "lookahead-evidence", "lookahead-memory"],
 )
 @pytest.mark.parametrize("kernels", [False, True])
 def test_question_kept_at_every_layer(policy, kernels, monkeypatch):
@@ -149,6 +150,49 @@ def test_lookahead_keeps_what_the_policy_scores_highest(monkeypatch):
     with torch.no_grad():
         qa(ids, torch.ones_like(ids), types, LengthConfig("counts", (24, 4, 4, 4), significance="test-fixed"))
     assert seen[0] == [0, 5, 9, 17]
+
+
+def test_each_dropping_layer_sees_the_scores_its_slots_had_at_the_previous_one():
+    """The engine hands a policy its own last scores, moved along with the kept slots."""
+
+    class _Recording:
+        name = "test-recording"
+        needs_attention, needs_probes, needs_question = False, False, False
+
+        def __init__(self):
+            self.calls = []
+
+        def scores(self, inputs):
+            scores = inputs.positions.to(torch.float32) * (inputs.layer + 1) % 7  # differs per layer
+            self.calls.append((inputs.positions.clone(), inputs.previous, scores))
+            return scores
+
+    policy = register_policy(_Recording())
+    qa = LengthAdaptiveQA(tiny_bert(), kernels=False, sep_token_id=SEP)
+    ids, types = _inputs()
+    with torch.no_grad():
+        qa(ids, torch.ones_like(ids), types, LengthConfig("counts", (24, 12, 6, 4), significance="test-recording"))
+    (_, first_previous, first_scores), (positions, previous, _), (later_positions, later_previous, _) = policy.calls[:3]
+    assert first_previous is None
+    torch.testing.assert_close(previous, first_scores[:, positions[0]])
+    assert later_previous.shape == later_positions.shape
+
+
+def test_lookahead_memory_keeps_what_an_earlier_probe_found_likely():
+    class _Probe:
+        def __call__(self, layer, hidden, question=None):
+            logits = torch.full((1, 5, 2), -8.0)
+            logits[0, 3] = 4.0  # this layer's favourite
+            return logits
+
+    previous = torch.tensor([[0.0, 1.9, 0.0, 0.0, 0.1]])  # the previous layer's favourite was slot 1
+    inputs = SelectionInputs(2, torch.zeros(1, 5, 4), None, None, None, _Probe(), None, previous)
+    scores = get_policy("lookahead-memory").scores(inputs)
+    plain = get_policy("lookahead").scores(inputs)
+    assert scores[0, 1] == 1.9 and plain[0, 1] < 0.01
+    assert scores[0, 3] == plain[0, 3] > 1.9
+    first = SelectionInputs(2, torch.zeros(1, 5, 4), None, None, None, _Probe())
+    torch.testing.assert_close(get_policy("lookahead-memory").scores(first), plain)
 
 
 def test_attention_from_weights_each_query_and_averages_heads():
