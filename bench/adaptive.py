@@ -159,7 +159,7 @@ class _Selection:
         self, layer: int, hidden: torch.Tensor, valid: torch.Tensor | None, positions: torch.Tensor, probs=None
     ) -> torch.Tensor:
         inputs = SelectionInputs(layer, hidden, valid, probs, self.question, self.probes, positions, self.scores)
-        self.scores = self.policy.scores(inputs)
+        self.scores = self.policy.scores(inputs).detach()  # only its ranking is used: no graph kept across layers
         return self.scores
 
     def protect(self, keep: torch.Tensor) -> torch.Tensor | None:

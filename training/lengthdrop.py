@@ -89,7 +89,8 @@ class LengthDropRecipe(TrainingRecipe):
     max_steps: int | None = None  # part of the key: it sets the learning-rate schedule
     # The token selection the sub-models train under. With a look-ahead policy the probes are
     # created and trained in the same run (KL to the full model's span distributions, on its
-    # detached layer inputs), so the encoder learns to answer from the tokens the probes keep.
+    # layer inputs, detached unless probe_supervision > 0), so the encoder learns to answer from
+    # the tokens the probes keep.
     significance: str = "attention"
     probe_width: int = DEFAULT_WIDTH
     probe_learning_rate: float = 2e-3
@@ -280,9 +281,9 @@ def sandwich_loss(
     every sub-model runs on fewer tokens than the full model.
 
     With ``probes``, the full pass also returns every layer's input and each probe adds its KL to
-    the full model's detached span distributions, on detached states: the probes learn to
-    predict the answer, and their ranking (not differentiable) steers only the sub-models.
-    ``probe_supervision`` > 0 lets that KL reach the encoder too, scaled by it.
+    the full model's detached span distributions: the probes learn to predict the answer, and
+    their ranking (not differentiable) steers the sub-models. The states they read are detached
+    at ``probe_supervision`` 0; above 0 the KL reaches the encoder too, scaled by it.
     """
     inputs = (batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
     mask = batch["attention_mask"]

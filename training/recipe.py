@@ -9,12 +9,13 @@ model and is left alone. Both run on ``transformers.Trainer`` (:mod:`training.tr
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
 
 from bench.device import resolve_device
+from bench.errors import UserError
 
 # The official SQuAD 1.1 training set (442 articles, 87,599 questions; its md5 is checked on load).
 DEFAULT_TRAIN_SET = "../shared/data/squad/train-v1.1.json"
@@ -43,14 +44,35 @@ def training_device() -> torch.device:
 
 
 def already_built(out: Path, recipe) -> bool:
-    """Whether ``out`` holds a finished model whose ``training.json`` records ``recipe``."""
+    """Whether ``out`` holds a finished model whose ``training.json`` records ``recipe``.
+
+    A finished model of another recipe is refused in one line rather than trained over: it may be
+    hours of CPU, and the options that built it are named so the user can keep it.
+    """
     info = out / "training.json"
     if not (info.is_file() and (out / "config.json").is_file()):
         return False
     try:
-        return same_recipe(json.loads(info.read_text()).get("recipe"), recipe)
+        stored = json.loads(info.read_text()).get("recipe")
     except json.JSONDecodeError:
         return False
+    if same_recipe(stored, recipe):
+        return True
+    if isinstance(stored, dict):
+        raise UserError(
+            f"{out} holds a finished model trained with other options ({differences(stored, recipe)}); re-run "
+            f"with those options to keep it, or choose another --out (or delete {out}) to train this recipe"
+        )
+    return False
+
+
+def differences(stored: dict, recipe) -> str:
+    """Which recipe fields differ and how (stored -> now), reading fields a stored recipe predates as their defaults."""
+    predated = getattr(type(recipe), "PREDATED", {})
+    wanted = asdict(recipe)
+    filled = {**{f.name: f.default for f in fields(type(recipe))}, **predated, **stored}
+    changed = sorted(k for k in set(filled) | set(wanted) if filled.get(k) != wanted.get(k))
+    return "differs in: " + ", ".join(f"{k} ({filled.get(k)!r} stored, {wanted.get(k)!r} now)" for k in changed)
 
 
 def same_recipe(stored: dict | None, recipe) -> bool:

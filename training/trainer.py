@@ -12,14 +12,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
 from bench.errors import UserError
 from bench.features import Features, collate
-from training.recipe import same_recipe
+from training.recipe import differences, same_recipe
 
 CHECKPOINTS = "checkpoints"  # inside the output folder; removed once the model is saved
 RECIPE_FILE = "recipe.json"
@@ -101,14 +101,6 @@ def checkpoint_folder(out: Path, recipe) -> Path:
 
 
 RESUME_HINT = "re-run with the same options to resume, or delete the folder to start over"
-
-
-def differences(saved: dict, recipe) -> str:
-    """Which recipe fields differ, reading fields a stored recipe predates as their defaults."""
-    wanted = asdict(recipe)
-    filled = {**{f.name: f.default for f in fields(type(recipe))}, **saved}
-    changed = sorted(k for k in set(filled) | set(wanted) if filled.get(k) != wanted.get(k))
-    return "differs in: " + ", ".join(changed)
 
 
 def last_checkpoint(folder: Path) -> str | None:

@@ -152,8 +152,9 @@ def test_lookahead_keeps_what_the_policy_scores_highest(monkeypatch):
     assert seen[0] == [0, 5, 9, 17]
 
 
-def test_each_dropping_layer_sees_the_scores_its_slots_had_at_the_previous_one():
-    """The engine hands a policy its own last scores, moved along with the kept slots."""
+@pytest.mark.parametrize("padded", [False, True])
+def test_each_dropping_layer_sees_the_scores_its_slots_had_at_the_previous_one(padded, monkeypatch):
+    """The engine hands a policy its own last scores, moved along with each example's kept slots."""
 
     class _Recording:
         name = "test-recording"
@@ -163,19 +164,27 @@ def test_each_dropping_layer_sees_the_scores_its_slots_had_at_the_previous_one()
             self.calls = []
 
         def scores(self, inputs):
-            scores = inputs.positions.to(torch.float32) * (inputs.layer + 1) % 7  # differs per layer
+            scores = (inputs.positions * (inputs.layer + 2) % 7).to(torch.float32)  # differs per layer and slot
             self.calls.append((inputs.positions.clone(), inputs.previous, scores))
             return scores
 
-    policy = register_policy(_Recording())
+    policy = _Recording()
+    monkeypatch.setitem(POLICIES, policy.name, policy)
     qa = LengthAdaptiveQA(tiny_bert(), kernels=False, sep_token_id=SEP)
-    ids, types = _inputs()
+    ids = torch.cat([_inputs(seed=0)[0], _inputs(seed=1)[0]])
+    mask = torch.ones_like(ids)
+    if padded:
+        mask[1, 18:] = 0  # the second example has 18 real tokens
     with torch.no_grad():
-        qa(ids, torch.ones_like(ids), types, LengthConfig("counts", (24, 12, 6, 4), significance="test-recording"))
-    (_, first_previous, first_scores), (positions, previous, _), (later_positions, later_previous, _) = policy.calls[:3]
-    assert first_previous is None
-    torch.testing.assert_close(previous, first_scores[:, positions[0]])
-    assert later_previous.shape == later_positions.shape
+        qa(ids, mask, torch.zeros_like(ids), LengthConfig.parse("ratios:1,0.5,0.3,0.2@test-recording"))
+    assert len(policy.calls) == 3 and policy.calls[0][1] is None
+    for (positions, _, scores), (later, previous, _) in zip(policy.calls, policy.calls[1:]):
+        for row in range(2):
+            by_position = dict(zip(positions[row].tolist(), scores[row].tolist()))
+            real = later[row] < (18 if padded and row == 1 else 24)
+            for position, carried, is_real in zip(later[row].tolist(), previous[row].tolist(), real.tolist()):
+                if is_real:
+                    assert carried == by_position[position]
 
 
 def test_lookahead_memory_keeps_what_an_earlier_probe_found_likely():

@@ -67,6 +67,16 @@ def test_checkpoints_of_other_options_are_refused_before_training(model_dir, squ
         finetune.train(_recipe(model_dir, squad_file, learning_rate=5e-4), out)
 
 
+def test_a_finished_model_of_other_options_is_refused_not_trained_over(model_dir, squad_file, tmp_path):
+    out = tmp_path / "qa"
+    finetune.train(_recipe(model_dir, squad_file), out, max_steps=1)
+    before = model_weights(out)
+    with pytest.raises(UserError, match=r"finished model.*learning_rate \(.*stored, 0.0005 now\).*another --out"):
+        finetune.train(_recipe(model_dir, squad_file, learning_rate=5e-4), out, max_steps=1)
+    after = model_weights(out)
+    assert all(torch.equal(before[name], after[name]) for name in before)
+
+
 def test_a_checkpoint_cut_short_by_a_kill_is_skipped(tmp_path):
     folder = tmp_path / "checkpoints"
     complete = folder / "checkpoint-4"
