@@ -19,7 +19,7 @@ DESCRIPTION = (
     "plus N random sub-models on the full model's start/end distributions (sandwich rule, in-place "
     "distillation), on transformers.Trainer. Writes a Hugging Face folder every other command accepts. "
     "Kill-safe: re-running the same command resumes from OUT/checkpoints; a finished OUT with the same "
-    "recipe is left alone."
+    "recipe is left alone; one of another recipe is refused, never trained over."
 )
 FORMATTER = argparse.ArgumentDefaultsHelpFormatter
 
