@@ -52,7 +52,6 @@ POLICIES = (
     "lookahead+question",
     "lookahead-attention+question",
     "lookahead-evidence+question",
-    "lookahead-memory+question",
     "oracle",
     "oracle+question",
     "self-oracle+question",
