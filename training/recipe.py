@@ -3,7 +3,8 @@
 Standard fine-tuning (:mod:`training.finetune`) and LengthDrop (:mod:`training.lengthdrop`) each
 describe a run with a frozen dataclass recipe built on :class:`TrainingRecipe`, the key of their
 idempotence: an output folder whose ``training.json`` records the same recipe is a finished
-model and is left alone; a finished model of another recipe is refused, never trained over. Both run on ``transformers.Trainer`` (:mod:`training.trainer`).
+model and is left alone; a finished model of another recipe is refused, never trained over.
+Both run on ``transformers.Trainer`` (:mod:`training.trainer`).
 """
 
 from __future__ import annotations
