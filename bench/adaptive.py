@@ -139,7 +139,7 @@ class _Selection:
     keep_question: bool
     question: torch.Tensor | None  # (batch, slots), follows the slots through every drop
     probes: LookaheadProbes | None
-    scores: torch.Tensor | None = None  # (batch, slots) the policy's latest scores, following the slots
+    scores: torch.Tensor | None = None  # (batch, slots) latest scores of a policy that reads them
 
     @property
     def plain_attention(self) -> bool:
@@ -159,8 +159,10 @@ class _Selection:
         self, layer: int, hidden: torch.Tensor, valid: torch.Tensor | None, positions: torch.Tensor, probs=None
     ) -> torch.Tensor:
         inputs = SelectionInputs(layer, hidden, valid, probs, self.question, self.probes, positions, self.scores)
-        self.scores = self.policy.scores(inputs).detach()  # only its ranking is used: no graph kept across layers
-        return self.scores
+        scores = self.policy.scores(inputs)
+        if getattr(self.policy, "needs_previous", False):  # carried only for a policy that reads them
+            self.scores = scores.detach()  # only their ranking is used: no graph kept across layers
+        return scores
 
     def protect(self, keep: torch.Tensor) -> torch.Tensor | None:
         """Slots that must stay: the question segment, cut to its first ``keep`` slots per example.

@@ -67,6 +67,8 @@ class SignificancePolicy(Protocol):
     def scores(self, inputs: SelectionInputs) -> torch.Tensor: ...
 
 
+# A policy that reads ``SelectionInputs.previous`` sets ``needs_previous = True``; the engine carries
+# scores from layer to layer only for such a policy, so the others pay nothing for it.
 # A policy whose scoring runs matrix products of its own also defines ``extra_flops(tokens) -> int``,
 # the FLOPs of scoring one example of that many tokens at a dropping layer; ``bench.costs`` charges it.
 
@@ -175,6 +177,7 @@ class LookaheadEvidence:
 class LookaheadMemory:
     name = "lookahead-memory"
     needs_attention, needs_probes, needs_question = False, True, False
+    needs_previous = True
 
     def scores(self, inputs: SelectionInputs) -> torch.Tensor:
         probe = lookahead_probability(inputs)

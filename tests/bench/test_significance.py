@@ -159,6 +159,7 @@ def test_each_dropping_layer_sees_the_scores_its_slots_had_at_the_previous_one(p
     class _Recording:
         name = "test-recording"
         needs_attention, needs_probes, needs_question = False, False, False
+        needs_previous = True
 
         def __init__(self):
             self.calls = []
