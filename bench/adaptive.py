@@ -100,31 +100,46 @@ def _keep_tensor(counts: list[list[int]], num_layers: int, device: torch.device)
 def _select_kept(
     probs: torch.Tensor | None,
     valid: torch.Tensor | None,
-    keep: torch.Tensor,
+    keep: torch.Tensor | list[int],
     significance: torch.Tensor | None = None,
     protect: torch.Tensor | None = None,
+    lead: list[int] | None = None,
+    owned: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Indices of the kept slots (in their original order) and which of them are real.
 
     Significance is attention received from ``probs`` (batch, heads, queries, keys) unless a
     policy's ``significance`` (batch, slots) is given; ``valid`` None means every slot is real.
-    Padding scores -inf so it goes first; slot 0 ([CLS]) and ``protect`` (batch, slots) slots
-    score +inf so they stay. The second result is None when every kept slot is real (all examples
-    keep as many), so the next layers can skip masking altogether. Only indices come out, so no
-    graph is built.
+    ``keep`` is the slots to keep per example, a tensor or (cheaper, no device read) a list.
+    Padding scores -inf so it goes first; slot 0 ([CLS]) and the protected slots score +inf so
+    they stay: ``protect`` (batch, slots) marks them, or ``lead`` (per example) says they are the
+    first ``lead[b]`` slots, as the kept question segment always is. ``owned`` lets the scores be
+    overwritten in place (the caller made them for this call alone). The second result is None
+    when every kept slot is real (all examples keep as many), so the next layers can skip
+    masking altogether. Only indices come out, so no graph is built.
     """
-    counts = keep.tolist()
+    counts = keep if isinstance(keep, list) else keep.tolist()
     width = max(counts)
     with torch.no_grad():
-        significance = attention_received(probs, valid) if significance is None else significance.clone()
+        if significance is None:
+            significance = attention_received(probs, valid)
+        elif not owned:
+            significance = significance.clone()
         if valid is not None:
             significance = significance.masked_fill(~valid, float("-inf"))
         if protect is not None:
-            significance = significance.masked_fill(protect, float("inf"))
-        significance.select(1, 0).fill_(float("inf"))
+            significance.masked_fill_(protect, float("inf"))
+        if lead is not None and min(lead) == max(lead):
+            significance[:, : lead[0]].fill_(float("inf"))
+        elif lead is not None:
+            leading = torch.arange(significance.shape[1], device=significance.device)[None, :]
+            significance.masked_fill_(leading < torch.tensor(lead, device=significance.device)[:, None], float("inf"))
+        if lead is None or min(lead) < 1:
+            significance.select(1, 0).fill_(float("inf"))
+        if min(counts) == width:  # every example keeps as many: no order among the kept is needed
+            return significance.topk(width, dim=1, sorted=False).indices.sort(dim=1).values, None
         top = significance.topk(width, dim=1).indices
-        if min(counts) == width:
-            return top.sort(dim=1).values, None
+        keep = torch.tensor(counts, device=significance.device)
         slot_real = torch.arange(width, device=keep.device)[None, :] < keep[:, None]
         big = significance.shape[-1] + 1
         order = torch.where(slot_real, top, top + big).argsort(dim=1)
@@ -140,6 +155,8 @@ class _Selection:
     question: torch.Tensor | None  # (batch, slots), follows the slots through every drop
     probes: LookaheadProbes | None
     scores: torch.Tensor | None = None  # (batch, slots) latest scores of a policy that reads them
+    # with the question kept: how many leading slots of each example are question, on the host
+    question_lead: list[int] | None = None
 
     @property
     def plain_attention(self) -> bool:
@@ -155,27 +172,56 @@ class _Selection:
         """
         return self.plain_attention
 
+    def probe_linears(self, layer: int) -> tuple[nn.Linear, ...]:
+        """The probe maps the layer's projection may run for the policy (none when it reads no probes)."""
+        if not self.policy.needs_probes or self.probes is None:
+            return ()
+        return self.probes.input_linears(layer) or ()
+
     def significance(
-        self, layer: int, hidden: torch.Tensor, valid: torch.Tensor | None, positions: torch.Tensor, probs=None
+        self,
+        layer: int,
+        hidden: torch.Tensor,
+        valid: torch.Tensor | None,
+        positions: torch.Tensor,
+        probs=None,
+        probe_inputs: tuple[torch.Tensor, ...] = (),
     ) -> torch.Tensor:
-        inputs = SelectionInputs(layer, hidden, valid, probs, self.question, self.probes, positions, self.scores)
+        """The policy's scores, made for this layer alone: the caller may overwrite them."""
+        inputs = SelectionInputs(
+            layer, hidden, valid, probs, self.question, self.probes, positions, self.scores, probe_inputs or None
+        )
         scores = self.policy.scores(inputs)
         if getattr(self.policy, "needs_previous", False):  # carried only for a policy that reads them
-            self.scores = scores.detach()  # only their ranking is used: no graph kept across layers
+            self.scores = scores.detach().clone()  # only their ranking is used: no graph kept across layers
         return scores
 
-    def protect(self, keep: torch.Tensor) -> torch.Tensor | None:
-        """Slots that must stay: the question segment, cut to its first ``keep`` slots per example.
+    def lead(self, counts: list[int]) -> list[int] | None:
+        """Leading slots that must stay: the question segment, cut to the first ``counts[b]`` slots.
 
-        Cutting it makes the choice defined when a layer keeps fewer tokens than the question has:
-        the leading ones stay, as the native kernel does it.
+        The question leads every row and kept slots stay in position order, so it is a count per
+        example, known on the host. Cutting it makes the choice defined when a layer keeps fewer
+        tokens than the question has: the leading ones stay, as the native kernel does it.
         """
         if not self.keep_question:
             return None
-        return self.question & (self.question.cumsum(dim=1) <= keep[:, None])
+        return [min(q, k) for q, k in zip(self.question_lead, counts)]
 
-    def follow(self, slots: torch.Tensor) -> None:
-        if self.question is not None:
+    def follow(self, slots: torch.Tensor, counts: list[int], slot_real: torch.Tensor | None) -> None:
+        """Move the per-slot state to the kept slots.
+
+        A kept question is the first ``lead`` slots of every row after the drop as before, so its
+        mask is the old one cut to the new width (masked to the real slots where some example keeps
+        fewer tokens than its question has): no gather.
+        """
+        if self.keep_question:
+            lead = self.lead(counts)
+            cut = any(n < q for n, q in zip(lead, self.question_lead))
+            self.question = self.question[:, : slots.shape[1]]
+            if cut and slot_real is not None:
+                self.question = self.question & slot_real
+            self.question_lead = lead
+        elif self.question is not None:
             self.question = _take_rows(self.question, slots, dim=1)
         if self.scores is not None:
             self.scores = _take_rows(self.scores, slots, dim=1)
@@ -296,7 +342,7 @@ class LengthAdaptiveQA(nn.Module):
                 restore.write(hidden, positions, mask)
                 job = None if native is None else (native, current, plan[index], index)
                 hidden, positions, mask = self._dropping_layer(
-                    layer, hidden, mask, keep[index], positions, job, selection, index, attention
+                    layer, hidden, mask, keep[index], positions, job, selection, index, attention, counts=plan[index]
                 )
                 current = plan[index]
                 if trace:
@@ -347,10 +393,12 @@ class LengthAdaptiveQA(nn.Module):
                 if any(k < n for k, n in zip(counts, previous)):
                     self.probes.require(index)
                 previous = counts
-        question = None
+        question = lead = None
         if config.keep_question or policy.needs_question:
             question = question_segment(input_ids, self.sep_token_id)
-        return _Selection(policy, config.keep_question, question, self.probes)
+            if config.keep_question:
+                lead = question.sum(dim=1).tolist()
+        return _Selection(policy, config.keep_question, question, self.probes, question_lead=lead)
 
     def _native_drop(self, input_ids: torch.Tensor, mask: torch.Tensor | None, real: torch.Tensor):
         """The native drop-attention kernel when this forward may use it, else None.
@@ -379,8 +427,11 @@ class LengthAdaptiveQA(nn.Module):
         selection: _Selection | None = None,
         index: int = 0,
         attention: str = "sdpa",
+        counts: list[int] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Attention over all current tokens as keys; context, projection and FFN only for the kept ones.
+
+        ``counts`` is ``keep`` on the host (the forward's plan), so no device read is needed.
 
         Policies that read attention (``attention``, ``lookahead-attention``) need every query's
         probabilities; ``native`` (the kernels module, real slots now, slots to keep per example)
@@ -389,11 +440,12 @@ class LengthAdaptiveQA(nn.Module):
         from the layer's input first, so only the kept queries attend, through fused SDPA.
         """
         ad = self.adapter
-        protect = None if selection is None else selection.protect(keep)
-        inputs = ad.project_qkv(layer, hidden)
+        counts = keep.tolist() if counts is None else counts
+        lead = None if selection is None else selection.lead(counts)
+        inputs = ad.project_qkv(layer, hidden, () if selection is None else selection.probe_linears(index))
         if native is not None:
-            kernels, current, counts, _ = native
-            protected = torch.ones(len(counts), dtype=torch.long) if protect is None else protect.sum(dim=1)
+            kernels, current, _, _ = native
+            protected = torch.tensor([1] * len(counts) if lead is None else lead)
             context, slots = kernels.drop_attention(
                 inputs.query,
                 inputs.key,
@@ -409,12 +461,12 @@ class LengthAdaptiveQA(nn.Module):
             probs = _attention_probs(inputs.query, inputs.key, valid, ad.scaling)
             significance = None
             if selection is not None and not selection.plain_attention:
-                significance = selection.significance(index, hidden, valid, positions, probs)
-            slots, slot_real = _select_kept(probs, valid, keep, significance, protect)
+                significance = selection.significance(index, hidden, valid, positions, probs, inputs.extra)
+            slots, slot_real = _select_kept(probs, valid, counts, significance, lead=lead, owned=True)
             context = _merge_heads(_take_rows(probs, slots, dim=2) @ inputs.value)
         else:
-            significance = selection.significance(index, hidden, valid, positions)
-            slots, slot_real = _select_kept(None, valid, keep, significance, protect)
+            significance = selection.significance(index, hidden, valid, positions, probe_inputs=inputs.extra)
+            slots, slot_real = _select_kept(None, valid, counts, significance, lead=lead, owned=True)
             query = _take_rows(inputs.query, slots, dim=2)
             if attention == "eager":  # explicit products, which FlopCounterMode sees (CPU flash SDPA it does not)
                 context = _merge_heads(_attention_probs(query, inputs.key, valid, ad.scaling) @ inputs.value)
@@ -424,7 +476,7 @@ class LengthAdaptiveQA(nn.Module):
                     F.scaled_dot_product_attention(query, inputs.key, inputs.value, attn_mask=mask, scale=ad.scaling)
                 )
         if selection is not None:
-            selection.follow(slots)
+            selection.follow(slots, counts, slot_real)
         carry = tuple(_take_rows(t, slots, dim=1) for t in inputs.carry)
         out = ad.finish_layer(layer, context, carry)
         return out, _take_rows(positions, slots, dim=1), slot_real

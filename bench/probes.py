@@ -22,6 +22,7 @@ for them.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -47,6 +48,15 @@ class _Probe(nn.Module):
 
     def forward(self, hidden: torch.Tensor, question: torch.Tensor | None = None) -> torch.Tensor:
         return self.net(hidden)
+
+    def input_linears(self) -> tuple[nn.Linear, ...]:
+        """The maps that read the hidden states: the engine may run them inside the layer's q/k/v GEMM."""
+        return (self.net[0],) if isinstance(self.net, nn.Sequential) else (self.net,)
+
+    def from_inputs(self, projected: Sequence[torch.Tensor], question: torch.Tensor | None = None) -> torch.Tensor:
+        """The logits from ``input_linears``' outputs: what ``forward`` computes after them."""
+        (first,) = projected
+        return self.net[2](self.net[1](first)) if isinstance(self.net, nn.Sequential) else first
 
 
 class _MatchProbe(nn.Module):
@@ -119,6 +129,20 @@ class LookaheadProbes(nn.Module):
         """(batch, tokens, 2) start/end logits; ``question`` (batch, tokens) marks the question slots."""
         self.require(layer)
         return self.layers[str(layer)](hidden, question)
+
+    def input_linears(self, layer: int) -> tuple[nn.Linear, ...] | None:
+        """The linears of ``layer``'s probe that read the hidden states and nothing else, or None.
+
+        A question-matching probe projects its keys from the question rows only, so it runs whole.
+        """
+        probe = self.layers[str(layer)]
+        return probe.input_linears() if isinstance(probe, _Probe) else None
+
+    def from_inputs(
+        self, layer: int, projected: Sequence[torch.Tensor], question: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """(batch, tokens, 2) logits from the outputs of ``input_linears(layer)``, computed by the caller."""
+        return self.layers[str(layer)].from_inputs(projected, question)
 
     def flops(self, tokens: int, question_tokens: int = 0) -> int:
         """FLOPs (2 x MACs) of one probe on one example's ``tokens`` tokens, ``question_tokens`` of them the question's."""

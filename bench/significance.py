@@ -54,10 +54,17 @@ class SelectionInputs:
     # (batch, slots) the scores this policy gave the same slots at the previous dropping layer of
     # the forward; None at the first one
     previous: torch.Tensor | None = None
+    # outputs of ``probes.input_linears(layer)`` on ``hidden`` when the engine ran them inside the
+    # layer's own projection; the probe then finishes from them instead of reading ``hidden`` again
+    probe_inputs: tuple[torch.Tensor, ...] | None = None
 
 
 class SignificancePolicy(Protocol):
-    """Scores tokens; higher means keep. Scores of padded slots are ignored."""
+    """Scores tokens; higher means keep. Scores of padded slots are ignored.
+
+    The engine overwrites the returned tensor in place (protected slots score +inf), so a policy
+    returns a tensor made for the call, never one it keeps.
+    """
 
     name: str
     needs_attention: bool  # reads the full attention probabilities of the dropping layer
@@ -105,7 +112,10 @@ def attention_received(
 
 def lookahead_probability(inputs: SelectionInputs) -> torch.Tensor:
     """(batch, slots) the probe's start + end probability, each a softmax over the real slots."""
-    logits = inputs.probes(inputs.layer, inputs.hidden, inputs.question)
+    if inputs.probe_inputs is not None:
+        logits = inputs.probes.from_inputs(inputs.layer, inputs.probe_inputs, inputs.question)
+    else:
+        logits = inputs.probes(inputs.layer, inputs.hidden, inputs.question)
     if inputs.valid is not None:
         logits = logits.masked_fill(~inputs.valid[:, :, None], torch.finfo(logits.dtype).min)
     return logits.softmax(dim=1).sum(dim=-1)

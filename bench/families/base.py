@@ -7,6 +7,7 @@ its attention inputs come from, and how the rest of its layer wires the kept tok
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -23,12 +24,17 @@ class LayerInputs:
     ``carry`` holds the per-token tensors (batch, tokens, ...) the layer uses after attention,
     e.g. residuals. They are separate from q/k/v because a family may attend over one tensor and
     add another as residual (MobileBERT); the forward keeps only the kept tokens' rows of them.
+
+    ``extra`` holds the outputs of the caller's ``extra`` linears applied to the layer input
+    (a look-ahead probe's first maps): a family whose q/k/v read that input runs them inside the
+    same GEMM, which at batch 1 saves a dispatch and a pass over the input per dropping layer.
     """
 
     query: torch.Tensor  # (batch, heads, tokens, head_dim)
     key: torch.Tensor
     value: torch.Tensor
     carry: tuple[torch.Tensor, ...]
+    extra: tuple[torch.Tensor, ...] = ()
 
 
 class FamilyAdapter(Protocol):
@@ -41,7 +47,7 @@ class FamilyAdapter(Protocol):
 
     def embed(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None) -> torch.Tensor: ...
 
-    def project_qkv(self, layer: nn.Module, hidden: torch.Tensor) -> LayerInputs: ...
+    def project_qkv(self, layer: nn.Module, hidden: torch.Tensor, extra: Sequence[nn.Linear] = ()) -> LayerInputs: ...
 
     def finish_layer(
         self, layer: nn.Module, context: torch.Tensor, carry: tuple[torch.Tensor, ...]

@@ -8,6 +8,8 @@ checkpoints are plain ``model_type: bert`` models; only their tokenizer is RoBER
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
@@ -35,10 +37,11 @@ class BertLayoutAdapter:
     def embed(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None) -> torch.Tensor:
         return self.base.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
 
-    def project_qkv(self, layer: nn.Module, hidden: torch.Tensor) -> LayerInputs:
+    def project_qkv(self, layer: nn.Module, hidden: torch.Tensor, extra: Sequence[nn.Linear] = ()) -> LayerInputs:
+        """q, k and v, plus the ``extra`` linears of the same input, in one projection."""
         attn = layer.attention.self
-        q, k, v = (split_heads(t, self.head_dim) for t in self.project(hidden, attn.query, attn.key, attn.value))
-        return LayerInputs(q, k, v, carry=(hidden,))
+        q, k, v, *more = self.project(hidden, attn.query, attn.key, attn.value, *extra)
+        return LayerInputs(*(split_heads(t, self.head_dim) for t in (q, k, v)), carry=(hidden,), extra=tuple(more))
 
     def finish_layer(self, layer: nn.Module, context: torch.Tensor, carry: tuple[torch.Tensor, ...]) -> torch.Tensor:
         """Attention output projection + residual LayerNorm, then the feed-forward block."""

@@ -6,6 +6,8 @@ feature pipeline (which always builds them) needs no family switch.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
@@ -33,10 +35,11 @@ class DistilBertAdapter:
     def embed(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None) -> torch.Tensor:
         return self.base.embeddings(input_ids)
 
-    def project_qkv(self, layer: nn.Module, hidden: torch.Tensor) -> LayerInputs:
+    def project_qkv(self, layer: nn.Module, hidden: torch.Tensor, extra: Sequence[nn.Linear] = ()) -> LayerInputs:
+        """q, k and v, plus the ``extra`` linears of the same input, in one projection."""
         attn = layer.attention
-        q, k, v = (split_heads(t, self.head_dim) for t in self.project(hidden, attn.q_lin, attn.k_lin, attn.v_lin))
-        return LayerInputs(q, k, v, carry=(hidden,))
+        q, k, v, *more = self.project(hidden, attn.q_lin, attn.k_lin, attn.v_lin, *extra)
+        return LayerInputs(*(split_heads(t, self.head_dim) for t in (q, k, v)), carry=(hidden,), extra=tuple(more))
 
     def finish_layer(self, layer: nn.Module, context: torch.Tensor, carry: tuple[torch.Tensor, ...]) -> torch.Tensor:
         (residual,) = carry

@@ -17,6 +17,7 @@ embedding concatenates each token's neighbours (trigram input) before a linear p
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -112,7 +113,8 @@ class MobileBertAdapter:
     def embed(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None) -> torch.Tensor:
         return self.base.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
 
-    def project_qkv(self, layer: nn.Module, hidden: torch.Tensor) -> LayerInputs:
+    def project_qkv(self, layer: nn.Module, hidden: torch.Tensor, extra: Sequence[nn.Linear] = ()) -> LayerInputs:
+        """q, k and v from the family's bottlenecks; the ``extra`` linears read the layer input on their own."""
         attn = layer.attention.self
         if self.cost.bottleneck_attention:
             narrow = layer.bottleneck.input(hidden)
@@ -125,7 +127,7 @@ class MobileBertAdapter:
         q = split_heads(attn.query(q_in), self.head_dim)
         k = split_heads(attn.key(k_in), self.head_dim)
         v = split_heads(attn.value(v_in), self.head_dim)
-        return LayerInputs(q, k, v, carry)
+        return LayerInputs(q, k, v, carry, extra=tuple(lin(hidden) for lin in extra))
 
     def finish_layer(self, layer: nn.Module, context: torch.Tensor, carry: tuple[torch.Tensor, ...]) -> torch.Tensor:
         hidden = carry[0]

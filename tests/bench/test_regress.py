@@ -38,7 +38,7 @@ def test_breaking_the_dropping_fails_the_check(tmp_path, monkeypatch, capsys):
     original = LengthAdaptiveQA._dropping_layer
 
     def keep_everything(
-        self, layer, hidden, valid, keep, positions, native=None, selection=None, index=0, attention="sdpa"
+        self, layer, hidden, valid, keep, positions, native=None, selection=None, index=0, attention="sdpa", counts=None
     ):
         # the bug: tokens are "dropped" but every slot stays in the tensors (torch's path, which the
         # FLOP count runs: FlopCounterMode cannot see inside the native kernel)
@@ -53,6 +53,7 @@ def test_breaking_the_dropping_fails_the_check(tmp_path, monkeypatch, capsys):
             selection,
             index,
             attention,
+            counts=[hidden.shape[1]] * hidden.shape[0],
         )
 
     monkeypatch.setattr(LengthAdaptiveQA, "_dropping_layer", keep_everything)

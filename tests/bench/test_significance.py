@@ -166,7 +166,7 @@ def test_each_dropping_layer_sees_the_scores_its_slots_had_at_the_previous_one(p
 
         def scores(self, inputs):
             scores = (inputs.positions * (inputs.layer + 2) % 7).to(torch.float32)  # differs per layer and slot
-            self.calls.append((inputs.positions.clone(), inputs.previous, scores))
+            self.calls.append((inputs.positions.clone(), inputs.previous, scores.clone()))  # the engine overwrites them
             return scores
 
     policy = _Recording()
@@ -326,3 +326,80 @@ def test_question_matching_probes_save_and_load_with_the_model(tmp_path):
     assert torch.equal(loaded(2, hidden, question), probes(2, hidden, question))
     with pytest.raises(UserError, match="need a hidden layer"):
         LookaheadProbes(model.config.hidden_size, [1], 0, 2)
+
+
+def _spy_kept(monkeypatch) -> list:
+    kept = []
+    original = LengthAdaptiveQA._dropping_layer
+
+    def spy(self, *args, **kwargs):
+        out = original(self, *args, **kwargs)
+        kept.append(out[1].tolist())
+        return out
+
+    monkeypatch.setattr(LengthAdaptiveQA, "_dropping_layer", spy)
+    return kept
+
+
+@pytest.mark.parametrize("spec", ["ratios:1,0.6,0.45,0.35", "counts:24,10,5,3"])  # the second cuts the question
+def test_probes_run_inside_the_projection_choose_as_the_probe_module_does(spec, monkeypatch):
+    """The probe's first map runs in the layer's q/k/v GEMM at inference; the choice and logits are the module's."""
+    from bench.adaptive import _Selection
+
+    model = tiny_bert()
+    qa = LengthAdaptiveQA(model, probes=_probes(model, width=8), sep_token_id=SEP)
+    ids, types = _inputs(question=7)
+    config = LengthConfig.parse(f"{spec}@lookahead+question")
+    kept = _spy_kept(monkeypatch)
+    with torch.no_grad():
+        fused = qa(ids, torch.ones_like(ids), types, config)
+        monkeypatch.setattr(_Selection, "probe_linears", lambda self, layer: ())
+        whole = qa(ids, torch.ones_like(ids), types, config)
+    assert len(kept) == 6 and kept[:3] == kept[3:]
+    torch.testing.assert_close(fused.start_logits, whole.start_logits, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("match_heads", [0, 2])  # question-matching probes read the followed question mask
+@pytest.mark.parametrize("spec", ["ratios:1,0.6,0.45,0.35", "counts:24,10,5,3"])
+def test_kept_question_follows_the_slots_in_a_padded_batch(spec, match_heads, monkeypatch):
+    """The question, kept, stays the leading slots of every row: a padded batch keeps what each example keeps alone."""
+    model = tiny_bert()
+    qa = LengthAdaptiveQA(model, probes=_probes(model, width=8, match_heads=match_heads), sep_token_id=SEP)
+    short, short_types = _inputs(length=14, question=9, seed=2)  # a question longer than some layers keep
+    long, long_types = _inputs(length=24, question=5, seed=3)
+    ids = torch.zeros(2, 24, dtype=torch.long)
+    types, mask = torch.zeros_like(ids), torch.zeros_like(ids)
+    ids[0], types[0], mask[0] = long[0], long_types[0], 1
+    ids[1, :14], types[1, :14], mask[1, :14] = short[0], short_types[0], 1
+    config = LengthConfig.parse(f"{spec}@lookahead+question")
+    kept = _spy_kept(monkeypatch)
+    with torch.no_grad():
+        batch = qa(ids, mask, types, config)
+        alone = [qa(long, torch.ones_like(long), long_types, config), qa(short, torch.ones_like(short), short_types, config)]
+    assert len(kept) == 9  # layers 2-4 drop, in the batch and in each example alone
+    for row, out in enumerate(alone):
+        width = out.start_logits.shape[1]
+        torch.testing.assert_close(batch.start_logits[row, :width], out.start_logits[0], atol=1e-5, rtol=0)
+        for layer in range(3):
+            real = int(out.kept[layer + 1, 0])  # a padded row's real slots come first
+            assert kept[layer][row][:real] == kept[3 * (row + 1) + layer][0]
+            assert set(range(min(real, 10 if row else 6))) <= set(kept[layer][row][:real])  # the question leads
+
+
+def test_following_a_kept_question_equals_gathering_its_mask():
+    """Cutting the kept question's mask to the new width is what gathering it would give, padding excluded."""
+    from bench.adaptive import _select_kept, _Selection, _take_rows
+
+    question = torch.arange(12)[None, :] < torch.tensor([[4], [7]])  # questions of 4 and 7 slots
+    valid = torch.arange(12)[None, :] < torch.tensor([[12], [9]])
+    scores = torch.randn(2, 12, generator=torch.Generator().manual_seed(0))
+    for counts in ([8, 5], [6, 6], [3, 2]):  # a second row that keeps fewer than its question, then both
+        selection = _Selection(get_policy("lookahead"), True, question, None, question_lead=[4, 7])
+        lead = selection.lead(counts)
+        slots, slot_real = _select_kept(None, valid, counts, scores, lead=lead)
+        want = _take_rows(question, slots, dim=1)
+        if slot_real is not None:
+            want &= slot_real
+        selection.follow(slots, counts, slot_real)
+        assert torch.equal(selection.question, want), counts
+        assert selection.question_lead == [min(4, counts[0]), min(7, counts[1])]
