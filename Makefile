@@ -37,7 +37,7 @@ ifeq ($(QUICK),1)
   RUN := $(if $(filter default,$(RUN)),quick,$(RUN))
 endif
 
-.PHONY: install test model model-standard train eval pareto report choose regress regress-update bench-eval bench-overhead bench-kernel bench-fidelity bench-samplers bench-lengthdrop bench-retention probes help
+.PHONY: install test model model-standard train eval pareto report choose regress regress-update bench-eval bench-overhead bench-kernel bench-fidelity bench-samplers bench-lengthdrop bench-retention bench-selection probes help
 
 help: ## this list: every target, then the variables they read
 	@echo "usage: make TARGET [VARIABLE=value ...]   (commands: .venv/bin/dynlen --help)"
@@ -163,6 +163,9 @@ bench-kernel: ## small-GEMM kernel against torch's GEMM, by rows
 
 bench-fidelity: ## Benchmark 3: latency speedup / FLOPs speedup of the reference frontier
 	$(PY) benchmarks/flops_fidelity.py --model $(MODEL) $(if $(DATA),--data $(DATA),) --threads 2,1 --frontier reports/reference/frontier.csv
+
+bench-selection: ## batch-1 latency of a configuration against the same token counts with free selection
+	$(PY) benchmarks/selection_cost.py --model $(MODEL) $(if $(DATA),--data $(DATA),) --out reports/latency-selection-cost
 
 bench-samplers: ## TPE against NSGA-II by hypervolume
 	$(PY) benchmarks/sampler_comparison.py --model $(MODEL) $(if $(DATA),--data $(DATA),)

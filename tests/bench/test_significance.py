@@ -375,7 +375,10 @@ def test_kept_question_follows_the_slots_in_a_padded_batch(spec, match_heads, mo
     kept = _spy_kept(monkeypatch)
     with torch.no_grad():
         batch = qa(ids, mask, types, config)
-        alone = [qa(long, torch.ones_like(long), long_types, config), qa(short, torch.ones_like(short), short_types, config)]
+        alone = [
+            qa(long, torch.ones_like(long), long_types, config),
+            qa(short, torch.ones_like(short), short_types, config),
+        ]
     assert len(kept) == 9  # layers 2-4 drop, in the batch and in each example alone
     for row, out in enumerate(alone):
         width = out.start_logits.shape[1]
