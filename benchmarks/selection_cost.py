@@ -103,7 +103,8 @@ def run(args: argparse.Namespace) -> None:
     quiet_libraries()
     runner = QARunner(args.model, limit_examples(load_squad(args.data), 300), progress=False)
     config = resolve_config(args.config, runner.num_layers)
-    runner.adaptive.check_policy(config.significance, config.keep_question)  # one line before any timing
+    config.check_layers(runner.num_layers, args.model)  # one line each, before any timing
+    runner.adaptive.check_policy(config.significance, config.keep_question)
     if LeadingTokens.name not in POLICIES:
         register_policy(LeadingTokens())
     free = config.with_selection(LeadingTokens.name, config.keep_question)

@@ -59,3 +59,11 @@ def test_the_script_writes_all_contenders(model_dir, squad_file, tmp_path):
     report = json.loads((tmp_path / "selection_cost.json").read_text())
     assert set(report["contenders"]) == {"engine", "free_scores", "floor"}
     assert report["flops_speedup_vs_keep_all"] > 1
+
+
+def test_a_configuration_of_the_wrong_depth_is_refused_before_timing(model_dir, squad_file, capsys):
+    script = load_benchmark("selection_cost")
+    code = script.main(["--model", str(model_dir), "--data", str(squad_file), "--config", "ratios:1,0.5"])
+    assert code != 0
+    err = capsys.readouterr().err
+    assert "one value per layer" in err and "timing" not in err
