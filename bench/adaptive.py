@@ -123,7 +123,7 @@ def _select_kept(
     with torch.no_grad():
         if significance is None:
             significance = attention_received(probs, valid)
-        elif not owned:
+        elif not owned or significance.requires_grad:  # a training graph's tensor is never written over
             significance = significance.clone()
         if valid is not None:
             significance = significance.masked_fill(~valid, float("-inf"))
