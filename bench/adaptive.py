@@ -207,15 +207,14 @@ class _Selection:
             return None
         return [min(q, k) for q, k in zip(self.question_lead, counts)]
 
-    def follow(self, slots: torch.Tensor, counts: list[int], slot_real: torch.Tensor | None) -> None:
-        """Move the per-slot state to the kept slots.
+    def follow(self, slots: torch.Tensor, lead: list[int] | None, slot_real: torch.Tensor | None) -> None:
+        """Move the per-slot state to the kept slots; ``lead`` is what ``lead(counts)`` gave for this drop.
 
         A kept question is the first ``lead`` slots of every row after the drop as before, so its
         mask is the old one cut to the new width (masked to the real slots where some example keeps
         fewer tokens than its question has): no gather.
         """
         if self.keep_question:
-            lead = self.lead(counts)
             cut = any(n < q for n, q in zip(lead, self.question_lead))
             self.question = self.question[:, : slots.shape[1]]
             if cut and slot_real is not None:
@@ -476,7 +475,7 @@ class LengthAdaptiveQA(nn.Module):
                     F.scaled_dot_product_attention(query, inputs.key, inputs.value, attn_mask=mask, scale=ad.scaling)
                 )
         if selection is not None:
-            selection.follow(slots, counts, slot_real)
+            selection.follow(slots, lead, slot_real)
         carry = tuple(_take_rows(t, slots, dim=1) for t in inputs.carry)
         out = ad.finish_layer(layer, context, carry)
         return out, _take_rows(positions, slots, dim=1), slot_real

@@ -403,6 +403,6 @@ def test_following_a_kept_question_equals_gathering_its_mask():
         want = _take_rows(question, slots, dim=1)
         if slot_real is not None:
             want &= slot_real
-        selection.follow(slots, counts, slot_real)
+        selection.follow(slots, lead, slot_real)
         assert torch.equal(selection.question, want), counts
         assert selection.question_lead == [min(4, counts[0]), min(7, counts[1])]
