@@ -164,13 +164,24 @@ class _Selection:
         return self.policy.name == "attention"
 
     @property
-    def kernel_ready(self) -> bool:
-        """What the native drop-attention kernel computes: attention received, with protected leading slots.
+    def plain_lookahead(self) -> bool:
+        """The look-ahead probe's start + end probability alone, with or without the question kept."""
+        return self.policy.name == "lookahead" and self.probes is not None
 
-        The question segment leads every row and kept slots stay in position order, so keeping it
-        is protecting each example's first ``question`` slots.
+    @property
+    def kernel_ready(self) -> bool:
+        """What a native kernel computes: attention received (drop attention) or the probe's score (probe select).
+
+        Both protect leading slots: the question segment leads every row and kept slots stay in
+        position order, so keeping it is protecting each example's first ``question`` slots.
         """
-        return self.plain_attention
+        return self.plain_attention or self.plain_lookahead
+
+    def native_probe(self, layer: int) -> nn.Linear | None:
+        """The output map of ``layer``'s probe when the probe-select kernel can run it, else None."""
+        if not self.plain_lookahead or not self.probes.input_linears(layer):
+            return None
+        return self.probes.output_map(layer)
 
     def probe_linears(self, layer: int) -> tuple[nn.Linear, ...]:
         """The probe maps the layer's projection may run for the policy (none when it reads no probes)."""
@@ -436,15 +447,17 @@ class LengthAdaptiveQA(nn.Module):
         probabilities; ``native`` (the kernels module, real slots now, slots to keep per example)
         routes them through the drop-attention kernel, which picks the same tokens and gives the
         same context to float32 rounding. A policy that does not (``lookahead``) picks the slots
-        from the layer's input first, so only the kept queries attend, through fused SDPA.
+        from the layer's input first, so only the kept queries attend, through fused SDPA; with
+        ``native``, the probe-select kernel finishes the probe from its first map's columns of the
+        q/k/v projection and picks the slots in one call.
         """
         ad = self.adapter
         counts = keep.tolist() if counts is None else counts
         lead = None if selection is None else selection.lead(counts)
         inputs = ad.project_qkv(layer, hidden, () if selection is None else selection.probe_linears(index))
-        if native is not None:
+        protected = None if native is None else torch.tensor([1] * len(counts) if lead is None else lead)
+        if native is not None and selection.plain_attention:
             kernels, current, _, _ = native
-            protected = torch.tensor([1] * len(counts) if lead is None else lead)
             context, slots = kernels.drop_attention(
                 inputs.query,
                 inputs.key,
@@ -464,8 +477,17 @@ class LengthAdaptiveQA(nn.Module):
             slots, slot_real = _select_kept(probs, valid, counts, significance, lead=lead, owned=True)
             context = _merge_heads(_take_rows(probs, slots, dim=2) @ inputs.value)
         else:
-            significance = selection.significance(index, hidden, valid, positions, probe_inputs=inputs.extra)
-            slots, slot_real = _select_kept(None, valid, counts, significance, lead=lead, owned=True)
+            output_map = selection.native_probe(index) if native is not None and inputs.extra else None
+            if output_map is not None:
+                kernels, current, _, _ = native
+                slots = kernels.probe_select(
+                    inputs.extra[0], output_map.weight, output_map.bias, torch.tensor(current), keep, protected
+                )
+                width = slots.shape[1]
+                slot_real = None if min(counts) == width else torch.arange(width)[None, :] < keep[:, None]
+            else:
+                significance = selection.significance(index, hidden, valid, positions, probe_inputs=inputs.extra)
+                slots, slot_real = _select_kept(None, valid, counts, significance, lead=lead, owned=True)
             query = _take_rows(inputs.query, slots, dim=2)
             if attention == "eager":  # explicit products, which FlopCounterMode sees (CPU flash SDPA it does not)
                 context = _merge_heads(_attention_probs(query, inputs.key, valid, ad.scaling) @ inputs.value)

@@ -58,6 +58,12 @@ class _Probe(nn.Module):
         (first,) = projected
         return self.net[2](self.net[1](first)) if isinstance(self.net, nn.Sequential) else first
 
+    def output_map(self) -> nn.Linear | None:
+        """The map after the exact GELU (what the native selection kernel computes), or None for a linear probe."""
+        if isinstance(self.net, nn.Sequential) and self.net[1].approximate == "none":
+            return self.net[2]
+        return None
+
 
 class _MatchProbe(nn.Module):
     """hidden -> 2 logits from a GELU layer's features plus each token's best match per head against the question.
@@ -137,6 +143,14 @@ class LookaheadProbes(nn.Module):
         """
         probe = self.layers[str(layer)]
         return probe.input_linears() if isinstance(probe, _Probe) else None
+
+    def output_map(self, layer: int) -> nn.Linear | None:
+        """The output map of ``layer``'s probe when it is ``input_linears`` -> exact GELU -> this map, else None.
+
+        Then the rest of the probe after its first map, and the selection, can run in one native call.
+        """
+        probe = self.layers[str(layer)]
+        return probe.output_map() if isinstance(probe, _Probe) else None
 
     def from_inputs(
         self, layer: int, projected: Sequence[torch.Tensor], question: torch.Tensor | None = None

@@ -1,15 +1,18 @@
 """Native kernels the length-adaptive forward can use, compiled on first use.
 
-Two, built into one module:
+Three, built into one module:
 
 - a float32 GEMM for few rows (``small_gemm.cpp``): at batch 1 the layers that have dropped most
   tokens multiply a handful of rows by full-size weights, and on this class of CPU the BLAS path
   runs those calls at a fraction of its large-GEMM speed;
 - the attention of a dropping layer in one call (``drop_attention.cpp``): significance, the kept
   slots and only the kept rows' context, where torch needs a dozen ops and as many passes over
-  the (heads, n, n) probabilities.
+  the (heads, n, n) probabilities;
+- the selection of a dropping layer under the look-ahead probes (``probe_select.cpp``): the
+  probe's GELU and output map, the start/end softmaxes and the top slots, where torch needs about
+  ten dispatches per layer, each slower than its arithmetic.
 
-Both are what kept FLOPs savings from turning into latency. They are optional: without AVX-512,
+They are what kept FLOPs savings from turning into latency. They are optional: without AVX-512,
 a C++ compiler or ninja, or with ``DYNLEN_KERNELS=off``, the forward uses torch's own ops and
 says so once.
 """
@@ -28,7 +31,11 @@ from types import ModuleType
 
 import torch
 
-SOURCES = tuple(Path(__file__).with_name(name) for name in ("small_gemm.cpp", "drop_attention.cpp", "bindings.cpp"))
+SOURCES = tuple(
+    Path(__file__).with_name(name)
+    for name in ("small_gemm.cpp", "drop_attention.cpp", "probe_select.cpp", "bindings.cpp")
+)
+HEADERS = (Path(__file__).with_name("common.h"),)
 SWITCH = "DYNLEN_KERNELS"
 NAME = "dynlen_kernels"
 
@@ -59,7 +66,7 @@ def needs_compiling() -> bool:
     built = Path(_get_build_directory(NAME, verbose=False)) / f"{NAME}.so"
     if not built.is_file():
         return True
-    return built.stat().st_mtime < max(path.stat().st_mtime for path in SOURCES)
+    return built.stat().st_mtime < max(path.stat().st_mtime for path in SOURCES + HEADERS)
 
 
 @contextmanager

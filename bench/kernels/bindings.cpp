@@ -8,6 +8,8 @@ torch::Tensor packed_linear(torch::Tensor x, torch::Tensor panels, torch::Tensor
 int64_t parallel_width(int64_t tasks);
 std::vector<torch::Tensor> drop_attention(torch::Tensor q, torch::Tensor k, torch::Tensor v, torch::Tensor lengths,
                                           torch::Tensor keep, torch::Tensor protect, double scale);
+torch::Tensor probe_select(torch::Tensor hidden, torch::Tensor weight, torch::Tensor bias, torch::Tensor lengths,
+                           torch::Tensor keep, torch::Tensor protect);
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("parallel_width", &parallel_width, "threads used by parallel_for (a build check)");
@@ -15,4 +17,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("packed_linear", &packed_linear, "x @ W^T + b with packed weights");
   m.def("drop_attention", &drop_attention,
         "attention of a dropping layer: significance, kept slots and the kept rows' context in one call");
+  m.def("probe_select", &probe_select,
+        "kept slots of a dropping layer from its look-ahead probe's first map: the rest of the probe and the top slots");
 }

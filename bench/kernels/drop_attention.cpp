@@ -15,42 +15,24 @@
 // them so): example b attends over its first lengths[b] slots only.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
-#include <immintrin.h>
 
 #include <algorithm>
 #include <limits>
-#include <numeric>
 #include <vector>
+
+#include "common.h"
 
 namespace {
 
-constexpr int64_t kLanes = 16;
+using dynlen_kernels::exp_ps;
+using dynlen_kernels::kLanes;
+using dynlen_kernels::pick_kept;
+using dynlen_kernels::tail_mask;
+
 constexpr int kScoreRows = 12;  // query rows per score block: 12 accumulators, one key vector
 constexpr int kContextRows = 6;  // kept rows per context block: up to 6 x 4 accumulators
 
 inline int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
-
-inline __mmask16 tail_mask(int64_t remaining) {
-  return remaining >= kLanes ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << remaining) - 1u);
-}
-
-// e^x for softmax arguments (x <= 0): range reduction to r in [-ln2/2, ln2/2], a degree-7
-// polynomial (the Cephes expf coefficients, ~1 ulp), and the power of two applied by scalef.
-inline __m512 exp_ps(__m512 x) {
-  x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-  p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
-  return _mm512_scalef_ps(p, n);
-}
 
 // Where one (example, head) reads its queries, keys and values: row i of q starts at q + i * q_row.
 struct HeadView {
@@ -157,22 +139,6 @@ ContextBlock pick_context(int rows, int nv) {
     case 5: return context_for<5>(nv);
     default: return context_for<6>(nv);
   }
-}
-
-// The keep most significant of an example's first length slots, in position order. The first
-// protect slots ([CLS] and, when the question is kept, the question segment) always come first;
-// protect is at least 1, so [CLS] always stays.
-void pick_kept(const float* significance, int64_t length, int64_t keep, int64_t protect, int64_t* slots) {
-  std::vector<int64_t> order(static_cast<size_t>(length));
-  std::iota(order.begin(), order.end(), 0);
-  auto more_significant = [&](int64_t a, int64_t b) {
-    const bool pa = a < protect, pb = b < protect;
-    if (pa || pb) return pa && (!pb || a < b);
-    return significance[a] > significance[b] || (significance[a] == significance[b] && a < b);
-  };
-  if (keep < length) std::nth_element(order.begin(), order.begin() + keep, order.end(), more_significant);
-  std::sort(order.begin(), order.begin() + keep);
-  std::copy(order.begin(), order.begin() + keep, slots);
 }
 
 }  // namespace

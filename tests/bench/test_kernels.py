@@ -194,6 +194,75 @@ def test_engine_native_drop_matches_torch_path(kernel, monkeypatch, left_padding
     torch.testing.assert_close(fast.end_logits[real], plain.end_logits[real], rtol=1e-4, atol=1e-5)
 
 
+def _reference_probe_select(hidden, weight, bias, lengths, keep, protect):
+    """The torch path's choice: softmax(start) + softmax(end) over real slots, leading slots protected."""
+    slots = torch.zeros(hidden.shape[0], int(keep.max()), dtype=torch.long)
+    for b in range(hidden.shape[0]):
+        n, k = int(lengths[b]), int(keep[b])
+        logits = F.linear(F.gelu(hidden[b, :n]), weight, bias)
+        significance = logits.softmax(dim=0).sum(dim=-1)
+        significance[: max(1, min(int(protect[b]), k))] = float("inf")
+        slots[b, :k] = significance.topk(k).indices.sort().values
+    return slots
+
+
+@pytest.mark.parametrize("batch,n,width", [(1, 150, 64), (3, 37, 8), (2, 20, 70), (1, 1, 16)])
+def test_probe_select_equals_the_torch_selection(kernel, batch, n, width):
+    g = torch.Generator().manual_seed(batch * 100 + n + width)
+    fused = torch.randn(batch, n, 3 * width + 5, generator=g)  # the probe's columns sit inside a wider GEMM output
+    hidden = fused[..., 2 * width : 3 * width]
+    weight, bias = torch.randn(2, width, generator=g) / width**0.5, torch.randn(2, generator=g)
+    lengths = torch.tensor([max(1, n - 6 * b) for b in range(batch)])
+    keep = torch.tensor([max(1, int(length * (0.6 - 0.15 * b))) for b, length in enumerate(lengths.tolist())])
+    protect = torch.tensor([4, 0, 30][:batch])  # a question, none, one longer than some rows keep
+    slots = kernel.probe_select(hidden, weight, bias, lengths, keep, protect)
+    assert torch.equal(slots, _reference_probe_select(hidden, weight, bias, lengths, keep, protect))
+
+
+def test_probe_select_rejects_a_probe_of_another_width(kernel):
+    with pytest.raises(RuntimeError, match="width"):
+        kernel.probe_select(
+            torch.randn(1, 9, 8), torch.randn(2, 6), torch.randn(2), *(torch.tensor([v]) for v in (9, 4, 1))
+        )
+
+
+@pytest.mark.parametrize("question", [False, True])
+def test_engine_probe_select_matches_torch_path(kernel, monkeypatch, question):
+    """At inference the look-ahead policy's selection runs in the kernel and chooses what torch's ops choose."""
+    from transformers import BertForQuestionAnswering
+
+    from bench.probes import LookaheadProbes
+
+    calls = []
+    original = kernel.probe_select
+    monkeypatch.setattr(
+        "bench.adaptive.native_kernels",
+        lambda: type("Spy", (), {"probe_select": staticmethod(lambda *a: calls.append(1) or original(*a))})(),
+    )
+    torch.manual_seed(2)
+    model = BertForQuestionAnswering._from_config(tiny_bert_config(hidden=48, heads=4, ffn=96)).eval()
+    probes = LookaheadProbes(48, [1, 2, 3], 16).eval()
+    for parameter in probes.parameters():
+        torch.nn.init.normal_(parameter, std=0.5)
+    ids = torch.randint(5, 60, (3, 23), generator=torch.Generator().manual_seed(7))
+    ids[:, 0], ids[:, 6] = 2, 3  # [CLS], a question of five tokens, [SEP]
+    mask = torch.ones_like(ids)
+    mask[1, 14:] = 0
+    config = LengthConfig.parse(f"ratios:1,0.6,0.4,0.3@lookahead{'+question' if question else ''}")
+    kept = {}
+    with torch.no_grad():
+        for name, kernels in (("fast", True), ("plain", False)):
+            qa = LengthAdaptiveQA(model, kernels=kernels, probes=probes, sep_token_id=3)
+            kept[name] = qa(ids, mask, None, config, trace=True)
+    assert len(calls) == 3
+    fast, plain = kept["fast"], kept["plain"]
+    for (_, a, real_a), (_, b, real_b) in zip(fast.trace, plain.trace):  # fillers of a short row may differ
+        assert torch.equal(real_a, real_b) if real_a is not None else real_b is None
+        assert torch.equal(a if real_a is None else a[real_a], b if real_b is None else b[real_b])
+    real = mask.bool()
+    torch.testing.assert_close(fast.start_logits[real], plain.start_logits[real], rtol=1e-4, atol=1e-5)
+
+
 def test_compiling_is_told_apart_from_loading_a_built_module(tmp_path, monkeypatch):
     import bench.kernels as kernels
 
