@@ -164,19 +164,27 @@ def test_drop_attention_rejects_keeping_more_than_the_real_tokens(kernel):
         kernel.drop_attention(q, q, q, torch.tensor([4]), torch.tensor([5]), torch.tensor([1]), 1.0)
 
 
+def _spy_on(kernel, name: str, monkeypatch) -> list:
+    """Route the engine's kernels module through a stand-in whose ``name`` counts its calls."""
+    calls = []
+    original = getattr(kernel, name)
+    spy = type("Spy", (), {name: staticmethod(lambda *a: calls.append(1) or original(*a))})()
+    monkeypatch.setattr("bench.adaptive.native_kernels", lambda: spy)
+    return calls
+
+
+def _tiny_qa(seed: int):
+    from transformers import BertForQuestionAnswering
+
+    torch.manual_seed(seed)
+    return BertForQuestionAnswering._from_config(tiny_bert_config(hidden=48, heads=4, ffn=96)).eval()
+
+
 @pytest.mark.parametrize("left_padding", [False, True])
 def test_engine_native_drop_matches_torch_path(kernel, monkeypatch, left_padding):
     """Right padding runs the native drop attention; left padding (real tokens not a prefix) must not."""
-    from transformers import BertForQuestionAnswering
-
-    calls = []
-    original = kernel.drop_attention
-    monkeypatch.setattr(
-        "bench.adaptive.native_kernels",
-        lambda: type("Spy", (), {"drop_attention": staticmethod(lambda *a: calls.append(1) or original(*a))})(),
-    )
-    torch.manual_seed(1)
-    model = BertForQuestionAnswering._from_config(tiny_bert_config(hidden=48, heads=4, ffn=96)).eval()
+    calls = _spy_on(kernel, "drop_attention", monkeypatch)
+    model = _tiny_qa(seed=1)
     ids = torch.randint(5, 60, (3, 23), generator=torch.Generator().manual_seed(5))
     mask = torch.ones_like(ids)
     if left_padding:
@@ -229,18 +237,10 @@ def test_probe_select_rejects_a_probe_of_another_width(kernel):
 @pytest.mark.parametrize("question", [False, True])
 def test_engine_probe_select_matches_torch_path(kernel, monkeypatch, question):
     """At inference the look-ahead policy's selection runs in the kernel and chooses what torch's ops choose."""
-    from transformers import BertForQuestionAnswering
-
     from bench.probes import LookaheadProbes
 
-    calls = []
-    original = kernel.probe_select
-    monkeypatch.setattr(
-        "bench.adaptive.native_kernels",
-        lambda: type("Spy", (), {"probe_select": staticmethod(lambda *a: calls.append(1) or original(*a))})(),
-    )
-    torch.manual_seed(2)
-    model = BertForQuestionAnswering._from_config(tiny_bert_config(hidden=48, heads=4, ffn=96)).eval()
+    calls = _spy_on(kernel, "probe_select", monkeypatch)
+    model = _tiny_qa(seed=2)
     probes = LookaheadProbes(48, [1, 2, 3], 16).eval()
     for parameter in probes.parameters():
         torch.nn.init.normal_(parameter, std=0.5)
