@@ -33,10 +33,10 @@ from bench.device import DEVICE_CHOICES, describe_device, resolve_device, to_dev
 from bench.errors import UserError, exit_status
 from bench.features import collate
 from bench.kernels import native_kernels
-from bench.latency import contenders, device_synchronizer, interleaved_batch_timings, ratio
-from bench.model_io import DEFAULT_MODEL_DIR, quiet_libraries
+from bench.latency import contenders, device_synchronizer, interleaved_batch_timings, ratio, timing_parser
+from bench.model_io import quiet_libraries
 from bench.runner import QARunner
-from bench.squad import DEFAULT_DEV_SET, limit_examples, load_squad
+from bench.squad import limit_examples, load_squad
 from cli.argtypes import positive_int_list
 
 CONFIGS = [
@@ -68,14 +68,11 @@ def frontier_configs(path: Path, minimum: float) -> list[str]:
     return [r["label"] for r in rows]
 
 
+QUESTIONS = 600  # the first dev questions; their features are the timed sample
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=DEFAULT_MODEL_DIR, help="QA model folder or hub id (default: %(default)s)")
-    parser.add_argument(
-        "--data",
-        default=DEFAULT_DEV_SET,
-        help="SQuAD 1.1 JSON; its first 600 questions supply the features (default: %(default)s)",
-    )
+    parser = timing_parser(__doc__, questions=QUESTIONS)
     parser.add_argument(
         "--features",
         type=int,
@@ -125,7 +122,7 @@ def _run(args: argparse.Namespace) -> None:
     quiet_libraries()
     specs = args.configs.split(";") + (frontier_configs(args.frontier, 2.0) if args.frontier else [])
     configs = list({c.label(): c for c in (LengthConfig.parse(spec) for spec in specs)}.values())  # each once
-    runner = QARunner(args.model, limit_examples(load_squad(args.data), 600), progress=False, device=device)
+    runner = QARunner(args.model, limit_examples(load_squad(args.data), QUESTIONS), progress=False, device=device)
     if device.type != "cpu":
         if len(args.threads) > 1:
             print(f"note: --threads does not apply on {device.type}; measuring once")

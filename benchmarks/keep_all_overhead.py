@@ -17,23 +17,20 @@ from bench.config import LengthConfig
 from bench.device import DEVICE_CHOICES, describe_device, resolve_device, to_device
 from bench.errors import UserError, exit_status
 from bench.features import collate
-from bench.latency import contenders, device_synchronizer, interleaved_batch_timings, ratio
-from bench.model_io import DEFAULT_MODEL_DIR, quiet_libraries
+from bench.latency import contenders, device_synchronizer, interleaved_batch_timings, ratio, timing_parser
+from bench.model_io import quiet_libraries
 from bench.runner import QARunner
-from bench.squad import DEFAULT_DEV_SET, limit_examples, load_squad
+from bench.squad import limit_examples, load_squad
 from cli.argtypes import positive_int_list
 
 _batch_sizes = positive_int_list("batch sizes", "1,16")
 
 
+QUESTIONS = 400  # the first dev questions; their features are the timed sample
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=DEFAULT_MODEL_DIR, help="QA model folder or hub id (default: %(default)s)")
-    parser.add_argument(
-        "--data",
-        default=DEFAULT_DEV_SET,
-        help="SQuAD 1.1 JSON; its first 400 questions supply the features (default: %(default)s)",
-    )
+    parser = timing_parser(__doc__, questions=QUESTIONS)
     parser.add_argument(
         "--features",
         type=int,
@@ -68,7 +65,7 @@ def run(args: argparse.Namespace) -> None:
         raise UserError("--features and --repeats must be at least 1")
     device = resolve_device(args.device)
     quiet_libraries()
-    runner = QARunner(args.model, limit_examples(load_squad(args.data), 400), progress=False, device=device)
+    runner = QARunner(args.model, limit_examples(load_squad(args.data), QUESTIONS), progress=False, device=device)
     picks = runner.latency_sample(args.features)
     keep_all = LengthConfig.keep_all(runner.num_layers)
     adaptive: LengthAdaptiveQA = runner.adaptive

@@ -30,11 +30,11 @@ from bench.adaptive import LengthAdaptiveQA
 from bench.config import LengthConfig, keep_counts_batch, resolve_config
 from bench.errors import UserError, exit_status
 from bench.features import collate
-from bench.latency import interleaved_batch_timings, ratio
-from bench.model_io import DEFAULT_MODEL_DIR, quiet_libraries
+from bench.latency import interleaved_batch_timings, ratio, timing_parser
+from bench.model_io import quiet_libraries
 from bench.runner import QARunner
 from bench.significance import POLICIES, SelectionInputs, register_policy
-from bench.squad import DEFAULT_DEV_SET, limit_examples, load_squad
+from bench.squad import limit_examples, load_squad
 
 DEFAULT_CONFIG = "ratios:1,1,0.7,0.5,0.35,0.25@lookahead+question"
 
@@ -49,14 +49,11 @@ class LeadingTokens:
         return -inputs.positions.to(inputs.hidden.dtype)
 
 
+QUESTIONS = 300  # the first dev questions; their features are the timed sample
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=DEFAULT_MODEL_DIR, help="QA model folder or hub id (default: %(default)s)")
-    parser.add_argument(
-        "--data",
-        default=DEFAULT_DEV_SET,
-        help="SQuAD 1.1 JSON; its first 300 questions supply the features (default: %(default)s)",
-    )
+    parser = timing_parser(__doc__, questions=QUESTIONS)
     parser.add_argument("--config", default=DEFAULT_CONFIG, help="length configuration (default: %(default)s)")
     parser.add_argument(
         "--features", type=int, default=48, help="features timed, spread over the length range (default: %(default)s)"
@@ -101,7 +98,7 @@ def run(args: argparse.Namespace) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     quiet_libraries()
-    runner = QARunner(args.model, limit_examples(load_squad(args.data), 300), progress=False)
+    runner = QARunner(args.model, limit_examples(load_squad(args.data), QUESTIONS), progress=False)
     config = resolve_config(args.config, runner.num_layers)
     config.check_layers(runner.num_layers, args.model)  # one line each, before any timing
     runner.adaptive.check_policy(config.significance, config.keep_question)
