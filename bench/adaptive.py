@@ -178,10 +178,12 @@ class _Selection:
         return self.plain_attention or self.plain_lookahead
 
     def native_probe(self, layer: int) -> nn.Linear | None:
-        """The output map of ``layer``'s probe when the probe-select kernel can run it, else None."""
-        if not self.plain_lookahead or not self.probes.input_linears(layer):
-            return None
-        return self.probes.output_map(layer)
+        """The output map of ``layer``'s probe when the probe-select kernel can run it, else None.
+
+        The kernel reads the probe's first map from the layer's projection (``probe_linears``), so
+        the caller also needs those columns.
+        """
+        return self.probes.output_map(layer) if self.plain_lookahead else None
 
     def probe_linears(self, layer: int) -> tuple[nn.Linear, ...]:
         """The probe maps the layer's projection may run for the policy (none when it reads no probes)."""
