@@ -212,6 +212,11 @@ class _Selection:
     def lead(self, counts: list[int]) -> list[int] | None:
         """Leading slots that must stay: the question segment, cut to the first ``counts[b]`` slots.
 
+        Asked at every dropping layer but the encoder's last: the question is kept so that later
+        layers can read it (as keys and values), and after the last layer nothing does. Its slots
+        there would only compute final states for positions no answer can start or end at, so the
+        last layer spends them on context instead (the question still serves as keys in that layer).
+
         The question leads every row and kept slots stay in position order, so it is a count per
         example, known on the host. Cutting it makes the choice defined when a layer keeps fewer
         tokens than the question has: the leading ones stay, as the native kernel does it.
@@ -343,6 +348,7 @@ class LengthAdaptiveQA(nn.Module):
         selection: _Selection | None = None
         kept_trace: list = []
         current = lengths
+        last = max((i for i in range(self.num_layers) if i not in skip), default=-1)
         for index, layer in enumerate(ad.layers):
             if index in skip:
                 continue
@@ -354,7 +360,17 @@ class LengthAdaptiveQA(nn.Module):
                 restore.write(hidden, positions, mask)
                 job = None if native is None else (native, current, plan[index], index)
                 hidden, positions, mask = self._dropping_layer(
-                    layer, hidden, mask, keep[index], positions, job, selection, index, attention, counts=plan[index]
+                    layer,
+                    hidden,
+                    mask,
+                    keep[index],
+                    positions,
+                    job,
+                    selection,
+                    index,
+                    attention,
+                    counts=plan[index],
+                    final=index == last,
                 )
                 current = plan[index]
                 if trace:
@@ -440,10 +456,12 @@ class LengthAdaptiveQA(nn.Module):
         index: int = 0,
         attention: str = "sdpa",
         counts: list[int] | None = None,
+        final: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Attention over all current tokens as keys; context, projection and FFN only for the kept ones.
 
         ``counts`` is ``keep`` on the host (the forward's plan), so no device read is needed.
+        ``final`` says no later layer runs: a kept question is then not protected (see ``_Selection.lead``).
 
         Policies that read attention (``attention``, ``lookahead-attention``) need every query's
         probabilities; ``native`` (the kernels module, real slots now, slots to keep per example)
@@ -455,7 +473,7 @@ class LengthAdaptiveQA(nn.Module):
         """
         ad = self.adapter
         counts = keep.tolist() if counts is None else counts
-        lead = None if selection is None else selection.lead(counts)
+        lead = None if selection is None or final else selection.lead(counts)
         inputs = ad.project_qkv(layer, hidden, () if selection is None else selection.probe_linears(index))
         protected = None if native is None else torch.tensor([1] * len(counts) if lead is None else lead)
         if native is not None and selection.plain_attention:
@@ -498,7 +516,7 @@ class LengthAdaptiveQA(nn.Module):
                 context = _merge_heads(
                     F.scaled_dot_product_attention(query, inputs.key, inputs.value, attn_mask=mask, scale=ad.scaling)
                 )
-        if selection is not None:
+        if selection is not None and not final:  # no later layer reads the selection state
             selection.follow(slots, lead, slot_real)
         carry = tuple(_take_rows(t, slots, dim=1) for t in inputs.carry)
         out = ad.finish_layer(layer, context, carry)
