@@ -16,6 +16,9 @@ from bench.errors import UserError
 
 STEP = 0.05
 LOWEST_SHARE = 0.25
+# The encoder's last layer computes final states only for the tokens an answer can start or end at
+# (a kept question is not protected there: nothing reads it after), so it may keep far fewer
+LAST_LAYER_LOWEST_SHARE = 0.1
 BASELINE_SHARES = (0.9, 0.8, 0.7, 0.6, 0.5)
 SELECTION_PARAM = "significance"
 
@@ -60,9 +63,15 @@ def sample_config(
     if probed_layers is not None and get_policy(significance).needs_probes:
         fixed = {i for i in range(num_layers) if i not in probed_layers}
     shares = [
-        1.0 if i in fixed else trial.suggest_float(param_name(i), lowest, 1.0, step=STEP) for i in range(num_layers)
+        1.0 if i in fixed else trial.suggest_float(param_name(i), lowest_share(i, num_layers, lowest), 1.0, step=STEP)
+        for i in range(num_layers)
     ]
     return config_from_shares(shares).with_selection(significance, keep_question)
+
+
+def lowest_share(layer: int, num_layers: int, lowest: float = LOWEST_SHARE) -> float:
+    """The smallest share of the previous layer's tokens ``layer`` may keep: lower for the last layer."""
+    return min(lowest, LAST_LAYER_LOWEST_SHARE) if layer == num_layers - 1 else lowest
 
 
 def baseline_params(

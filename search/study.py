@@ -28,7 +28,7 @@ from search.objective import Objective, completed_points
 from search.provenance import run_info
 from search.records import TrialPoint, write_run
 from search.settings import SearchSettings
-from search.space import LOWEST_SHARE, config_from_shares, parse_selections
+from search.space import config_from_shares, lowest_share, parse_selections
 from search.worker import Worker, run_trials, writes_report
 
 
@@ -40,8 +40,8 @@ def split_data(settings: SearchSettings) -> tuple[SquadData, SquadData, SquadDat
 
 
 def cheapest_config(num_layers: int) -> LengthConfig:
-    """The cheapest configuration the search space allows: every layer keeps the lowest share."""
-    return config_from_shares([LOWEST_SHARE] * num_layers)
+    """The cheapest configuration the search space allows: every layer keeps its lowest share."""
+    return config_from_shares([lowest_share(i, num_layers) for i in range(num_layers)])
 
 
 def run_search(settings: SearchSettings, budget: Budget | None) -> Path | None:

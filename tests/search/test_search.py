@@ -63,6 +63,23 @@ def test_sampled_configurations_are_valid_and_baselines_are_in_the_space():
     assert config_from_shares(list(params["constant-0.50"].values())) == LengthConfig("ratios", (1.0, 0.5, 0.25, 0.125))
 
 
+def test_only_the_last_layer_may_keep_less_than_the_lowest_share():
+    """The last layer computes only answer candidates' final states, so its share goes lower; no other layer's does."""
+    from search.space import LAST_LAYER_LOWEST_SHARE, LOWEST_SHARE, param_name
+    from search.study import cheapest_config
+
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(60):
+        trial = study.ask()
+        sample_config(trial, 4)
+        study.tell(trial, [0.0, 1.0])
+    lows = {i: min(t.params[param_name(i)] for t in study.trials) for i in range(4)}
+    assert all(lows[i] >= LOWEST_SHARE - 1e-9 for i in range(3))
+    assert LAST_LAYER_LOWEST_SHARE - 1e-9 <= lows[3] < LOWEST_SHARE
+    cheapest = cheapest_config(4).values
+    assert cheapest[2] == LOWEST_SHARE**3 and cheapest[3] == round(LOWEST_SHARE**3 * LAST_LAYER_LOWEST_SHARE, 6)
+
+
 def _settings(tmp_path, model_dir, squad_file, trials, **kw):
     return SearchSettings(
         model=str(model_dir),
