@@ -22,7 +22,7 @@ from tqdm import tqdm
 from bench.errors import UserError
 from search import storage as st
 from search.settings import OPTION, SearchSettings, cost_name, make_sampler
-from search.space import baseline_params, parse_selections
+from search.space import baseline_params, late_params, parse_selections
 
 if TYPE_CHECKING:
     from search.objective import Objective
@@ -99,14 +99,21 @@ class Worker:
         return self.settings.name
 
     def enqueue_baselines(self, num_layers: int) -> None:
-        """Keep-all and the constant ratios, queued once per study however many workers start."""
+        """Keep-all, the constant ratios and the late-drop seeds, queued once per study however many workers start.
+
+        The seeds are ordinary trials (no ``baseline`` attribute): starting points, not comparisons,
+        so only as many are queued as the run's trials leave room for after the baselines.
+        """
         with self.lock.held():
             if self.study.user_attrs.get("baselines_enqueued"):
                 return
-            for name, params in baseline_params(
-                num_layers, selections=parse_selections(self.settings.significance)
-            ).items():
+            selections = parse_selections(self.settings.significance)
+            baselines = baseline_params(num_layers, selections=selections)
+            for name, params in baselines.items():
                 self.study.enqueue_trial(params, user_attrs={"baseline": name}, skip_if_exists=True)
+            room = max(0, self.settings.trials - len(baselines))
+            for name, params in list(late_params(num_layers, selections=selections).items())[:room]:
+                self.study.enqueue_trial(params, user_attrs={"seed": name}, skip_if_exists=True)
             self.study.set_user_attr("baselines_enqueued", True)
 
     def fail_stale(self) -> None:

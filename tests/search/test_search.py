@@ -124,6 +124,31 @@ def test_search_writes_run_with_held_out_scores(finished_run):
     assert all(p.heldout.latency_speedup_vs_bert_base > 0 for p in rescored)
 
 
+def test_late_drop_seeds_run_as_ordinary_trials(finished_run):
+    """The late-drop seeds are queued once, run, and are never reported as baselines."""
+    _, run_dir = finished_run
+    study = optuna.load_study(study_name=None, storage=f"sqlite:///{run_dir / 'study.db'}")
+    seeds = {t.user_attrs["seed"]: t for t in study.trials if "seed" in t.user_attrs}
+    assert set(seeds) == {"late-0.80", "late-0.70", "late-0.60"}
+    assert all("baseline" not in t.user_attrs and t.state == optuna.trial.TrialState.COMPLETE for t in seeds.values())
+    _, points = read_run(run_dir)
+    assert not any(p.baseline and p.baseline.startswith("late") for p in points)
+
+
+def test_late_drop_seeds_are_in_the_space():
+    """Full layers first, then a constant share, then the last layer's low share: valid, non-increasing shapes."""
+    from search.space import LAST_LAYER_LOWEST_SHARE, LATE_LAST_SHARE, late_params
+
+    seeds = late_params(6)
+    assert set(seeds) == {"late-0.80", "late-0.70", "late-0.60"}
+    config = config_from_shares(list(seeds["late-0.70"].values()))
+    assert config == LengthConfig("ratios", (1.0, 1.0, 0.7, 0.49, 0.343, round(0.343 * LATE_LAST_SHARE, 6)))
+    assert LATE_LAST_SHARE >= LAST_LAYER_LOWEST_SHARE
+    assert late_params(2) == {}  # no room for a family distinct from the constant ratios
+    both = late_params(6, selections=("attention", "lookahead+question"))
+    assert len(both) == 6 and {p["significance"] for p in both.values()} == {"attention", "lookahead+question"}
+
+
 def test_rerun_resumes_without_repeating_trials(finished_run, model_dir, squad_file):
     settings, run_dir = finished_run
     study = optuna.load_study(study_name=settings.name, storage=settings.storage_url)
