@@ -38,7 +38,18 @@ def test_breaking_the_dropping_fails_the_check(tmp_path, monkeypatch, capsys):
     original = LengthAdaptiveQA._dropping_layer
 
     def keep_everything(
-        self, layer, hidden, valid, keep, positions, native=None, selection=None, index=0, attention="sdpa", counts=None
+        self,
+        layer,
+        hidden,
+        valid,
+        keep,
+        positions,
+        native=None,
+        selection=None,
+        index=0,
+        attention="sdpa",
+        counts=None,
+        final=False,
     ):
         # the bug: tokens are "dropped" but every slot stays in the tensors (torch's path, which the
         # FLOP count runs: FlopCounterMode cannot see inside the native kernel)
@@ -54,6 +65,7 @@ def test_breaking_the_dropping_fails_the_check(tmp_path, monkeypatch, capsys):
             index,
             attention,
             counts=[hidden.shape[1]] * hidden.shape[0],
+            final=final,
         )
 
     monkeypatch.setattr(LengthAdaptiveQA, "_dropping_layer", keep_everything)
