@@ -96,11 +96,7 @@ def baseline_params(
     for share in shares:
         params: dict[str, float | str] = {param_name(0): 1.0}
         params.update({param_name(i): share for i in range(1, num_layers)})
-        if len(selections) == 1:
-            out[f"constant-{share:.2f}"] = params
-        else:
-            for selection in selections:
-                out[f"constant-{share:.2f}@{selection}"] = {**params, SELECTION_PARAM: selection}
+        out.update(_per_selection(f"constant-{share:.2f}", params, selections))
     return out
 
 
@@ -122,9 +118,14 @@ def late_params(
         params: dict[str, float | str] = {param_name(i): 1.0 for i in range(full)}
         params.update({param_name(i): share for i in range(full, num_layers - 1)})
         params[param_name(num_layers - 1)] = LATE_LAST_SHARE
-        if len(selections) == 1:
-            out[f"late-{share:.2f}"] = params
-        else:
-            for selection in selections:
-                out[f"late-{share:.2f}@{selection}"] = {**params, SELECTION_PARAM: selection}
+        out.update(_per_selection(f"late-{share:.2f}", params, selections))
     return out
+
+
+def _per_selection(
+    name: str, params: dict[str, float | str], selections: tuple[str, ...]
+) -> dict[str, dict[str, float | str]]:
+    """One queued trial of ``params``, or one per policy (named ``name@policy``) when several are searched."""
+    if len(selections) == 1:
+        return {name: params}
+    return {f"{name}@{selection}": {**params, SELECTION_PARAM: selection} for selection in selections}
