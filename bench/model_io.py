@@ -94,17 +94,20 @@ def load_qa_model(
     trust_remote_code: bool = False,
     dtype=None,
     token: str | bool | None = None,
+    config_options: dict | None = None,
 ):
     """A ``*ForQuestionAnswering`` model in eval mode, by local folder or hub id.
 
     ``revision``, ``trust_remote_code``, ``dtype`` and ``token`` mean what they mean to
-    ``from_pretrained``; see :func:`hub_options` for the defaults.
+    ``from_pretrained``; see :func:`hub_options` for the defaults. ``config_options`` override
+    entries of the model's config (e.g. a dropout for training).
     """
     from transformers import AutoModelForQuestionAnswering
 
     options = hub_options(revision, trust_remote_code, token)
     if dtype is not None:
         options["dtype"] = _dtype(dtype)
+    options.update(config_options or {})
     check_model_source(name)
     try:
         model = AutoModelForQuestionAnswering.from_pretrained(name, attn_implementation=attn_implementation, **options)

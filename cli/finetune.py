@@ -7,7 +7,7 @@ from pathlib import Path
 
 from bench.errors import exit_status
 from bench.model_io import STANDARD_MODEL_DIR, default_encoder_dir
-from cli.argtypes import hidden_alias
+from cli.argtypes import dropout_or_none, hidden_alias
 from training.finetune import Recipe, train
 from training.recipe import DEFAULT_TRAIN_SET
 from training.trainer import PRECISIONS
@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stride", type=int, default=Recipe.stride, help="overlap between windows of long contexts")
     parser.add_argument(
         "--attention-dropout",
-        type=_dropout,
+        type=dropout_or_none,
         default=Recipe.attention_dropout,
         help="dropout on the attention probabilities ('none': the encoder config's own; off: 1.54x faster steps on a 2-core CPU)",
     )
@@ -48,10 +48,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--save-every", type=int, default=500, help="checkpoint every N steps (a re-run resumes)")
     parser.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (smoke runs)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-
-
-def _dropout(text: str) -> float | None:
-    return None if text.lower() == "none" else float(text)
 
 
 def run(args: argparse.Namespace) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 from bench.errors import exit_status
 from bench.model_io import LENGTHDROP_MODEL_DIR, STANDARD_MODEL_DIR, quiet_libraries
 from bench.probes import AUTO_SIGNIFICANCE, auto_significance
+from cli.argtypes import dropout_or_none
 from training.lengthdrop import PROBE_INITS, SUB_MODEL_LOSSES, LengthDropRecipe, train_lengthdrop
 from training.recipe import DEFAULT_TRAIN_SET
 from training.trainer import PRECISIONS
@@ -102,6 +103,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     opt.add_argument("--max-length", type=int, default=d.max_length, help="tokens per feature")
     opt.add_argument("--stride", type=int, default=d.stride, help="overlap between windows of long contexts")
+    opt.add_argument(
+        "--attention-dropout",
+        type=dropout_or_none,
+        default="none",
+        help="dropout on the full model's attention probabilities ('none': the start model's own; "
+        "from a pretrained encoder pass 0, as dynlen finetune trains)",
+    )
     opt.add_argument("--seed", type=int, default=d.seed, help="seeds data order, sub-model draws and dropout")
     opt.add_argument(
         "--max-steps",
@@ -155,6 +163,7 @@ def recipe_from_args(args: argparse.Namespace) -> LengthDropRecipe:
         probe_first_layer=args.probe_first_layer,
         probe_init=args.probe_init,
         max_steps=args.max_steps,
+        attention_dropout=args.attention_dropout,
     )
 
 

@@ -21,7 +21,13 @@ from bench.features import Features, build_features
 from bench.model_io import load_tokenizer
 from bench.probes import CONFIG_KEY as PROBES_CONFIG_KEY
 from bench.squad import load_squad
-from training.recipe import TrainingRecipe, already_built, training_device
+from training.recipe import (
+    TrainingRecipe,
+    already_built,
+    attention_dropout_option,
+    check_attention_dropout,
+    training_device,
+)
 from training.trainer import (
     checkpoint_folder,
     final_loss,
@@ -52,27 +58,7 @@ class Recipe(TrainingRecipe):
 
     def check(self) -> None:
         """One line before any data is read when the dropout is not a probability."""
-        if self.attention_dropout is not None and not 0.0 <= self.attention_dropout < 1.0:
-            raise UserError(f"--attention-dropout must be in [0, 1), got {self.attention_dropout:g}")
-
-
-def attention_dropout_option(base: str, p: float | None) -> dict:
-    """The ``from_pretrained`` keyword that sets the family's attention-probability dropout to ``p``.
-
-    BERT, RoBERTa and MobileBERT call it ``attention_probs_dropout_prob``, DistilBERT
-    ``attention_dropout``; ``p=None`` keeps the config's own value.
-    """
-    if p is None:
-        return {}
-    from transformers import AutoConfig
-
-    config = AutoConfig.from_pretrained(base)
-    for key in ("attention_probs_dropout_prob", "attention_dropout"):
-        if hasattr(config, key):
-            return {key: p}
-    raise UserError(
-        f"{base}'s config ({type(config).__name__}) has no attention-dropout setting; pass --attention-dropout none"
-    )
+        check_attention_dropout(self.attention_dropout)
 
 
 def train(

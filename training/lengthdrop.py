@@ -43,7 +43,13 @@ from bench.probes import CONFIG_KEY as PROBES_CONFIG_KEY
 from bench.probes import DEFAULT_WIDTH, LookaheadProbes, load_probes
 from bench.significance import question_segment
 from bench.squad import load_squad
-from training.recipe import TrainingRecipe, already_built, training_device
+from training.recipe import (
+    TrainingRecipe,
+    already_built,
+    attention_dropout_option,
+    check_attention_dropout,
+    training_device,
+)
 from training.trainer import (
     checkpoint_folder,
     final_loss,
@@ -104,6 +110,10 @@ class LengthDropRecipe(TrainingRecipe):
     # the layers below each probe, scaled by this weight (deep supervision), so early layers learn to
     # show the answer the last layer will give, which is what the first drops are chosen by.
     probe_supervision: float = 0.0
+    # Dropout on the full model's attention probabilities. None keeps the start model's own: a
+    # fine-tune from ``dynlen finetune`` saved 0 there. From a pretrained encoder (whose config says
+    # 0.1) pass 0 to train as that fine-tune does; the sub-models' engine never applies it anyway.
+    attention_dropout: float | None = None
 
     # Models trained before ``sub_model_loss`` existed matched the full model at every position.
     PREDATED = {"sub_model_loss": "all"}
@@ -116,6 +126,7 @@ class LengthDropRecipe(TrainingRecipe):
             raise UserError(
                 f"--layerdrop must be in [0, 1): the chance a sub-model skips a layer; got {self.layerdrop:g}"
             )
+        check_attention_dropout(self.attention_dropout)
         if self.sub_model_weight < 0:
             raise UserError(f"--sub-model-weight must be 0 or more; got {self.sub_model_weight:g}")
         if self.sub_model_loss not in SUB_MODEL_LOSSES:
@@ -567,7 +578,10 @@ def train_lengthdrop(recipe: LengthDropRecipe, out: Path, save_every: int = 200,
     if recipe.teacher:
         check_same_vocab(tokenizer, load_tokenizer(recipe.teacher), recipe.teacher)
     folder = checkpoint_folder(out, recipe)
-    model = load_qa_model(recipe.base)  # first: a model or its saved probes that cannot load fail before encoding
+    dropout = attention_dropout_option(recipe.base, recipe.attention_dropout)
+    model = load_qa_model(
+        recipe.base, config_options=dropout
+    )  # first: a model or its saved probes that cannot load fail before encoding
     probe_origin = attach_probes(model, recipe)[1] if recipe.trains_probes else None
     feats = _load_features(recipe, tokenizer)
     teacher = load_teacher(recipe.teacher, device) if recipe.teacher else None

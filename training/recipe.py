@@ -39,6 +39,31 @@ class TrainingRecipe:
     precision: str = "auto"  # bf16 mixed precision where the hardware has it; the saved weights stay float32
 
 
+def check_attention_dropout(p: float | None) -> None:
+    """One line when ``--attention-dropout`` is not a probability (None keeps the config's own)."""
+    if p is not None and not 0.0 <= p < 1.0:
+        raise UserError(f"--attention-dropout must be in [0, 1), got {p:g}")
+
+
+def attention_dropout_option(base: str, p: float | None) -> dict:
+    """The ``from_pretrained`` keyword that sets the family's attention-probability dropout to ``p``.
+
+    BERT, RoBERTa and MobileBERT call it ``attention_probs_dropout_prob``, DistilBERT
+    ``attention_dropout``; ``p=None`` keeps the config's own value.
+    """
+    if p is None:
+        return {}
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(base)
+    for key in ("attention_probs_dropout_prob", "attention_dropout"):
+        if hasattr(config, key):
+            return {key: p}
+    raise UserError(
+        f"{base}'s config ({type(config).__name__}) has no attention-dropout setting; pass --attention-dropout none"
+    )
+
+
 def training_device() -> torch.device:
     """A GPU when torch sees one, else the CPU: training never needs to be told."""
     return resolve_device("auto")

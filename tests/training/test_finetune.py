@@ -8,7 +8,7 @@ from fixtures import KilledAt, kill_after, model_weights, tiny_recipe
 
 from bench.errors import UserError
 from bench.squad import load_squad
-from training import finetune
+from training import finetune, recipe
 from training import trainer as tr
 
 
@@ -164,8 +164,8 @@ def test_distilbert_names_its_attention_dropout_differently(tmp_path):
     from transformers import DistilBertConfig
 
     DistilBertConfig(dim=32, hidden_dim=64, n_layers=1, n_heads=2, vocab_size=50).save_pretrained(tmp_path)
-    assert finetune.attention_dropout_option(str(tmp_path), 0.0) == {"attention_dropout": 0.0}
-    assert finetune.attention_dropout_option(str(tmp_path), None) == {}
+    assert recipe.attention_dropout_option(str(tmp_path), 0.0) == {"attention_dropout": 0.0}
+    assert recipe.attention_dropout_option(str(tmp_path), None) == {}
 
 
 def test_an_attention_dropout_outside_0_1_is_refused_before_any_data_is_read(model_dir, tmp_path):

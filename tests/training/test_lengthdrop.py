@@ -61,7 +61,9 @@ def test_sub_models_per_step_are_smallest_plus_n_random_and_reproducible():
     assert configs != ld.sub_model_configs(NUM_LAYERS, 0.2, 2, seed=0, step=8)
 
 
-@pytest.mark.parametrize("bad", [dict(bound=1.0), dict(bound=-0.1), dict(num_sub_models=-1), dict(max_steps=0)])
+@pytest.mark.parametrize(
+    "bad", [dict(bound=1.0), dict(bound=-0.1), dict(num_sub_models=-1), dict(max_steps=0), dict(attention_dropout=1.0)]
+)
 def test_bad_options_are_user_errors(bad, model_dir, squad_file):
     with pytest.raises(UserError):
         _recipe(model_dir, squad_file, **bad).check()
@@ -215,6 +217,18 @@ def test_run_writes_a_loadable_folder_with_small_files_and_is_idempotent(model_d
     assert _cli(model_dir, squad_file, out) == 0
     assert "nothing to do" in capsys.readouterr().out
     assert (out / "training.json").stat().st_mtime_ns == mtime
+
+
+def test_attention_dropout_is_the_start_models_unless_given(model_dir, squad_file, tmp_path):
+    """From a pretrained encoder (config 0.1) ``--attention-dropout 0`` trains as ``dynlen finetune`` does."""
+    own = json.loads((model_dir / "config.json").read_text())["attention_probs_dropout_prob"]
+    assert own > 0
+    assert _cli(model_dir, squad_file, tmp_path / "own", "--threads", "1") == 0
+    assert json.loads((tmp_path / "own" / "config.json").read_text())["attention_probs_dropout_prob"] == own
+    assert _cli(model_dir, squad_file, tmp_path / "off", "--threads", "1", "--attention-dropout", "0") == 0
+    assert json.loads((tmp_path / "off" / "config.json").read_text())["attention_probs_dropout_prob"] == 0.0
+    info = json.loads((tmp_path / "off" / "training.json").read_text())
+    assert info["recipe"]["attention_dropout"] == 0.0
 
 
 def test_the_trainer_loss_holds_the_sub_models_distillation(squad_file, tmp_path):
