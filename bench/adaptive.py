@@ -467,14 +467,17 @@ class LengthAdaptiveQA(nn.Module):
         probabilities; ``native`` (the kernels module, real slots now, slots to keep per example)
         routes them through the drop-attention kernel, which picks the same tokens and gives the
         same context to float32 rounding. A policy that does not (``lookahead``) picks the slots
-        from the layer's input first, so only the kept queries attend, through fused SDPA; with
+        from the layer's input first, so only the kept queries are projected (where the family
+        allows, ``late_query``) and attend, through fused SDPA; with
         ``native``, the probe-select kernel finishes the probe from its first map's columns of the
         q/k/v projection and picks the slots in one call.
         """
         ad = self.adapter
         counts = keep.tolist() if counts is None else counts
         lead = None if selection is None or final else selection.lead(counts)
-        inputs = ad.project_qkv(layer, hidden, () if selection is None else selection.probe_linears(index))
+        # Only the kept tokens' queries are needed unless the policy reads every query's attention.
+        late = selection is not None and not selection.policy.needs_attention and ad.late_query
+        inputs = ad.project_qkv(layer, hidden, () if selection is None else selection.probe_linears(index), not late)
         protected = None if native is None else torch.tensor([1] * len(counts) if lead is None else lead)
         if native is not None and selection.plain_attention:
             kernels, current, _, _ = native
@@ -508,7 +511,8 @@ class LengthAdaptiveQA(nn.Module):
             else:
                 significance = selection.significance(index, hidden, valid, positions, probe_inputs=inputs.extra)
                 slots, slot_real = _select_kept(None, valid, counts, significance, lead=lead, owned=True)
-            query = _take_rows(inputs.query, slots, dim=2)
+            carry = tuple(_take_rows(t, slots, dim=1) for t in inputs.carry)
+            query = ad.project_query(layer, carry) if late else _take_rows(inputs.query, slots, dim=2)
             if attention == "eager":  # explicit products, which FlopCounterMode sees (CPU flash SDPA it does not)
                 context = _merge_heads(_attention_probs(query, inputs.key, valid, ad.scaling) @ inputs.value)
             else:
@@ -518,7 +522,8 @@ class LengthAdaptiveQA(nn.Module):
                 )
         if selection is not None and not final:  # no later layer reads the selection state
             selection.follow(slots, lead, slot_real)
-        carry = tuple(_take_rows(t, slots, dim=1) for t in inputs.carry)
+        if not late:
+            carry = tuple(_take_rows(t, slots, dim=1) for t in inputs.carry)
         out = ad.finish_layer(layer, context, carry)
         return out, _take_rows(positions, slots, dim=1), slot_real
 

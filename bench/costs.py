@@ -83,6 +83,11 @@ class EncoderShape:
         """Attention scores of ``queries`` rows over ``keys`` columns, all heads."""
         return 2 * queries * keys * self.attn
 
+    def query_flops(self, tokens: int) -> int:
+        """The query projection of ``tokens`` tokens: what a layer saves on each token it drops
+        when its policy reads no attention (the adapter's ``late_query``)."""
+        return 2 * tokens * self.hidden * self.attn
+
     def head_flops(self, length: int) -> int:
         """The span head sees every token: dropped ones are restored before it."""
         return 2 * length * self.hidden * self.span_outputs
@@ -114,7 +119,8 @@ def example_layer_flops(
 
     The family's ``layer_flops`` is a layer under the attention policy: every incoming query's
     scores are needed to rank the keys. A policy that does not read attention (``lookahead``)
-    computes scores for the kept queries only; a policy that reads the look-ahead probes pays
+    computes scores for the kept queries only, and projects only their queries where the shape
+    has ``query_flops``; a policy that reads the look-ahead probes pays
     ``probe_flops(n_in, question tokens present)`` at every layer where the feature drops tokens
     (``LookaheadProbes.flops``), and a policy with matrix products of its own its ``extra_flops``.
     Probes that read the question need it kept, so the question
@@ -129,6 +135,9 @@ def example_layer_flops(
         if n_out < n_in:
             if not policy.needs_attention:
                 flops -= shape.score_flops(n_in - n_out, n_in)
+                late_query = getattr(shape, "query_flops", None)  # families whose adapter has late_query
+                if late_query is not None:
+                    flops -= late_query(n_in - n_out)
             if policy.needs_probes and probe_flops is not None:
                 flops += probe_flops(n_in, min(question_length, n_in))
             extra = getattr(policy, "extra_flops", None)

@@ -7,7 +7,7 @@ its attention inputs come from, and how the rest of its layer wires the kept tok
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -30,7 +30,7 @@ class LayerInputs:
     same GEMM, which at batch 1 saves a dispatch and a pass over the input per dropping layer.
     """
 
-    query: torch.Tensor  # (batch, heads, tokens, head_dim)
+    query: torch.Tensor | None  # (batch, heads, tokens, head_dim); None when asked for later (``project_query``)
     key: torch.Tensor
     value: torch.Tensor
     carry: tuple[torch.Tensor, ...]
@@ -38,16 +38,28 @@ class LayerInputs:
 
 
 class FamilyAdapter(Protocol):
-    """Wiring of one family; every method runs the stock modules' own weights."""
+    """Wiring of one family; every method runs the stock modules' own weights.
+
+    ``late_query``: the family's queries are a per-token map of what ``carry`` holds, so a layer
+    whose tokens are chosen without reading attention can project queries for its kept tokens
+    only: ``project_qkv(..., query=False)`` leaves them out and ``project_query`` makes them from
+    the kept rows of ``carry``. Its cost shape then has ``query_flops`` (``bench.costs``). A family
+    without it projects every token's query, as the attention policy needs anyway.
+    """
 
     scaling: float
+    late_query: bool
 
     @property
     def layers(self) -> list[nn.Module]: ...
 
     def embed(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None) -> torch.Tensor: ...
 
-    def project_qkv(self, layer: nn.Module, hidden: torch.Tensor, extra: Sequence[nn.Linear] = ()) -> LayerInputs: ...
+    def project_qkv(
+        self, layer: nn.Module, hidden: torch.Tensor, extra: Sequence[nn.Linear] = (), query: bool = True
+    ) -> LayerInputs: ...
+
+    def project_query(self, layer: nn.Module, carry: tuple[torch.Tensor, ...]) -> torch.Tensor: ...
 
     def finish_layer(
         self, layer: nn.Module, context: torch.Tensor, carry: tuple[torch.Tensor, ...]
@@ -62,6 +74,26 @@ def split_heads(projected: torch.Tensor, head_dim: int) -> torch.Tensor:
     """(batch, tokens, heads * head_dim) -> (batch, heads, tokens, head_dim), the layout attention wants."""
     b, n, _ = projected.shape
     return projected.view(b, n, -1, head_dim).transpose(1, 2)
+
+
+def same_input_qkv(
+    project: Callable[..., tuple[torch.Tensor, ...]],
+    head_dim: int,
+    hidden: torch.Tensor,
+    qkv: tuple[nn.Linear, nn.Linear, nn.Linear],
+    extra: Sequence[nn.Linear],
+    query: bool,
+) -> LayerInputs:
+    """q (unless ``query`` is False), k, v and the ``extra`` linears of one input in one ``project`` call.
+
+    For families whose attention reads the layer input, which is also the residual ``carry``.
+    """
+    linears = qkv if query else qkv[1:]
+    outputs = project(hidden, *linears, *extra)
+    heads: list[torch.Tensor | None] = [split_heads(t, head_dim) for t in outputs[: len(linears)]]
+    if not query:
+        heads.insert(0, None)
+    return LayerInputs(*heads, carry=(hidden,), extra=tuple(outputs[len(linears) :]))
 
 
 def split_span_logits(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from bench.costs import EncoderShape
-from bench.families.base import LayerInputs, split_heads, split_span_logits
+from bench.families.base import LayerInputs, same_input_qkv, split_heads, split_span_logits
 from bench.families.projections import Projections
 
 
@@ -29,6 +29,7 @@ class BertLayoutAdapter:
         self.head_dim = attention.attention_head_size
         self.scaling = self.head_dim**-0.5
         self.project = Projections(kernels)
+        self.late_query = True  # queries are a map of the layer input, the residual carried
 
     @property
     def layers(self) -> list[nn.Module]:
@@ -37,11 +38,18 @@ class BertLayoutAdapter:
     def embed(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None) -> torch.Tensor:
         return self.base.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
 
-    def project_qkv(self, layer: nn.Module, hidden: torch.Tensor, extra: Sequence[nn.Linear] = ()) -> LayerInputs:
-        """q, k and v, plus the ``extra`` linears of the same input, in one projection."""
+    def project_qkv(
+        self, layer: nn.Module, hidden: torch.Tensor, extra: Sequence[nn.Linear] = (), query: bool = True
+    ) -> LayerInputs:
+        """q (unless ``query`` is False), k and v, plus the ``extra`` linears of the same input, in one projection."""
         attn = layer.attention.self
-        q, k, v, *more = self.project(hidden, attn.query, attn.key, attn.value, *extra)
-        return LayerInputs(*(split_heads(t, self.head_dim) for t in (q, k, v)), carry=(hidden,), extra=tuple(more))
+        return same_input_qkv(self.project, self.head_dim, hidden, (attn.query, attn.key, attn.value), extra, query)
+
+    def project_query(self, layer: nn.Module, carry: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """The queries of the tokens whose rows ``carry`` holds (the layer input's kept rows)."""
+        attn = layer.attention.self
+        (q,) = self.project(carry[0], attn.query)
+        return split_heads(q, self.head_dim)
 
     def finish_layer(self, layer: nn.Module, context: torch.Tensor, carry: tuple[torch.Tensor, ...]) -> torch.Tensor:
         """Attention output projection + residual LayerNorm, then the feed-forward block."""

@@ -105,6 +105,7 @@ class MobileBertAdapter:
         self.head_dim = attention.attention_head_size
         self.scaling = self.head_dim**-0.5
         self.cost = MobileBertShape.from_hf_config(cfg)
+        self.late_query = False
 
     @property
     def layers(self) -> list[nn.Module]:
@@ -113,8 +114,14 @@ class MobileBertAdapter:
     def embed(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None) -> torch.Tensor:
         return self.base.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
 
-    def project_qkv(self, layer: nn.Module, hidden: torch.Tensor, extra: Sequence[nn.Linear] = ()) -> LayerInputs:
-        """q, k and v from the family's bottlenecks; the ``extra`` linears read the layer input on their own."""
+    def project_qkv(
+        self, layer: nn.Module, hidden: torch.Tensor, extra: Sequence[nn.Linear] = (), query: bool = True
+    ) -> LayerInputs:
+        """q, k and v from the family's bottlenecks; the ``extra`` linears read the layer input on their own.
+
+        Queries are always projected for every token (``late_query`` is False): they read the
+        shared q/k bottleneck, which ``carry`` does not hold.
+        """
         attn = layer.attention.self
         if self.cost.bottleneck_attention:
             narrow = layer.bottleneck.input(hidden)
@@ -128,6 +135,9 @@ class MobileBertAdapter:
         k = split_heads(attn.key(k_in), self.head_dim)
         v = split_heads(attn.value(v_in), self.head_dim)
         return LayerInputs(q, k, v, carry, extra=tuple(lin(hidden) for lin in extra))
+
+    def project_query(self, layer: nn.Module, carry: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        raise NotImplementedError("MobileBERT projects every token's query (late_query is False)")
 
     def finish_layer(self, layer: nn.Module, context: torch.Tensor, carry: tuple[torch.Tensor, ...]) -> torch.Tensor:
         hidden = carry[0]

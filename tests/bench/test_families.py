@@ -18,6 +18,7 @@ from bench.adaptive import LengthAdaptiveQA
 from bench.config import LengthConfig
 from bench.costs import example_flops
 from bench.errors import UserError
+from bench.significance import POLICIES, SelectionInputs
 
 VOCAB = 60
 DROPPING = ["ratios:1,0.6,0.4,0.2", "counts:9,5,5,1"]
@@ -231,6 +232,40 @@ def test_family_formula_equals_flop_counter_under_eager(name, spec):
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         ad(ids, torch.ones_like(ids), None, config=config, attention="eager")
     assert counter.get_total_flops() == example_flops(ad.cost_shape(), config, length)
+
+
+class _LeadingTokens:
+    """A policy that reads neither attention nor probes: the earliest tokens stay."""
+
+    name = "test-leading"
+    needs_attention, needs_probes, needs_question = False, False, False
+
+    def scores(self, inputs: SelectionInputs) -> torch.Tensor:
+        return -inputs.positions.to(inputs.hidden.dtype)
+
+
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_a_policy_reading_no_attention_projects_queries_for_the_kept_tokens_only(name, monkeypatch):
+    """Where the family allows it (``late_query``), the formula and the counter both drop the dropped tokens' queries."""
+    monkeypatch.setitem(POLICIES, _LeadingTokens.name, _LeadingTokens())
+    model = FAMILIES[name].build("eager")
+    ad = LengthAdaptiveQA(model, kernels=False)
+    config = LengthConfig.parse(f"ratios:1,0.6,0.4,0.2@{_LeadingTokens.name}")
+    ids = torch.randint(5, VOCAB, (1, 23), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)
+    shape, allows = ad.cost_shape(), ad.adapter.late_query
+    assert hasattr(shape, "query_flops") == allows
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        late = ad(ids, mask, None, config=config, attention="eager")
+    assert counter.get_total_flops() == example_flops(shape, config, 23)
+    monkeypatch.setattr(ad.adapter, "late_query", False)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        early = ad(ids, mask, None, config=config, attention="eager")
+    assert torch.allclose(late.start_logits, early.start_logits, atol=1e-5)
+    assert torch.allclose(late.end_logits, early.end_logits, atol=1e-5)
+    kept = [23, *late.kept[:, 0].tolist()]
+    saved = sum(shape.query_flops(n_in - n_out) for n_in, n_out in zip(kept, kept[1:])) if allows else 0
+    assert counter.get_total_flops() - example_flops(shape, config, 23) == saved
 
 
 @pytest.mark.parametrize("name", sorted(FAMILIES))
