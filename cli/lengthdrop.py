@@ -5,11 +5,18 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from bench.config import parse_selection
 from bench.errors import exit_status
 from bench.model_io import LENGTHDROP_MODEL_DIR, STANDARD_MODEL_DIR, quiet_libraries
 from bench.probes import AUTO_SIGNIFICANCE, auto_significance
 from cli.argtypes import dropout_or_none
-from training.lengthdrop import PROBE_INITS, SUB_MODEL_LOSSES, LengthDropRecipe, train_lengthdrop
+from training.lengthdrop import (
+    LOOKAHEAD_SUPERVISION,
+    PROBE_INITS,
+    SUB_MODEL_LOSSES,
+    LengthDropRecipe,
+    train_lengthdrop,
+)
 from training.recipe import DEFAULT_TRAIN_SET
 from training.trainer import PRECISIONS
 
@@ -80,10 +87,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ld.add_argument("--probe-lr", type=float, default=d.probe_learning_rate, help="the probes' peak learning rate")
     ld.add_argument(
         "--probe-supervision",
-        type=float,
-        default=d.probe_supervision,
+        type=_weight_or_auto,
+        default=AUTO_SUPERVISION,
         help="weight of the probes' KL in the encoder's gradient (0: probes read detached states; > 0: early "
-        "layers also learn to show the final answer)",
+        f"layers also learn to show the final answer); auto: {LOOKAHEAD_SUPERVISION:g} under a look-ahead policy "
+        "(the best measured), 0 otherwise",
     )
     ld.add_argument("--probe-first-layer", type=int, default=d.probe_first_layer, help="first layer with a probe")
     ld.add_argument(
@@ -128,6 +136,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--threads", type=int, default=None, help="torch CPU threads")
 
 
+AUTO_SUPERVISION = "auto"
+
+
 def significance_from_args(args: argparse.Namespace) -> str:
     """``--significance`` with ``auto`` replaced by the policy it means for the start model (said in one line)."""
     if args.significance != AUTO_SIGNIFICANCE:
@@ -137,7 +148,24 @@ def significance_from_args(args: argparse.Namespace) -> str:
     return chosen
 
 
+def _weight_or_auto(text: str) -> float | str:
+    if text == AUTO_SUPERVISION:
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a weight such as 0 or 0.5, or 'auto'") from None
+
+
+def supervision_from_args(args: argparse.Namespace, significance: str) -> float:
+    """``--probe-supervision`` with ``auto`` resolved: the measured weight where probes are trained, else 0."""
+    if args.probe_supervision != AUTO_SUPERVISION:
+        return args.probe_supervision
+    return LOOKAHEAD_SUPERVISION if "lookahead" in parse_selection(significance)[0] else 0.0
+
+
 def recipe_from_args(args: argparse.Namespace) -> LengthDropRecipe:
+    significance = significance_from_args(args)
     return LengthDropRecipe(
         base=args.model,
         train=args.train,
@@ -156,10 +184,10 @@ def recipe_from_args(args: argparse.Namespace) -> LengthDropRecipe:
         layerdrop=args.layerdrop,
         seed=args.seed,
         precision=args.precision,
-        significance=significance_from_args(args),
+        significance=significance,
         probe_width=args.probe_width,
         probe_learning_rate=args.probe_lr,
-        probe_supervision=args.probe_supervision,
+        probe_supervision=supervision_from_args(args, significance),
         probe_first_layer=args.probe_first_layer,
         probe_init=args.probe_init,
         max_steps=args.max_steps,

@@ -644,3 +644,20 @@ def test_auto_significance_trains_under_the_start_models_probes_when_it_has_them
     recipe = recipe_for(folder)
     assert recipe.significance == "lookahead+question" and recipe.trains_probes
     assert recipe_for(folder, "--significance", "attention").significance == "attention"  # an explicit choice stands
+
+
+def test_probe_supervision_auto_is_the_measured_weight_under_a_lookahead_policy_only(model_dir):
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    lengthdrop_cli.add_arguments(parser)
+
+    def weight(*extra: str) -> float:
+        return lengthdrop_cli.recipe_from_args(parser.parse_args(["--model", str(model_dir), *extra])).probe_supervision
+
+    assert weight("--significance", "lookahead+question") == ld.LOOKAHEAD_SUPERVISION == 0.5
+    assert weight("--significance", "attention") == 0.0
+    assert weight("--significance", "lookahead+question", "--probe-supervision", "0") == 0.0
+    assert weight() == 0.0, "auto significance on a model without probes is attention"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--probe-supervision", "lots"])
