@@ -42,9 +42,19 @@ class Projections:
         return out.split([lin.out_features for lin in linears], dim=-1) if len(linears) > 1 else (out,)
 
     def _weights(self, linears: Sequence[nn.Linear]) -> _InferenceWeights:
-        key = tuple(id(lin) for lin in linears)
-        params = [p for lin in linears for p in (lin.weight, lin.bias) if p is not None]
-        stamp = tuple((p._version, p.data_ptr(), p.dtype, p.device) for p in params) + (len(params),)
+        """The cached weights, rebuilt when a source parameter was updated, moved, cast or replaced.
+
+        Runs for every projection of every forward, so it reads ``_parameters`` directly (a module
+        attribute lookup costs several times more) and stamps each parameter by its in-place
+        version, its storage address and its identity; a cast or a move gives new storage.
+        """
+        key = tuple(map(id, linears))
+        params = [p for lin in linears for p in lin._parameters.values() if p is not None]
+        stamp = (
+            tuple([p._version for p in params] + [p.data_ptr() for p in params] + [id(p) for p in params]),
+            params[0].dtype,
+            params[0].device,
+        )
         hit = self._cache.get(key)
         if hit is None or hit[0] != stamp:
             hit = self._cache[key] = (stamp, _InferenceWeights(linears))

@@ -66,8 +66,16 @@ def test_projections_fuse_and_follow_weight_changes():
             torch.testing.assert_close(out, lin(x), rtol=1e-5, atol=1e-5)
         k.weight.mul_(3)  # an optimiser step or load_state_dict changes weights in place
         torch.testing.assert_close(project(x, q, k, v)[1], k(x), rtol=1e-5, atol=1e-5)
+        v.weight = torch.nn.Parameter(torch.randn(6, 8))  # a parameter replaced outright
+        torch.testing.assert_close(project(x, q, k, v)[2], v(x), rtol=1e-5, atol=1e-5)
+        q.load_state_dict({"weight": torch.randn(6, 8), "bias": torch.randn(6)})
+        torch.testing.assert_close(project(x, q, k, v)[0], q(x), rtol=1e-5, atol=1e-5)
     grads = project(x, q)[0]
     assert grads.requires_grad and grads.grad_fn is not None  # with gradients on, the stock module runs
+    with torch.no_grad():
+        for lin in (q, k, v):
+            lin.double()  # a cast gives new storage
+        torch.testing.assert_close(project(x.double(), q, k, v)[1], k(x.double()), rtol=1e-9, atol=1e-9)
 
 
 def test_engine_same_logits_with_and_without_kernel_on_unaligned_widths():
