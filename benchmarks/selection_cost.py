@@ -8,8 +8,8 @@ Four forwards of the same dev features, timed interleaved on every feature in on
   (it keeps the leading tokens, question included), so the difference to ``engine`` is the policy's
   own scoring, e.g. the look-ahead probes;
 * ``floor`` -- the same token counts with choosing them free altogether: each layer keeps a prefix of
-  its rows (slices, no scores, no gathers, no restore buffer; the span head reads the last layer's
-  rows padded with zeros). Its logits mean nothing; its time is what the kept token counts cost on
+  its rows (slices, no scores, no gathers, no restore buffer; queries only for the kept rows where
+  the family allows, as the engine; the span head reads the last layer's rows padded with zeros). Its logits mean nothing; its time is what the kept token counts cost on
   this machine once selection costs nothing, the bound that engineering the selection can reach.
 
 Batch 1, one thread count; the answer says how much of the gap between the FLOPs speedup and
@@ -80,11 +80,13 @@ def floor_forward(engine: LengthAdaptiveQA, config: LengthConfig, batch: dict) -
     hidden = ad.embed(ids, batch.get("token_type_ids"))
     current = width
     for layer, kept in zip(ad.layers, counts):
-        inputs = ad.project_qkv(layer, hidden)
-        query = inputs.query[:, :, :kept]
+        late = ad.late_query and kept < current  # as the engine: queries for the kept rows only
+        inputs = ad.project_qkv(layer, hidden, query=not late)
+        carry = tuple(t[:, :kept] for t in inputs.carry)
+        query = ad.project_query(layer, carry) if late else inputs.query[:, :, :kept]
         context = torch.nn.functional.scaled_dot_product_attention(query, inputs.key, inputs.value, scale=ad.scaling)
         merged = context.transpose(1, 2).reshape(1, kept, -1)
-        hidden = ad.finish_layer(layer, merged, tuple(t[:, :kept] for t in inputs.carry))
+        hidden = ad.finish_layer(layer, merged, carry)
         current = kept
     padded = hidden.new_zeros(1, width, hidden.shape[-1])
     padded[:, :current] = hidden
