@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
-from bench.config import parse_selection
 from bench.errors import exit_status
 from bench.model_io import LENGTHDROP_MODEL_DIR, STANDARD_MODEL_DIR, quiet_libraries
 from bench.probes import AUTO_SIGNIFICANCE, auto_significance
@@ -19,6 +19,8 @@ from training.lengthdrop import (
 )
 from training.recipe import DEFAULT_TRAIN_SET
 from training.trainer import PRECISIONS
+
+AUTO_SUPERVISION = "auto"
 
 HELP = "LengthDrop fine-tuning of a QA model (make train)"
 DESCRIPTION = (
@@ -136,9 +138,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--threads", type=int, default=None, help="torch CPU threads")
 
 
-AUTO_SUPERVISION = "auto"
-
-
 def significance_from_args(args: argparse.Namespace) -> str:
     """``--significance`` with ``auto`` replaced by the policy it means for the start model (said in one line)."""
     if args.significance != AUTO_SIGNIFICANCE:
@@ -157,15 +156,15 @@ def _weight_or_auto(text: str) -> float | str:
         raise argparse.ArgumentTypeError(f"{text!r}: give a weight such as 0 or 0.5, or 'auto'") from None
 
 
-def supervision_from_args(args: argparse.Namespace, significance: str) -> float:
-    """``--probe-supervision`` with ``auto`` resolved: the measured weight where probes are trained, else 0."""
-    if args.probe_supervision != AUTO_SUPERVISION:
-        return args.probe_supervision
-    return LOOKAHEAD_SUPERVISION if "lookahead" in parse_selection(significance)[0] else 0.0
-
-
 def recipe_from_args(args: argparse.Namespace) -> LengthDropRecipe:
-    significance = significance_from_args(args)
+    """The recipe, with ``--probe-supervision auto`` resolved: the measured weight where probes are trained, else 0."""
+    recipe = _recipe(args, 0.0 if args.probe_supervision == AUTO_SUPERVISION else args.probe_supervision)
+    if args.probe_supervision == AUTO_SUPERVISION and recipe.trains_probes:
+        recipe = dataclasses.replace(recipe, probe_supervision=LOOKAHEAD_SUPERVISION)
+    return recipe
+
+
+def _recipe(args: argparse.Namespace, probe_supervision: float) -> LengthDropRecipe:
     return LengthDropRecipe(
         base=args.model,
         train=args.train,
@@ -184,10 +183,10 @@ def recipe_from_args(args: argparse.Namespace) -> LengthDropRecipe:
         layerdrop=args.layerdrop,
         seed=args.seed,
         precision=args.precision,
-        significance=significance,
+        significance=significance_from_args(args),
         probe_width=args.probe_width,
         probe_learning_rate=args.probe_lr,
-        probe_supervision=supervision_from_args(args, significance),
+        probe_supervision=probe_supervision,
         probe_first_layer=args.probe_first_layer,
         probe_init=args.probe_init,
         max_steps=args.max_steps,
