@@ -9,8 +9,9 @@ Four forwards of the same dev features, timed interleaved on every feature in on
   own scoring, e.g. the look-ahead probes;
 * ``floor`` -- the same token counts with choosing them free altogether: each layer keeps a prefix of
   its rows (slices, no scores, no gathers, no restore buffer; queries only for the kept rows where
-  the family allows, as the engine; the span head reads the last layer's rows padded with zeros). Its logits mean nothing; its time is what the kept token counts cost on
-  this machine once selection costs nothing, the bound that engineering the selection can reach.
+  the family and the policy allow, as the engine; the span head reads the last layer's rows padded
+  with zeros). Its logits mean nothing; its time is what the kept token counts cost on this machine
+  once selection costs nothing, the bound that engineering the selection can reach.
 
 Batch 1, one thread count; the answer says how much of the gap between the FLOPs speedup and
 the latency speedup is the selection's and how much the smaller GEMMs'. Writes ``selection_cost.json``
@@ -33,7 +34,7 @@ from bench.features import collate
 from bench.latency import interleaved_batch_timings, ratio, timing_parser
 from bench.model_io import quiet_libraries
 from bench.runner import QARunner
-from bench.significance import POLICIES, SelectionInputs, register_policy
+from bench.significance import POLICIES, SelectionInputs, get_policy, register_policy
 from bench.squad import limit_examples, load_squad
 
 DEFAULT_CONFIG = "ratios:1,1,0.7,0.5,0.35,0.25@lookahead+question"
@@ -79,8 +80,10 @@ def floor_forward(engine: LengthAdaptiveQA, config: LengthConfig, batch: dict) -
     counts = [row[0] for row in keep_counts_batch(config, [width])]
     hidden = ad.embed(ids, batch.get("token_type_ids"))
     current = width
+    # as the engine: queries for the kept rows only, unless the policy reads every query's attention
+    project_late = ad.late_query and not get_policy(config.significance).needs_attention
     for layer, kept in zip(ad.layers, counts):
-        late = ad.late_query and kept < current  # as the engine: queries for the kept rows only
+        late = project_late and kept < current
         inputs = ad.project_qkv(layer, hidden, query=not late)
         carry = tuple(t[:, :kept] for t in inputs.carry)
         query = ad.project_query(layer, carry) if late else inputs.query[:, :, :kept]
