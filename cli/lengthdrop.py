@@ -6,7 +6,8 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from bench.errors import exit_status
+from bench.config import DEFAULT_SIGNIFICANCE, resolve_config
+from bench.errors import UserError, exit_status
 from bench.model_io import LENGTHDROP_MODEL_DIR, STANDARD_MODEL_DIR, quiet_libraries
 from bench.probes import AUTO_SIGNIFICANCE, auto_significance
 from cli.argtypes import dropout_or_none
@@ -15,6 +16,7 @@ from training.lengthdrop import (
     PROBE_INITS,
     SUB_MODEL_LOSSES,
     LengthDropRecipe,
+    exact_label,
     train_lengthdrop,
 )
 from training.recipe import DEFAULT_TRAIN_SET
@@ -71,6 +73,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=d.sub_model_loss,
         help="positions each sub-model's KL covers: all real ones, or only those it kept to the last layer "
         "(restored states then get no gradient)",
+    )
+    ld.add_argument(
+        "--target-config",
+        default=None,
+        help="the length configuration you will serve (inline, e.g. 'ratios:1,1,0.6,0.4,0.3,0.05', or a JSON file "
+        "such as a chosen.json): it replaces the smallest sub-model in every step, so the weights learn that shape "
+        "too; its selection is --significance (default: none, the plain sandwich)",
     )
     ld.add_argument(
         "--layerdrop",
@@ -165,6 +174,7 @@ def recipe_from_args(args: argparse.Namespace) -> LengthDropRecipe:
 
 
 def _recipe(args: argparse.Namespace, probe_supervision: float) -> LengthDropRecipe:
+    significance = significance_from_args(args)
     return LengthDropRecipe(
         base=args.model,
         train=args.train,
@@ -183,7 +193,7 @@ def _recipe(args: argparse.Namespace, probe_supervision: float) -> LengthDropRec
         layerdrop=args.layerdrop,
         seed=args.seed,
         precision=args.precision,
-        significance=significance_from_args(args),
+        significance=significance,
         probe_width=args.probe_width,
         probe_learning_rate=args.probe_lr,
         probe_supervision=probe_supervision,
@@ -191,7 +201,23 @@ def _recipe(args: argparse.Namespace, probe_supervision: float) -> LengthDropRec
         probe_init=args.probe_init,
         max_steps=args.max_steps,
         attention_dropout=args.attention_dropout,
+        target_config=_target_label(args.target_config, significance),
     )
+
+
+def _target_label(spec: str | None, significance: str) -> str | None:
+    """``--target-config`` as exact text for the recipe, refused in one line if it names another selection."""
+    if spec is None:
+        return None
+    if spec.strip() in ("", "keep-all", "keepall", "full"):
+        raise UserError("--target-config keep-all is what the full model already trains; give a dropping configuration")
+    config = resolve_config(spec, 0)
+    if config.selection != DEFAULT_SIGNIFICANCE and config.selection != significance:
+        raise UserError(
+            f"--target-config selects by {config.selection} but the run trains under --significance {significance}; "
+            "make them agree (the target's sub-model selects as the run does)"
+        )
+    return exact_label(config)
 
 
 def run(args: argparse.Namespace) -> None:

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.adaptive import LengthAdaptiveQA, reached_last_layer
+from bench.adaptive import LengthAdaptiveQA, adapter_for, reached_last_layer
 from bench.config import LengthConfig, cumulative_ratios, parse_selection
 from bench.errors import UserError
 from bench.features import Features, cached_features
@@ -120,6 +120,12 @@ class LengthDropRecipe(TrainingRecipe):
     # fine-tune from ``dynlen finetune`` saved 0 there. From a pretrained encoder (whose config says
     # 0.1) pass 0 to train as that fine-tune does; the sub-models' engine never applies it anyway.
     attention_dropout: float | None = None
+    # The configuration a user will serve (``exact_label`` of it, its selection being ``significance``),
+    # or None. It takes the smallest sub-model's place in every step, so the shared weights learn
+    # to answer at that shape itself, which the random sub-models (each layer keeping at least
+    # ``1 - bound`` of the one before) never reach when it drops harder, e.g. a last layer that
+    # computes only a few answer candidates. The full model keeps its task loss, so keep-all holds.
+    target_config: str | None = None
 
     # Models trained before ``sub_model_loss`` existed matched the full model at every position.
     PREDATED = {"sub_model_loss": "all"}
@@ -166,6 +172,8 @@ class LengthDropRecipe(TrainingRecipe):
                 "--probe-supervision needs look-ahead probes to supervise: train under a lookahead policy "
                 "(--significance lookahead+question)"
             )
+        if self.target_config is not None:
+            LengthConfig.parse(self.target_config)  # its syntax now; its depth once the model is loaded
         if self.probe_init not in PROBE_INITS:
             raise UserError(f"--probe-init must be one of {', '.join(PROBE_INITS)}; got {self.probe_init!r}")
 
@@ -191,16 +199,37 @@ def random_config(num_layers: int, bound: float, rng: random.Random, full_layers
 
 
 def sub_model_configs(
-    num_layers: int, bound: float, count: int, seed: int, step: int, full_layers: int = 0
+    num_layers: int,
+    bound: float,
+    count: int,
+    seed: int,
+    step: int,
+    full_layers: int = 0,
+    target: LengthConfig | None = None,
 ) -> list[LengthConfig]:
-    """The smallest sub-model plus ``count`` random ones.
+    """The smallest sub-model (or ``target``, the configuration to serve, in its place) plus ``count`` random ones.
 
     Drawn from (seed, step) alone, so a resumed run redraws exactly the sub-models it lost.
     """
     rng = random.Random(f"lengthdrop:{seed}:{step}")
-    return [smallest_config(num_layers, bound, full_layers)] + [
-        random_config(num_layers, bound, rng, full_layers) for _ in range(count)
-    ]
+    lower = target if target is not None else smallest_config(num_layers, bound, full_layers)
+    return [lower] + [random_config(num_layers, bound, rng, full_layers) for _ in range(count)]
+
+
+def exact_label(config: LengthConfig) -> str:
+    """``config``'s values as text that parses back to the same numbers (``label`` rounds to 3 digits)."""
+    if config.kind == "counts":
+        return "counts:" + ",".join(str(int(v)) for v in config.values)
+    return "ratios:" + ",".join(str(float(v)) for v in config.values)
+
+
+def target_config(recipe: LengthDropRecipe, num_layers: int, model_name: str) -> LengthConfig | None:
+    """The recipe's target configuration for a model of ``num_layers`` layers, checked in one line."""
+    if recipe.target_config is None:
+        return None
+    config = LengthConfig.parse(recipe.target_config)
+    config.check_layers(num_layers, model_name)
+    return config
 
 
 def layer_skips(num_layers: int, probability: float, count: int, seed: int, step: int) -> list[frozenset[int]]:
@@ -413,9 +442,10 @@ class LengthDropLoss:
         qa, r, step = self.adaptive(model), self.recipe, self.state.global_step
         policy, keep_question = parse_selection(r.significance)
         full_layers = r.probe_first_layer if r.trains_probes else 0  # no probe there: nothing to select by
+        target = target_config(r, qa.num_layers, r.base)
         configs = [
             c.with_selection(policy, keep_question)
-            for c in sub_model_configs(qa.num_layers, r.bound, r.num_sub_models, r.seed, step, full_layers)
+            for c in sub_model_configs(qa.num_layers, r.bound, r.num_sub_models, r.seed, step, full_layers, target)
         ]
         skips = layer_skips(qa.num_layers, r.layerdrop, len(configs), r.seed, step) if r.layerdrop else None
         with self.accelerator.autocast():
@@ -583,11 +613,12 @@ def train_lengthdrop(recipe: LengthDropRecipe, out: Path, save_every: int = 200,
     tokenizer = load_tokenizer(recipe.base)
     if recipe.teacher:
         check_same_vocab(tokenizer, load_tokenizer(recipe.teacher), recipe.teacher)
-    folder = checkpoint_folder(out, recipe)
     dropout = attention_dropout_option(recipe.base, recipe.attention_dropout)
     model = load_qa_model(
         recipe.base, config_options=dropout
     )  # first: a model or its saved probes that cannot load fail before encoding
+    target_config(recipe, len(adapter_for(model, False).layers), recipe.base)  # a wrong depth fails before encoding
+    folder = checkpoint_folder(out, recipe)
     probe_origin = attach_probes(model, recipe)[1] if recipe.trains_probes else None
     feats = _load_features(recipe, tokenizer)
     teacher = load_teacher(recipe.teacher, device) if recipe.teacher else None
@@ -605,7 +636,8 @@ def train_lengthdrop(recipe: LengthDropRecipe, out: Path, save_every: int = 200,
     resume = last_checkpoint(folder)
     print(
         f"LengthDrop on {recipe.base}: {len(feats)} features, {precision} on {device}, "
-        f"full model + smallest + {recipe.num_sub_models} random sub-models per step (bound {recipe.bound:g}, "
+        f"full model + {'the target ' + recipe.target_config if recipe.target_config else 'smallest'} + "
+        f"{recipe.num_sub_models} random sub-models per step (bound {recipe.bound:g}, "
         f"selecting by {recipe.significance}"
         + (f", probes ({probe_origin}) trained alongside" if probe_origin else "")
         + ")"

@@ -661,3 +661,80 @@ def test_probe_supervision_auto_is_the_measured_weight_under_a_lookahead_policy_
     assert weight() == 0.0, "auto significance on a model without probes is attention"
     with pytest.raises(SystemExit):
         parser.parse_args(["--probe-supervision", "lots"])
+
+
+# --- a target configuration in the sandwich ------------------------------------------------------
+def test_a_target_configuration_takes_the_smallest_sub_models_place():
+    from bench.config import LengthConfig
+
+    target = LengthConfig.parse("ratios:1,0.5,0.25,0.05")
+    configs = ld.sub_model_configs(NUM_LAYERS, 0.2, 2, seed=0, step=7, target=target)
+    assert configs[0] == target
+    assert configs[1:] == ld.sub_model_configs(NUM_LAYERS, 0.2, 2, seed=0, step=7)[1:], "same random draws"
+
+
+@pytest.mark.parametrize("spec", ["ratios:1,1,0.6,0.4,0.3,0.05", "ratios:1,0.9,0.81,0.729", "counts:300,250,90,12"])
+def test_exact_label_parses_back_to_the_same_values(spec):
+    from bench.config import LengthConfig
+
+    config = LengthConfig.parse(spec)
+    again = LengthConfig.parse(ld.exact_label(config))
+    assert (again.kind, again.values) == (config.kind, config.values)
+
+
+def _target_recipe(model_dir, *extra):
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    lengthdrop_cli.add_arguments(parser)
+    return lengthdrop_cli.recipe_from_args(parser.parse_args(["--model", str(model_dir), *extra]))
+
+
+def test_target_config_from_the_command_line_or_a_file_is_stored_exactly(model_dir, tmp_path):
+    from bench.config import LengthConfig
+
+    assert _target_recipe(model_dir).target_config is None
+    recipe = _target_recipe(model_dir, "--target-config", "ratios:1,0.8,0.512,0.1")
+    assert recipe.target_config == "ratios:1.0,0.8,0.512,0.1"
+    chosen = tmp_path / "chosen.json"
+    LengthConfig.parse("ratios:1,0.75,0.5,0.125").save(chosen)
+    assert _target_recipe(model_dir, "--target-config", str(chosen)).target_config == "ratios:1.0,0.75,0.5,0.125"
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--target-config", "keep-all"], "full model already trains"),
+        (["--target-config", "ratios:1,0.5,x"], "cannot read configuration"),
+        (["--target-config", "ratios:1,0.5,0.25,0.1@lookahead+question"], "make them agree"),
+    ],
+)
+def test_bad_target_configs_are_refused_in_one_line(model_dir, extra, message):
+    with pytest.raises(UserError, match=message):
+        _target_recipe(model_dir, "--significance", "attention", *extra)
+
+
+def test_target_config_of_another_depth_is_refused_before_any_output(model_dir, squad_file, tmp_path):
+    out = tmp_path / "ld"
+    with pytest.raises(UserError, match="one value per layer"):
+        ld.train_lengthdrop(_recipe(model_dir, squad_file, max_steps=1, target_config="ratios:1,0.5"), out)
+    assert not out.exists()
+
+
+def test_the_target_configuration_is_trained_in_every_step(squad_file, tmp_path, monkeypatch):
+    base = tmp_path / "confident"
+    _confident_bert().save_pretrained(base)
+    tiny_tokenizer().save_pretrained(base)
+    seen = []
+    real = ld.sandwich_loss
+
+    def spy(qa, inputs, configs, *args, **kwargs):
+        seen.append([c.values for c in configs])
+        return real(qa, inputs, configs, *args, **kwargs)
+
+    monkeypatch.setattr(ld, "sandwich_loss", spy)
+    target = "ratios:1.0,0.5,0.25,0.125"
+    out = ld.train_lengthdrop(_recipe(base, squad_file, max_steps=2, target_config=target), tmp_path / "ld")
+    assert len(seen) == 2 and all(step[0] == (1.0, 0.5, 0.25, 0.125) for step in seen)
+    assert all(step[0] != ld.smallest_config(NUM_LAYERS, 0.2).values for step in seen)
+    assert json.loads((out / "training.json").read_text())["recipe"]["target_config"] == target
