@@ -209,12 +209,16 @@ class LengthConfig:
             out.append(current)
         return out
 
-    def label(self) -> str:
-        """'ratios:1,0.9,...' or 'counts:269,...', with '@policy[+question]' unless it is plain attention."""
+    def label(self, precise: bool = False) -> str:
+        """'ratios:1,0.9,...' or 'counts:269,...', with '@policy[+question]' unless it is plain attention.
+
+        Ratios show 3 significant digits, for tables; ``precise`` writes them so that ``parse``
+        gives back the same numbers, for a label that is stored and read again.
+        """
         if self.kind == "counts":
             text = "counts:" + ",".join(str(int(v)) for v in self.values)
         else:
-            text = "ratios:" + ",".join(f"{v:.3g}" for v in self.values)
+            text = "ratios:" + ",".join(str(float(v)) if precise else f"{v:.3g}" for v in self.values)
         return text if self.selection == DEFAULT_SIGNIFICANCE else f"{text}@{self.selection}"
 
     def __str__(self) -> str:

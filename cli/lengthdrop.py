@@ -16,7 +16,6 @@ from training.lengthdrop import (
     PROBE_INITS,
     SUB_MODEL_LOSSES,
     LengthDropRecipe,
-    exact_label,
     train_lengthdrop,
 )
 from training.recipe import DEFAULT_TRAIN_SET
@@ -217,7 +216,7 @@ def _target_label(spec: str | None, significance: str) -> str | None:
             f"--target-config selects by {config.selection} but the run trains under --significance {significance}; "
             "make them agree (the target's sub-model selects as the run does)"
         )
-    return exact_label(config)
+    return config.with_selection(DEFAULT_SIGNIFICANCE, False).label(precise=True)
 
 
 def run(args: argparse.Namespace) -> None:

@@ -120,7 +120,7 @@ class LengthDropRecipe(TrainingRecipe):
     # fine-tune from ``dynlen finetune`` saved 0 there. From a pretrained encoder (whose config says
     # 0.1) pass 0 to train as that fine-tune does; the sub-models' engine never applies it anyway.
     attention_dropout: float | None = None
-    # The configuration a user will serve (``exact_label`` of it, its selection being ``significance``),
+    # The configuration a user will serve (its precise label; its selection is ``significance``),
     # or None. It takes the smallest sub-model's place in every step, so the shared weights learn
     # to answer at that shape itself, which the random sub-models (each layer keeping at least
     # ``1 - bound`` of the one before) never reach when it drops harder, e.g. a last layer that
@@ -214,13 +214,6 @@ def sub_model_configs(
     rng = random.Random(f"lengthdrop:{seed}:{step}")
     lower = target if target is not None else smallest_config(num_layers, bound, full_layers)
     return [lower] + [random_config(num_layers, bound, rng, full_layers) for _ in range(count)]
-
-
-def exact_label(config: LengthConfig) -> str:
-    """``config``'s values as text that parses back to the same numbers (``label`` rounds to 3 digits)."""
-    if config.kind == "counts":
-        return "counts:" + ",".join(str(int(v)) for v in config.values)
-    return "ratios:" + ",".join(str(float(v)) for v in config.values)
 
 
 def target_config(recipe: LengthDropRecipe, num_layers: int, model_name: str) -> LengthConfig | None:
@@ -413,6 +406,8 @@ class LengthDropLoss:
     ) -> None:
         super().__init__(*args, **kwargs)
         self.recipe, self.teacher, self.sep_token_id = recipe, teacher, sep_token_id
+        # parsed once; its depth was checked against the model before training started
+        self._target = None if recipe.target_config is None else LengthConfig.parse(recipe.target_config)
         self._qa: LengthAdaptiveQA | None = None
         self._window: dict[str, tuple[torch.Tensor, int]] = {}  # sums and counts since the last log
 
@@ -442,10 +437,11 @@ class LengthDropLoss:
         qa, r, step = self.adaptive(model), self.recipe, self.state.global_step
         policy, keep_question = parse_selection(r.significance)
         full_layers = r.probe_first_layer if r.trains_probes else 0  # no probe there: nothing to select by
-        target = target_config(r, qa.num_layers, r.base)
         configs = [
             c.with_selection(policy, keep_question)
-            for c in sub_model_configs(qa.num_layers, r.bound, r.num_sub_models, r.seed, step, full_layers, target)
+            for c in sub_model_configs(
+                qa.num_layers, r.bound, r.num_sub_models, r.seed, step, full_layers, self._target
+            )
         ]
         skips = layer_skips(qa.num_layers, r.layerdrop, len(configs), r.seed, step) if r.layerdrop else None
         with self.accelerator.autocast():

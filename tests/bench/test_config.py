@@ -61,3 +61,18 @@ def test_malformed_file(tmp_path):
     path.write_text('{"values": [1, 2]}')
     with pytest.raises(UserError, match="configuration file is JSON like"):
         LengthConfig.load(path)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "ratios:1,1,0.6,0.4,0.3,0.05",
+        "ratios:1,0.9,0.81,0.729,0.6561,0.59049@lookahead+question",
+        "counts:300,250,90,12",
+    ],
+)
+def test_precise_label_parses_back_to_the_same_configuration(text):
+    config = LengthConfig.parse(text)
+    assert LengthConfig.parse(config.label(precise=True)) == config
+    if "0.6561" in text:
+        assert LengthConfig.parse(config.label()) != config, "the table label rounds to 3 digits"

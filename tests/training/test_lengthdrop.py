@@ -673,15 +673,6 @@ def test_a_target_configuration_takes_the_smallest_sub_models_place():
     assert configs[1:] == ld.sub_model_configs(NUM_LAYERS, 0.2, 2, seed=0, step=7)[1:], "same random draws"
 
 
-@pytest.mark.parametrize("spec", ["ratios:1,1,0.6,0.4,0.3,0.05", "ratios:1,0.9,0.81,0.729", "counts:300,250,90,12"])
-def test_exact_label_parses_back_to_the_same_values(spec):
-    from bench.config import LengthConfig
-
-    config = LengthConfig.parse(spec)
-    again = LengthConfig.parse(ld.exact_label(config))
-    assert (again.kind, again.values) == (config.kind, config.values)
-
-
 def _target_recipe(model_dir, *extra):
     import argparse
 
@@ -699,6 +690,10 @@ def test_target_config_from_the_command_line_or_a_file_is_stored_exactly(model_d
     chosen = tmp_path / "chosen.json"
     LengthConfig.parse("ratios:1,0.75,0.5,0.125").save(chosen)
     assert _target_recipe(model_dir, "--target-config", str(chosen)).target_config == "ratios:1.0,0.75,0.5,0.125"
+    same = _target_recipe(
+        model_dir, "--significance", "attention", "--target-config", "ratios:1,0.8,0.512,0.1@attention"
+    )
+    assert same.target_config == recipe.target_config, "a selection that agrees is not part of the stored target"
 
 
 @pytest.mark.parametrize(
