@@ -171,11 +171,11 @@ bench-samplers: ## TPE against NSGA-II by hypervolume
 	$(PY) benchmarks/sampler_comparison.py --model $(MODEL) $(if $(DATA),--data $(DATA),)
 
 # Standard fine-tuning vs LengthDrop: the same search on both models, compared on held-out.
-bench-lengthdrop: ## the same attention-policy search on the standard and LengthDrop models, compared
-	$(MAKE) pareto MODEL=$(STANDARD) RUN=reference-standard SIGNIFICANCE=attention
-	$(MAKE) pareto MODEL=$(LENGTHDROP) RUN=reference-lengthdrop SIGNIFICANCE=attention
-	$(DYNLEN) compare standard=reports/reference-standard lengthdrop=reports/reference-lengthdrop \
-		--out reports/lengthdrop-vs-standard
+bench-lengthdrop: ## the same search (SIGNIFICANCE, default: the probes' selection) on STANDARD and LENGTHDROP, compared
+	$(MAKE) pareto MODEL=$(STANDARD) RUN=bench-lengthdrop-standard
+	$(MAKE) pareto MODEL=$(LENGTHDROP) RUN=bench-lengthdrop-trained
+	$(DYNLEN) compare standard=reports/bench-lengthdrop-standard lengthdrop=reports/bench-lengthdrop-trained \
+		--out reports/bench-lengthdrop
 
 # Which significance policy keeps the answer? F1, its interval and answer survival per layer, per policy.
 bench-retention: ## every significance policy at fixed budgets on held-out: F1 with intervals, answer survival
