@@ -208,9 +208,9 @@ def _target_label(spec: str | None, significance: str) -> str | None:
     """``--target-config`` as exact text for the recipe, refused in one line if it names another selection."""
     if spec is None:
         return None
-    if spec.strip() in ("", "keep-all", "keepall", "full"):
+    config = resolve_config(spec, 1)  # the depth is checked against the model once it is loaded
+    if config.kind == "ratios" and all(v == 1.0 for v in config.values):
         raise UserError("--target-config keep-all is what the full model already trains; give a dropping configuration")
-    config = resolve_config(spec, 0)
     if config.selection != DEFAULT_SIGNIFICANCE and config.selection != significance:
         raise UserError(
             f"--target-config selects by {config.selection} but the run trains under --significance {significance}; "

@@ -124,7 +124,7 @@ class LengthDropRecipe(TrainingRecipe):
     # or None. It takes the smallest sub-model's place in every step, so the shared weights learn
     # to answer at that shape itself, which the random sub-models (each layer keeping at least
     # ``1 - bound`` of the one before) never reach when it drops harder, e.g. a last layer that
-    # computes only a few answer candidates. The full model keeps its task loss, so keep-all holds.
+    # computes only a few answer candidates. The full model keeps its task loss.
     target_config: str | None = None
 
     # Models trained before ``sub_model_loss`` existed matched the full model at every position.

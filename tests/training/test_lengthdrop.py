@@ -700,6 +700,7 @@ def test_target_config_from_the_command_line_or_a_file_is_stored_exactly(model_d
     ("extra", "message"),
     [
         (["--target-config", "keep-all"], "full model already trains"),
+        (["--target-config", "ratios:1,1,1,1"], "full model already trains"),
         (["--target-config", "ratios:1,0.5,x"], "cannot read configuration"),
         (["--target-config", "ratios:1,0.5,0.25,0.1@lookahead+question"], "make them agree"),
     ],
