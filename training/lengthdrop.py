@@ -216,13 +216,10 @@ def sub_model_configs(
     return [lower] + [random_config(num_layers, bound, rng, full_layers) for _ in range(count)]
 
 
-def target_config(recipe: LengthDropRecipe, num_layers: int, model_name: str) -> LengthConfig | None:
-    """The recipe's target configuration for a model of ``num_layers`` layers, checked in one line."""
-    if recipe.target_config is None:
-        return None
-    config = LengthConfig.parse(recipe.target_config)
-    config.check_layers(num_layers, model_name)
-    return config
+def check_target_depth(recipe: LengthDropRecipe, num_layers: int, model_name: str) -> None:
+    """One line when the recipe's target configuration has another depth than the model's ``num_layers``."""
+    if recipe.target_config is not None:
+        LengthConfig.parse(recipe.target_config).check_layers(num_layers, model_name)
 
 
 def layer_skips(num_layers: int, probability: float, count: int, seed: int, step: int) -> list[frozenset[int]]:
@@ -613,7 +610,7 @@ def train_lengthdrop(recipe: LengthDropRecipe, out: Path, save_every: int = 200,
     model = load_qa_model(
         recipe.base, config_options=dropout
     )  # first: a model or its saved probes that cannot load fail before encoding
-    target_config(recipe, len(adapter_for(model, False).layers), recipe.base)  # a wrong depth fails before encoding
+    check_target_depth(recipe, len(adapter_for(model, False).layers), recipe.base)  # before any output or encoding
     folder = checkpoint_folder(out, recipe)
     probe_origin = attach_probes(model, recipe)[1] if recipe.trains_probes else None
     feats = _load_features(recipe, tokenizer)
