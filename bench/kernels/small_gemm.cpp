@@ -23,6 +23,16 @@ void row_block(const float* x, int64_t K, const float* panel, const float* bias,
   for (int r = 0; r < MR; ++r) { lo[r] = b_lo; hi[r] = b_hi; }
   for (int64_t k = 0; k < K; ++k) {
     const __m512 w_lo = _mm512_loadu_ps(panel + k * kPanel), w_hi = _mm512_loadu_ps(panel + k * kPanel + 16);
+    // Software prefetch, L1, a few steps ahead: the panel (8 k-steps, two cache lines each) and
+    // every row of x (two lines ahead, once per line). In a forward the weights of the other
+    // layers have passed through the caches since this panel was last read, and the hardware
+    // prefetcher alone left the k loop waiting on them (about 6% of a batch-1 forward on one thread).
+    // Prefetches past the end of either buffer are harmless: they never fault.
+    _mm_prefetch(reinterpret_cast<const char*>(panel + (k + 8) * kPanel), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(panel + (k + 8) * kPanel + 16), _MM_HINT_T0);
+    if ((k & 15) == 0) {
+      for (int r = 0; r < MR; ++r) _mm_prefetch(reinterpret_cast<const char*>(x + r * K + k + 32), _MM_HINT_T0);
+    }
     for (int r = 0; r < MR; ++r) {
       const __m512 a = _mm512_set1_ps(x[r * K + k]);
       lo[r] = _mm512_fmadd_ps(a, w_lo, lo[r]);
