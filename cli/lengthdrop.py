@@ -12,6 +12,7 @@ from bench.model_io import LENGTHDROP_MODEL_DIR, STANDARD_MODEL_DIR, quiet_libra
 from bench.probes import AUTO_SIGNIFICANCE, auto_significance
 from cli.argtypes import dropout_or_none
 from training.lengthdrop import (
+    DEFAULT_MAX_STEPS,
     LOOKAHEAD_SUPERVISION,
     PROBE_INITS,
     SUB_MODEL_LOSSES,
@@ -112,7 +113,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "fresh: new random probes",
     )
     opt = parser.add_argument_group("optimisation")
-    opt.add_argument("--epochs", type=float, default=d.epochs, help="passes over the training features")
+    opt.add_argument(
+        "--epochs", type=float, default=d.epochs, help="passes over the training features, when --max-steps is 0"
+    )
     opt.add_argument("--lr", type=float, default=d.learning_rate, help="peak AdamW learning rate (linear warmup/decay)")
     opt.add_argument("--batch-size", type=int, default=d.batch_size, help="features per step (length-grouped)")
     opt.add_argument("--warmup", type=float, default=d.warmup, help="share of steps spent warming up")
@@ -132,8 +135,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     opt.add_argument(
         "--max-steps",
         type=int,
-        default=None,
-        help="train this many steps instead of --epochs (smoke runs; part of the recipe)",
+        default=DEFAULT_MAX_STEPS,
+        help="optimiser steps: the run's length and its learning-rate schedule, in place of --epochs "
+        "(part of the recipe; 0: train --epochs instead)",
     )
     opt.add_argument(
         "--precision",
@@ -198,7 +202,7 @@ def _recipe(args: argparse.Namespace, probe_supervision: float) -> LengthDropRec
         probe_supervision=probe_supervision,
         probe_first_layer=args.probe_first_layer,
         probe_init=args.probe_init,
-        max_steps=args.max_steps,
+        max_steps=args.max_steps or None,
         attention_dropout=args.attention_dropout,
         target_config=_target_label(args.target_config, significance),
     )

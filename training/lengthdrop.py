@@ -76,6 +76,11 @@ SUB_MODEL_LOSSES = ("all", "kept")
 # 0.5 measured flatter than 0 and than 1.0 (docs/results.md, "Token retention"). The recipe's own
 # default stays 0, what models trained before the option did.
 LOOKAHEAD_SUPERVISION = 0.5
+# The run length the command line trains by default (``--max-steps``): 600 steps of 16 features on
+# the full train set, about 35 min on a 2-core bf16 CPU, the run of the best measured LengthDrop
+# model. A step count rather than an epoch share, so the default does not depend on how many
+# features the train set makes.
+DEFAULT_MAX_STEPS = 600
 
 
 @dataclass(frozen=True)
@@ -85,8 +90,9 @@ class LengthDropRecipe(TrainingRecipe):
     The fields it shares with standard fine-tuning are :class:`~training.recipe.TrainingRecipe`'s.
     """
 
-    # About 600 steps of 16 on the full train set (35 min on a 2-core bf16 CPU): the run length of the
-    # best measured LengthDrop model; twice the steps with larger drops was no flatter (docs/results.md).
+    # About 600 steps of 16 on the full train set, the run ``DEFAULT_MAX_STEPS`` sets on the command
+    # line; trained by epochs when no step count is given. Twice the steps with larger drops was no
+    # flatter (docs/results.md).
     epochs: float = 0.11
     learning_rate: float = 5e-5
     teacher: str | None = None

@@ -95,8 +95,8 @@ def already_built(out: Path, recipe) -> bool:
 def differences(stored: dict, recipe) -> str:
     """Which recipe fields differ and how (stored -> now), reading fields a stored recipe predates as their defaults."""
     predated = getattr(type(recipe), "PREDATED", {})
-    wanted = asdict(recipe)
-    filled = {**{f.name: f.default for f in fields(type(recipe))}, **predated, **stored}
+    wanted = _as_trained(asdict(recipe))
+    filled = _as_trained({**{f.name: f.default for f in fields(type(recipe))}, **predated, **stored})
     changed = sorted(k for k in set(filled) | set(wanted) if filled.get(k) != wanted.get(k))
     return "differs in: " + ", ".join(f"{k} ({filled.get(k)!r} stored, {wanted.get(k)!r} now)" for k in changed)
 
@@ -112,6 +112,17 @@ def same_recipe(stored: dict | None, recipe) -> bool:
         return False
     predated = getattr(type(recipe), "PREDATED", {})  # options whose value before they existed is not today's default
     try:
-        return asdict(type(recipe)(**{**predated, **stored})) == asdict(recipe)
+        return _as_trained(asdict(type(recipe)(**{**predated, **stored}))) == _as_trained(asdict(recipe))
     except TypeError:  # an option this version no longer knows
         return False
+
+
+def _as_trained(recipe: dict) -> dict:
+    """The fields that decide what a run trains: with a step count set, the epoch count decides nothing.
+
+    The trainer then stops after ``max_steps`` and spreads its learning-rate schedule over them,
+    whatever ``epochs`` says, so two recipes that differ only there train the same model.
+    """
+    if recipe.get("max_steps"):
+        return {k: v for k, v in recipe.items() if k != "epochs"}
+    return recipe

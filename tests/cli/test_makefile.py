@@ -32,9 +32,23 @@ def test_pareto_never_trains_a_model_it_was_not_asked_to_build(model):
 
 
 def test_pareto_builds_the_default_model_when_missing(tmp_path):
-    missing = tmp_path / "default-model"
-    out = _dry_run("pareto", f"DEFAULT_MODEL={missing}", f"MODEL={missing}")
-    assert "finetune" in out and f"--out {missing}" in out
+    """The default is the LengthDrop model: the standard fine-tune and its probes come first, then LengthDrop."""
+    standard, lengthdrop = tmp_path / "standard", tmp_path / "lengthdrop"
+    out = _dry_run("pareto", f"STANDARD_MODEL={standard}", f"LENGTHDROP_MODEL={lengthdrop}")
+    steps = [
+        f"finetune --out {standard}",
+        f"probes --model {standard}",
+        f"lengthdrop --model {standard} --out {lengthdrop}",
+    ]
+    assert all(step in out for step in steps)
+    assert [out.index(step) for step in steps] == sorted(out.index(step) for step in steps)
+    assert f"search --model {lengthdrop}" in out
+
+
+def test_model_builds_the_standard_model_then_lengthdrop_from_it():
+    out = _dry_run("model")
+    assert out.index("finetune --out models/minilm-squad") < out.index("probes --model models/minilm-squad")
+    assert "lengthdrop --model models/minilm-squad --out models/minilm-squad-lengthdrop" in out
 
 
 def test_plain_install_takes_pips_torch_and_cpu_install_checks_for_cuda_packages():

@@ -310,6 +310,30 @@ def test_models_trained_before_the_sub_model_loss_option_read_as_the_papers_loss
     assert same_recipe(dataclasses.asdict(today), today)
 
 
+def test_a_step_count_makes_the_epoch_share_irrelevant_to_the_recipe(model_dir, squad_file):
+    """The trainer stops and schedules by max_steps when it is set, so epochs then names no difference."""
+    stepped = _recipe(model_dir, squad_file, epochs=0.6, max_steps=600)
+    stored = dataclasses.asdict(stepped)
+    assert same_recipe(stored, _recipe(model_dir, squad_file, epochs=0.11, max_steps=600))
+    assert not same_recipe(stored, _recipe(model_dir, squad_file, epochs=0.6, max_steps=500))
+    assert not same_recipe(stored, _recipe(model_dir, squad_file, epochs=0.6)), "a step count was dropped"
+    by_epochs = dataclasses.asdict(_recipe(model_dir, squad_file, epochs=0.6))
+    assert not same_recipe(by_epochs, _recipe(model_dir, squad_file, epochs=0.11))
+
+
+def test_the_command_line_trains_the_default_step_count_and_zero_means_epochs():
+    import argparse
+
+    from cli.lengthdrop import add_arguments, recipe_from_args
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--significance", "attention"])
+    assert recipe_from_args(args).max_steps == ld.DEFAULT_MAX_STEPS
+    args = parser.parse_args(["--significance", "attention", "--max-steps", "0", "--epochs", "0.3"])
+    assert recipe_from_args(args).max_steps is None and recipe_from_args(args).epochs == 0.3
+
+
 # --- teacher -----------------------------------------------------------------------------------
 def test_teacher_with_another_vocabulary_is_a_clear_user_error(model_dir, squad_file, tmp_path, capsys):
     from transformers import BertTokenizer
