@@ -95,9 +95,10 @@ def already_built(out: Path, recipe) -> bool:
 def differences(stored: dict, recipe) -> str:
     """Which recipe fields differ and how (stored -> now), reading fields a stored recipe predates as their defaults."""
     predated = getattr(type(recipe), "PREDATED", {})
-    wanted = _as_trained(asdict(recipe))
-    filled = _as_trained({**{f.name: f.default for f in fields(type(recipe))}, **predated, **stored})
-    changed = sorted(k for k in set(filled) | set(wanted) if filled.get(k) != wanted.get(k))
+    wanted = asdict(recipe)
+    filled = {**{f.name: f.default for f in fields(type(recipe))}, **predated, **stored}
+    trained, trains = _as_trained(filled), _as_trained(wanted)
+    changed = sorted(k for k in set(trained) | set(trains) if trained.get(k) != trains.get(k))
     return "differs in: " + ", ".join(f"{k} ({filled.get(k)!r} stored, {wanted.get(k)!r} now)" for k in changed)
 
 

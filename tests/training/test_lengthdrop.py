@@ -15,7 +15,7 @@ from bench.squad import load_squad
 from cli import lengthdrop as lengthdrop_cli
 from training import lengthdrop as ld
 from training import trainer as tr
-from training.recipe import same_recipe
+from training.recipe import differences, same_recipe
 
 NUM_LAYERS = 4
 
@@ -319,6 +319,10 @@ def test_a_step_count_makes_the_epoch_share_irrelevant_to_the_recipe(model_dir, 
     assert not same_recipe(stored, _recipe(model_dir, squad_file, epochs=0.6)), "a step count was dropped"
     by_epochs = dataclasses.asdict(_recipe(model_dir, squad_file, epochs=0.6))
     assert not same_recipe(by_epochs, _recipe(model_dir, squad_file, epochs=0.11))
+    assert differences(stored, _recipe(model_dir, squad_file, epochs=0.11, max_steps=500)) == (
+        "differs in: max_steps (600 stored, 500 now)"
+    )
+    assert "epochs" in differences(stored, _recipe(model_dir, squad_file, epochs=0.11))
 
 
 def test_the_command_line_trains_the_default_step_count_and_zero_means_epochs():
