@@ -117,7 +117,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-rescore",
         type=int,
         default=d.max_rescore,
-        help="frontier points re-scored on held-out, evenly spread (default: %(default)s; baselines always are)",
+        help="search-frontier points re-scored on held-out: first every one within 3 F1 of keep-all on the "
+        "search split, then the rest evenly spread (default: %(default)s; baselines always are)",
     )
     parser.add_argument(
         "--significance",

@@ -232,6 +232,40 @@ def test_spread_keeps_both_ends_and_caps_the_count():
     assert spread(front[:5], 16) == front[:5]
 
 
+def _front_point(number: int, f1: float, speed: float, baseline: str | None = None):
+    from search.records import TrialPoint
+
+    config = LengthConfig.keep_all(6) if baseline == "keep-all" else LengthConfig.constant(6, 1.0 - number / 200)
+    scores = Measurement(
+        exact_match=f1 - 8.0,
+        f1=f1,
+        gflops_per_question=4.0 / speed,
+        flops_speedup_vs_keep_all=speed,
+        flops_speedup_vs_bert_base=7.7 * speed,
+        latency_speedup_vs_keep_all=speed * 0.8,
+        latency_speedup_vs_bert_base=6.0 * speed,
+        latency_ms=30.0 / speed,
+    )
+    return TrialPoint(number, config.to_dict(), config.label(), baseline, True, scores)
+
+
+def test_rescoring_takes_every_frontier_point_near_keep_all_before_thinning_the_tail():
+    """A long tail of heavy drops must not crowd out the points where 'within 1 F1' is decided."""
+    from search.heldout import points_to_rescore
+
+    keep_all = _front_point(0, 79.0, 1.0, "keep-all")
+    near = [_front_point(1, 78.9, 1.43), _front_point(2, 78.7, 1.46), _front_point(3, 78.1, 1.60)]
+    tail = [_front_point(10 + i, 74.0 - i, 1.7 + 0.05 * i) for i in range(50)]
+    chosen = points_to_rescore([keep_all, *near, *tail], "flops", most=8)
+    numbers = {p.number for p in chosen}
+    assert {0, 1, 2, 3} <= numbers, "keep-all (a baseline) and every near point are re-scored"
+    assert len([p for p in chosen if p.number >= 10]) == 8 - 4, "the tail gets the places left (keep-all is near too)"
+    assert {10, 59} <= numbers, "the thinned tail keeps both its ends"
+    assert all(p.on_search_frontier for p in chosen)
+    crowded = points_to_rescore([keep_all, *near, *tail], "flops", most=2)
+    assert {p.number for p in crowded} == {0, 3}, "too many near points: they are thinned, the tail gets none"
+
+
 @pytest.mark.parametrize(
     "change, option",
     [({"seed": 1}, "--seed"), ({"sampler": "nsga2"}, "--sampler"), ({"heldout_questions": 3}, "--heldout-questions")],
