@@ -181,10 +181,11 @@ bench-lengthdrop: ## the same search (SIGNIFICANCE, default: the probes' selecti
 	$(DYNLEN) compare standard=reports/bench-lengthdrop-standard lengthdrop=reports/bench-lengthdrop-trained \
 		--out reports/bench-lengthdrop
 
-# Which significance policy keeps the answer? F1, its interval and answer survival per layer, per policy.
-bench-retention: ## every significance policy at fixed budgets on held-out: F1 with intervals, answer survival
+# Which significance policy keeps the answer? F1, its interval and answer survival per layer, per policy;
+# then the held-out frontiers of the same search budget on MODEL under attention received and under
+# SIGNIFICANCE (RUN's own study, resumed when it exists), on one plot in reports/RUN-policies/.
+bench-retention: ## every significance policy at fixed budgets on held-out (F1 with intervals, answer survival), then attention's frontier against SIGNIFICANCE's
 	$(PY) benchmarks/retention.py --models $(MODEL) $(if $(DATA),--data $(DATA),) --questions 1000 --out reports/retention
-	$(DYNLEN) compare attention=reports/reference-standard lookahead+question=reports/reference --out reports/retention
-
-# The held-out frontier of each policy comes from a search with the same budget: reference-standard is the
-# attention policy on the default model, reference the look-ahead one (make pareto RUN=reference HELDOUT_QUESTIONS=0).
+	$(MAKE) pareto RUN=$(RUN)-attention SIGNIFICANCE=attention
+	$(MAKE) pareto RUN=$(RUN)
+	$(DYNLEN) compare attention=reports/$(RUN)-attention $(SIGNIFICANCE)=reports/$(RUN) --out reports/$(RUN)-policies
