@@ -89,7 +89,7 @@ test: ## ruff check + ruff format --check + pytest (tiny random models; no data 
 
 # The default model is LengthDrop's (LENGTHDROP): the standard fine-tune (STANDARD) with its look-ahead
 # probes first, then LengthDrop from it under the probes' selection. Every step is idempotent and resumable.
-model: ## build the default model: model-standard and its probes, then train (about 1.7 hours on 2 CPU cores in bf16)
+model: ## build the default model: model-standard and its probes, then train (about 2-2.5 hours on 2 CPU cores in bf16)
 	$(MAKE) model-standard
 	$(MAKE) probes MODEL=$(STANDARD)
 	$(MAKE) train
