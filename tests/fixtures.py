@@ -182,3 +182,19 @@ def tiny_recipe(recipe_class, model_dir: Path, squad_file: Path, **overrides):
         precision="fp32",
     )
     return recipe_class(**{**options, **overrides})
+
+
+def scores_at(f1: float, speed: float):
+    """A configuration's measurement at ``f1`` and FLOPs speedup ``speed`` (latency 0.8 of it), for frontier tests."""
+    from bench.measurement import Measurement
+
+    return Measurement(
+        exact_match=f1 - 8.0,
+        f1=f1,
+        gflops_per_question=4.0 / speed,
+        flops_speedup_vs_keep_all=speed,
+        flops_speedup_vs_bert_base=7.7 * speed,
+        latency_speedup_vs_keep_all=speed * 0.8,
+        latency_speedup_vs_bert_base=7.0 * speed * 0.8,
+        latency_ms=30.0 / speed,
+    )

@@ -2,26 +2,13 @@ import csv
 from pathlib import Path
 
 import pytest
+from fixtures import scores_at
 
 from bench.config import LengthConfig
 from bench.errors import UserError
-from bench.measurement import Measurement
 from cli.compare import main
 from reports.compare import compare_runs, parse_spec
 from search.records import RunInfo, TrialPoint, write_run
-
-
-def _scores(f1: float, speed: float) -> Measurement:
-    return Measurement(
-        exact_match=f1 - 8.0,
-        f1=f1,
-        gflops_per_question=4.0 / speed,
-        flops_speedup_vs_keep_all=speed,
-        flops_speedup_vs_bert_base=7.7 * speed,
-        latency_speedup_vs_keep_all=speed * 0.8,
-        latency_speedup_vs_bert_base=7.0 * speed * 0.8,
-        latency_ms=30.0 / speed,
-    )
 
 
 def _point(number: int, f1: float, speed: float, baseline: str | None = None) -> TrialPoint:
@@ -32,8 +19,8 @@ def _point(number: int, f1: float, speed: float, baseline: str | None = None) ->
         label=config.label(),
         baseline=baseline,
         feasible=True,
-        search=_scores(f1, speed),
-        heldout=_scores(f1, speed),
+        search=scores_at(f1, speed),
+        heldout=scores_at(f1, speed),
     )
 
 

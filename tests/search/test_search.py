@@ -2,6 +2,7 @@ import json
 
 import optuna
 import pytest
+from fixtures import scores_at
 
 from bench.config import LengthConfig
 from bench.errors import UserError
@@ -9,7 +10,7 @@ from bench.measurement import Measurement
 from search.budget import parse_budget
 from search.choose import NothingMeetsBudget, choose
 from search.objective import Objective
-from search.records import read_run
+from search.records import TrialPoint, read_run
 from search.settings import SearchSettings
 from search.space import baseline_params, config_from_shares, sample_config
 from search.study import run_search
@@ -233,20 +234,8 @@ def test_spread_keeps_both_ends_and_caps_the_count():
 
 
 def _front_point(number: int, f1: float, speed: float, baseline: str | None = None):
-    from search.records import TrialPoint
-
     config = LengthConfig.keep_all(6) if baseline == "keep-all" else LengthConfig.constant(6, 1.0 - number / 200)
-    scores = Measurement(
-        exact_match=f1 - 8.0,
-        f1=f1,
-        gflops_per_question=4.0 / speed,
-        flops_speedup_vs_keep_all=speed,
-        flops_speedup_vs_bert_base=7.7 * speed,
-        latency_speedup_vs_keep_all=speed * 0.8,
-        latency_speedup_vs_bert_base=6.0 * speed,
-        latency_ms=30.0 / speed,
-    )
-    return TrialPoint(number, config.to_dict(), config.label(), baseline, True, scores)
+    return TrialPoint(number, config.to_dict(), config.label(), baseline, True, scores_at(f1, speed))
 
 
 def test_rescoring_takes_every_frontier_point_near_keep_all_before_thinning_the_tail():
