@@ -87,6 +87,8 @@ class SearchSettings:
             raise UserError("TRIALS must be at least 1")
         if self.heartbeat < 1:
             raise UserError("--heartbeat must be at least 1 second")
+        if self.max_rescore < 0:
+            raise UserError(f"--max-rescore must be 0 or more (0: the baselines only); got {self.max_rescore}")
 
     @property
     def storage_url(self) -> str:

@@ -68,6 +68,20 @@ def test_squad_error_comes_before_the_model_loads(tmp_path, model_dir, monkeypat
         run_search(settings, None)
 
 
+def test_negative_max_rescore_is_refused_before_the_model_loads(tmp_path, model_dir, squad_file, monkeypatch):
+    import search.study
+
+    def no_model(*_a, **_k):
+        raise AssertionError("model loaded before the settings were checked")
+
+    monkeypatch.setattr(search.study, "load_qa_model", no_model)
+    run_dir = tmp_path / "run"
+    settings = SearchSettings(model=str(model_dir), data=str(squad_file), run_dir=str(run_dir), max_rescore=-1)
+    with pytest.raises(UserError, match="--max-rescore must be 0 or more"):
+        run_search(settings, None)
+    assert not (run_dir / "study.db").exists()
+
+
 def test_unreachable_flops_budget_is_refused_before_the_first_trial(tmp_path, model_dir, squad_file, capsys):
     import optuna
 
