@@ -53,7 +53,7 @@ def points_to_rescore(
     """
     key = "flops_speedup_vs_keep_all" if cost == "flops" else "latency_speedup_vs_keep_all"
     whole = pareto_front(points, key, split="search")
-    keep_all = [p.search.f1 for p in points if p.baseline == "keep-all" and p.search is not None]
+    keep_all = [p.search.f1 for p in points if p.baseline == "keep-all" and p.search and p.search.f1 is not None]
     top = keep_all[0] if keep_all else max((p.search.f1 for p in whole), default=0.0)
     close = [p for p in whole if p.search.f1 >= top - near]
     rest = [p for p in whole if p.search.f1 < top - near]
