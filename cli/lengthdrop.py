@@ -114,7 +114,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     opt = parser.add_argument_group("optimisation")
     opt.add_argument(
-        "--epochs", type=float, default=d.epochs, help="passes over the training features, when --max-steps is 0"
+        "--epochs",
+        type=float,
+        default=None,
+        help=f"passes over the training features; given without --max-steps, the run trains by epochs "
+        f"(default: {DEFAULT_MAX_STEPS} steps, see --max-steps; {d.epochs} when --max-steps is 0)",
     )
     opt.add_argument("--lr", type=float, default=d.learning_rate, help="peak AdamW learning rate (linear warmup/decay)")
     opt.add_argument("--batch-size", type=int, default=d.batch_size, help="features per step (length-grouped)")
@@ -135,9 +139,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     opt.add_argument(
         "--max-steps",
         type=int,
-        default=DEFAULT_MAX_STEPS,
+        default=None,
         help="optimiser steps: the run's length and its learning-rate schedule, in place of --epochs "
-        "(part of the recipe; 0: train --epochs instead)",
+        f"(part of the recipe; 0: train --epochs instead) (default: {DEFAULT_MAX_STEPS} unless --epochs is given)",
     )
     opt.add_argument(
         "--precision",
@@ -182,7 +186,7 @@ def _recipe(args: argparse.Namespace, probe_supervision: float) -> LengthDropRec
         base=args.model,
         train=args.train,
         teacher=args.teacher,
-        epochs=args.epochs,
+        epochs=LengthDropRecipe.epochs if args.epochs is None else args.epochs,
         learning_rate=args.lr,
         batch_size=args.batch_size,
         max_length=args.max_length,
@@ -202,10 +206,18 @@ def _recipe(args: argparse.Namespace, probe_supervision: float) -> LengthDropRec
         probe_supervision=probe_supervision,
         probe_first_layer=args.probe_first_layer,
         probe_init=args.probe_init,
-        max_steps=args.max_steps or None,
+        max_steps=_max_steps(args),
         attention_dropout=args.attention_dropout,
         target_config=_target_label(args.target_config, significance),
     )
+
+
+def _max_steps(args: argparse.Namespace) -> int | None:
+    """The run's step count: --max-steps when given (0: none, train by epochs), none when only --epochs
+    is given (a user who names epochs means them), else the default run length."""
+    if args.max_steps is not None:
+        return args.max_steps or None
+    return None if args.epochs is not None else DEFAULT_MAX_STEPS
 
 
 def _target_label(spec: str | None, significance: str) -> str | None:

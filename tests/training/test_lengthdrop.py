@@ -336,6 +336,10 @@ def test_the_command_line_trains_the_default_step_count_and_zero_means_epochs():
     assert recipe_from_args(args).max_steps == ld.DEFAULT_MAX_STEPS
     args = parser.parse_args(["--significance", "attention", "--max-steps", "0", "--epochs", "0.3"])
     assert recipe_from_args(args).max_steps is None and recipe_from_args(args).epochs == 0.3
+    named = recipe_from_args(parser.parse_args(["--significance", "attention", "--epochs", "0.3"]))
+    assert named.max_steps is None and named.epochs == 0.3, "epochs given alone are trained, not the default steps"
+    both = recipe_from_args(parser.parse_args(["--significance", "attention", "--epochs", "0.3", "--max-steps", "7"]))
+    assert both.max_steps == 7
 
 
 # --- teacher -----------------------------------------------------------------------------------
