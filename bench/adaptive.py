@@ -33,7 +33,14 @@ from bench.families import ADAPTERS, adapter_for
 from bench.families.bert import BertLayoutAdapter
 from bench.kernels import native_kernels
 from bench.probes import LookaheadProbes, load_probes
-from bench.significance import SelectionInputs, SignificancePolicy, attention_received, get_policy, question_segment
+from bench.significance import (
+    SelectionInputs,
+    SignificancePolicy,
+    attention_received,
+    get_policy,
+    question_lengths,
+    question_segment,
+)
 
 __all__ = [
     "ADAPTERS",
@@ -233,10 +240,11 @@ class _Selection:
         fewer tokens than its question has): no gather.
         """
         if self.keep_question:
-            cut = any(n < q for n, q in zip(lead, self.question_lead))
-            self.question = self.question[:, : slots.shape[1]]
-            if cut and slot_real is not None:
-                self.question = self.question & slot_real
+            if self.question is not None:
+                cut = any(n < q for n, q in zip(lead, self.question_lead))
+                self.question = self.question[:, : slots.shape[1]]
+                if cut and slot_real is not None:
+                    self.question = self.question & slot_real
             self.question_lead = lead
         elif self.question is not None:
             self.question = _take_rows(self.question, slots, dim=1)
@@ -247,28 +255,41 @@ class _Selection:
 class _Restore:
     """Drop-and-Restore: each real token's latest hidden state, at its original position.
 
-    Rows live in one flat (batch * (width + 1), hidden) buffer, one dump row per example
-    for padded slots, written by ``index_copy_``: it copies whole rows (a scatter over an
-    expanded index reads an index per element) and, in place, skips cloning the buffer at
-    every dropping layer. It stays differentiable: the buffer starts as a constant and
-    index_copy's backward needs no overwritten values.
+    Rows live in one flat (batch * stride, hidden) buffer, written by ``index_copy_``: it copies
+    whole rows (a scatter over an expanded index reads an index per element) and, in place, skips
+    cloning the buffer at every dropping layer. With padding, every example has one dump row
+    (stride = width + 1) for its padded slots. It stays differentiable: the buffer starts as a
+    constant (or a clone) and index_copy's backward needs no overwritten values.
+
+    It starts from the first dropping layer's input, where every slot is still at its own position.
+    Without padding and without gradients that input itself becomes the buffer: nothing reads it
+    once the layer has taken its kept rows, and at batch 1 a zeroed buffer plus a full copy cost
+    more than a dropping layer's selection.
     """
 
-    def __init__(self, hidden: torch.Tensor, width: int):
+    def __init__(self, hidden: torch.Tensor, width: int, valid: torch.Tensor | None):
         self.batch, self.width = hidden.shape[0], width
-        self.rows = hidden.new_zeros(self.batch * (width + 1), hidden.shape[-1])
+        self.stride = width if valid is None else width + 1
+        if valid is None and not torch.is_grad_enabled():
+            self.rows = hidden.reshape(-1, hidden.shape[-1])  # a view: later writes land in ``hidden``
+        elif valid is None:
+            self.rows = hidden.reshape(-1, hidden.shape[-1]).clone()
+        else:
+            self.rows = hidden.new_zeros(self.batch * self.stride, hidden.shape[-1])
+            positions = torch.arange(width, device=hidden.device).expand(self.batch, width)
+            self.write(hidden, positions, valid)
 
     def write(self, hidden: torch.Tensor, positions: torch.Tensor, valid: torch.Tensor | None) -> None:
         """Store every real slot of ``hidden`` (batch, slots, hidden); padded slots go to the dump row."""
         index = positions if valid is None else torch.where(valid, positions, self.width)
         if self.batch > 1:
-            index = index + torch.arange(self.batch, device=index.device)[:, None] * (self.width + 1)
+            index = index + torch.arange(self.batch, device=index.device)[:, None] * self.stride
         self.rows.index_copy_(0, index.reshape(-1), hidden.reshape(-1, hidden.shape[-1]))
 
     def finish(self, hidden: torch.Tensor, positions: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
         """(batch, width, hidden) after storing the last layer's output."""
         self.write(hidden, positions, valid)
-        return self.rows.view(self.batch, self.width + 1, -1)[:, : self.width]
+        return self.rows.view(self.batch, self.stride, -1)[:, : self.width]
 
 
 class LengthAdaptiveQA(nn.Module):
@@ -331,8 +352,9 @@ class LengthAdaptiveQA(nn.Module):
         ``trace`` records which positions every dropping layer kept (diagnostics, e.g. answer survival).
         """
         ad = self.adapter
-        config = config or LengthConfig.keep_all(self.num_layers)
-        config.check_layers(self.num_layers, type(self.model).__name__)
+        layers = ad.layers
+        config = config or LengthConfig.keep_all(len(layers))
+        config.check_layers(len(layers), type(self.model).__name__)
         batch, width = input_ids.shape
         valid = attention_mask.bool()
         real = valid.sum(dim=1)
@@ -348,16 +370,17 @@ class LengthAdaptiveQA(nn.Module):
         selection: _Selection | None = None
         kept_trace: list = []
         current = lengths
-        last = max((i for i in range(self.num_layers) if i not in skip), default=-1)
-        for index, layer in enumerate(ad.layers):
+        last = max((i for i in range(len(layers)) if i not in skip), default=-1)
+        for index, layer in enumerate(layers):
             if index in skip:
                 continue
             if any(k < n for k, n in zip(plan[index], current)):
                 if restore is None:  # the first dropping layer: decided once per forward
-                    restore = _Restore(hidden, width)
+                    restore = _Restore(hidden, width, mask)
                     selection = self._selection(config, input_ids, plan, lengths)
-                    native = self._native_drop(input_ids, mask, real) if selection.kernel_ready else None
-                restore.write(hidden, positions, mask)
+                    native = self._native_drop(hidden, mask, real) if selection.kernel_ready else None
+                else:
+                    restore.write(hidden, positions, mask)
                 job = None if native is None else (native, current, plan[index], index)
                 hidden, positions, mask = self._dropping_layer(
                     layer,
@@ -421,22 +444,23 @@ class LengthAdaptiveQA(nn.Module):
                 if any(k < n for k, n in zip(counts, previous)):
                     self.probes.require(index)
                 previous = counts
-        question = lead = None
-        if config.keep_question or policy.needs_question:
-            question = question_segment(input_ids, self.sep_token_id)
-            if config.keep_question:
-                lead = question.sum(dim=1).tolist()
+        # The question's mask only for what reads it (a policy, question-matching probes); keeping it
+        # needs only its length per example, on the host.
+        reads_question = policy.needs_question or (policy.needs_probes and self.probes.needs_question)
+        question = question_segment(input_ids, self.sep_token_id) if reads_question else None
+        lead = question_lengths(input_ids, self.sep_token_id) if config.keep_question else None
         return _Selection(policy, config.keep_question, question, self.probes, question_lead=lead)
 
-    def _native_drop(self, input_ids: torch.Tensor, mask: torch.Tensor | None, real: torch.Tensor):
+    def _native_drop(self, hidden: torch.Tensor, mask: torch.Tensor | None, real: torch.Tensor):
         """The native drop-attention kernel when this forward may use it, else None.
 
-        It needs inference (no gradients, eval mode), float32 CPU tensors, and real tokens as a
-        prefix of every row (right padding), which the slots of later layers keep by construction.
+        It needs inference (no gradients, eval mode), float32 CPU hidden states (the embeddings'
+        output has the model's dtype), and real tokens as a prefix of every row (right padding),
+        which the slots of later layers keep by construction.
         """
-        if not self.kernels or torch.is_grad_enabled() or self.model.training or input_ids.device.type != "cpu":
+        if not self.kernels or torch.is_grad_enabled() or self.model.training:
             return None
-        if next(self.model.parameters()).dtype != torch.float32:
+        if hidden.device.type != "cpu" or hidden.dtype != torch.float32:
             return None
         if mask is not None:
             prefix = torch.arange(mask.shape[1], device=mask.device)[None, :] < real[:, None]
@@ -478,17 +502,12 @@ class LengthAdaptiveQA(nn.Module):
         # Only the kept tokens' queries are needed unless the policy reads every query's attention.
         late = selection is not None and not selection.policy.needs_attention and ad.late_query
         inputs = ad.project_qkv(layer, hidden, () if selection is None else selection.probe_linears(index), not late)
-        protected = None if native is None else torch.tensor([1] * len(counts) if lead is None else lead)
-        if native is not None and selection.plain_attention:
+        if native is not None:  # the kernels take the per-example bounds as host lists: no tensors to make
             kernels, current, _, _ = native
+            protected = [1] * len(counts) if lead is None else lead
+        if native is not None and selection.plain_attention:
             context, slots = kernels.drop_attention(
-                inputs.query,
-                inputs.key,
-                inputs.value,
-                torch.tensor(current),
-                torch.tensor(counts),
-                protected,
-                ad.scaling,
+                inputs.query, inputs.key, inputs.value, current, counts, protected, ad.scaling
             )
             width = slots.shape[1]
             slot_real = None if min(counts) == width else torch.arange(width)[None, :] < keep[:, None]
@@ -502,9 +521,8 @@ class LengthAdaptiveQA(nn.Module):
         else:
             output_map = selection.native_probe(index) if native is not None and inputs.extra else None
             if output_map is not None:
-                kernels, current, _, _ = native
                 slots = kernels.probe_select(
-                    inputs.extra[0], output_map.weight, output_map.bias, torch.tensor(current), keep, protected
+                    inputs.extra[0], output_map.weight, output_map.bias, current, counts, protected
                 )
                 width = slots.shape[1]
                 slot_real = None if min(counts) == width else torch.arange(width)[None, :] < keep[:, None]

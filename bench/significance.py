@@ -205,19 +205,31 @@ for _policy in (
     register_policy(_policy)
 
 
-def question_segment(input_ids: torch.Tensor, sep_token_id: int | None) -> torch.Tensor:
-    """(batch, tokens) True up to and including each row's first separator: [CLS] question [SEP].
+def question_lengths(input_ids: torch.Tensor, sep_token_id: int | None) -> list[int]:
+    """Per row, how many leading tokens are [CLS] question [SEP], read on the host.
 
     Every supported family's QA tokenizer puts the question first, so the first separator ends it
-    (RoBERTa's ``</s></s>`` pair leaves its second ``</s>`` to the context, harmlessly).
+    (RoBERTa's ``</s></s>`` pair leaves its second ``</s>`` to the context, harmlessly). One read of
+    the ids replaces the half-dozen small device ops a mask would take: at batch 1 those cost more
+    than a layer's selection.
     """
     if sep_token_id is None:
         raise UserError(
             "keeping the question needs the tokenizer's separator id; pass sep_token_id= to LengthAdaptiveQA "
             "(QARunner and Answerer do it from the tokenizer)"
         )
-    is_sep = input_ids == sep_token_id
-    if not bool(is_sep.any(dim=1).all()):
-        raise UserError(f"an input has no separator token (id {sep_token_id}); is it a question-context pair?")
-    first = is_sep.to(torch.int8).argmax(dim=1)
-    return torch.arange(input_ids.shape[1], device=input_ids.device)[None, :] <= first[:, None]
+    lengths = []
+    for row in input_ids.tolist():
+        try:
+            lengths.append(row.index(sep_token_id) + 1)
+        except ValueError:
+            raise UserError(
+                f"an input has no separator token (id {sep_token_id}); is it a question-context pair?"
+            ) from None
+    return lengths
+
+
+def question_segment(input_ids: torch.Tensor, sep_token_id: int | None) -> torch.Tensor:
+    """(batch, tokens) True over each row's first ``question_lengths`` tokens: [CLS] question [SEP]."""
+    lengths = torch.tensor(question_lengths(input_ids, sep_token_id), device=input_ids.device)
+    return torch.arange(input_ids.shape[1], device=input_ids.device)[None, :] < lengths[:, None]

@@ -6,10 +6,12 @@
 std::vector<torch::Tensor> pack_weight(torch::Tensor weight, torch::Tensor bias);
 torch::Tensor packed_linear(torch::Tensor x, torch::Tensor panels, torch::Tensor bias);
 int64_t parallel_width(int64_t tasks);
-std::vector<torch::Tensor> drop_attention(torch::Tensor q, torch::Tensor k, torch::Tensor v, torch::Tensor lengths,
-                                          torch::Tensor keep, torch::Tensor protect, double scale);
-torch::Tensor probe_select(torch::Tensor hidden, torch::Tensor weight, torch::Tensor bias, torch::Tensor lengths,
-                           torch::Tensor keep, torch::Tensor protect);
+std::vector<torch::Tensor> drop_attention(torch::Tensor q, torch::Tensor k, torch::Tensor v,
+                                          const std::vector<int64_t>& lengths, const std::vector<int64_t>& keep,
+                                          const std::vector<int64_t>& protect, double scale);
+torch::Tensor probe_select(torch::Tensor hidden, torch::Tensor weight, torch::Tensor bias,
+                           const std::vector<int64_t>& lengths, const std::vector<int64_t>& keep,
+                           const std::vector<int64_t>& protect);
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("parallel_width", &parallel_width, "threads used by parallel_for (a build check)");

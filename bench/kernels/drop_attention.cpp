@@ -143,13 +143,14 @@ ContextBlock pick_context(int rows, int nv) {
 
 }  // namespace
 
-// q, k, v: (batch, heads, n, head_dim) float32 views with unit last stride; lengths, keep: (batch,)
-// int64 real slots and slots to keep per example; protect: (batch,) leading slots that always stay
+// q, k, v: (batch, heads, n, head_dim) float32 views with unit last stride; lengths, keep: one int per
+// example (lists on the Python side), real slots and slots to keep; protect: leading slots that always stay
 // (0 or 1 both mean [CLS] only). Returns the kept rows' context (batch, width,
 // heads * head_dim) and their slots (batch, width), width = max(keep). An example keeping fewer
 // than width fills its last slots with slot 0, whose rows the caller marks as not real.
-std::vector<torch::Tensor> drop_attention(torch::Tensor q, torch::Tensor k, torch::Tensor v, torch::Tensor lengths,
-                                          torch::Tensor keep, torch::Tensor protect, double scale) {
+std::vector<torch::Tensor> drop_attention(torch::Tensor q, torch::Tensor k, torch::Tensor v,
+                                          const std::vector<int64_t>& lengths, const std::vector<int64_t>& keep,
+                                          const std::vector<int64_t>& protect, double scale) {
   for (const auto* t : {&q, &k, &v}) {
     TORCH_CHECK(t->dim() == 4 && t->scalar_type() == torch::kFloat32 && t->device().is_cpu(),
                 "q, k, v must be 4-D float32 CPU tensors (batch, heads, tokens, head_dim)");
@@ -157,14 +158,12 @@ std::vector<torch::Tensor> drop_attention(torch::Tensor q, torch::Tensor k, torc
     TORCH_CHECK(t->sizes() == q.sizes(), "q, k, v must have the same shape");
   }
   const int64_t batch = q.size(0), heads = q.size(1), n = q.size(2), d = q.size(3);
-  TORCH_CHECK(lengths.numel() == batch && keep.numel() == batch && protect.numel() == batch,
+  TORCH_CHECK(static_cast<int64_t>(lengths.size()) == batch && static_cast<int64_t>(keep.size()) == batch &&
+                  static_cast<int64_t>(protect.size()) == batch,
               "lengths, keep and protect need one entry per example");
-  auto pr = protect.to(torch::kLong).contiguous();
-  const int64_t* protected_slots = pr.data_ptr<int64_t>();
-  auto len = lengths.to(torch::kLong).contiguous();
-  auto kp = keep.to(torch::kLong).contiguous();
-  const int64_t* L = len.data_ptr<int64_t>();
-  const int64_t* K = kp.data_ptr<int64_t>();
+  const int64_t* protected_slots = protect.data();
+  const int64_t* L = lengths.data();
+  const int64_t* K = keep.data();
   int64_t width = 0;
   for (int64_t b = 0; b < batch; ++b) {
     TORCH_CHECK(1 <= K[b] && K[b] <= L[b] && L[b] <= n, "need 1 <= keep <= length <= tokens for every example");
@@ -174,7 +173,7 @@ std::vector<torch::Tensor> drop_attention(torch::Tensor q, torch::Tensor k, torc
   auto probs = torch::empty({batch * heads, n * ld}, q.options());
   auto significance = torch::empty({batch * heads, ld}, q.options());
   auto context = torch::empty({batch, width, heads * d}, q.options());
-  auto slots = torch::zeros({batch, width}, len.options());
+  auto slots = torch::zeros({batch, width}, torch::kLong);
   float* P = probs.data_ptr<float>();
   float* S = significance.data_ptr<float>();
   float* C = context.data_ptr<float>();

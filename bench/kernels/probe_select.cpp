@@ -41,11 +41,13 @@ void add_softmax(const float* logits, int64_t length, float* significance) {
 }  // namespace
 
 // hidden: (batch, n, width) float32 with unit last stride, the probe's first map before its GELU;
-// weight (2, width) and bias (2): its output map. lengths, keep, protect: (batch,) int64 real slots,
+// weight (2, width) and bias (2): its output map. lengths, keep, protect: one int per example (lists
+// on the Python side, no tensors to make at every layer): real slots,
 // slots to keep and leading slots that always stay. Returns the kept slots (batch, max(keep)); an
 // example keeping fewer fills its last slots with slot 0, which the caller marks as not real.
-torch::Tensor probe_select(torch::Tensor hidden, torch::Tensor weight, torch::Tensor bias, torch::Tensor lengths,
-                           torch::Tensor keep, torch::Tensor protect) {
+torch::Tensor probe_select(torch::Tensor hidden, torch::Tensor weight, torch::Tensor bias,
+                           const std::vector<int64_t>& lengths, const std::vector<int64_t>& keep,
+                           const std::vector<int64_t>& protect) {
   TORCH_CHECK(hidden.dim() == 3 && hidden.scalar_type() == torch::kFloat32 && hidden.device().is_cpu() &&
                   hidden.stride(2) == 1,
               "hidden must be a (batch, tokens, width) float32 CPU tensor with unit stride along width");
@@ -54,20 +56,18 @@ torch::Tensor probe_select(torch::Tensor hidden, torch::Tensor weight, torch::Te
   auto b = bias.to(torch::kFloat32).contiguous();
   TORCH_CHECK(w.dim() == 2 && w.size(0) == 2 && w.size(1) == width && b.numel() == 2,
               "weight must be (2, width) and bias (2,) for a probe of that width");
-  TORCH_CHECK(lengths.numel() == batch && keep.numel() == batch && protect.numel() == batch,
+  TORCH_CHECK(static_cast<int64_t>(lengths.size()) == batch && static_cast<int64_t>(keep.size()) == batch &&
+                  static_cast<int64_t>(protect.size()) == batch,
               "lengths, keep and protect need one entry per example");
-  auto len = lengths.to(torch::kLong).contiguous();
-  auto kp = keep.to(torch::kLong).contiguous();
-  auto pr = protect.to(torch::kLong).contiguous();
-  const int64_t* L = len.data_ptr<int64_t>();
-  const int64_t* K = kp.data_ptr<int64_t>();
-  const int64_t* P = pr.data_ptr<int64_t>();
+  const int64_t* L = lengths.data();
+  const int64_t* K = keep.data();
+  const int64_t* P = protect.data();
   int64_t most = 0;
   for (int64_t e = 0; e < batch; ++e) {
     TORCH_CHECK(1 <= K[e] && K[e] <= L[e] && L[e] <= n, "need 1 <= keep <= length <= tokens for every example");
     most = std::max(most, K[e]);
   }
-  auto slots = torch::zeros({batch, most}, len.options());
+  auto slots = torch::zeros({batch, most}, torch::kLong);
   int64_t* slot = slots.data_ptr<int64_t>();
   const float* x = hidden.data_ptr<float>();
   const float* W = w.data_ptr<float>();

@@ -126,7 +126,7 @@ def test_drop_attention_equals_reference(kernel, batch, heads, n, head_dim):
     q, k, v = (t.view(batch, n, heads, head_dim).transpose(1, 2) for t in qkv.split(heads * head_dim, dim=-1))
     lengths = torch.tensor([max(1, n - 5 * b) for b in range(batch)])
     keep = torch.tensor([max(1, int(length * (0.7 - 0.2 * b))) for b, length in enumerate(lengths.tolist())])
-    context, slots = kernel.drop_attention(q, k, v, lengths, keep, torch.ones_like(keep), head_dim**-0.5)
+    context, slots = kernel.drop_attention(q, k, v, lengths.tolist(), keep.tolist(), [1] * batch, head_dim**-0.5)
     want_context, want_slots = _reference_drop(q, k, v, lengths, keep, head_dim**-0.5)
     assert torch.equal(slots, want_slots)
     torch.testing.assert_close(context, want_context, rtol=1e-5, atol=2e-6)
@@ -137,8 +137,8 @@ def test_drop_attention_keeps_protected_leading_slots(kernel):
     g = torch.Generator().manual_seed(3)
     q, k, v = (torch.randn(2, 4, 30, 16, generator=g) for _ in range(3))
     lengths, keep, protect = torch.tensor([30, 24]), torch.tensor([12, 8]), torch.tensor([9, 3])
-    _, slots = kernel.drop_attention(q, k, v, lengths, keep, protect, 0.25)
-    _, free = kernel.drop_attention(q, k, v, lengths, keep, torch.ones_like(keep), 0.25)
+    _, slots = kernel.drop_attention(q, k, v, lengths.tolist(), keep.tolist(), protect.tolist(), 0.25)
+    _, free = kernel.drop_attention(q, k, v, lengths.tolist(), keep.tolist(), [1, 1], 0.25)
     assert slots[0, :9].tolist() == list(range(9)) and slots[1, :3].tolist() == [0, 1, 2]
     assert not torch.equal(slots, free)  # the protection changed the choice on this input
     from bench.adaptive import _select_kept
@@ -154,13 +154,13 @@ def test_drop_attention_keeps_protected_leading_slots(kernel):
 def test_drop_attention_does_not_depend_on_thread_count(kernel):
     g = torch.Generator().manual_seed(7)
     q, k, v = (torch.randn(2, 12, 90, 32, generator=g) for _ in range(3))
-    lengths, keep = torch.tensor([90, 61]), torch.tensor([40, 17])
+    lengths, keep = [90, 61], [40, 17]
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        one = kernel.drop_attention(q, k, v, lengths, keep, torch.ones_like(keep), 0.2)
+        one = kernel.drop_attention(q, k, v, lengths, keep, [1, 1], 0.2)
         torch.set_num_threads(2)
-        two = kernel.drop_attention(q, k, v, lengths, keep, torch.ones_like(keep), 0.2)
+        two = kernel.drop_attention(q, k, v, lengths, keep, [1, 1], 0.2)
     finally:
         torch.set_num_threads(before)
     assert torch.equal(one[0], two[0]) and torch.equal(one[1], two[1])
@@ -169,7 +169,7 @@ def test_drop_attention_does_not_depend_on_thread_count(kernel):
 def test_drop_attention_rejects_keeping_more_than_the_real_tokens(kernel):
     q = torch.randn(1, 2, 6, 8)
     with pytest.raises(RuntimeError, match="keep <= length"):
-        kernel.drop_attention(q, q, q, torch.tensor([4]), torch.tensor([5]), torch.tensor([1]), 1.0)
+        kernel.drop_attention(q, q, q, [4], [5], [1], 1.0)
 
 
 def _spy_on(kernel, name: str, monkeypatch) -> list:
@@ -231,15 +231,13 @@ def test_probe_select_equals_the_torch_selection(kernel, batch, n, width):
     lengths = torch.tensor([max(1, n - 6 * b) for b in range(batch)])
     keep = torch.tensor([max(1, int(length * (0.6 - 0.15 * b))) for b, length in enumerate(lengths.tolist())])
     protect = torch.tensor([4, 0, 30][:batch])  # a question, none, one longer than some rows keep
-    slots = kernel.probe_select(hidden, weight, bias, lengths, keep, protect)
+    slots = kernel.probe_select(hidden, weight, bias, lengths.tolist(), keep.tolist(), protect.tolist())
     assert torch.equal(slots, _reference_probe_select(hidden, weight, bias, lengths, keep, protect))
 
 
 def test_probe_select_rejects_a_probe_of_another_width(kernel):
     with pytest.raises(RuntimeError, match="width"):
-        kernel.probe_select(
-            torch.randn(1, 9, 8), torch.randn(2, 6), torch.randn(2), *(torch.tensor([v]) for v in (9, 4, 1))
-        )
+        kernel.probe_select(torch.randn(1, 9, 8), torch.randn(2, 6), torch.randn(2), [9], [4], [1])
 
 
 @pytest.mark.parametrize("question", [False, True])

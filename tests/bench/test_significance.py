@@ -14,7 +14,15 @@ from bench.config import LengthConfig
 from bench.costs import example_flops
 from bench.errors import UserError
 from bench.probes import WEIGHTS_FILE, LookaheadProbes, load_probes
-from bench.significance import POLICIES, SelectionInputs, attention_from, get_policy, question_segment, register_policy
+from bench.significance import (
+    POLICIES,
+    SelectionInputs,
+    attention_from,
+    get_policy,
+    question_lengths,
+    question_segment,
+    register_policy,
+)
 
 SEP = 3
 
@@ -74,8 +82,11 @@ def test_selection_round_trips_through_label_dict_and_parse():
 def test_question_segment_ends_at_the_first_separator():
     ids, _ = _inputs(question=5)
     assert question_segment(ids, SEP)[0].tolist() == [True] * 6 + [False] * 18
+    assert question_lengths(torch.cat([ids, _inputs(question=8, seed=1)[0]]), SEP) == [6, 9]
     with pytest.raises(UserError, match="separator"):
         question_segment(ids, None)
+    with pytest.raises(UserError, match="no separator token"):
+        question_lengths(ids.masked_fill(ids == SEP, SEP + 1), SEP)
 
 
 @pytest.mark.parametrize(
