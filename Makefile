@@ -181,11 +181,12 @@ bench-lengthdrop: ## the same search (SIGNIFICANCE, default: the probes' selecti
 	$(DYNLEN) compare standard=reports/bench-lengthdrop-standard lengthdrop=reports/bench-lengthdrop-trained \
 		--out reports/bench-lengthdrop
 
-# Which significance policy keeps the answer? F1, its interval and answer survival per layer, per policy;
+# Which significance policy keeps the answer? F1, its interval and answer survival per layer, per policy,
+# on STANDARD and LENGTHDROP side by side (how training under the probes' selection changes each);
 # then the held-out frontiers of the same search budget on MODEL under attention received and under
 # SIGNIFICANCE (RUN's own study, resumed when it exists), on one plot in reports/RUN-policies/.
-bench-retention: ## every significance policy at fixed budgets on held-out (F1 with intervals, answer survival), then attention's frontier against SIGNIFICANCE's
-	$(PY) benchmarks/retention.py --models $(MODEL) $(if $(DATA),--data $(DATA),) --questions 1000 --out reports/retention
+bench-retention: $(STANDARD)/config.json $(LENGTHDROP)/config.json $(BUILD_ON_DEMAND) ## every significance policy at fixed budgets on held-out on STANDARD and LENGTHDROP (F1 with intervals, answer survival), then attention's frontier against SIGNIFICANCE's on MODEL
+	$(PY) benchmarks/retention.py --models $(STANDARD),$(LENGTHDROP) $(if $(DATA),--data $(DATA),) --questions 1000 --out reports/retention
 	$(MAKE) pareto RUN=$(RUN)-attention SIGNIFICANCE=attention
 	$(MAKE) pareto RUN=$(RUN)
 	$(DYNLEN) compare attention=reports/$(RUN)-attention $(SIGNIFICANCE)=reports/$(RUN) --out reports/$(RUN)-policies

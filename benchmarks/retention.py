@@ -43,6 +43,7 @@ CONFIGS = (
     "ratios:1,0.9,0.81,0.729,0.656,0.59",
     "ratios:1,1,0.7,0.5,0.35,0.25",
     "ratios:1,0.8,0.64,0.512,0.41,0.328",
+    "ratios:1,1,0.7,0.49,0.343,0.0515",  # the reference search's 1.6x point on the LengthDrop model
     "ratios:1,0.7,0.49,0.343,0.24,0.168",
 )
 POLICIES = (
