@@ -185,7 +185,8 @@ bench-lengthdrop: ## the same search (SIGNIFICANCE, default: the probes' selecti
 # on STANDARD and LENGTHDROP side by side (how training under the probes' selection changes each);
 # then the held-out frontiers of the same search budget on MODEL under attention received and under
 # SIGNIFICANCE (RUN's own study, resumed when it exists), on one plot in reports/RUN-policies/.
-bench-retention: $(STANDARD)/config.json $(LENGTHDROP)/config.json $(BUILD_ON_DEMAND) ## every significance policy at fixed budgets on held-out on STANDARD and LENGTHDROP (F1 with intervals, answer survival), then attention's frontier against SIGNIFICANCE's on MODEL
+# Only this project's own model folders are built on demand; any other STANDARD/LENGTHDROP is read as given.
+bench-retention: $(filter $(addsuffix /config.json,$(BUILDABLE)),$(patsubst %/,%,$(STANDARD))/config.json $(patsubst %/,%,$(LENGTHDROP))/config.json) $(BUILD_ON_DEMAND) ## every significance policy at fixed budgets on held-out on STANDARD and LENGTHDROP (F1 with intervals, answer survival), then attention's frontier against SIGNIFICANCE's on MODEL
 	$(PY) benchmarks/retention.py --models $(STANDARD),$(LENGTHDROP) $(if $(DATA),--data $(DATA),) --questions 1000 --out reports/retention
 	$(MAKE) pareto RUN=$(RUN)-attention SIGNIFICANCE=attention
 	$(MAKE) pareto RUN=$(RUN)
