@@ -45,6 +45,16 @@ def test_pareto_builds_the_default_model_when_missing(tmp_path):
     assert f"search --model {lengthdrop}" in out
 
 
+def test_bench_retention_scores_both_models_and_builds_only_its_own(tmp_path):
+    """Its fixed-budget step reads STANDARD and LENGTHDROP; a folder of the user's is read as given, never built."""
+    standard, lengthdrop = tmp_path / "standard", tmp_path / "lengthdrop"
+    out = _dry_run("bench-retention", f"STANDARD_MODEL={standard}", f"LENGTHDROP_MODEL={lengthdrop}")
+    assert f"finetune --out {standard}" in out and f"lengthdrop --model {standard}" in out
+    assert f"retention.py --models {standard},{lengthdrop}" in out
+    own = _dry_run("bench-retention", "STANDARD=/no/such/folder", f"LENGTHDROP_MODEL={lengthdrop}")
+    assert "--out /no/such/folder" not in own and "retention.py --models /no/such/folder," in own
+
+
 def test_model_builds_the_standard_model_then_lengthdrop_from_it():
     out = _dry_run("model")
     assert out.index("finetune --out models/minilm-squad") < out.index("probes --model models/minilm-squad")
