@@ -76,7 +76,7 @@ ifeq ($(TORCH),cpu)
 else
 	.venv/bin/pip install --quiet 'torch==$(TORCH_VERSION)'
 endif
-	.venv/bin/pip install --quiet -e '.[dev]'
+	.venv/bin/pip install --quiet -e '.[dev,model]'
 ifeq ($(TORCH),cpu)
 	@if .venv/bin/pip list 2>/dev/null | grep -qi '^nvidia-'; then echo "error: CUDA packages were installed (TORCH=cpu)"; exit 1; fi
 endif

@@ -4,8 +4,8 @@ transformers 5 dropped the ``question-answering`` pipeline, and the Dynamic-Tiny
 card's ``encode_plus`` snippet no longer runs, so a user who picked a configuration with
 ``choose`` had no way to ask the model a question with it. :class:`Answerer` closes that gap
 with the suite's own pieces: the SQuAD windowing of :mod:`bench.features`, the length-adaptive
-forward of :mod:`bench.adaptive` and the n-best span search of :mod:`bench.postprocess`. The
-answers are therefore exactly the ones ``python -m bench eval`` scores.
+forward of :mod:`dynlen.engine.adaptive` and the n-best span search of :mod:`bench.postprocess`. The
+answers are therefore exactly the ones ``dynlen eval`` scores.
 
 Each result has the transformers 4 pipeline's shape, ``{"answer", "score", "start", "end"}``.
 ``score`` is defined as follows. ``predict_answers`` picks the span: the highest
@@ -42,14 +42,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from bench.adaptive import LengthAdaptiveQA
-from bench.config import LengthConfig, resolve_config
-from bench.device import resolve_device
-from bench.errors import UserError
-from bench.features import DOC_STRIDE, MAX_LENGTH, Features, build_features, collate, length_sorted_batches
-from bench.inference import batched_logits
-from bench.model_io import load_qa_model, load_tokenizer
-from bench.squad import Example
+from dynlen.bench.device import resolve_device
+from dynlen.bench.features import DOC_STRIDE, MAX_LENGTH, Features, build_features, collate, length_sorted_batches
+from dynlen.bench.inference import batched_logits
+from dynlen.bench.model_io import load_qa_model, load_tokenizer
+from dynlen.bench.squad import Example
+from dynlen.engine.adaptive import LengthAdaptiveQA
+from dynlen.engine.config import LengthConfig, resolve_config
+from dynlen.errors import UserError
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -168,7 +168,7 @@ class Answerer:
         starts, ends = self._logits(feats)
         windows = _windows_by_example(feats, len(examples))
         if settings.top_k == 1 and not settings.handle_impossible_answer:
-            from bench.postprocess import predict_answers
+            from dynlen.bench.postprocess import predict_answers
 
             picked = predict_answers(examples, feats, starts, ends, self.n_best, settings.max_answer_length)
             return [
@@ -280,7 +280,7 @@ def _check_chosen_for(path: Path, model_name: str, model: torch.nn.Module) -> No
     """Refuse a ``choose`` output recorded for other weights (plain configuration files carry no model)."""
     import json
 
-    from bench.model_io import weights_fingerprint
+    from dynlen.bench.model_io import weights_fingerprint
 
     try:
         record = json.loads(path.read_text())

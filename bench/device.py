@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from bench.errors import UserError
+from dynlen.errors import UserError
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from bench.squad import Example, SquadData
+from dynlen.bench.squad import Example, SquadData
 
 MAX_LENGTH = 384
 DOC_STRIDE = 128

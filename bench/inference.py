@@ -7,10 +7,10 @@ from collections.abc import Iterable
 import numpy as np
 import torch
 
-from bench.adaptive import LengthAdaptiveQA
-from bench.config import LengthConfig
-from bench.device import to_device
-from bench.features import Features
+from dynlen.bench.device import to_device
+from dynlen.bench.features import Features
+from dynlen.engine.adaptive import LengthAdaptiveQA
+from dynlen.engine.config import LengthConfig
 
 
 def batched_logits(

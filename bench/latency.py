@@ -196,8 +196,8 @@ def timing_parser(description: str, questions: int) -> argparse.ArgumentParser:
     """The arguments every batch-1 timing benchmark starts with: the model, and the dev set whose
     first ``questions`` questions supply the timed features (said in the help, so a user knows
     what is read)."""
-    from bench.model_io import DEFAULT_MODEL_DIR
-    from bench.squad import DEFAULT_DEV_SET
+    from dynlen.bench.model_io import DEFAULT_MODEL_DIR
+    from dynlen.bench.squad import DEFAULT_DEV_SET
 
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=DEFAULT_MODEL_DIR, help="QA model folder or hub id (default: %(default)s)")

@@ -19,11 +19,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from bench.config import LengthConfig, config_cells, config_from_cells
+from dynlen.engine.config import LengthConfig, config_cells, config_from_cells
 
 if TYPE_CHECKING:
-    from bench.costs import FlopReport
-    from bench.latency import LatencyResult
+    from dynlen.bench.latency import LatencyResult
+    from dynlen.engine.costs import FlopReport
 
 FLOPS_UNIT = "FLOPs = 2 x MACs, matrix products only (projections, attention, FFN, span head)"
 

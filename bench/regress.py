@@ -22,12 +22,12 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
-from bench.adaptive import LengthAdaptiveQA
-from bench.config import LengthConfig
-from bench.errors import UserError
-from bench.latency import contenders, interleaved_batch_timings, ratio
-from bench.model_io import random_bert_qa
-from bench.probes import DEFAULT_WIDTH, LookaheadProbes
+from dynlen.bench.latency import contenders, interleaved_batch_timings, ratio
+from dynlen.bench.model_io import random_bert_qa
+from dynlen.engine.adaptive import LengthAdaptiveQA
+from dynlen.engine.config import LengthConfig
+from dynlen.engine.probes import DEFAULT_WIDTH, LookaheadProbes
+from dynlen.errors import UserError
 
 # The committed baseline sits beside the guard; nothing here writes under reports/.
 BASELINE = Path(__file__).with_name("speedup-baseline.json")
@@ -192,11 +192,3 @@ def update(
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2) + "\n")
-
-
-if __name__ == "__main__":  # ``python -m bench.regress``: the command lives in the CLI layer
-    import sys
-
-    from cli.regress import main
-
-    sys.exit(main())

@@ -16,17 +16,17 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from bench.adaptive import LengthAdaptiveQA
-from bench.config import LengthConfig
-from bench.costs import FlopReport, flop_report, mean_tokens_per_layer
-from bench.device import resolve_device, to_device
-from bench.features import Features, cached_features, collate, length_sorted_batches
-from bench.inference import batched_logits
-from bench.latency import LatencyResult, contenders, device_synchronizer, interleaved_batch_timings, ratio
-from bench.measurement import Measurement
-from bench.model_io import bert_base_qa, load_qa_model, load_tokenizer
-from bench.squad import SquadData
-from bench.uncertainty import per_question_f1
+from dynlen.bench.device import resolve_device, to_device
+from dynlen.bench.features import Features, cached_features, collate, length_sorted_batches
+from dynlen.bench.inference import batched_logits
+from dynlen.bench.latency import LatencyResult, contenders, device_synchronizer, interleaved_batch_timings, ratio
+from dynlen.bench.measurement import Measurement
+from dynlen.bench.model_io import bert_base_qa, load_qa_model, load_tokenizer
+from dynlen.bench.squad import SquadData
+from dynlen.bench.uncertainty import per_question_f1
+from dynlen.engine.adaptive import LengthAdaptiveQA
+from dynlen.engine.config import LengthConfig
+from dynlen.engine.costs import FlopReport, flop_report, mean_tokens_per_layer
 
 
 @dataclass
@@ -122,8 +122,8 @@ class QARunner:
         return batched_logits(self.adaptive, self.features, bar, config, self.device)
 
     def evaluate(self, config: LengthConfig, desc: str = "evaluating") -> EvalResult:
-        from bench.postprocess import predict_answers
-        from bench.scoring import squad_scores
+        from dynlen.bench.postprocess import predict_answers
+        from dynlen.bench.scoring import squad_scores
 
         started = time.perf_counter()
         starts, ends, kept = self.logits(config, desc)
@@ -231,3 +231,24 @@ class QARunner:
             vs_bert_base=ratio(timings["bert_base"], timings["config"]) if with_bert_base else None,
             extra=extra,
         )
+
+
+def measure(
+    runner: QARunner,
+    config: LengthConfig,
+    timed: bool,
+    latency_sample: int,
+    latency_batch_size: int,
+    latency_repeats: int,
+    desc: str = "evaluating",
+) -> tuple[Measurement, list[float]]:
+    """EM/F1 and exact FLOPs of one configuration on the runner's split, latency vs keep-all when
+    ``timed``; and each question's F1, for paired intervals."""
+    result = runner.evaluate(config, desc=desc)
+    measurement = result.measurement
+    if timed:
+        latency = runner.latency(
+            config, sample=latency_sample, batch_size=latency_batch_size, repeats=latency_repeats, with_bert_base=False
+        )
+        measurement = measurement.with_latency(latency)
+    return measurement, list(result.per_question_f1 or [])

@@ -10,8 +10,8 @@ import functools
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench.errors import UserError
-from bench.squad import Example
+from dynlen.bench.squad import Example
+from dynlen.errors import UserError
 
 METRIC_PATH = Path(__file__).resolve().parent / "metric" / "squad_v11"
 

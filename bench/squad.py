@@ -12,7 +12,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.errors import UserError
+from dynlen.errors import UserError
 
 # Where these machines keep the official SQuAD 1.1 dev set: the default --data of every command.
 DEFAULT_DEV_SET = "../shared/data/squad/dev-v1.1.json"

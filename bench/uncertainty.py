@@ -14,8 +14,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from bench.scoring import METRIC_PATH
-from bench.squad import Example
+from dynlen.bench.scoring import METRIC_PATH
+from dynlen.bench.squad import Example
 
 BOOTSTRAP_RESAMPLES = 2000
 LEVEL = 0.95

@@ -14,13 +14,13 @@ import time
 
 import torch
 
-from bench.config import LengthConfig
-from bench.features import build_features, collate
-from bench.model_io import DEFAULT_MODEL_DIR, load_qa_model, load_tokenizer, quiet_libraries
-from bench.postprocess import predict_answers
-from bench.runner import QARunner
-from bench.scoring import squad_scores
-from bench.squad import DEFAULT_DEV_SET, limit_examples, load_squad
+from dynlen.bench.features import build_features, collate
+from dynlen.bench.model_io import DEFAULT_MODEL_DIR, load_qa_model, load_tokenizer, quiet_libraries
+from dynlen.bench.postprocess import predict_answers
+from dynlen.bench.runner import QARunner
+from dynlen.bench.scoring import squad_scores
+from dynlen.bench.squad import DEFAULT_DEV_SET, limit_examples, load_squad
+from dynlen.engine.config import LengthConfig
 
 
 def anchor_evaluate(model, tokenizer, examples, batch_size: int) -> tuple[dict, float]:

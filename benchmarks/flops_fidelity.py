@@ -26,18 +26,18 @@ from pathlib import Path
 
 import torch
 
-from bench.adaptive import LengthAdaptiveQA
-from bench.config import LengthConfig
-from bench.costs import total_flops
-from bench.device import DEVICE_CHOICES, describe_device, resolve_device, to_device
-from bench.errors import UserError, exit_status
-from bench.features import collate
-from bench.kernels import native_kernels
-from bench.latency import contenders, device_synchronizer, interleaved_batch_timings, ratio, timing_parser
-from bench.model_io import quiet_libraries
-from bench.runner import QARunner
-from bench.squad import limit_examples, load_squad
-from cli.argtypes import positive_int_list
+from dynlen.bench.device import DEVICE_CHOICES, describe_device, resolve_device, to_device
+from dynlen.bench.features import collate
+from dynlen.bench.latency import contenders, device_synchronizer, interleaved_batch_timings, ratio, timing_parser
+from dynlen.bench.model_io import quiet_libraries
+from dynlen.bench.runner import QARunner
+from dynlen.bench.squad import limit_examples, load_squad
+from dynlen.cli.argtypes import positive_int_list
+from dynlen.engine.adaptive import LengthAdaptiveQA
+from dynlen.engine.config import LengthConfig
+from dynlen.engine.costs import total_flops
+from dynlen.engine.kernels import native_kernels
+from dynlen.errors import UserError, exit_status
 
 CONFIGS = [
     "ratios:1,0.6,0.36,0.216,0.1296,0.07776",

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import torch
 
-from bench.errors import exit_status
-from training.trainer import hardware_has_bf16
+from dynlen.errors import exit_status
+from dynlen.training.trainer import hardware_has_bf16
 
 SHAPE = (2816, 384, 1536)  # rows, inner, columns
 

@@ -28,16 +28,16 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from bench.config import LengthConfig, parse_selection
-from bench.errors import UserError, exit_status
-from bench.features import cached_features, collate, length_sorted_batches
-from bench.inference import batched_logits
-from bench.model_io import DEFAULT_MODEL_DIR, quiet_libraries
-from bench.postprocess import best_feature_spans, predict_answers
-from bench.runner import QARunner
-from bench.significance import SelectionInputs, attention_received, register_policy
-from bench.squad import DEFAULT_DEV_SET, limit_examples, load_squad, split_by_article
-from bench.uncertainty import paired_interval, per_question_f1
+from dynlen.bench.features import cached_features, collate, length_sorted_batches
+from dynlen.bench.inference import batched_logits
+from dynlen.bench.model_io import DEFAULT_MODEL_DIR, quiet_libraries
+from dynlen.bench.postprocess import best_feature_spans, predict_answers
+from dynlen.bench.runner import QARunner
+from dynlen.bench.squad import DEFAULT_DEV_SET, limit_examples, load_squad, split_by_article
+from dynlen.bench.uncertainty import paired_interval, per_question_f1
+from dynlen.engine.config import LengthConfig, parse_selection
+from dynlen.engine.significance import SelectionInputs, attention_received, register_policy
+from dynlen.errors import UserError, exit_status
 
 CONFIGS = (
     "ratios:1,0.9,0.81,0.729,0.656,0.59",

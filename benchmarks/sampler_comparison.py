@@ -11,12 +11,12 @@ import json
 import time
 from pathlib import Path
 
-from bench.model_io import DEFAULT_MODEL_DIR, quiet_libraries
-from bench.squad import DEFAULT_DEV_SET
-from search.hypervolume import hypervolume
-from search.records import read_run
-from search.settings import SearchSettings
-from search.study import run_search
+from dynlen.bench.model_io import DEFAULT_MODEL_DIR, quiet_libraries
+from dynlen.bench.squad import DEFAULT_DEV_SET
+from dynlen.search.hypervolume import hypervolume
+from dynlen.search.records import read_run
+from dynlen.search.settings import SearchSettings
+from dynlen.search.study import run_search
 
 
 def main() -> None:

@@ -27,15 +27,15 @@ from pathlib import Path
 
 import torch
 
-from bench.adaptive import LengthAdaptiveQA
-from bench.config import LengthConfig, keep_counts_batch, resolve_config
-from bench.errors import UserError, exit_status
-from bench.features import collate
-from bench.latency import interleaved_batch_timings, ratio, timing_parser
-from bench.model_io import quiet_libraries
-from bench.runner import QARunner
-from bench.significance import POLICIES, SelectionInputs, get_policy, register_policy
-from bench.squad import limit_examples, load_squad
+from dynlen.bench.features import collate
+from dynlen.bench.latency import interleaved_batch_timings, ratio, timing_parser
+from dynlen.bench.model_io import quiet_libraries
+from dynlen.bench.runner import QARunner
+from dynlen.bench.squad import limit_examples, load_squad
+from dynlen.engine.adaptive import LengthAdaptiveQA
+from dynlen.engine.config import LengthConfig, keep_counts_batch, resolve_config
+from dynlen.engine.significance import POLICIES, SelectionInputs, get_policy, register_policy
+from dynlen.errors import UserError, exit_status
 
 DEFAULT_CONFIG = "ratios:1,1,0.7,0.5,0.35,0.25@lookahead+question"
 

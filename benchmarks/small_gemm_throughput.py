@@ -15,9 +15,9 @@ import time
 import torch
 import torch.nn.functional as F
 
-from bench.errors import UserError, exit_status
-from bench.kernels import native_kernels, unavailable_reason
-from cli.argtypes import positive_int_list
+from dynlen.cli.argtypes import positive_int_list
+from dynlen.engine.kernels import native_kernels, unavailable_reason
+from dynlen.errors import UserError, exit_status
 
 _row_counts = positive_int_list("row counts", "8,16,150")
 

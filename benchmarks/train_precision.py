@@ -31,13 +31,13 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig
 
-from bench.errors import exit_status
-from bench.features import build_features
-from bench.model_io import default_encoder_dir, load_tokenizer, quiet_libraries
-from bench.squad import DEFAULT_DEV_SET, limit_examples, load_squad
-from training import finetune
-from training.recipe import DEFAULT_TRAIN_SET, training_device
-from training.trainer import make_trainer, resolve_precision, training_arguments
+from dynlen.bench.features import build_features
+from dynlen.bench.model_io import default_encoder_dir, load_tokenizer, quiet_libraries
+from dynlen.bench.squad import DEFAULT_DEV_SET, limit_examples, load_squad
+from dynlen.errors import exit_status
+from dynlen.training import finetune
+from dynlen.training.recipe import DEFAULT_TRAIN_SET, training_device
+from dynlen.training.trainer import make_trainer, resolve_precision, training_arguments
 
 
 class StepTimer:
@@ -87,8 +87,8 @@ def quartiles(values: list[float]) -> tuple[float, float, float]:
 
 def short_run_f1(label: str, recipe: finetune.Recipe, steps: int, dev: str, questions: int, work: Path) -> dict:
     """Train ``steps`` steps of ``recipe``, then EM/F1 at keep-all on the first dev questions."""
-    from bench.config import LengthConfig
-    from bench.runner import QARunner
+    from dynlen.bench.runner import QARunner
+    from dynlen.engine.config import LengthConfig
 
     out = work / f"short-{len(list(work.iterdir()))}"
     started = time.time()

@@ -64,8 +64,8 @@ def run_worker(args) -> None:
     """One worker: the library call behind ``dynlen search`` (latency cost, so a trial takes a while)."""
     import torch
 
-    from search.settings import SearchSettings
-    from search.study import run_search
+    from dynlen.search.settings import SearchSettings
+    from dynlen.search.study import run_search
 
     torch.set_num_threads(1)
     settings = SearchSettings(

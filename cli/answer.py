@@ -1,4 +1,4 @@
-"""``python -m bench answer``: answer questions with a model and a length configuration, as JSON."""
+"""``dynlen answer``: answer questions with a model and a length configuration, as JSON."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import json
 import sys
 from pathlib import Path
 
-from bench.answer import Answerer
-from bench.device import DEVICE_CHOICES
-from bench.errors import UserError
-from bench.model_io import DEFAULT_MODEL_DIR
+from dynlen.bench.answer import Answerer
+from dynlen.bench.device import DEVICE_CHOICES
+from dynlen.bench.model_io import DEFAULT_MODEL_DIR
+from dynlen.errors import UserError
 
 HELP = "answer questions with a model and a length configuration"
 DESCRIPTION = (
@@ -121,7 +121,7 @@ def _cli_inputs(args: argparse.Namespace) -> tuple[str | list[str], str | list[s
 
 
 def run(args: argparse.Namespace) -> None:
-    """``python -m bench answer``: prints the results as JSON (one object, or a list for --input)."""
+    """``dynlen answer``: prints the results as JSON (one object, or a list for --input)."""
     question, context = _cli_inputs(args)
     answerer = Answerer(
         args.model,

@@ -1,17 +1,17 @@
-"""``python -m search choose``: the best configuration of a finished run for a budget, as JSON."""
+"""``dynlen choose``: the best configuration of a finished run for a budget, as JSON."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from search.budget import SYNTAX, parse_budget
-from search.choose import NothingMeetsBudget, choose, export_model, write_choice
+from dynlen.search.budget import SYNTAX, parse_budget
+from dynlen.search.choose import NothingMeetsBudget, choose, export_model, write_choice
 
 HELP = "pick the best configuration of a run for a budget"
 DESCRIPTION = (
     "Read a finished run and print the configuration with the highest held-out F1 "
-    "that meets the budget; write it as JSON that `python -m bench answer --config` "
+    "that meets the budget; write it as JSON that `dynlen answer --config` "
     "and `bench.answer.Answerer` accept. Exits 1 when nothing meets the budget."
 )
 

@@ -1,12 +1,11 @@
-"""``python -m reports.compare``: several search runs' held-out frontiers on the same axes."""
+"""``dynlen compare``: several search runs' held-out frontiers on the same axes."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from bench.errors import exit_status
-from reports.compare import compare_runs, headline, parse_spec
+from dynlen.reports.compare import compare_runs, headline, parse_spec
 
 HELP = "compare several search runs' held-out frontiers on one plot"
 DESCRIPTION = (
@@ -17,7 +16,7 @@ DESCRIPTION = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("runs", nargs="+", metavar="LABEL=RUN_DIR", help="runs written by `python -m search run`")
+    parser.add_argument("runs", nargs="+", metavar="LABEL=RUN_DIR", help="runs written by `dynlen search`")
     parser.add_argument("--out", type=Path, required=True, help="folder for compare.png/svg/csv/md")
     parser.add_argument("--drop", type=float, default=1.0, help="F1 points allowed below each run's own keep-all")
 
@@ -28,15 +27,3 @@ def run(args: argparse.Namespace) -> None:
         print(f"wrote {path}")
     for line in headline(summaries, args.drop):
         print(line)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m reports.compare",
-        description=DESCRIPTION,
-        epilog="example: python -m reports.compare standard=reports/reference-standard "
-        "lengthdrop=reports/reference --out reports/lengthdrop-vs-standard",
-    )
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    return exit_status(lambda: run(args))

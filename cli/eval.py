@@ -1,4 +1,4 @@
-"""``python -m bench eval``: one model x data x configuration -> metrics.json + predictions.json."""
+"""``dynlen eval``: one model x data x configuration -> metrics.json + predictions.json."""
 
 from __future__ import annotations
 
@@ -6,14 +6,14 @@ import argparse
 import json
 from pathlib import Path
 
-from bench.config import resolve_config
-from bench.costs import check_flops_consistent
-from bench.device import DEVICE_CHOICES, resolve_device
-from bench.metrics import metrics_record
-from bench.model_io import DEFAULT_MODEL_DIR
-from bench.runner import QARunner
-from bench.squad import DEFAULT_DEV_SET, limit_examples, load_squad
-from cli.answer import add_loading_arguments, loading_options
+from dynlen.bench.device import DEVICE_CHOICES, resolve_device
+from dynlen.bench.metrics import metrics_record
+from dynlen.bench.model_io import DEFAULT_MODEL_DIR
+from dynlen.bench.runner import QARunner
+from dynlen.bench.squad import DEFAULT_DEV_SET, limit_examples, load_squad
+from dynlen.cli.answer import add_loading_arguments, loading_options
+from dynlen.engine.config import resolve_config
+from dynlen.engine.costs import check_flops_consistent
 
 HELP = "evaluate one model x data x length configuration"
 DESCRIPTION = (

@@ -1,16 +1,15 @@
-"""``python -m training finetune``: standard SQuAD fine-tuning of a pretrained encoder (``make model-standard``)."""
+"""``dynlen finetune``: standard SQuAD fine-tuning of a pretrained encoder (``make model-standard``)."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from bench.errors import exit_status
-from bench.model_io import STANDARD_MODEL_DIR, default_encoder_dir
-from cli.argtypes import dropout_or_none, hidden_alias
-from training.finetune import Recipe, train
-from training.recipe import DEFAULT_TRAIN_SET
-from training.trainer import PRECISIONS
+from dynlen.bench.model_io import STANDARD_MODEL_DIR, default_encoder_dir
+from dynlen.cli.argtypes import dropout_or_none, hidden_alias
+from dynlen.training.finetune import Recipe, train
+from dynlen.training.recipe import DEFAULT_TRAIN_SET
+from dynlen.training.trainer import PRECISIONS
 
 HELP = "fine-tune a pretrained encoder into a SQuAD QA model (make model-standard)"
 DESCRIPTION = "Fine-tune a pretrained BERT-family encoder into a SQuAD 1.1 QA model (idempotent)."
@@ -64,14 +63,3 @@ def run(args: argparse.Namespace) -> None:
         precision=args.precision,
     )
     train(recipe, Path(args.out), args.max_steps, args.threads, args.save_every)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m training finetune",
-        description=DESCRIPTION,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    return exit_status(lambda: run(args))

@@ -1,4 +1,4 @@
-"""``python -m training lengthdrop``: LengthDrop fine-tuning of a QA model (``make train``)."""
+"""``dynlen lengthdrop``: LengthDrop fine-tuning of a QA model (``make train``)."""
 
 from __future__ import annotations
 
@@ -6,12 +6,12 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from bench.config import DEFAULT_SIGNIFICANCE, resolve_config
-from bench.errors import UserError, exit_status
-from bench.model_io import LENGTHDROP_MODEL_DIR, STANDARD_MODEL_DIR, quiet_libraries
-from bench.probes import AUTO_SIGNIFICANCE, auto_significance
-from cli.argtypes import dropout_or_none
-from training.lengthdrop import (
+from dynlen.bench.model_io import LENGTHDROP_MODEL_DIR, STANDARD_MODEL_DIR
+from dynlen.cli.argtypes import dropout_or_none
+from dynlen.engine.config import DEFAULT_SIGNIFICANCE, resolve_config
+from dynlen.engine.probes import AUTO_SIGNIFICANCE, auto_significance
+from dynlen.errors import UserError
+from dynlen.training.lengthdrop import (
     DEFAULT_MAX_STEPS,
     LOOKAHEAD_SUPERVISION,
     PROBE_INITS,
@@ -19,8 +19,8 @@ from training.lengthdrop import (
     LengthDropRecipe,
     train_lengthdrop,
 )
-from training.recipe import DEFAULT_TRAIN_SET
-from training.trainer import PRECISIONS
+from dynlen.training.recipe import DEFAULT_TRAIN_SET
+from dynlen.training.trainer import PRECISIONS
 
 AUTO_SUPERVISION = "auto"
 
@@ -90,7 +90,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ld.add_argument(
         "--significance",
         default=AUTO_SIGNIFICANCE,
-        help="token selection the sub-models train under (a policy of bench.significance, optionally +question); "
+        help="token selection the sub-models train under (a policy of dynlen.engine.significance, optionally +question); "
         "a look-ahead policy trains the model's probes in the same run; auto: lookahead+question when the start "
         "model has look-ahead probes, attention otherwise, so the model trains under the selection it is served with",
     )
@@ -237,13 +237,3 @@ def _target_label(spec: str | None, significance: str) -> str | None:
 
 def run(args: argparse.Namespace) -> None:
     train_lengthdrop(recipe_from_args(args), Path(args.out), args.save_every, args.threads)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m training lengthdrop", description=DESCRIPTION, formatter_class=FORMATTER
-    )
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    quiet_libraries()
-    return exit_status(lambda: run(args))

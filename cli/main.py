@@ -2,7 +2,7 @@
 
 The sub-commands are the modules of this package, mounted unchanged (each has
 ``add_arguments``, ``run``, ``HELP`` and ``DESCRIPTION``), so ``dynlen eval`` and the older
-``python -m bench eval`` parse the same options and do the same work. Every ``--help`` shows
+``dynlen eval`` parse the same options and do the same work. Every ``--help`` shows
 defaults, because a user tuning a latency budget needs to know what they did not set.
 """
 
@@ -14,20 +14,20 @@ import importlib.util
 import sys
 from types import ModuleType
 
-from bench.errors import exit_status
+from dynlen.errors import exit_status
 
 # Sub-command -> module in cli/, in the order a new user meets them.
 COMMANDS: dict[str, str] = {
-    "eval": "cli.eval",
-    "answer": "cli.answer",
-    "search": "cli.search",
-    "choose": "cli.choose",
-    "report": "cli.report",
-    "compare": "cli.compare",
-    "finetune": "cli.finetune",
-    "lengthdrop": "cli.lengthdrop",
-    "probes": "cli.probes",
-    "regress": "cli.regress",
+    "eval": "dynlen.cli.eval",
+    "answer": "dynlen.cli.answer",
+    "search": "dynlen.cli.search",
+    "choose": "dynlen.cli.choose",
+    "report": "dynlen.cli.report",
+    "compare": "dynlen.cli.compare",
+    "finetune": "dynlen.cli.finetune",
+    "lengthdrop": "dynlen.cli.lengthdrop",
+    "probes": "dynlen.cli.probes",
+    "regress": "dynlen.cli.regress",
 }
 # Commands whose libraries print transformers' loading notices, which the commands' own progress replaces.
 _QUIET = {"eval", "answer", "search", "finetune", "lengthdrop", "probes", "regress"}
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 1
     if args.command in _QUIET:
-        from bench.model_io import quiet_libraries
+        from dynlen.bench.model_io import quiet_libraries
 
         quiet_libraries()
     module = importlib.import_module(COMMANDS[args.command])

@@ -1,11 +1,11 @@
-"""``python -m training probes``: train a QA model's look-ahead probes (``make probes``)."""
+"""``dynlen probes``: train a QA model's look-ahead probes (``make probes``)."""
 
 from __future__ import annotations
 
 import argparse
 
-from bench.model_io import STANDARD_MODEL_DIR
-from training.probes import FULL_TRAIN_SET, ProbeRecipe, train_probes
+from dynlen.bench.model_io import STANDARD_MODEL_DIR
+from dynlen.training.probes import FULL_TRAIN_SET, ProbeRecipe, train_probes
 
 HELP = "train the look-ahead probes the 'lookahead' significance policies read (make probes)"
 DESCRIPTION = (

@@ -1,13 +1,11 @@
-"""``python -m bench regress check|update``: the CI guard on the reference configurations' speedups."""
+"""``dynlen regress check|update``: the CI guard on the reference configurations' speedups."""
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from bench.errors import exit_status
-from bench.regress import BASELINE, check, load_baseline, update
+from dynlen.bench.regress import BASELINE, check, load_baseline, update
 
 HELP = "fail when the speedup of the committed reference configurations regresses"
 DESCRIPTION = "Fail when the speedup of the committed reference configurations regresses."
@@ -42,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.action == "update":
-        from search.records import configs_from_frontier_csv  # the CLI part of this module; moves out next
+        from dynlen.search.records import configs_from_frontier_csv  # the CLI part of this module; moves out next
 
         update(
             configs_from_frontier_csv(Path(args.source)),
@@ -57,14 +55,3 @@ def run(args: argparse.Namespace) -> int:
     print(table)
     print("speedup check passed" if passed else "speedup REGRESSED: see the rows marked above")
     return 0 if passed else 1
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench regress", description=DESCRIPTION)
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    return exit_status(lambda: run(args))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,14 +1,14 @@
-"""``python -m reports RUN_DIR``: turn a finished search run into plots, a CSV and a Markdown report."""
+"""``dynlen report RUN_DIR``: turn a finished search run into plots, a CSV and a Markdown report."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from bench.errors import UserError
-from reports.report import DEFAULT_BERT_F1, DEFAULT_DROP, make_report
-from reports.tables import headline_lines
-from search.records import read_run
+from dynlen.errors import UserError
+from dynlen.reports.report import DEFAULT_BERT_F1, DEFAULT_DROP, make_report
+from dynlen.reports.tables import headline_lines
+from dynlen.search.records import read_run
 
 HELP = "plots, CSV and Markdown report of a finished search run (runs no model)"
 DESCRIPTION = (

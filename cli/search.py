@@ -1,19 +1,19 @@
-"""``python -m search run``: search configurations, re-score the frontier on held-out, write the report."""
+"""``dynlen search``: search configurations, re-score the frontier on held-out, write the report."""
 
 from __future__ import annotations
 
 import argparse
 
-from bench.model_io import DEFAULT_MODEL_DIR
-from bench.probes import AUTO_SIGNIFICANCE
-from bench.significance import POLICIES
-from bench.squad import DEFAULT_DEV_SET
-from cli.argtypes import hidden_alias
-from reports.report import make_report
-from search.budget import SYNTAX, parse_budget
-from search.settings import SearchSettings
-from search.space import parse_selections
-from search.study import run_search
+from dynlen.bench.model_io import DEFAULT_MODEL_DIR
+from dynlen.bench.squad import DEFAULT_DEV_SET
+from dynlen.cli.argtypes import hidden_alias
+from dynlen.engine.probes import AUTO_SIGNIFICANCE
+from dynlen.engine.significance import POLICIES
+from dynlen.reports.report import make_report
+from dynlen.search.budget import SYNTAX, parse_budget
+from dynlen.search.settings import SearchSettings
+from dynlen.search.space import parse_selections
+from dynlen.search.study import run_search
 
 HELP = "search configurations, re-score the frontier on held-out, write the report"
 DESCRIPTION = (

@@ -11,11 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.errors import UserError
-from reports.frames import frame, markdown, write_csv
-from reports.plot import save_with_legend
-from search.frontier import best_within, pareto_front
-from search.records import RunInfo, TrialPoint, read_run
+from dynlen.errors import UserError
+from dynlen.reports.frames import frame, markdown, write_csv
+from dynlen.reports.plot import save_with_legend
+from dynlen.search.frontier import best_within, pareto_front
+from dynlen.search.records import RunInfo, TrialPoint, read_run
 
 FLOPS_VS_OWN = "flops_speedup_vs_keep_all"
 LATENCY_VS_OWN = "latency_speedup_vs_keep_all"
@@ -280,11 +280,3 @@ def parse_spec(text: str) -> tuple[str, Path]:
     if not sep or not label or not folder:
         raise UserError(f"run {text!r} must be written LABEL=RUN_DIR, e.g. lengthdrop=reports/reference")
     return label, Path(folder)
-
-
-if __name__ == "__main__":  # ``python -m reports.compare``: the command lives in the CLI layer
-    import sys
-
-    from cli.compare import main
-
-    sys.exit(main())

@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from reports.tables import FLOPS_KEY, LATENCY_KEY, line_name
-from search.frontier import best_within, coordinates, pareto_front
-from search.records import RunInfo, TrialPoint
+from dynlen.reports.tables import FLOPS_KEY, LATENCY_KEY, line_name
+from dynlen.search.frontier import best_within, coordinates, pareto_front
+from dynlen.search.records import RunInfo, TrialPoint
 
 TRIAL_COLOUR = "#9aa0a6"
 FRONTIER_COLOUR = "#1a73e8"
@@ -250,7 +250,7 @@ def _draw_budget(ax, info: RunInfo, points: list[TrialPoint], key: str) -> None:
     """The run's budget as a vertical line, where it is a speedup on this panel's axis."""
     if not info.budget:
         return
-    from search.budget import parse_budget
+    from dynlen.search.budget import parse_budget
 
     try:
         budget = parse_budget(info.budget)
@@ -342,7 +342,7 @@ def plot_pareto(
 
 def display_name(model: str) -> str:
     """A model's name for a title: a hub id as it is, a local folder by its last part (no file paths)."""
-    from bench.model_io import BUILT_MODEL_DIRS, _looks_like_path
+    from dynlen.bench.model_io import BUILT_MODEL_DIRS, _looks_like_path
 
     path = Path(model)
     if model.rstrip("/") in BUILT_MODEL_DIRS or _looks_like_path(model):

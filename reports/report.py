@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from reports.plot import plot_pareto
-from reports.tables import write_frontier_csv, write_report_md
-from search.records import read_run
+from dynlen.reports.plot import plot_pareto
+from dynlen.reports.tables import write_frontier_csv, write_report_md
+from dynlen.search.records import read_run
 
 DEFAULT_BERT_F1 = 88.5
 DEFAULT_DROP = 1.0

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.config import config_cells
-from bench.measurement import INTERVAL_COLUMNS, LATENCY_SPREAD_COLUMNS, SCORE_COLUMNS, Measurement
-from reports.frames import frame, markdown, write_csv
-from search.frontier import best_within, most_accurate, pareto_front
-from search.records import RunInfo, TrialPoint
+from dynlen.bench.measurement import INTERVAL_COLUMNS, LATENCY_SPREAD_COLUMNS, SCORE_COLUMNS, Measurement
+from dynlen.engine.config import config_cells
+from dynlen.reports.frames import frame, markdown, write_csv
+from dynlen.search.frontier import best_within, most_accurate, pareto_front
+from dynlen.search.records import RunInfo, TrialPoint
 
 FLOPS_KEY = "flops_speedup_vs_bert_base"
 LATENCY_KEY = "latency_speedup_vs_bert_base"

@@ -15,8 +15,8 @@ import math
 import re
 from dataclasses import dataclass
 
-from bench.errors import UserError
-from bench.measurement import Measurement
+from dynlen.bench.measurement import Measurement
+from dynlen.errors import UserError
 
 _FORMS = {
     "flops-speedup": (">=", "flops_speedup_vs_keep_all"),
@@ -81,7 +81,7 @@ def parse_budget(text: str | None) -> Budget | None:
 def check_reachable(budget: Budget, cheapest, where: str) -> None:
     """Refuse, before any trial runs, a FLOPs budget that even the cheapest configuration misses.
 
-    ``cheapest`` is the FLOPs report (:class:`bench.costs.FlopReport`) of the cheapest
+    ``cheapest`` is the FLOPs report (:class:`dynlen.engine.costs.FlopReport`) of the cheapest
     configuration the search space allows, counted on the split's real lengths: FLOPs need no
     model run, so an impossible budget costs nothing. Latency budgets can only be measured, and
     are left to the search (which says at the end when no trial met them).

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bench.errors import UserError
-from search.budget import Budget
-from search.records import TrialPoint, read_run
+from dynlen.errors import UserError
+from dynlen.search.budget import Budget
+from dynlen.search.records import TrialPoint, read_run
 
 
 class NothingMeetsBudget(UserError):
@@ -45,7 +45,7 @@ def choose(run_dir: Path, budget: Budget | None) -> tuple[TrialPoint, dict]:
 
 def _weights_sha(model: str) -> str | None:
     """The run's model's weights fingerprint, when the model can be loaded here (None otherwise)."""
-    from bench.model_io import load_qa_model, weights_fingerprint
+    from dynlen.bench.model_io import load_qa_model, weights_fingerprint
 
     try:
         return weights_fingerprint(load_qa_model(model))
@@ -68,8 +68,8 @@ def export_model(record: dict, out: Path) -> Path:
     """
     import shutil
 
-    from bench.model_io import load_qa_model, load_tokenizer
-    from bench.probes import WEIGHTS_FILE
+    from dynlen.bench.model_io import load_qa_model, load_tokenizer
+    from dynlen.engine.probes import WEIGHTS_FILE
 
     source = record["model"]
     if out.exists() and any(out.iterdir()):

@@ -10,8 +10,8 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
-from bench.measurement import Measurement
-from search.records import TrialPoint
+from dynlen.bench.measurement import Measurement
+from dynlen.search.records import TrialPoint
 
 
 def scores_on(point: TrialPoint, split: str) -> Measurement | None:

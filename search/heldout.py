@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import optuna
 
-from bench.config import LengthConfig
-from bench.measurement import Measurement
-from bench.model_io import bert_base_qa
-from bench.runner import QARunner
-from bench.uncertainty import paired_interval
-from search.frontier import pareto_front
-from search.objective import measure
-from search.records import TrialPoint
-from search.settings import SearchSettings
+from dynlen.bench.measurement import Measurement
+from dynlen.bench.model_io import bert_base_qa
+from dynlen.bench.runner import QARunner, measure
+from dynlen.bench.uncertainty import paired_interval
+from dynlen.engine.config import LengthConfig
+from dynlen.search.frontier import pareto_front
+from dynlen.search.records import TrialPoint
+from dynlen.search.settings import SearchSettings
 
 # Search-split F1 below keep-all's within which every frontier point is re-scored (up to --max-rescore).
 NEAR_KEEP_ALL_F1 = 3.0
@@ -114,7 +113,10 @@ class HeldOutScorer:
         key = f"heldout:{label}"
         if key in self.cache:
             return Measurement.from_record(self.cache[key], config)
-        scores, per_question = measure(self.runner, self.settings, config, timed=True, desc=f"held-out {label}")
+        s = self.settings
+        scores, per_question = measure(
+            self.runner, config, True, s.latency_sample, s.latency_batch_size, s.latency_repeats, f"held-out {label}"
+        )
         scores.latency_speedup_vs_bert_base = scores.latency_speedup_vs_keep_all * self.keep_all_vs_bert_base()
         self._store(f"heldout-f1:{label}", per_question)
         if config.is_keep_all:

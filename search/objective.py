@@ -8,86 +8,43 @@ attribute ``search_scores``, the measurement's record form), read back by :func:
 
 from __future__ import annotations
 
-import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 import optuna
 
-from bench.config import LengthConfig
-from bench.measurement import Measurement
-from bench.runner import QARunner
-from search.budget import Budget
-from search.records import TrialPoint
-from search.settings import SearchSettings
-from search.space import parse_selections, sample_config
+from dynlen.bench.measurement import Measurement
+from dynlen.bench.runner import QARunner, measure
+from dynlen.engine.config import LengthConfig
+from dynlen.search.budget import Budget
+from dynlen.search.records import TrialPoint
+from dynlen.search.settings import SearchSettings
+from dynlen.search.space import parse_selections, sample_config
 
-if TYPE_CHECKING:
-    from search.worker import Worker
+# (trial number, search-split measurement record) of an earlier trial with the same parameters, or None
+Reuse = Callable[[optuna.Trial], "tuple[int, dict] | None"]
 
 COMPLETE = optuna.trial.TrialState.COMPLETE
-RUNNING = optuna.trial.TrialState.RUNNING
-
-
-def measure(
-    runner: QARunner, settings: SearchSettings, config: LengthConfig, timed: bool, desc: str = "evaluating"
-) -> tuple[Measurement, list[float]]:
-    """EM/F1 and exact FLOPs of one configuration on the runner's split, latency vs keep-all when
-    ``timed``; and each question's F1, for paired intervals."""
-    result = runner.evaluate(config, desc=desc)
-    measurement = result.measurement
-    if timed:
-        latency = runner.latency(
-            config,
-            sample=settings.latency_sample,
-            batch_size=settings.latency_batch_size,
-            repeats=settings.latency_repeats,
-            with_bert_base=False,
-        )
-        measurement = measurement.with_latency(latency)
-    return measurement, list(result.per_question_f1 or [])
 
 
 class Objective:
-    """Scores one sampled configuration on the search split; a configuration any worker already
-    measured is read back from the study instead of measured again."""
+    """Samples one configuration, measures it on the search split and records it on the trial.
 
-    def __init__(self, settings: SearchSettings, runner: QARunner, budget: Budget | None, worker: Worker | None = None):
+    ``reuse`` (the worker's de-duplication) may hand back an earlier trial's scores for the same
+    parameters instead of a fresh measurement; the objective knows nothing else of workers.
+    """
+
+    def __init__(self, settings: SearchSettings, runner: QARunner, budget: Budget | None, reuse: Reuse | None = None):
         self.settings = settings
         self.runner = runner
         self.budget = budget
-        self.worker = worker
-        self.on_start = None  # called once when the trial exists (releases the start lock)
+        self.reuse = reuse
 
     def measure(self, config: LengthConfig) -> Measurement:
         timed = self.settings.cost == "latency" or bool(self.budget and self.budget.needs_latency)
-        return measure(self.runner, self.settings, config, timed)[0]
-
-    def stored_scores(self, trial: optuna.Trial) -> tuple[int, dict] | None:
-        """(trial number, search-split measurement record) of a trial with the same parameters,
-        waiting for an earlier running one (another worker measuring the same point) to finish first."""
-        study = trial.study
-        while True:
-            same = [
-                t
-                for t in study.get_trials(deepcopy=False, states=(COMPLETE, RUNNING))
-                if t.number != trial.number and t.params == trial.params
-            ]
-            done = [t for t in same if t.state == COMPLETE and "search_scores" in t.user_attrs]
-            if done:
-                return done[0].number, done[0].user_attrs["search_scores"]
-            if not any(t.state == RUNNING and t.number < trial.number for t in same):
-                return None
-            if self.worker is not None:
-                self.worker.fail_stale()
-            time.sleep(0.5)
+        s = self.settings
+        return measure(self.runner, config, timed, s.latency_sample, s.latency_batch_size, s.latency_repeats)[0]
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, float]:
-        if self.on_start is not None:
-            self.on_start()
-            self.on_start = None
-        if self.worker is not None:
-            trial.set_user_attr("worker", self.worker.id)
-            self.worker.ran.append(trial.number)
         probes = self.runner.adaptive.probes
         config = sample_config(
             trial,
@@ -97,7 +54,7 @@ class Objective:
         )
         trial.set_user_attr("config", config.to_dict())
         trial.set_user_attr("label", config.label())
-        stored = self.stored_scores(trial)
+        stored = self.reuse(trial) if self.reuse is not None else None
         if stored is not None:
             trial.set_user_attr("copied_from", stored[0])
             scores = Measurement.from_record(stored[1], config)

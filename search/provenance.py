@@ -10,10 +10,10 @@ from pathlib import Path
 
 import optuna
 
-from bench.squad import SquadData
-from search.budget import Budget
-from search.records import RunInfo, TrialPoint
-from search.settings import SearchSettings
+from dynlen.bench.squad import SquadData
+from dynlen.search.budget import Budget
+from dynlen.search.records import RunInfo, TrialPoint
+from dynlen.search.settings import SearchSettings
 
 
 def search_seconds(study: optuna.Study) -> float:

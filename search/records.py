@@ -13,9 +13,9 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from bench.config import LengthConfig, config_from_cells
-from bench.errors import UserError
-from bench.measurement import Measurement
+from dynlen.bench.measurement import Measurement
+from dynlen.engine.config import LengthConfig, config_from_cells
+from dynlen.errors import UserError
 
 
 @dataclass

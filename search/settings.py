@@ -14,8 +14,8 @@ from pathlib import Path
 import optuna
 from sqlalchemy.engine import make_url
 
-from bench.errors import UserError
-from bench.probes import AUTO_SIGNIFICANCE, auto_significance
+from dynlen.engine.probes import AUTO_SIGNIFICANCE, auto_significance
+from dynlen.errors import UserError
 
 COSTS = ("flops", "latency")
 SAMPLERS = ("tpe", "nsga2")

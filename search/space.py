@@ -11,8 +11,8 @@ from collections.abc import Collection
 
 import optuna
 
-from bench.config import DEFAULT_SIGNIFICANCE, LengthConfig, cumulative_ratios, parse_selection
-from bench.errors import UserError
+from dynlen.engine.config import DEFAULT_SIGNIFICANCE, LengthConfig, cumulative_ratios, parse_selection
+from dynlen.errors import UserError
 
 STEP = 0.05
 LOWEST_SHARE = 0.25
@@ -31,7 +31,7 @@ SELECTION_PARAM = "significance"
 
 def parse_selections(spec: str | None) -> tuple[str, ...]:
     """'lookahead+question' or a comma list of such: one is fixed, several become a categorical dimension."""
-    from bench.significance import get_policy
+    from dynlen.engine.significance import get_policy
 
     names = tuple(part.strip() for part in (spec or DEFAULT_SIGNIFICANCE).split(",") if part.strip())
     if not names:
@@ -63,7 +63,7 @@ def sample_config(
     """
     chosen = selections[0] if len(selections) == 1 else trial.suggest_categorical(SELECTION_PARAM, list(selections))
     significance, keep_question = parse_selection(chosen)
-    from bench.significance import get_policy
+    from dynlen.engine.significance import get_policy
 
     fixed = set()
     if probed_layers is not None and get_policy(significance).needs_probes:

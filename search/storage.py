@@ -14,7 +14,7 @@ Two kinds of storage, two ways of knowing who else is working:
   the trial that reaches ``--trials``) runs under a PostgreSQL advisory lock.
 
 Every storage problem a user can fix (bad URL, missing driver, unreachable server, wrong
-password) becomes one :class:`~bench.errors.UserError` line before any data or model loads.
+password) becomes one :class:`~dynlen.errors.UserError` line before any data or model loads.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import optuna
 import sqlalchemy
 from sqlalchemy.engine import URL, make_url
 
-from bench.errors import UserError
+from dynlen.errors import UserError
 
 POSTGRES_HINT = "pip install -e '.[postgres]' (psycopg 3)"
 DRIVER_HINTS = {

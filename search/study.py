@@ -17,19 +17,19 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from bench.config import LengthConfig, parse_selection
-from bench.model_io import load_qa_model, load_tokenizer, model_fingerprint
-from bench.runner import QARunner
-from bench.squad import SquadData, limit_examples, load_squad, split_by_article
-from search import storage as st
-from search.budget import Budget, check_reachable
-from search.heldout import HeldOutScorer, points_to_rescore
-from search.objective import Objective, completed_points
-from search.provenance import run_info
-from search.records import TrialPoint, write_run
-from search.settings import SearchSettings
-from search.space import config_from_shares, lowest_share, parse_selections
-from search.worker import Worker, run_trials, writes_report
+from dynlen.bench.model_io import load_qa_model, load_tokenizer, model_fingerprint
+from dynlen.bench.runner import QARunner
+from dynlen.bench.squad import SquadData, limit_examples, load_squad, split_by_article
+from dynlen.engine.config import LengthConfig, parse_selection
+from dynlen.search import storage as st
+from dynlen.search.budget import Budget, check_reachable
+from dynlen.search.heldout import HeldOutScorer, points_to_rescore
+from dynlen.search.objective import Objective, completed_points
+from dynlen.search.provenance import run_info
+from dynlen.search.records import TrialPoint, write_run
+from dynlen.search.settings import SearchSettings
+from dynlen.search.space import config_from_shares, lowest_share, parse_selections
+from dynlen.search.worker import Worker, run_trials, writes_report
 
 
 def split_data(settings: SearchSettings) -> tuple[SquadData, SquadData, SquadData]:
@@ -74,7 +74,7 @@ def run_search(settings: SearchSettings, budget: Budget | None) -> Path | None:
         if budget is not None:
             check_reachable(budget, runner.flops(cheapest_config(runner.num_layers)), "search split")
         worker.enqueue_baselines(runner.num_layers)
-        objective = Objective(settings, runner, budget, worker)
+        objective = Objective(settings, runner, budget, reuse=worker.stored_scores)
         print(
             f"searching {settings.model} on {search_data.source}: {len(search_data.examples)} questions, "
             f"{len(runner.features)} features; cost={settings.cost}, budget={budget or 'none'}, "

@@ -12,20 +12,17 @@ import os
 import socket
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import optuna
 from sqlalchemy.engine import make_url
 from tqdm import tqdm
 
-from bench.errors import UserError
-from search import storage as st
-from search.settings import OPTION, SearchSettings, cost_name, make_sampler
-from search.space import baseline_params, late_params, parse_selections
-
-if TYPE_CHECKING:
-    from search.objective import Objective
+from dynlen.errors import UserError
+from dynlen.search import storage as st
+from dynlen.search.settings import OPTION, SearchSettings, cost_name, make_sampler
+from dynlen.search.space import baseline_params, late_params, parse_selections
 
 LEGACY_STUDY_NAME = "dynlen"  # the one fixed name every run used before names came from the run folder
 COMPLETE = optuna.trial.TrialState.COMPLETE
@@ -116,6 +113,24 @@ class Worker:
                 self.study.enqueue_trial(params, user_attrs={"seed": name}, skip_if_exists=True)
             self.study.set_user_attr("baselines_enqueued", True)
 
+    def stored_scores(self, trial: optuna.Trial) -> tuple[int, dict] | None:
+        """(trial number, search-split measurement record) of a trial with the same parameters,
+        waiting for an earlier running one (another worker measuring the same point) to finish first:
+        the objective's ``reuse``, so no configuration is measured twice however many workers run."""
+        while True:
+            same = [
+                t
+                for t in self.study.get_trials(deepcopy=False, states=(COMPLETE, RUNNING))
+                if t.number != trial.number and t.params == trial.params
+            ]
+            done = [t for t in same if t.state == COMPLETE and "search_scores" in t.user_attrs]
+            if done:
+                return done[0].number, done[0].user_attrs["search_scores"]
+            if not any(t.state == RUNNING and t.number < trial.number for t in same):
+                return None
+            self.fail_stale()
+            time.sleep(0.5)
+
     def fail_stale(self) -> None:
         if not self.sqlite:
             with warnings.catch_warnings():
@@ -164,11 +179,13 @@ def recover_orphans(study: optuna.Study) -> None:
         print(f"trial {t.number} was left running by a killed run: failed it and queued its configuration again")
 
 
-def run_trials(settings: SearchSettings, worker: Worker, objective: Objective) -> None:
+def run_trials(
+    settings: SearchSettings, worker: Worker, objective: Callable[[optuna.Trial], tuple[float, float]]
+) -> None:
     """Run trials until the study holds ``settings.trials`` completed ones, counting every worker's.
 
     A trial starts only while completed + running trials fall short of the target, checked and
-    started under the study lock (released by the objective once the trial exists), so workers
+    started under the study lock (released once the trial exists), so workers
     never overshoot. A worker that sees the target covered by running trials waits: if one of
     them belonged to a killed worker, its heartbeat goes stale, it is failed and queued again,
     and the count drops back below the target for someone to run the retry.
@@ -185,6 +202,12 @@ def run_trials(settings: SearchSettings, worker: Worker, objective: Objective) -
         if trial.values:
             bar.set_postfix(f1=f"{trial.values[0]:.1f}", cost=f"{trial.values[1]:.2f}")
 
+    def owned(trial: optuna.Trial) -> tuple[float, float]:
+        worker.lock.release()  # the trial exists and counts: other workers may start theirs
+        trial.set_user_attr("worker", worker.id)
+        worker.ran.append(trial.number)
+        return objective(trial)
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         while True:
@@ -198,10 +221,8 @@ def run_trials(settings: SearchSettings, worker: Worker, objective: Objective) -
                     break
                 if len(trials) < target:  # completed + running (every worker's) still short
                     started = True
-                    objective.on_start = worker.lock.release
-                    study.optimize(objective, n_trials=1, callbacks=[tick], gc_after_trial=False)
+                    study.optimize(owned, n_trials=1, callbacks=[tick], gc_after_trial=False)
             finally:
-                objective.on_start = None
                 worker.lock.release()
             if not started:
                 time.sleep(min(1.0, settings.heartbeat / 2))

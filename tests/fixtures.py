@@ -186,7 +186,7 @@ def tiny_recipe(recipe_class, model_dir: Path, squad_file: Path, **overrides):
 
 def scores_at(f1: float, speed: float):
     """A configuration's measurement at ``f1`` and FLOPs speedup ``speed`` (latency 0.8 of it), for frontier tests."""
-    from bench.measurement import Measurement
+    from dynlen.bench.measurement import Measurement
 
     return Measurement(
         exact_match=f1 - 8.0,

@@ -16,19 +16,19 @@ from pathlib import Path
 
 import torch
 
-from bench.errors import UserError
-from bench.features import Features, build_features
-from bench.model_io import load_tokenizer
-from bench.probes import CONFIG_KEY as PROBES_CONFIG_KEY
-from bench.squad import load_squad
-from training.recipe import (
+from dynlen.bench.features import Features, build_features
+from dynlen.bench.model_io import load_tokenizer
+from dynlen.bench.squad import load_squad
+from dynlen.engine.probes import CONFIG_KEY as PROBES_CONFIG_KEY
+from dynlen.errors import UserError
+from dynlen.training.recipe import (
     TrainingRecipe,
     already_built,
     attention_dropout_option,
     check_attention_dropout,
     training_device,
 )
-from training.trainer import (
+from dynlen.training.trainer import (
     checkpoint_folder,
     final_loss,
     last_checkpoint,

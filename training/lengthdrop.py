@@ -1,4 +1,4 @@
-"""LengthDrop training (Length-Adaptive Transformer, Kim & Cho 2021): ``python -m training lengthdrop``.
+"""LengthDrop training (Length-Adaptive Transformer, Kim & Cho 2021): ``dynlen lengthdrop``.
 
 A model fine-tuned at full length degrades quickly when later layers see fewer tokens, so the
 search finds little worth keeping. LengthDrop continues fine-tuning with randomly shortened
@@ -34,23 +34,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.adaptive import LengthAdaptiveQA, adapter_for, reached_last_layer
-from bench.config import LengthConfig, cumulative_ratios, parse_selection
-from bench.errors import UserError
-from bench.features import Features, cached_features
-from bench.model_io import load_qa_model, load_tokenizer
-from bench.probes import CONFIG_KEY as PROBES_CONFIG_KEY
-from bench.probes import DEFAULT_WIDTH, LookaheadProbes, load_probes
-from bench.significance import question_segment
-from bench.squad import load_squad
-from training.recipe import (
+from dynlen.bench.features import Features, cached_features
+from dynlen.bench.model_io import load_qa_model, load_tokenizer
+from dynlen.bench.squad import load_squad
+from dynlen.engine.adaptive import LengthAdaptiveQA, adapter_for, reached_last_layer
+from dynlen.engine.config import LengthConfig, cumulative_ratios, parse_selection
+from dynlen.engine.probes import CONFIG_KEY as PROBES_CONFIG_KEY
+from dynlen.engine.probes import DEFAULT_WIDTH, LookaheadProbes, load_probes
+from dynlen.engine.significance import question_segment
+from dynlen.errors import UserError
+from dynlen.training.recipe import (
     TrainingRecipe,
     already_built,
     attention_dropout_option,
     check_attention_dropout,
     training_device,
 )
-from training.trainer import (
+from dynlen.training.trainer import (
     checkpoint_folder,
     final_loss,
     last_checkpoint,
@@ -161,7 +161,7 @@ class LengthDropRecipe(TrainingRecipe):
             raise UserError(f"--max-steps must be at least 1; got {self.max_steps}")
         if self.learning_rate <= 0:
             raise UserError(f"--lr must be positive; got {self.learning_rate:g}")
-        from bench.significance import POLICIES
+        from dynlen.engine.significance import POLICIES
 
         policy, _ = parse_selection(self.significance)
         if policy not in POLICIES:
@@ -392,7 +392,7 @@ class LengthDropLoss:
     """The sandwich step as a Trainer's loss; :func:`lengthdrop_trainer` mixes it into ``transformers.Trainer``.
 
     ``compute_loss`` draws the step's sub-models from (seed, global step), runs them and the full
-    model through :class:`~bench.adaptive.LengthAdaptiveQA` on the Trainer's model under its
+    model through :class:`~dynlen.engine.adaptive.LengthAdaptiveQA` on the Trainer's model under its
     autocast, and returns :func:`sandwich_loss`. The parts of the loss are logged next to the
     Trainer's ``loss``: ``task_loss``, ``sub_model_kl`` (mean over the sub-models) and ``teacher_kl``.
     """

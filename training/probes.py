@@ -1,4 +1,4 @@
-"""Train a QA model's look-ahead probes (``bench.probes``) with its encoder frozen.
+"""Train a QA model's look-ahead probes (``dynlen.engine.probes``) with its encoder frozen.
 
 Each probe learns, from its layer's input hidden states, the full model's *final* start/end
 distributions (KL divergence, no labels needed), so the probes rank tokens by what the last layer
@@ -24,12 +24,12 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from bench.errors import UserError
-from bench.features import build_features, collate
-from bench.model_io import load_qa_model, load_tokenizer
-from bench.probes import CONFIG_KEY, DEFAULT_WIDTH, LookaheadProbes
-from bench.significance import question_segment
-from bench.squad import SquadData, load_squad
+from dynlen.bench.features import build_features, collate
+from dynlen.bench.model_io import load_qa_model, load_tokenizer
+from dynlen.bench.squad import SquadData, load_squad
+from dynlen.engine.probes import CONFIG_KEY, DEFAULT_WIDTH, LookaheadProbes
+from dynlen.engine.significance import question_segment
+from dynlen.errors import UserError
 
 FULL_TRAIN_SET = "../shared/data/squad/train-v1.1.json"  # the probes sample it; the model's own recipe may use less
 
@@ -41,7 +41,7 @@ class ProbeRecipe:
     train: str
     features: int = 3000
     width: int = DEFAULT_WIDTH
-    match_heads: int = 0  # > 0: each probe also matches tokens against the question (bench.probes)
+    match_heads: int = 0  # > 0: each probe also matches tokens against the question (dynlen.engine.probes)
     first_layer: int = 1  # layer 0 reads the embeddings, which have not seen the question
     epochs: int = 4
     learning_rate: float = 2e-3

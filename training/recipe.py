@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 
-from bench.device import resolve_device
-from bench.errors import UserError
+from dynlen.bench.device import resolve_device
+from dynlen.errors import UserError
 
 # The official SQuAD 1.1 training set (442 articles, 87,599 questions; its md5 is checked on load).
 DEFAULT_TRAIN_SET = "../shared/data/squad/train-v1.1.json"

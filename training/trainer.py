@@ -17,9 +17,9 @@ from pathlib import Path
 
 import torch
 
-from bench.errors import UserError
-from bench.features import Features, collate
-from training.recipe import differences, same_recipe
+from dynlen.bench.features import Features, collate
+from dynlen.errors import UserError
+from dynlen.training.recipe import differences, same_recipe
 
 CHECKPOINTS = "checkpoints"  # inside the output folder; removed once the model is saved
 RECIPE_FILE = "recipe.json"

@@ -2,9 +2,9 @@ import pytest
 import torch
 from fixtures import tiny_bert
 
-from bench.adaptive import LengthAdaptiveQA
-from bench.config import LengthConfig
-from bench.errors import UserError
+from dynlen.engine.adaptive import LengthAdaptiveQA
+from dynlen.engine.config import LengthConfig
+from dynlen.errors import UserError
 
 
 def _batch(seed: int = 1, lengths=(20, 13, 6), vocab: int = 60):
@@ -62,7 +62,7 @@ def test_dropped_tokens_get_their_last_hidden_state_back():
 
 
 def test_cls_is_always_kept_and_order_preserved():
-    from bench.adaptive import _select_kept
+    from dynlen.engine.adaptive import _select_kept
 
     probs = torch.zeros(1, 1, 5, 5)
     probs[..., 3] = 0.5
@@ -107,7 +107,7 @@ def test_unsupported_architecture_lists_supported_ones():
 
 @pytest.mark.parametrize("spec", [None, "ratios:1,0.5,0.3,0.2", "ratios:1,1,1,0.4"])
 def test_reached_last_layer_marks_exactly_the_tokens_the_last_layer_computed(spec):
-    from bench.adaptive import reached_last_layer
+    from dynlen.engine.adaptive import reached_last_layer
 
     model = tiny_bert().eval()
     ids, mask, types = _batch()

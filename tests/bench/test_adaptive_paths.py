@@ -9,8 +9,8 @@ import pytest
 import torch
 from fixtures import tiny_bert
 
-from bench.adaptive import LengthAdaptiveQA
-from bench.config import LengthConfig
+from dynlen.engine.adaptive import LengthAdaptiveQA
+from dynlen.engine.config import LengthConfig
 
 CONFIGS = [
     None,

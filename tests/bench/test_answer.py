@@ -12,12 +12,12 @@ import pytest
 import torch
 from fixtures import ARTICLES
 
-from bench.answer import Answerer
-from bench.config import LengthConfig
-from bench.errors import UserError
-from bench.features import build_features
-from bench.postprocess import predict_answers
-from bench.squad import Example
+from dynlen.bench.answer import Answerer
+from dynlen.bench.features import build_features
+from dynlen.bench.postprocess import predict_answers
+from dynlen.bench.squad import Example
+from dynlen.engine.config import LengthConfig
+from dynlen.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[2]
 DROPPING = "ratios:1,0.5,0.5,0.25"
@@ -150,7 +150,7 @@ def test_mismatched_or_empty_inputs_are_user_errors(answerer):
 def _run_cli(*args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONPATH=str(ROOT))
     return subprocess.run(
-        [sys.executable, "-m", "bench", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "dynlen", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
     )
 
 
@@ -283,7 +283,7 @@ def test_cli_takes_device_and_top_k(model_dir):
 def test_loading_passes_revision_remote_code_and_the_environment_token(model_dir, monkeypatch):
     from transformers import AutoModelForQuestionAnswering
 
-    from bench import model_io
+    from dynlen.bench import model_io
 
     seen = {}
     original = AutoModelForQuestionAnswering.from_pretrained
@@ -308,6 +308,6 @@ def test_python_api_errors_name_the_argument_not_a_make_variable(tmp_path):
         Answerer(str(tmp_path / "no-such-model"))
     assert "model=" in str(missing.value) and "MODEL=" not in str(missing.value)
     with pytest.raises(UserError, match="dtype"):
-        from bench.model_io import load_qa_model
+        from dynlen.bench.model_io import load_qa_model
 
         load_qa_model(str(tmp_path), dtype="float8")

@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from bench.config import LengthConfig, resolve_config
-from bench.errors import UserError
+from dynlen.engine.config import LengthConfig, resolve_config
+from dynlen.errors import UserError
 
 
 def test_counts_replay_published_configuration():

@@ -3,9 +3,9 @@ import torch
 from fixtures import tiny_bert
 from torch.utils.flop_counter import FlopCounterMode
 
-from bench.adaptive import LengthAdaptiveQA
-from bench.config import LengthConfig
-from bench.costs import BERT_BASE, EncoderShape, example_flops, flop_report
+from dynlen.engine.adaptive import LengthAdaptiveQA
+from dynlen.engine.config import LengthConfig
+from dynlen.engine.costs import BERT_BASE, EncoderShape, example_flops, flop_report
 
 
 @pytest.mark.parametrize(

@@ -19,11 +19,11 @@ import pytest
 import torch
 from fixtures import load_benchmark
 
-from bench.__main__ import main as bench_main
-from bench.device import resolve_device
-from bench.errors import UserError
-from bench.latency import device_synchronizer, interleaved_batch_timings
-from bench.runner import QARunner
+from dynlen.bench.device import resolve_device
+from dynlen.bench.latency import device_synchronizer, interleaved_batch_timings
+from dynlen.bench.runner import QARunner
+from dynlen.cli.main import main as bench_main
+from dynlen.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -64,8 +64,8 @@ def test_auto_picks_cuda_when_torch_sees_a_gpu(monkeypatch):
 
 # --- the runner and the command line ---------------------------------------------------------
 def test_runner_on_explicit_cpu_matches_the_default(model_dir, squad_file):
-    from bench.config import LengthConfig
-    from bench.squad import load_squad
+    from dynlen.bench.squad import load_squad
+    from dynlen.engine.config import LengthConfig
 
     data = load_squad(str(squad_file))
     config = LengthConfig.parse("ratios:1,0.7,0.5,0.3")
@@ -133,7 +133,7 @@ def test_eval_device_cuda_subprocess_without_gpu(tmp_path, squad_file, model_dir
         [
             sys.executable,
             "-m",
-            "bench",
+            "dynlen",
             "eval",
             "--model",
             str(model_dir),

@@ -14,11 +14,11 @@ import torch
 from fixtures import tiny_bert
 from torch.utils.flop_counter import FlopCounterMode
 
-from bench.adaptive import LengthAdaptiveQA
-from bench.config import LengthConfig
-from bench.costs import example_flops
-from bench.errors import UserError
-from bench.significance import POLICIES, SelectionInputs
+from dynlen.engine.adaptive import LengthAdaptiveQA
+from dynlen.engine.config import LengthConfig
+from dynlen.engine.costs import example_flops
+from dynlen.engine.significance import POLICIES, SelectionInputs
+from dynlen.errors import UserError
 
 VOCAB = 60
 DROPPING = ["ratios:1,0.6,0.4,0.2", "counts:9,5,5,1"]
@@ -348,7 +348,7 @@ def bort_folder(tmp_path_factory) -> Path:
 def test_bort_folder_gets_the_byte_level_bpe_tokenizer(bort_folder, tmp_path):
     from transformers import RobertaTokenizer
 
-    from bench.families.bort import byte_level_bpe_tokenizer, needs_byte_level_bpe
+    from dynlen.engine.families.bort import byte_level_bpe_tokenizer, needs_byte_level_bpe
 
     assert needs_byte_level_bpe(bort_folder)
     tok = byte_level_bpe_tokenizer(bort_folder)
@@ -368,9 +368,9 @@ def test_bort_folder_gets_the_byte_level_bpe_tokenizer(bort_folder, tmp_path):
 def test_bort_features_and_adaptive_forward(bort_folder, squad_file):
     from transformers import AutoModelForQuestionAnswering
 
-    from bench.families.bort import byte_level_bpe_tokenizer
-    from bench.features import build_features, collate
-    from bench.squad import load_squad_file
+    from dynlen.bench.features import build_features, collate
+    from dynlen.bench.squad import load_squad_file
+    from dynlen.engine.families.bort import byte_level_bpe_tokenizer
 
     tok = byte_level_bpe_tokenizer(bort_folder)
     data = load_squad_file(squad_file)
@@ -412,9 +412,9 @@ def test_runner_reports_the_family_flops(name, squad_file):
     from fixtures import tiny_tokenizer, vocabulary
     from transformers import DistilBertConfig, DistilBertForQuestionAnswering
 
-    from bench.costs import check_flops_consistent
-    from bench.runner import QARunner
-    from bench.squad import load_squad_file
+    from dynlen.bench.runner import QARunner
+    from dynlen.bench.squad import load_squad_file
+    from dynlen.engine.costs import check_flops_consistent
 
     if name == "distilbert":
         config = DistilBertConfig(vocab_size=len(vocabulary()), dim=32, n_layers=4, n_heads=4, hidden_dim=56)

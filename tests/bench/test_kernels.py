@@ -12,10 +12,10 @@ import torch
 import torch.nn.functional as F
 from fixtures import tiny_bert_config
 
-from bench.adaptive import LengthAdaptiveQA
-from bench.config import LengthConfig
-from bench.families.projections import Projections
-from bench.kernels import native_kernels, unavailable_reason
+from dynlen.engine.adaptive import LengthAdaptiveQA
+from dynlen.engine.config import LengthConfig
+from dynlen.engine.families.projections import Projections
+from dynlen.engine.kernels import native_kernels, unavailable_reason
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +141,7 @@ def test_drop_attention_keeps_protected_leading_slots(kernel):
     _, free = kernel.drop_attention(q, k, v, lengths.tolist(), keep.tolist(), [1, 1], 0.25)
     assert slots[0, :9].tolist() == list(range(9)) and slots[1, :3].tolist() == [0, 1, 2]
     assert not torch.equal(slots, free)  # the protection changed the choice on this input
-    from bench.adaptive import _select_kept
+    from dynlen.engine.adaptive import _select_kept
 
     probs = (q * 0.25 @ k.transpose(-1, -2)).softmax(-1)
     valid = torch.arange(30)[None, :] < lengths[:, None]
@@ -177,7 +177,7 @@ def _spy_on(kernel, name: str, monkeypatch) -> list:
     calls = []
     original = getattr(kernel, name)
     spy = type("Spy", (), {name: staticmethod(lambda *a: calls.append(1) or original(*a))})()
-    monkeypatch.setattr("bench.adaptive.native_kernels", lambda: spy)
+    monkeypatch.setattr("dynlen.engine.adaptive.native_kernels", lambda: spy)
     return calls
 
 
@@ -243,7 +243,7 @@ def test_probe_select_rejects_a_probe_of_another_width(kernel):
 @pytest.mark.parametrize("question", [False, True])
 def test_engine_probe_select_matches_torch_path(kernel, monkeypatch, question):
     """At inference the look-ahead policy's selection runs in the kernel and chooses what torch's ops choose."""
-    from bench.probes import LookaheadProbes
+    from dynlen.engine.probes import LookaheadProbes
 
     calls = _spy_on(kernel, "probe_select", monkeypatch)
     model = _tiny_qa(seed=2)
@@ -270,7 +270,7 @@ def test_engine_probe_select_matches_torch_path(kernel, monkeypatch, question):
 
 
 def test_compiling_is_told_apart_from_loading_a_built_module(tmp_path, monkeypatch):
-    import bench.kernels as kernels
+    import dynlen.engine.kernels as kernels
 
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
     assert kernels.needs_compiling(), "an empty extension cache means a compile"
@@ -285,7 +285,7 @@ def test_compiling_is_told_apart_from_loading_a_built_module(tmp_path, monkeypat
 
 
 def test_elapsed_bar_names_the_step_on_stderr(capsys):
-    from bench.kernels import elapsed_bar
+    from dynlen.engine.kernels import elapsed_bar
 
     with elapsed_bar("compiling something"):
         pass

@@ -1,6 +1,6 @@
 """Per-batch interleaving: every contender sees every batch once per round, in rotating order."""
 
-from bench.latency import interleaved_batch_timings, ratio
+from dynlen.bench.latency import interleaved_batch_timings, ratio
 
 
 def test_batch_interleaving_rotates_order_and_sums_per_round():
@@ -16,7 +16,7 @@ def test_batch_interleaving_rotates_order_and_sums_per_round():
 
 
 def test_ratio_is_reference_over_candidate_per_round():
-    from bench.latency import Timing
+    from dynlen.bench.latency import Timing
 
     r = ratio(Timing((2.0, 3.0)), Timing((1.0, 1.5)))
     assert r.values == (2.0, 2.0) and r.median == 2.0
@@ -24,9 +24,9 @@ def test_ratio_is_reference_over_candidate_per_round():
 
 def test_runner_latency_references_the_engines_own_keep_all(model_dir, squad_file, monkeypatch):
     """Keep-all runs through the same engine (and kernels) as the configuration; stock is separate."""
-    from bench.config import LengthConfig
-    from bench.runner import QARunner
-    from bench.squad import load_squad
+    from dynlen.bench.runner import QARunner
+    from dynlen.bench.squad import load_squad
+    from dynlen.engine.config import LengthConfig
 
     monkeypatch.setenv("DYNLEN_KERNELS", "off")
     runner = QARunner(str(model_dir), load_squad(str(squad_file)), batch_size=4, progress=False)

@@ -5,10 +5,10 @@ import json
 
 import pytest
 
-from bench.config import LengthConfig
-from bench.costs import FlopReport
-from bench.latency import LatencyResult, Ratio
-from bench.measurement import CSV_COLUMNS, RECORD_FIELDS, Measurement
+from dynlen.bench.latency import LatencyResult, Ratio
+from dynlen.bench.measurement import CSV_COLUMNS, RECORD_FIELDS, Measurement
+from dynlen.engine.config import LengthConfig
+from dynlen.engine.costs import FlopReport
 
 
 def _measured() -> Measurement:

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from bench.features import Features
-from bench.postprocess import answers_to_predictions, best_feature_spans, predict_answers
-from bench.squad import Example
+from dynlen.bench.features import Features
+from dynlen.bench.postprocess import answers_to_predictions, best_feature_spans, predict_answers
+from dynlen.bench.squad import Example
 
 N_QUESTION = 3  # [CLS] q q q [SEP] context ... [SEP]
 PREFIX = 1 + N_QUESTION + 1

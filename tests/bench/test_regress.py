@@ -3,10 +3,10 @@ import json
 
 import torch
 
-from bench import regress
-from bench.adaptive import LengthAdaptiveQA
-from cli import regress as regress_cli
-from search.records import configs_from_frontier_csv
+from dynlen.bench import regress
+from dynlen.cli.main import main as cli_main
+from dynlen.engine.adaptive import LengthAdaptiveQA
+from dynlen.search.records import configs_from_frontier_csv
 
 TINY = {"layers": 4, "hidden": 32, "heads": 4, "ffn": 64, "vocab": 1200}
 
@@ -29,7 +29,7 @@ def test_unchanged_code_passes_and_flops_speedup_is_real(tmp_path, capsys):
     entries = json.loads(path.read_text())["entries"]
     assert [e["label"] for e in entries] == ["ratios:1,0.6,0.4,0.2", "counts:200,120,60,20"]
     assert all(e["flops_speedup"] > 1.3 for e in entries)
-    assert regress_cli.main(["check", "--baseline", str(path), "--no-latency"]) == 0
+    assert cli_main(["regress", "check", "--baseline", str(path), "--no-latency"]) == 0
     assert "speedup check passed" in capsys.readouterr().out
 
 
@@ -69,7 +69,7 @@ def test_breaking_the_dropping_fails_the_check(tmp_path, monkeypatch, capsys):
         )
 
     monkeypatch.setattr(LengthAdaptiveQA, "_dropping_layer", keep_everything)
-    assert regress_cli.main(["check", "--baseline", str(path), "--no-latency"]) == 1
+    assert cli_main(["regress", "check", "--baseline", str(path), "--no-latency"]) == 1
     out = capsys.readouterr().out
     assert "REGRESSED (FLOPs)" in out and "speedup REGRESSED" in out
 
@@ -80,7 +80,7 @@ def test_latency_below_the_floor_fails(tmp_path, capsys):
     for e in data["entries"]:
         e["latency_speedup"] = 50.0  # no real run can be 50x faster than keep-all with these configs
     path.write_text(json.dumps(data))
-    assert regress_cli.main(["check", "--baseline", str(path), "--repeats", "1"]) == 1
+    assert cli_main(["regress", "check", "--baseline", str(path), "--repeats", "1"]) == 1
     assert "REGRESSED (latency)" in capsys.readouterr().out
 
 
@@ -93,17 +93,17 @@ def test_a_baseline_from_another_machine_checks_flops_only(tmp_path, capsys):
     for e in data["entries"]:
         e["latency_speedup"] = 50.0  # would fail here, were it this machine's
     path.write_text(json.dumps(data))
-    assert regress_cli.main(["check", "--baseline", str(path), "--repeats", "1"]) == 0
+    assert cli_main(["regress", "check", "--baseline", str(path), "--repeats", "1"]) == 0
     out = capsys.readouterr().out
     assert "latency not compared: the baseline was measured on another CPU" in out and "make regress-update" in out
     for e in data["entries"]:
         e["flops_speedup"] *= 1.01
     path.write_text(json.dumps(data))
-    assert regress_cli.main(["check", "--baseline", str(path), "--repeats", "1"]) == 1
+    assert cli_main(["regress", "check", "--baseline", str(path), "--repeats", "1"]) == 1
 
 
 def test_missing_baseline_is_a_clear_error(tmp_path, capsys):
-    assert regress_cli.main(["check", "--baseline", str(tmp_path / "none.json")]) == 2
+    assert cli_main(["regress", "check", "--baseline", str(tmp_path / "none.json")]) == 2
     assert "make regress-update" in capsys.readouterr().err
 
 
@@ -126,7 +126,7 @@ def test_update_stores_the_median_latency_of_its_runs(tmp_path, monkeypatch):
 def test_update_rejects_zero_runs(tmp_path):
     import pytest
 
-    from bench.errors import UserError
+    from dynlen.errors import UserError
 
     with pytest.raises(UserError, match="--runs"):
         regress.update({}, tmp_path / "b.json", features=3, repeats=1, shape=TINY, runs=0)
@@ -145,4 +145,4 @@ def test_policies_travel_from_the_frontier_csv_into_the_guard(tmp_path, capsys):
     entries = json.loads(path.read_text())["entries"]
     assert [e["label"] for e in entries] == ["ratios:1,0.6,0.4,0.2@lookahead+question", "ratios:1,0.6,0.4,0.2"]
     assert entries[0]["flops_speedup"] != entries[1]["flops_speedup"]  # probes and kept-query scores counted
-    assert regress_cli.main(["check", "--baseline", str(path), "--no-latency"]) == 0
+    assert cli_main(["regress", "check", "--baseline", str(path), "--no-latency"]) == 0

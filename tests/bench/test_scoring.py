@@ -7,9 +7,9 @@ import random
 
 import pytest
 
-from bench.errors import UserError
-from bench.scoring import METRIC_PATH, load_metric, squad_scores
-from bench.squad import Example
+from dynlen.bench.scoring import METRIC_PATH, load_metric, squad_scores
+from dynlen.bench.squad import Example
+from dynlen.errors import UserError
 
 
 def _helpers():

@@ -11,8 +11,8 @@ import pytest
 import torch
 from fixtures import load_benchmark, tiny_bert
 
-from bench.adaptive import LengthAdaptiveQA
-from bench.config import LengthConfig
+from dynlen.engine.adaptive import LengthAdaptiveQA
+from dynlen.engine.config import LengthConfig
 
 
 @pytest.fixture(autouse=True)

@@ -9,12 +9,11 @@ import torch
 from fixtures import save_tiny_model, tiny_bert
 from torch.utils.flop_counter import FlopCounterMode
 
-from bench.adaptive import LengthAdaptiveQA
-from bench.config import LengthConfig
-from bench.costs import example_flops
-from bench.errors import UserError
-from bench.probes import WEIGHTS_FILE, LookaheadProbes, load_probes
-from bench.significance import (
+from dynlen.engine.adaptive import LengthAdaptiveQA
+from dynlen.engine.config import LengthConfig
+from dynlen.engine.costs import example_flops
+from dynlen.engine.probes import WEIGHTS_FILE, LookaheadProbes, load_probes
+from dynlen.engine.significance import (
     POLICIES,
     SelectionInputs,
     attention_from,
@@ -23,6 +22,7 @@ from bench.significance import (
     question_segment,
     register_policy,
 )
+from dynlen.errors import UserError
 
 SEP = 3
 
@@ -361,7 +361,7 @@ def _spy_kept(monkeypatch) -> list:
 @pytest.mark.parametrize("spec", ["ratios:1,0.6,0.45,0.35", "counts:24,10,5,3"])  # the second cuts the question
 def test_probes_run_inside_the_projection_choose_as_the_probe_module_does(spec, monkeypatch):
     """The probe's first map runs in the layer's q/k/v GEMM at inference; the choice and logits are the module's."""
-    from bench.adaptive import _Selection
+    from dynlen.engine.adaptive import _Selection
 
     model = tiny_bert()
     qa = LengthAdaptiveQA(model, probes=_probes(model, width=8), sep_token_id=SEP)
@@ -409,7 +409,7 @@ def test_kept_question_follows_the_slots_in_a_padded_batch(spec, match_heads, mo
 
 def test_following_a_kept_question_equals_gathering_its_mask():
     """Cutting the kept question's mask to the new width is what gathering it would give, padding excluded."""
-    from bench.adaptive import _select_kept, _Selection, _take_rows
+    from dynlen.engine.adaptive import _select_kept, _Selection, _take_rows
 
     question = torch.arange(12)[None, :] < torch.tensor([[4], [7]])  # questions of 4 and 7 slots
     valid = torch.arange(12)[None, :] < torch.tensor([[12], [9]])

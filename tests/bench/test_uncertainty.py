@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench.scoring import squad_scores
-from bench.squad import Example
-from bench.uncertainty import paired_interval, per_question_f1
+from dynlen.bench.scoring import squad_scores
+from dynlen.bench.squad import Example
+from dynlen.bench.uncertainty import paired_interval, per_question_f1
 
 
 def _examples():

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from bench.__main__ import main
-from bench.config import LengthConfig
-from bench.measurement import Measurement
+from dynlen.bench.measurement import Measurement
+from dynlen.cli.main import main
+from dynlen.engine.config import LengthConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def _run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONPATH=str(ROOT))
     return subprocess.run(
-        [sys.executable, "-m", "bench", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "dynlen", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
     )
 
 
@@ -139,7 +139,7 @@ def test_help_lists_every_option():
 
 def test_missing_folder_under_an_existing_directory_is_a_path(tmp_path, monkeypatch):
     """`models/foo` with a local `models/` is a folder that is missing, not a hub id."""
-    from bench.model_io import _looks_like_path
+    from dynlen.bench.model_io import _looks_like_path
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "models").mkdir()

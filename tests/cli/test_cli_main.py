@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cli.main import COMMANDS, build_parser, main
+from dynlen.cli.main import COMMANDS, build_parser, main
 
 
 def _subparsers(parser):

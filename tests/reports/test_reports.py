@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from bench.config import LengthConfig
-from bench.measurement import Measurement
-from reports.__main__ import main
-from reports.report import make_report
-from reports.tables import frontier_rows
-from search.frontier import best_within, pareto_front
-from search.records import RunInfo, TrialPoint, read_run, write_run
+from dynlen.bench.measurement import Measurement
+from dynlen.cli.main import main
+from dynlen.engine.config import LengthConfig
+from dynlen.reports.report import make_report
+from dynlen.reports.tables import frontier_rows
+from dynlen.search.frontier import best_within, pareto_front
+from dynlen.search.records import RunInfo, TrialPoint, read_run, write_run
 
 ROOT = Path(__file__).resolve().parents[2]
 FLOPS = "flops_speedup_vs_bert_base"
@@ -208,20 +208,22 @@ def test_frontier_rows_cover_both_frontiers_and_baselines():
 
 
 def test_cli_prints_paths_and_headline(run_dir, tmp_path, capsys):
-    assert main([str(run_dir), "--out", str(tmp_path / "cli")]) == 0
+    assert main(["report", str(run_dir), "--out", str(tmp_path / "cli")]) == 0
     out = capsys.readouterr().out
     assert "pareto.png" in out and "FLOPs: 2.50x" in out
     assert read_run(run_dir)[0].name == "synthetic"
 
 
 def test_cli_help_exits_zero():
-    done = subprocess.run([sys.executable, "-m", "reports", "--help"], cwd=ROOT, capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "dynlen", "report", "--help"], cwd=ROOT, capture_output=True, text=True
+    )
     assert done.returncode == 0 and "--run RUN" in done.stdout
 
 
 def test_missing_run_folder_is_a_one_line_error(tmp_path):
     done = subprocess.run(
-        [sys.executable, "-m", "reports", str(tmp_path / "nope")], cwd=ROOT, capture_output=True, text=True
+        [sys.executable, "-m", "dynlen", "report", str(tmp_path / "nope")], cwd=ROOT, capture_output=True, text=True
     )
     assert done.returncode == 2
     assert done.stderr.startswith("error: ") and len(done.stderr.strip().splitlines()) == 1
@@ -229,8 +231,8 @@ def test_missing_run_folder_is_a_one_line_error(tmp_path):
 
 def test_committed_reference_csvs_are_rebuilt_byte_for_byte(tmp_path):
     """The tables are DataFrames now; the files the regression guard and readers use must not change."""
-    from reports.compare import compare_runs
-    from reports.report import make_report
+    from dynlen.reports.compare import compare_runs
+    from dynlen.reports.report import make_report
 
     root = Path(__file__).resolve().parents[2] / "reports"
     make_report(root / "reference-lengthdrop", tmp_path / "ref")
@@ -259,7 +261,7 @@ def test_svg_is_the_same_bytes_when_redrawn(run_dir, tmp_path):
 
 
 def test_plot_title_has_no_file_path_and_names_keep_all_only():
-    from reports.plot import display_name
+    from dynlen.reports.plot import display_name
 
     assert display_name("models/minilm-squad-lengthdrop") == "minilm-squad-lengthdrop"
     assert display_name("/tmp/x/y/model") == "model"

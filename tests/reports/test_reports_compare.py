@@ -4,11 +4,11 @@ from pathlib import Path
 import pytest
 from fixtures import scores_at
 
-from bench.config import LengthConfig
-from bench.errors import UserError
-from cli.compare import main
-from reports.compare import compare_runs, parse_spec
-from search.records import RunInfo, TrialPoint, write_run
+from dynlen.cli.main import main
+from dynlen.engine.config import LengthConfig
+from dynlen.errors import UserError
+from dynlen.reports.compare import compare_runs, parse_spec
+from dynlen.search.records import RunInfo, TrialPoint, write_run
 
 
 def _point(number: int, f1: float, speed: float, baseline: str | None = None) -> TrialPoint:
@@ -91,14 +91,14 @@ def test_different_heldout_questions_refused(tmp_path):
 def test_bad_spec_and_single_run_are_one_line_errors(two_runs, tmp_path, capsys):
     with pytest.raises(UserError, match="LABEL=RUN_DIR"):
         parse_spec("reports/reference")
-    assert main([f"only={two_runs[0]}", "--out", str(tmp_path / "o")]) == 2
+    assert main(["compare", f"only={two_runs[0]}", "--out", str(tmp_path / "o")]) == 2
     assert "at least two runs" in capsys.readouterr().err
-    assert main([f"a={two_runs[0]}", f"b={tmp_path / 'missing'}", "--out", str(tmp_path / "o")]) == 2
+    assert main(["compare", f"a={two_runs[0]}", f"b={tmp_path / 'missing'}", "--out", str(tmp_path / "o")]) == 2
     assert "no finished search" in capsys.readouterr().err
 
 
 def test_cli_prints_headline(two_runs, tmp_path, capsys):
     standard, lengthdrop = two_runs
-    assert main([f"standard={standard}", f"lengthdrop={lengthdrop}", "--out", str(tmp_path / "o")]) == 0
+    assert main(["compare", f"standard={standard}", f"lengthdrop={lengthdrop}", "--out", str(tmp_path / "o")]) == 0
     out = capsys.readouterr().out
     assert "lengthdrop: keep-all F1 73.50" in out and "1.90x FLOPs" in out

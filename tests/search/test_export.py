@@ -8,12 +8,12 @@ import pytest
 from fixtures import save_tiny_model
 from test_search import _settings
 
-from bench.answer import Answerer
-from bench.config import LengthConfig
-from bench.errors import UserError
-from search.budget import parse_budget
-from search.choose import choose, export_model, write_choice
-from search.study import run_search
+from dynlen.bench.answer import Answerer
+from dynlen.engine.config import LengthConfig
+from dynlen.errors import UserError
+from dynlen.search.budget import parse_budget
+from dynlen.search.choose import choose, export_model, write_choice
+from dynlen.search.study import run_search
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +46,7 @@ def test_a_choice_is_refused_for_other_weights(chosen, model_dir, tmp_path):
 
 
 def test_choose_cli_exports(chosen, tmp_path, capsys):
-    from cli.main import main
+    from dynlen.cli.main import main
 
     tmp, _, record = chosen
     run = record["run"]

@@ -1,6 +1,6 @@
 import pytest
 
-from search.hypervolume import hypervolume
+from dynlen.search.hypervolume import hypervolume
 
 
 def test_single_point_is_a_rectangle():

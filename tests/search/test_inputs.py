@@ -7,11 +7,11 @@ import json
 import pytest
 from fixtures import squad_dict
 
-from bench.config import LengthConfig
-from bench.errors import UserError
-from bench.squad import load_squad
-from search.settings import SearchSettings
-from search.study import run_search
+from dynlen.bench.squad import load_squad
+from dynlen.engine.config import LengthConfig
+from dynlen.errors import UserError
+from dynlen.search.settings import SearchSettings
+from dynlen.search.study import run_search
 
 
 def _broken(path, change):
@@ -56,12 +56,12 @@ def test_malformed_configuration_json_is_one_line(tmp_path, text, says):
 
 
 def test_squad_error_comes_before_the_model_loads(tmp_path, model_dir, monkeypatch):
-    import search.study
+    from dynlen.search import study
 
     def no_model(*_a, **_k):
         raise AssertionError("model loaded before the data was checked")
 
-    monkeypatch.setattr(search.study, "load_qa_model", no_model)
+    monkeypatch.setattr(study, "load_qa_model", no_model)
     bad = _broken(tmp_path / "bad.json", lambda p: p.update(context=None))
     settings = SearchSettings(model=str(model_dir), data=str(bad), run_dir=str(tmp_path / "run"), trials=6)
     with pytest.raises(UserError, match="'context' is None"):
@@ -69,12 +69,12 @@ def test_squad_error_comes_before_the_model_loads(tmp_path, model_dir, monkeypat
 
 
 def test_negative_max_rescore_is_refused_before_the_model_loads(tmp_path, model_dir, squad_file, monkeypatch):
-    import search.study
+    from dynlen.search import study
 
     def no_model(*_a, **_k):
         raise AssertionError("model loaded before the settings were checked")
 
-    monkeypatch.setattr(search.study, "load_qa_model", no_model)
+    monkeypatch.setattr(study, "load_qa_model", no_model)
     run_dir = tmp_path / "run"
     settings = SearchSettings(model=str(model_dir), data=str(squad_file), run_dir=str(run_dir), max_rescore=-1)
     with pytest.raises(UserError, match="--max-rescore must be 0 or more"):
@@ -85,10 +85,10 @@ def test_negative_max_rescore_is_refused_before_the_model_loads(tmp_path, model_
 def test_unreachable_flops_budget_is_refused_before_the_first_trial(tmp_path, model_dir, squad_file, capsys):
     import optuna
 
-    from search.__main__ import main
+    from dynlen.cli.main import main
 
     run_dir = tmp_path / "run"
-    args = ["run", "--model", str(model_dir), "--data", str(squad_file), "--run-dir", str(run_dir)]
+    args = ["search", "--model", str(model_dir), "--data", str(squad_file), "--run-dir", str(run_dir)]
     args += ["--trials", "6", "--search-questions", "0", "--heldout-questions", "0", "--no-report"]
     assert main([*args, "--budget", "flops-speedup>=100"]) == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -4,16 +4,16 @@ import optuna
 import pytest
 from fixtures import scores_at
 
-from bench.config import LengthConfig
-from bench.errors import UserError
-from bench.measurement import Measurement
-from search.budget import parse_budget
-from search.choose import NothingMeetsBudget, choose
-from search.objective import Objective
-from search.records import TrialPoint, read_run
-from search.settings import SearchSettings
-from search.space import baseline_params, config_from_shares, sample_config
-from search.study import run_search
+from dynlen.bench.measurement import Measurement
+from dynlen.engine.config import LengthConfig
+from dynlen.errors import UserError
+from dynlen.search.budget import parse_budget
+from dynlen.search.choose import NothingMeetsBudget, choose
+from dynlen.search.objective import Objective
+from dynlen.search.records import TrialPoint, read_run
+from dynlen.search.settings import SearchSettings
+from dynlen.search.space import baseline_params, config_from_shares, sample_config
+from dynlen.search.study import run_search
 
 
 def _scores(**kw):
@@ -66,8 +66,8 @@ def test_sampled_configurations_are_valid_and_baselines_are_in_the_space():
 
 def test_only_the_last_layer_may_keep_less_than_the_lowest_share():
     """The last layer computes only answer candidates' final states, so its share goes lower; no other layer's does."""
-    from search.space import LAST_LAYER_LOWEST_SHARE, LOWEST_SHARE, param_name
-    from search.study import cheapest_config
+    from dynlen.search.space import LAST_LAYER_LOWEST_SHARE, LOWEST_SHARE, param_name
+    from dynlen.search.study import cheapest_config
 
     study = optuna.create_study(directions=["maximize", "minimize"], sampler=optuna.samplers.RandomSampler(seed=0))
     for _ in range(60):
@@ -138,7 +138,7 @@ def test_late_drop_seeds_run_as_ordinary_trials(finished_run):
 
 def test_late_drop_seeds_are_in_the_space():
     """Full layers first, then a constant share, then the last layer's low share: valid, non-increasing shapes."""
-    from search.space import LAST_LAYER_LOWEST_SHARE, LATE_LAST_SHARE, late_params
+    from dynlen.search.space import LAST_LAYER_LOWEST_SHARE, LATE_LAST_SHARE, late_params
 
     seeds = late_params(6)
     assert set(seeds) == {"late-0.80", "late-0.70", "late-0.60"}
@@ -213,7 +213,7 @@ def test_choose_picks_best_held_out_f1_meeting_the_budget(finished_run, tmp_path
 
 
 def test_choose_cli_writes_json_and_exits_1_when_unreachable(finished_run, tmp_path, capsys):
-    from search.__main__ import main
+    from dynlen.cli.main import main
 
     _, run_dir = finished_run
     out = tmp_path / "chosen.json"
@@ -224,7 +224,7 @@ def test_choose_cli_writes_json_and_exits_1_when_unreachable(finished_run, tmp_p
 
 
 def test_spread_keeps_both_ends_and_caps_the_count():
-    from search.heldout import spread
+    from dynlen.search.heldout import spread
 
     front = list(range(42))
     picked = spread(front, 16)
@@ -240,7 +240,7 @@ def _front_point(number: int, f1: float, speed: float, baseline: str | None = No
 
 def test_rescoring_takes_every_frontier_point_near_keep_all_before_thinning_the_tail():
     """A long tail of heavy drops must not crowd out the points where 'within 1 F1' is decided."""
-    from search.heldout import points_to_rescore
+    from dynlen.search.heldout import points_to_rescore
 
     keep_all = _front_point(0, 79.0, 1.0, "keep-all")
     near = [_front_point(1, 78.9, 1.43), _front_point(2, 78.7, 1.46), _front_point(3, 78.1, 1.60)]

@@ -6,12 +6,12 @@ import optuna
 import pytest
 from test_search import _settings
 
-from bench.config import LengthConfig, config_cells, config_from_cells
-from bench.errors import UserError
-from bench.probes import LookaheadProbes
-from search.records import read_run
-from search.space import SELECTION_PARAM, baseline_params, parse_selections, sample_config
-from search.study import run_search
+from dynlen.engine.config import LengthConfig, config_cells, config_from_cells
+from dynlen.engine.probes import LookaheadProbes
+from dynlen.errors import UserError
+from dynlen.search.records import read_run
+from dynlen.search.space import SELECTION_PARAM, baseline_params, parse_selections, sample_config
+from dynlen.search.study import run_search
 
 
 def test_selections_are_validated_and_fixed_or_categorical():
@@ -50,7 +50,7 @@ def test_held_out_points_carry_their_interval_to_keep_all(tmp_path, model_dir, s
     for p in others:  # the point estimate lies inside its interval
         delta = p.heldout.f1 - keep_all.heldout.f1
         assert p.heldout.f1_delta_low - 1e-9 <= delta <= p.heldout.f1_delta_high + 1e-9
-    from reports.report import make_report
+    from dynlen.reports.report import make_report
 
     make_report(run_dir, tmp_path / "report")
     report = (tmp_path / "report" / "report.md").read_text()
@@ -78,7 +78,7 @@ def test_auto_significance_follows_whether_the_model_has_probes(tmp_path, model_
 
     from transformers import AutoModelForQuestionAnswering
 
-    from search.settings import SearchSettings
+    from dynlen.search.settings import SearchSettings
 
     plain = SearchSettings(model=str(model_dir), data="unused.json", run_dir=str(tmp_path / "a"))
     assert plain.significance == "auto" and plain.resolved().significance == "attention"

@@ -1,6 +1,6 @@
 """Many workers and kills, on real processes: a PostgreSQL server, and the SQLite run folder.
 
-Each worker is ``python -m search run`` in its own process, as a user starts it. Trials time
+Each worker is ``dynlen search`` in its own process, as a user starts it. Trials time
 latency (``--cost latency`` with many repeats) so that one lasts long enough to be killed in
 the middle; the model is the tiny random BERT and the data the ten-question fixture.
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from search.storage import RunLock
+from dynlen.search.storage import RunLock
 
 COMPLETE = optuna.trial.TrialState.COMPLETE
 RUNNING = optuna.trial.TrialState.RUNNING
@@ -30,8 +30,8 @@ def _command(model_dir, squad_file, run_dir, trials, *extra, slow=False):
     cmd = [
         sys.executable,
         "-m",
+        "dynlen",
         "search",
-        "run",
         "--model",
         str(model_dir),
         "--data",
@@ -162,7 +162,7 @@ def test_killed_sqlite_run_is_recovered_by_an_immediate_rerun(tmp_path, model_di
 
 
 def test_second_process_on_a_sqlite_run_folder_is_refused(tmp_path, model_dir, squad_file, capsys):
-    from search.__main__ import main
+    from dynlen.cli.main import main
 
     run_dir = tmp_path / "run"
     lock = RunLock(run_dir)
@@ -186,20 +186,20 @@ def test_second_process_on_a_sqlite_run_folder_is_refused(tmp_path, model_dir, s
     ],
 )
 def test_bad_storage_is_one_line_before_data_loads(storage, says, tmp_path, model_dir, squad_file, capsys, monkeypatch):
-    import search.study
-    from search.__main__ import main
+    from dynlen.cli.main import main
+    from dynlen.search import study
 
     def no_data(*_a, **_k):
         raise AssertionError("data loaded before the storage was checked")
 
-    monkeypatch.setattr(search.study, "load_squad", no_data)
+    monkeypatch.setattr(study, "load_squad", no_data)
     code = main(_command(model_dir, squad_file, tmp_path / "run", 6, "--storage", storage)[3:])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and says in err[0], err
 
 
 def test_wrong_credentials_on_a_real_server_are_one_line(postgres_url, tmp_path, model_dir, squad_file, capsys):
-    from search.__main__ import main
+    from dynlen.cli.main import main
 
     wrong = postgres_url.replace("postgres@", "nosuchuser:pw@")
     code = main(_command(model_dir, squad_file, tmp_path / "run", 6, "--storage", wrong)[3:])
@@ -208,7 +208,7 @@ def test_wrong_credentials_on_a_real_server_are_one_line(postgres_url, tmp_path,
 
 
 def test_two_run_folders_on_one_storage_are_two_studies(postgres_url, tmp_path, model_dir, squad_file):
-    from search.__main__ import main
+    from dynlen.cli.main import main
 
     for name in ("first", "second"):
         assert main(_command(model_dir, squad_file, tmp_path / name, 6, "--storage", postgres_url)[3:]) == 0

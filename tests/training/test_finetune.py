@@ -6,10 +6,10 @@ import pytest
 import torch
 from fixtures import KilledAt, kill_after, model_weights, tiny_recipe
 
-from bench.errors import UserError
-from bench.squad import load_squad
-from training import finetune, recipe
-from training import trainer as tr
+from dynlen.bench.squad import load_squad
+from dynlen.errors import UserError
+from dynlen.training import finetune, recipe
+from dynlen.training import trainer as tr
 
 
 def _recipe(model_dir: Path, squad_file: Path, **overrides) -> finetune.Recipe:
@@ -151,7 +151,7 @@ def test_attention_dropout_is_off_by_default_and_recorded_in_the_saved_config(mo
 
 
 def test_models_trained_before_the_attention_dropout_option_are_not_taken_for_todays_default(model_dir, squad_file):
-    from training.recipe import same_recipe
+    from dynlen.training.recipe import same_recipe
 
     today = _recipe(model_dir, squad_file)
     stored = {k: v for k, v in asdict(today).items() if k != "attention_dropout"}

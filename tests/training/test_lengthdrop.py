@@ -8,14 +8,15 @@ import pytest
 import torch
 from fixtures import KilledAt, kill_after, model_weights, tiny_bert, tiny_recipe, tiny_tokenizer, vocabulary
 
-from bench.adaptive import LengthAdaptiveQA
-from bench.errors import UserError
-from bench.features import build_features, collate
-from bench.squad import load_squad
-from cli import lengthdrop as lengthdrop_cli
-from training import lengthdrop as ld
-from training import trainer as tr
-from training.recipe import differences, same_recipe
+from dynlen.bench.features import build_features, collate
+from dynlen.bench.squad import load_squad
+from dynlen.cli import lengthdrop as lengthdrop_cli
+from dynlen.cli.main import main as cli_main
+from dynlen.engine.adaptive import LengthAdaptiveQA
+from dynlen.errors import UserError
+from dynlen.training import lengthdrop as ld
+from dynlen.training import trainer as tr
+from dynlen.training.recipe import differences, same_recipe
 
 NUM_LAYERS = 4
 
@@ -198,7 +199,7 @@ def test_teacher_adds_a_kl_term_and_stays_frozen(squad_file):
 def _cli(model_dir: Path, squad_file: Path, out: Path, *extra: str) -> int:
     options = ["--model", str(model_dir), "--train", str(squad_file), "--out", str(out)]
     tiny = ["--batch-size", "4", "--max-length", "64", "--stride", "16", "--max-steps", "2", "--precision", "fp32"]
-    return lengthdrop_cli.main(options + tiny + list(extra))
+    return cli_main(["lengthdrop", *options, *tiny, *extra])
 
 
 def test_run_writes_a_loadable_folder_with_small_files_and_is_idempotent(model_dir, squad_file, tmp_path, capsys):
@@ -328,7 +329,7 @@ def test_a_step_count_makes_the_epoch_share_irrelevant_to_the_recipe(model_dir, 
 def test_the_command_line_trains_the_default_step_count_and_zero_means_epochs():
     import argparse
 
-    from cli.lengthdrop import add_arguments, recipe_from_args
+    from dynlen.cli.lengthdrop import add_arguments, recipe_from_args
 
     parser = argparse.ArgumentParser()
     add_arguments(parser)
@@ -353,8 +354,9 @@ def test_teacher_with_another_vocabulary_is_a_clear_user_error(model_dir, squad_
     BertTokenizer(vocab=vocab).save_pretrained(teacher)
     with pytest.raises(UserError, match="different vocabulary.*1 only in the teacher"):
         ld.train_lengthdrop(_recipe(model_dir, squad_file, teacher=str(teacher), max_steps=1), tmp_path / "o")
-    code = lengthdrop_cli.main(
+    code = cli_main(
         [
+            "lengthdrop",
             "--model",
             str(model_dir),
             "--train",
@@ -381,7 +383,7 @@ def test_run_with_a_teacher(model_dir, squad_file, tmp_path):
 
 def test_help_lists_the_options(capsys):
     with pytest.raises(SystemExit):
-        lengthdrop_cli.main(["--help"])
+        cli_main(["lengthdrop", "--help"])
     text = capsys.readouterr().out
     for option in (
         "--model",
@@ -425,15 +427,15 @@ def test_layerdrop_recipe_validated_and_changes_training(tmp_path, model_dir, sq
 def _probe_weights(folder: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
-    from bench.probes import WEIGHTS_FILE
+    from dynlen.engine.probes import WEIGHTS_FILE
 
     return load_file(str(folder / WEIGHTS_FILE))
 
 
 def test_lookahead_lengthdrop_trains_and_saves_probes_beside_a_stock_model(model_dir, squad_file, tmp_path, capsys):
-    from bench.adaptive import LengthAdaptiveQA
-    from bench.model_io import load_qa_model
-    from training.probes import ProbeRecipe, train_probes
+    from dynlen.bench.model_io import load_qa_model
+    from dynlen.engine.adaptive import LengthAdaptiveQA
+    from dynlen.training.probes import ProbeRecipe, train_probes
 
     out = ld.train_lengthdrop(_recipe(model_dir, squad_file, significance="lookahead+question"), tmp_path / "ld")
     info = json.loads((out / "training.json").read_text())
@@ -452,7 +454,7 @@ def test_lookahead_lengthdrop_trains_and_saves_probes_beside_a_stock_model(model
 
 
 def test_probe_kl_is_part_of_the_loss_and_only_the_probes_get_its_gradient(squad_file):
-    from bench.adaptive import LengthAdaptiveQA
+    from dynlen.engine.adaptive import LengthAdaptiveQA
 
     model = tiny_bert(num_layers=NUM_LAYERS).train()
     probes, origin = ld.attach_probes(model, _recipe(Path("."), squad_file, significance="lookahead"))
@@ -527,7 +529,7 @@ def test_lookahead_lengthdrop_resumes_exactly_probes_included(model_dir, squad_f
 
 
 def _probed_copy(model_dir: Path, squad_file: Path, folder: Path, width: int, match_heads: int = 0) -> Path:
-    from training.probes import ProbeRecipe, train_probes
+    from dynlen.training.probes import ProbeRecipe, train_probes
 
     shutil.copytree(model_dir, folder)
     recipe = ProbeRecipe(
@@ -538,8 +540,8 @@ def _probed_copy(model_dir: Path, squad_file: Path, folder: Path, width: int, ma
 
 
 def test_lookahead_lengthdrop_starts_from_the_start_models_saved_probes(model_dir, squad_file, tmp_path):
-    from bench.model_io import load_qa_model
-    from bench.probes import load_probes
+    from dynlen.bench.model_io import load_qa_model
+    from dynlen.engine.probes import load_probes
 
     probed = _probed_copy(model_dir, squad_file, tmp_path / "probed", width=8)
     saved = load_probes(load_qa_model(str(probed)))
@@ -558,8 +560,8 @@ def test_lookahead_lengthdrop_starts_from_the_start_models_saved_probes(model_di
 
 
 def test_lengthdrop_without_probes_does_not_announce_the_start_models_probes(model_dir, squad_file, tmp_path):
-    from bench.adaptive import LengthAdaptiveQA
-    from bench.model_io import load_qa_model
+    from dynlen.bench.model_io import load_qa_model
+    from dynlen.engine.adaptive import LengthAdaptiveQA
 
     probed = _probed_copy(model_dir, squad_file, tmp_path / "probed", width=8)
     out = ld.train_lengthdrop(_recipe(probed, squad_file, significance="attention"), tmp_path / "ld")
@@ -568,7 +570,7 @@ def test_lengthdrop_without_probes_does_not_announce_the_start_models_probes(mod
 
 
 def test_saved_probes_without_their_weights_file_are_named_before_training(model_dir, squad_file, tmp_path):
-    from bench.probes import WEIGHTS_FILE
+    from dynlen.engine.probes import WEIGHTS_FILE
 
     probed = _probed_copy(model_dir, squad_file, tmp_path / "probed", width=8)
     (probed / WEIGHTS_FILE).unlink()
@@ -591,7 +593,7 @@ def test_saved_question_matching_probes_without_question_are_refused_before_enco
     with pytest.raises(UserError, match="use 'lookahead\\+question'"):
         ld.train_lengthdrop(recipe, tmp_path / "ld")
     fresh = _recipe(probed, squad_file, significance="lookahead", probe_width=8, probe_init="fresh")
-    from bench.model_io import load_qa_model
+    from dynlen.bench.model_io import load_qa_model
 
     assert ld.attach_probes(load_qa_model(str(probed)), fresh)[1] == "fresh", "fresh probes need no question"
 
@@ -639,7 +641,7 @@ def test_kept_sub_model_loss_sends_no_gradient_through_restored_states(squad_fil
     sub_head = heads[-1]
     with torch.no_grad():
         traced = qa(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"], config=config, trace=True)
-    from bench.adaptive import reached_last_layer
+    from dynlen.engine.adaptive import reached_last_layer
 
     reached = reached_last_layer(traced, batch["attention_mask"])
     restored = batch["attention_mask"].bool() & ~reached
@@ -660,7 +662,7 @@ def test_unknown_sub_model_loss_is_refused(model_dir, squad_file):
 def test_auto_significance_trains_under_the_start_models_probes_when_it_has_them(tmp_path, model_dir, capsys):
     from transformers import AutoModelForQuestionAnswering
 
-    from bench.probes import LookaheadProbes
+    from dynlen.engine.probes import LookaheadProbes
 
     def recipe_for(folder, *extra):
         parser = lengthdrop_cli.argparse.ArgumentParser()
@@ -697,7 +699,7 @@ def test_probe_supervision_auto_is_the_measured_weight_under_a_lookahead_policy_
 
 # --- a target configuration in the sandwich ------------------------------------------------------
 def test_a_target_configuration_takes_the_smallest_sub_models_place():
-    from bench.config import LengthConfig
+    from dynlen.engine.config import LengthConfig
 
     target = LengthConfig.parse("ratios:1,0.5,0.25,0.05")
     configs = ld.sub_model_configs(NUM_LAYERS, 0.2, 2, seed=0, step=7, target=target)
@@ -714,7 +716,7 @@ def _target_recipe(model_dir, *extra):
 
 
 def test_target_config_from_the_command_line_or_a_file_is_stored_exactly(model_dir, tmp_path):
-    from bench.config import LengthConfig
+    from dynlen.engine.config import LengthConfig
 
     assert _target_recipe(model_dir).target_config is None
     recipe = _target_recipe(model_dir, "--target-config", "ratios:1,0.8,0.512,0.1")

@@ -8,11 +8,11 @@ import shutil
 import pytest
 import torch
 
-from bench.adaptive import LengthAdaptiveQA
-from bench.errors import UserError
-from bench.model_io import load_qa_model
-from bench.probes import CONFIG_KEY, WEIGHTS_FILE
-from training.probes import ProbeRecipe, train_probes
+from dynlen.bench.model_io import load_qa_model
+from dynlen.engine.adaptive import LengthAdaptiveQA
+from dynlen.engine.probes import CONFIG_KEY, WEIGHTS_FILE
+from dynlen.errors import UserError
+from dynlen.training.probes import ProbeRecipe, train_probes
 
 
 def test_probes_train_save_and_load(tmp_path, model_dir, squad_file, capsys):

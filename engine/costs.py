@@ -7,7 +7,7 @@ bias adds) and embedding look-ups are not counted; a matrix product inside the e
 (MobileBERT's embedding projection) is. Tokens are real tokens: padding is free.
 
 Each model family describes its own arithmetic with a :class:`CostShape` (BERT, RoBERTa and
-DistilBERT with :class:`EncoderShape`; others next to their adapter in ``bench.families``), so
+DistilBERT with :class:`EncoderShape`; others next to their adapter in ``dynlen.engine.families``), so
 the functions below hold for every family.
 
 Two conventions, both reported:
@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from bench.config import COUNTS_MAX_LENGTH, LengthConfig
+from dynlen.engine.config import COUNTS_MAX_LENGTH, LengthConfig
 
 
 class CostShape(Protocol):
@@ -126,7 +126,7 @@ def example_layer_flops(
     Probes that read the question need it kept, so the question
     tokens present at a layer are ``min(question_length, n_in)``.
     """
-    from bench.significance import get_policy
+    from dynlen.engine.significance import get_policy
 
     policy = get_policy(config.significance)
     out, n_in = [], length

@@ -1,6 +1,6 @@
 """The projections of a layer at inference: cached, packed weights and the native small-GEMM kernel.
 
-Kept apart from the adapter interface (:mod:`bench.families.base`): adapters only say *which*
+Kept apart from the adapter interface (:mod:`dynlen.engine.families.base`): adapters only say *which*
 Linear modules a layer runs; this module decides *how* they run.
 """
 
@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.kernels import native_kernels
+from dynlen.engine.kernels import native_kernels
 
 
 class Projections:
@@ -24,7 +24,7 @@ class Projections:
 
     - linears that read the same input (q, k, v) are concatenated into one GEMM, so one call
       streams their weights and pays one dispatch;
-    - with ``kernels`` on and the small-GEMM kernel available (``bench.kernels``), weights are
+    - with ``kernels`` on and the small-GEMM kernel available (``dynlen.engine.kernels``), weights are
       packed once into its panel layout and every float32 CPU projection runs through it.
 
     Cached weights are rebuilt whenever a source parameter changes (its in-place version counter,

@@ -11,9 +11,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from bench.costs import EncoderShape
-from bench.families.base import LayerInputs, same_input_qkv, split_heads, split_span_logits
-from bench.families.projections import Projections
+from dynlen.engine.costs import EncoderShape
+from dynlen.engine.families.base import LayerInputs, same_input_qkv, split_heads, split_span_logits
+from dynlen.engine.families.projections import Projections
 
 
 class DistilBertAdapter:

@@ -14,7 +14,7 @@ from typing import Protocol
 import torch
 from torch import nn
 
-from bench.costs import CostShape
+from dynlen.engine.costs import CostShape
 
 
 @dataclass
@@ -43,7 +43,7 @@ class FamilyAdapter(Protocol):
     ``late_query``: the family's queries are a per-token map of what ``carry`` holds, so a layer
     whose tokens are chosen without reading attention can project queries for its kept tokens
     only: ``project_qkv(..., query=False)`` leaves them out and ``project_query`` makes them from
-    the kept rows of ``carry``. Its cost shape then has ``query_flops`` (``bench.costs``). A family
+    the kept rows of ``carry``. Its cost shape then has ``query_flops`` (``dynlen.engine.costs``). A family
     without it projects every token's query, as the attention policy needs anyway.
     """
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from bench.errors import UserError
+from dynlen.errors import UserError
 
 WEIGHTS_FILE = "lookahead_probes.safetensors"
 CONFIG_KEY = "dynlen_lookahead"

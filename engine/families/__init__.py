@@ -2,7 +2,7 @@
 token by token, and the exact FLOPs of that wiring.
 
 A family is supported by writing one module here (an adapter with the small interface of
-:class:`bench.families.base.FamilyAdapter`) and registering it in :data:`ADAPTERS`
+:class:`dynlen.engine.families.base.FamilyAdapter`) and registering it in :data:`ADAPTERS`
 below, the one list of supported families.
 """
 
@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from torch import nn
 
-from bench.errors import UserError
-from bench.families.base import FamilyAdapter
-from bench.families.bert import BertLayoutAdapter
-from bench.families.distilbert import DistilBertAdapter
-from bench.families.mobilebert import MobileBertAdapter
+from dynlen.engine.families.base import FamilyAdapter
+from dynlen.engine.families.bert import BertLayoutAdapter
+from dynlen.engine.families.distilbert import DistilBertAdapter
+from dynlen.engine.families.mobilebert import MobileBertAdapter
+from dynlen.errors import UserError
 
 ADAPTERS: dict[str, type] = {
     "bert": BertLayoutAdapter,  # also BORT, whose checkpoints are model_type "bert"

@@ -3,7 +3,7 @@
 RoBERTa differs from BERT only in its embeddings (position ids counted from ``padding_idx`` over
 non-pad tokens), which the stock embedding module handles from ``input_ids`` alone. BORT
 checkpoints are plain ``model_type: bert`` models; only their tokenizer is RoBERTa's (see
-:mod:`bench.families.bort`).
+:mod:`dynlen.engine.families.bort`).
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from bench.costs import EncoderShape
-from bench.families.base import LayerInputs, same_input_qkv, split_heads, split_span_logits
-from bench.families.projections import Projections
+from dynlen.engine.costs import EncoderShape
+from dynlen.engine.families.base import LayerInputs, same_input_qkv, split_heads, split_span_logits
+from dynlen.engine.families.projections import Projections
 
 
 class BertLayoutAdapter:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from bench.families.base import LayerInputs, split_heads, split_span_logits
+from dynlen.engine.families.base import LayerInputs, split_heads, split_span_logits
 
 
 @dataclass(frozen=True)

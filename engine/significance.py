@@ -1,8 +1,8 @@
 """Significance policies: which tokens a dropping layer keeps.
 
-A policy scores every current token of every example; the engine (``bench.adaptive``) keeps the
+A policy scores every current token of every example; the engine (``dynlen.engine.adaptive``) keeps the
 highest-scoring ones, with padding always first out and ``[CLS]`` always in. Policies live in one
-registry, ``POLICIES``, looked up by the name a :class:`~bench.config.LengthConfig` carries, so a
+registry, ``POLICIES``, looked up by the name a :class:`~dynlen.engine.config.LengthConfig` carries, so a
 new rule is one class and one ``register_policy`` call, never another branch in the forward.
 
 Built in:
@@ -11,7 +11,7 @@ Built in:
   Transformer's rule). Reads the dropping layer's full attention probabilities.
 * ``question-attention`` -- attention received from the question's queries only.
 * ``lookahead`` -- the start + end probability of the layer's look-ahead probe
-  (``bench.probes``): a small head trained to predict the full model's *final* span distributions
+  (``dynlen.engine.probes``): a small head trained to predict the full model's *final* span distributions
   from this layer's input. Needs no attention probabilities, so only the kept queries attend.
 * ``lookahead-attention`` -- ranks under both, the probe's weighted ``LOOKAHEAD_WEIGHT`` times
   the attention's: the probe protects likely answers, attention keeps the context around them.
@@ -35,7 +35,7 @@ from typing import Protocol
 
 import torch
 
-from bench.errors import UserError
+from dynlen.errors import UserError
 
 LOOKAHEAD_WEIGHT = 2.0  # picked on the search split among 2, 4 and 8 for 64-wide probes (docs/results.md)
 
@@ -49,7 +49,7 @@ class SelectionInputs:
     valid: torch.Tensor | None  # (batch, slots) real slots; None when all are real
     probs: torch.Tensor | None = None  # (batch, heads, queries, keys) when the policy reads attention
     question: torch.Tensor | None = None  # (batch, slots) question segment ([CLS] question [SEP])
-    probes: object | None = None  # bench.probes.LookaheadProbes when the model has them
+    probes: object | None = None  # dynlen.engine.probes.LookaheadProbes when the model has them
     positions: torch.Tensor | None = None  # (batch, slots) each slot's position in the input
     # (batch, slots) the scores this policy gave the same slots at the previous dropping layer of
     # the forward; None at the first one
@@ -77,7 +77,7 @@ class SignificancePolicy(Protocol):
 # A policy that reads ``SelectionInputs.previous`` sets ``needs_previous = True``; the engine carries
 # scores from layer to layer only for such a policy, so the others pay nothing for it.
 # A policy whose scoring runs matrix products of its own also defines ``extra_flops(tokens) -> int``,
-# the FLOPs of scoring one example of that many tokens at a dropping layer; ``bench.costs`` charges it.
+# the FLOPs of scoring one example of that many tokens at a dropping layer; ``dynlen.engine.costs`` charges it.
 
 POLICIES: dict[str, SignificancePolicy] = {}
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
-from bench.errors import UserError
+from dynlen.errors import UserError
 
 Kind = Literal["ratios", "counts"]
 KINDS: tuple[str, ...] = ("ratios", "counts")
@@ -37,7 +37,9 @@ class LengthConfig:
     kind: Kind
     values: tuple[float, ...]
     max_length: int = COUNTS_MAX_LENGTH
-    significance: str = DEFAULT_SIGNIFICANCE  # which tokens a layer keeps: a name in bench.significance.POLICIES
+    significance: str = (
+        DEFAULT_SIGNIFICANCE  # which tokens a layer keeps: a name in dynlen.engine.significance.POLICIES
+    )
     keep_question: bool = False  # the question segment ([CLS] question [SEP]) always stays
 
     def __post_init__(self) -> None:
@@ -58,7 +60,7 @@ class LengthConfig:
                 )
 
     def _check_selection(self) -> None:
-        from bench.significance import POLICIES  # the registry imports torch; the check needs it only here
+        from dynlen.engine.significance import POLICIES  # the registry imports torch; the check needs it only here
 
         if self.significance not in POLICIES:
             raise UserError(

@@ -1,7 +1,7 @@
 """Length-adaptive inference for BERT-family QA models, with Drop-and-Restore.
 
 After each layer's self-attention, the layer keeps only its most significant tokens
-(significance by the configuration's policy, ``bench.significance``: attention received, a
+(significance by the configuration's policy, ``dynlen.engine.significance``: attention received, a
 look-ahead probe's span probability, or both; optionally the question always stays) and the
 rest leave the tensors for good: later layers never compute on them. Before the span head,
 every dropped token's last hidden state is put back at its position, so start/end logits
@@ -13,7 +13,7 @@ materialised only in layers that drop tokens; elsewhere the fused SDPA kernel ru
 
 What differs between model families (embeddings, where attention inputs and residuals come
 from, the rest of the block, the FLOPs formula) lives in one adapter per family under
-``bench.families``, registered in ``ADAPTERS``; this module holds only what they share.
+``dynlen.engine.families``, registered in ``ADAPTERS``; this module holds only what they share.
 """
 
 from __future__ import annotations
@@ -26,14 +26,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.config import LengthConfig, keep_counts_batch
-from bench.costs import CostShape
-from bench.errors import UserError
-from bench.families import ADAPTERS, adapter_for
-from bench.families.bert import BertLayoutAdapter
-from bench.kernels import native_kernels
-from bench.probes import LookaheadProbes, load_probes
-from bench.significance import (
+from dynlen.engine.config import LengthConfig, keep_counts_batch
+from dynlen.engine.costs import CostShape
+from dynlen.engine.families import ADAPTERS, adapter_for
+from dynlen.engine.families.bert import BertLayoutAdapter
+from dynlen.engine.kernels import native_kernels
+from dynlen.engine.probes import LookaheadProbes, load_probes
+from dynlen.engine.significance import (
     SelectionInputs,
     SignificancePolicy,
     attention_received,
@@ -41,6 +40,7 @@ from bench.significance import (
     question_lengths,
     question_segment,
 )
+from dynlen.errors import UserError
 
 __all__ = [
     "ADAPTERS",
@@ -296,11 +296,11 @@ class LengthAdaptiveQA(nn.Module):
     """Wraps a ``*ForQuestionAnswering`` model; ``forward`` takes the configuration per call.
 
     ``kernels`` lets inference (no gradients, eval mode) run its projections and the attention of
-    its dropping layers through the native kernels where they are available (``bench.kernels``);
+    its dropping layers through the native kernels where they are available (``dynlen.engine.kernels``);
     training never does. Turn it off to run torch's own ops, e.g. when counting FLOPs with
     ``FlopCounterMode``, which cannot see inside a native call.
 
-    ``probes`` are the model's look-ahead probes (``bench.probes``): ``"auto"`` loads those saved
+    ``probes`` are the model's look-ahead probes (``dynlen.engine.probes``): ``"auto"`` loads those saved
     with the model, if any. ``sep_token_id`` (the tokenizer's separator) finds the question segment
     for configurations that keep it; the model config's own ``sep_token_id`` is used when absent.
     """
@@ -325,11 +325,11 @@ class LengthAdaptiveQA(nn.Module):
 
     @property
     def probe_flops(self):
-        """One look-ahead probe's FLOPs on an example, (tokens, question tokens) -> int, for ``bench.costs``; None without probes."""
+        """One look-ahead probe's FLOPs on an example, (tokens, question tokens) -> int, for ``dynlen.engine.costs``; None without probes."""
         return None if self.probes is None else self.probes.flops
 
     def cost_shape(self) -> CostShape:
-        """The family's exact FLOPs formula for this model's widths (see ``bench.costs``)."""
+        """The family's exact FLOPs formula for this model's widths (see ``dynlen.engine.costs``)."""
         return self.adapter.shape()
 
     def forward(
