@@ -8,6 +8,7 @@ extracted and scored.
 
 from __future__ import annotations
 
+import copy
 import functools
 import time
 from dataclasses import dataclass
@@ -27,6 +28,13 @@ from dynlen.bench.uncertainty import per_question_f1
 from dynlen.engine.adaptive import LengthAdaptiveQA
 from dynlen.engine.config import LengthConfig
 from dynlen.engine.costs import FlopReport, flop_report, mean_tokens_per_layer
+from dynlen.engine.precision import get_precision
+
+# contender -> its ratio's key in the latency record, timed when a configuration runs below float32
+SAME_PRECISION = {
+    "keep_all_same_precision": "speedup_vs_keep_all_same_precision",
+    "bert_base_same_precision": "speedup_vs_bert_base_same_precision",
+}
 
 
 @dataclass
@@ -203,9 +211,15 @@ class QARunner:
         named: dict = {"config": (self.adaptive, config), "keep_all": (self.adaptive, keep_all)}
         if with_stock:
             named["stock"] = self.model
+        lowered = config.precision != keep_all.precision
+        if lowered:  # the same model at the same precision, so "what length buys" is stated apart from precision
+            named["keep_all_same_precision"] = (self.adaptive, keep_all.with_precision(config.precision))
         if with_bert_base:
             reference = bert_base if bert_base is not None else bert_base_qa()
             named["bert_base"] = reference.to(self.device)
+            if lowered:
+                dtype = get_precision(config.precision).dtype
+                named["bert_base_same_precision"] = copy.deepcopy(reference).to(self.device, dtype)
         with torch.inference_mode():
             timings = interleaved_batch_timings(
                 contenders(**named),
@@ -216,6 +230,9 @@ class QARunner:
                 progress=f"timing {', '.join(named)}" if self.progress else None,
             )
         extra = {"keep_all_ms_per_feature": 1000 * timings["keep_all"].median / len(picks)}
+        for name, key in SAME_PRECISION.items():
+            if name in timings:
+                extra[key] = ratio(timings[name], timings["config"]).as_dict()
         if with_stock:
             extra["speedup_vs_stock"] = ratio(timings["stock"], timings["config"]).as_dict()
             extra["stock_ms_per_feature"] = 1000 * timings["stock"].median / len(picks)

@@ -19,7 +19,8 @@ from, the rest of the block, the FLOPs formula) lives in one adapter per family 
 from __future__ import annotations
 
 import math
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -31,6 +32,7 @@ from dynlen.engine.costs import CostShape
 from dynlen.engine.families import ADAPTERS, adapter_for
 from dynlen.engine.families.bert import BertLayoutAdapter
 from dynlen.engine.kernels import native_kernels
+from dynlen.engine.precision import get_precision
 from dynlen.engine.probes import LookaheadProbes, load_probes
 from dynlen.engine.significance import (
     SelectionInputs,
@@ -351,18 +353,40 @@ class LengthAdaptiveQA(nn.Module):
         input is their output) and drop nothing: LengthDrop training's optional LayerDrop.
         ``trace`` records which positions every dropping layer kept (diagnostics, e.g. answer survival).
         """
-        ad = self.adapter
-        layers = ad.layers
+        layers = self.adapter.layers
         config = config or LengthConfig.keep_all(len(layers))
         config.check_layers(len(layers), type(self.model).__name__)
-        batch, width = input_ids.shape
         valid = attention_mask.bool()
         real = valid.sum(dim=1)
         lengths = real.tolist()
         plan = _skip_layers(keep_counts_batch(config, lengths), lengths, skip)  # [layer][example]
+        with self._precision(config.precision, input_ids.device):
+            out = self._forward(input_ids, token_type_ids, config, attention, skip, trace, valid, real, lengths, plan)
+        if out.start_logits.dtype != torch.float32:  # autocast's span head: logits are float32 at every precision
+            out.start_logits, out.end_logits = out.start_logits.float(), out.end_logits.float()
+        return out
+
+    @contextmanager
+    def _precision(self, name: str, device: torch.device) -> Iterator[None]:
+        """The products at ``name`` for one forward: through the family's projections where it routes
+        them (``Projections.dtype``), else under torch's autocast."""
+        dtype = get_precision(name).dtype
+        project = getattr(self.adapter, "project", None)
+        if project is not None:
+            project.dtype = dtype
+            yield
+        elif dtype == torch.float32:
+            yield
+        else:
+            with torch.autocast(device.type, dtype=dtype):
+                yield
+
+    def _forward(self, input_ids, token_type_ids, config, attention, skip, trace, valid, real, lengths, plan):
+        ad = self.adapter
+        layers = ad.layers
+        batch, width = input_ids.shape
         keep = _keep_tensor(plan, config.num_layers, real.device)
         mask: torch.Tensor | None = None if all(n == width for n in lengths) else valid
-
         hidden = ad.embed(input_ids, token_type_ids)
         positions = torch.arange(width, device=input_ids.device).expand(batch, width)
         restore: _Restore | None = None

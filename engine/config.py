@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
+from dynlen.engine.precision import DEFAULT_PRECISION, get_precision
 from dynlen.errors import UserError
 
 Kind = Literal["ratios", "counts"]
@@ -41,6 +42,7 @@ class LengthConfig:
         DEFAULT_SIGNIFICANCE  # which tokens a layer keeps: a name in dynlen.engine.significance.POLICIES
     )
     keep_question: bool = False  # the question segment ([CLS] question [SEP]) always stays
+    precision: str = DEFAULT_PRECISION  # the matrix products' precision: a name in dynlen.engine.precision.PRECISIONS
 
     def __post_init__(self) -> None:
         self._check_selection()
@@ -68,15 +70,27 @@ class LengthConfig:
             )
         if not isinstance(self.keep_question, bool):
             raise UserError(f"keep_question must be true or false, got {self.keep_question!r}")
+        if not isinstance(self.precision, str):
+            raise UserError(f"precision must be a name such as 'bf16', got {self.precision!r}")
+        get_precision(self.precision)
 
     def with_selection(self, significance: str, keep_question: bool) -> LengthConfig:
         """The same token budget under another significance policy."""
         return replace(self, significance=significance, keep_question=keep_question)
 
+    def with_precision(self, precision: str) -> LengthConfig:
+        """The same token budget and selection with the products at another precision."""
+        return replace(self, precision=precision)
+
     @property
     def selection(self) -> str:
         """The policy as one word: ``attention``, ``lookahead+question``, ..."""
         return self.significance + ("+question" if self.keep_question else "")
+
+    @property
+    def tail(self) -> str:
+        """What follows '@' in a label: the selection, and '/precision' unless float32 (``lookahead+question/bf16``)."""
+        return self.selection + ("" if self.precision == DEFAULT_PRECISION else f"/{self.precision}")
 
     def _check_value(self, layer: int, value: float) -> None:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
@@ -118,7 +132,8 @@ class LengthConfig:
 
     @classmethod
     def parse(cls, text: str) -> LengthConfig:
-        """Reads '269,253,...', 'ratios:1,0.9,...', optionally followed by '@policy' or '@policy+question'.
+        """Reads '269,253,...', 'ratios:1,0.9,...', optionally followed by '@policy' or '@policy+question',
+        and then '/precision' (``ratios:1,0.9@lookahead+question/bf16``).
 
         ``keep-all`` is read by :func:`resolve_config`, which knows the model's depth.
         """
@@ -138,7 +153,7 @@ class LengthConfig:
                 f"cannot read configuration {text!r}: give comma-separated numbers, e.g. 269,253,252,202,104,34"
             ) from None
         config = cls.from_values(values, kind)
-        return config if selection is None else config.with_selection(*parse_selection(selection))
+        return config if selection is None else apply_tail(config, selection)
 
     # --- serialisation ------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -149,6 +164,8 @@ class LengthConfig:
         if self.significance != DEFAULT_SIGNIFICANCE or self.keep_question:
             out["significance"] = self.significance
             out["keep_question"] = self.keep_question
+        if self.precision != DEFAULT_PRECISION:
+            out["precision"] = self.precision
         return out
 
     @classmethod
@@ -163,7 +180,8 @@ class LengthConfig:
         check_config_fields(raw)
         values = raw["values"]
         config = cls(raw["kind"], tuple(values), int(raw.get("max_length", COUNTS_MAX_LENGTH)))
-        return config.with_selection(raw.get("significance", DEFAULT_SIGNIFICANCE), raw.get("keep_question", False))
+        config = config.with_selection(raw.get("significance", DEFAULT_SIGNIFICANCE), raw.get("keep_question", False))
+        return config.with_precision(raw.get("precision", DEFAULT_PRECISION))
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict())
@@ -212,7 +230,8 @@ class LengthConfig:
         return out
 
     def label(self, precise: bool = False) -> str:
-        """'ratios:1,0.9,...' or 'counts:269,...', with '@policy[+question]' unless it is plain attention.
+        """'ratios:1,0.9,...' or 'counts:269,...', with '@policy[+question][/precision]' unless it is plain
+        attention in float32.
 
         Ratios show 3 significant digits, for tables; ``precise`` writes them so that ``parse``
         gives back the same numbers, for a label that is stored and read again.
@@ -221,10 +240,17 @@ class LengthConfig:
             text = "counts:" + ",".join(str(int(v)) for v in self.values)
         else:
             text = "ratios:" + ",".join(str(float(v)) if precise else f"{v:.3g}" for v in self.values)
-        return text if self.selection == DEFAULT_SIGNIFICANCE else f"{text}@{self.selection}"
+        return text if self.tail == DEFAULT_SIGNIFICANCE else f"{text}@{self.tail}"
 
     def __str__(self) -> str:
         return self.label()
+
+
+def apply_tail(config: LengthConfig, tail: str) -> LengthConfig:
+    """``config`` under what a label's '@' part names: 'lookahead+question', 'attention/bf16', ..."""
+    selection, _, precision = tail.partition("/")
+    config = config.with_selection(*parse_selection(selection))
+    return config.with_precision(precision.strip() or DEFAULT_PRECISION)
 
 
 def parse_selection(text: str) -> tuple[str, bool]:
@@ -242,14 +268,13 @@ def config_cells(config: LengthConfig) -> dict[str, str]:
     configuration, policy included: the regression guard re-measures what the report printed.
     """
     values = [int(v) for v in config.values] if config.kind == "counts" else list(config.values)
-    return {"kind": config.kind, "values": ";".join(str(v) for v in values), "significance": config.selection}
+    return {"kind": config.kind, "values": ";".join(str(v) for v in values), "significance": config.tail}
 
 
 def config_from_cells(row: Mapping[str, str]) -> LengthConfig:
     """The configuration a CSV row's cells describe (rows written before policies existed read as attention)."""
     config = LengthConfig.from_values([float(v) for v in row["values"].split(";")], row["kind"])
-    selection = row.get("significance") or DEFAULT_SIGNIFICANCE
-    return config.with_selection(*parse_selection(selection))
+    return apply_tail(config, row.get("significance") or DEFAULT_SIGNIFICANCE)
 
 
 def cumulative_ratios(shares: Sequence[float], floor: float = 0.0) -> LengthConfig:
@@ -271,6 +296,11 @@ def resolve_config(spec: str | None, num_layers: int) -> LengthConfig:
     """A CLI value: empty/'keep-all', a JSON file path, or inline numbers."""
     if spec is None or spec.strip() in ("", "keep-all", "keepall", "full"):
         return LengthConfig.keep_all(num_layers)
+    head, at, tail = spec.strip().partition("@")
+    if head.startswith("keep-all"):  # keep-all@lookahead+question/bf16, keep-all/bf16
+        head, slash, precision = head.partition("/")
+        if head == "keep-all" and (at or slash):
+            return apply_tail(LengthConfig.keep_all(num_layers), tail if at else f"{DEFAULT_SIGNIFICANCE}/{precision}")
     if spec.endswith(".json") or Path(spec).is_file():
         return LengthConfig.load(spec)
     return LengthConfig.parse(spec)

@@ -27,18 +27,23 @@ class Projections:
     - with ``kernels`` on and the small-GEMM kernel available (``dynlen.engine.kernels``), weights are
       packed once into its panel layout and every float32 CPU projection runs through it.
 
+    ``dtype`` is the precision of the products (``dynlen.engine.precision``), set by the engine
+    for each forward: at bf16/fp16 the weights are rounded once (and, for the bf16 kernel, packed
+    once), the input at each call, and the sums and output stay in the input's dtype.
+
     Cached weights are rebuilt whenever a source parameter changes (its in-place version counter,
     storage or dtype), so ``load_state_dict``, optimiser steps and ``.to()`` never see stale copies.
     """
 
     def __init__(self, kernels: bool = True) -> None:
         self.kernels = kernels
+        self.dtype = torch.float32
         self._cache: dict[tuple[int, ...], tuple[tuple, _InferenceWeights]] = {}
 
     def __call__(self, hidden: torch.Tensor, *linears: nn.Linear) -> tuple[torch.Tensor, ...]:
         if torch.is_grad_enabled() or any(lin.training for lin in linears):
             return tuple(lin(hidden) for lin in linears)
-        out = self._weights(linears).apply(hidden, self.kernels)
+        out = self._weights(linears).apply(hidden, self.kernels, self.dtype)
         return out.split([lin.out_features for lin in linears], dim=-1) if len(linears) > 1 else (out,)
 
     def _weights(self, linears: Sequence[nn.Linear]) -> _InferenceWeights:
@@ -62,7 +67,7 @@ class Projections:
 
 
 class _InferenceWeights:
-    """One projection's concatenated weight and bias, plus the kernel's packed copy once asked for."""
+    """One projection's concatenated weight and bias, plus the kernels' packed or rounded copies once asked for."""
 
     def __init__(self, linears: Sequence[nn.Linear]):
         with torch.inference_mode(False), torch.no_grad():  # plain tensors: usable under no_grad too
@@ -71,17 +76,30 @@ class _InferenceWeights:
                 [lin.bias if lin.bias is not None else lin.weight.new_zeros(lin.out_features) for lin in linears]
             )
         self.out_features = self.weight.shape[0]
-        self._packed: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._copies: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def apply(self, hidden: torch.Tensor, kernels: bool) -> torch.Tensor:
-        kernel = native_kernels() if kernels and hidden.dtype == torch.float32 and hidden.device.type == "cpu" else None
-        if kernel is None or self.weight.dtype != torch.float32:
-            return F.linear(hidden, self.weight, self.bias)
-        if self._packed is None:
+    def _copy(self, key: str, make) -> tuple[torch.Tensor, torch.Tensor]:
+        """A derived weight and bias (packed panels, a rounded copy), made once."""
+        if key not in self._copies:
             with torch.inference_mode(False), torch.no_grad():
-                self._packed = tuple(kernel.pack_weight(self.weight, self.bias))
+                self._copies[key] = tuple(make(self.weight, self.bias))
+        return self._copies[key]
+
+    def apply(self, hidden: torch.Tensor, kernels: bool, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        on_cpu = kernels and hidden.dtype == torch.float32 and hidden.device.type == "cpu"
+        kernel = native_kernels() if on_cpu and self.weight.dtype == torch.float32 else None
+        if dtype == torch.bfloat16 and kernel is not None and kernel.has_bf16():
+            return self._run(kernel.packed_linear_bf16, self._copy("bf16", kernel.pack_weight_bf16), hidden)
+        if dtype != hidden.dtype and dtype != torch.float32:  # torch's own product at that dtype, float32 out
+            weight, bias = self._copy(str(dtype), lambda w, b: (w.to(dtype), b.to(dtype)))
+            return F.linear(hidden.to(dtype), weight, bias).to(hidden.dtype)
+        if kernel is None:
+            return F.linear(hidden, self.weight, self.bias)
+        return self._run(kernel.packed_linear, self._copy("fp32", kernel.pack_weight), hidden)
+
+    def _run(self, linear, packed: tuple[torch.Tensor, torch.Tensor], hidden: torch.Tensor) -> torch.Tensor:
         rows = hidden.reshape(-1, hidden.shape[-1]).contiguous()
-        out = kernel.packed_linear(rows, *self._packed)
+        out = linear(rows, *packed)
         if out.shape[1] != self.out_features:
             out = out[:, : self.out_features]
         return out.reshape(*hidden.shape[:-1], self.out_features)

@@ -4,7 +4,8 @@ Three, built into one module:
 
 - a float32 GEMM for few rows (``small_gemm.cpp``): at batch 1 the layers that have dropped most
   tokens multiply a handful of rows by full-size weights, and on this class of CPU the BLAS path
-  runs those calls at a fraction of its large-GEMM speed;
+  runs those calls at a fraction of its large-GEMM speed; and its bf16 twin
+  (``small_gemm_bf16.cpp``, CPUs with AVX512-BF16): weights packed once in bf16, float32 sums;
 - the attention of a dropping layer in one call (``drop_attention.cpp``): significance, the kept
   slots and only the kept rows' context, where torch needs a dozen ops and as many passes over
   the (heads, n, n) probabilities;
@@ -19,6 +20,7 @@ says so once.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import sys
@@ -33,11 +35,23 @@ import torch
 
 SOURCES = tuple(
     Path(__file__).with_name(name)
-    for name in ("small_gemm.cpp", "drop_attention.cpp", "probe_select.cpp", "bindings.cpp")
+    for name in ("small_gemm.cpp", "small_gemm_bf16.cpp", "drop_attention.cpp", "probe_select.cpp", "bindings.cpp")
 )
 HEADERS = (Path(__file__).with_name("common.h"),)
 SWITCH = "DYNLEN_KERNELS"
-NAME = "dynlen_kernels"
+
+
+def _module_name() -> str:
+    """The built module's name, with a digest of the sources: two checkouts (or versions) of dynlen on
+    one machine each get their own build in torch's shared extension cache instead of replacing each
+    other's, and a module built from other sources is never loaded."""
+    digest = hashlib.sha256()
+    for path in SOURCES + HEADERS:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return f"dynlen_kernels_{digest.hexdigest()[:12]}"
+
+
+NAME = _module_name()
 
 
 def unavailable_reason() -> str | None:
@@ -57,6 +71,12 @@ def unavailable_reason() -> str | None:
     except RuntimeError:
         return "ninja is not installed (pip install ninja)"
     return None
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU multiplies bf16 natively (AVX512-BF16 or AMX), as torch's CPU probe reports it."""
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
 
 
 def needs_compiling() -> bool:

@@ -1,0 +1,211 @@
+"""Length x precision: what a drop shape buys at each precision, against the stock model, in one run.
+
+For every precision asked (``fp32``, ``bf16``, ...), on the same dev features, interleaved batch
+by batch in one run:
+
+* ``stock/P`` -- the stock transformers forward at that dtype (``model.to(dtype)``, sdpa);
+* ``keep-all/P`` -- the engine keeping every token at that precision;
+* ``CONFIG/P`` -- the engine at each drop shape given;
+* ``bert-base/P`` (``--bert-base``) -- a BERT-base QA model of random weights (same latency as a
+  trained one), stock, at that dtype.
+
+Every time is a median over rounds of the round's mean ms per feature; every ratio is against
+``stock/fp32`` (the field's reference) and, for the shapes, against their own keep-all at the same
+precision, each with its spread (the ratio on the slowest and on the fastest round). Batch 1
+times one feature per call; larger batches pad each batch to its longest feature (dynamic padding).
+Writes ``precision.json`` and ``precision.md`` to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from dynlen.bench.features import collate
+from dynlen.bench.latency import Timing, interleaved_batch_timings, ratio, timing_parser
+from dynlen.bench.model_io import bert_base_qa, quiet_libraries
+from dynlen.bench.runner import QARunner
+from dynlen.bench.squad import limit_examples, load_squad
+from dynlen.engine.config import LengthConfig, resolve_config
+from dynlen.engine.precision import get_precision, resolve_precision
+from dynlen.errors import UserError, exit_status
+
+QUESTIONS = 400  # the first dev questions; their features are the timed sample
+REFERENCE_SHAPE = "ratios:1,1,0.7,0.49,0.343,0.0515@lookahead+question"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = timing_parser(__doc__, questions=QUESTIONS)
+    parser.add_argument(
+        "--configs",
+        default=REFERENCE_SHAPE,
+        help="drop shapes, ';'-separated, without precision (default: %(default)s)",
+    )
+    parser.add_argument("--precisions", default="fp32,bf16", help="precisions to time, or auto (default: %(default)s)")
+    parser.add_argument("--batch-sizes", default="1", help="comma list of batch sizes (default: %(default)s)")
+    parser.add_argument("--features", type=int, default=40, help="features timed (default: %(default)s)")
+    parser.add_argument("--repeats", type=int, default=7, help="timed rounds after one warm-up (default: %(default)s)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
+    parser.add_argument("--bert-base", action="store_true", help="also time a random-weight BERT-base (stock)")
+    parser.add_argument(
+        "--profile", action="store_true", help="also write where each shape's time goes (torch profiler, batch 1)"
+    )
+    parser.add_argument("--out", type=Path, default=None, help="folder for precision.json / .md (default: none)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return exit_status(lambda: run(args))
+
+
+def _stock(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    """An independent copy of the stock model at ``dtype`` (the engine keeps its float32 weights)."""
+    copy = type(model)._from_config(model.config, attn_implementation="sdpa").eval()
+    copy.load_state_dict(model.state_dict())
+    return copy.to(dtype)
+
+
+def _stock_call(model: torch.nn.Module):
+    def go(batch: dict) -> None:
+        model(**{k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")})
+
+    return go
+
+
+def _engine_call(engine, config: LengthConfig):
+    def go(batch: dict) -> None:
+        engine(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"), config)
+
+    return go
+
+
+def contenders(runner: QARunner, shapes: list[LengthConfig], precisions: list[str], bert_base: bool) -> dict:
+    named = {}
+    model = runner.adaptive.model
+    base = bert_base_qa(runner.tokenizer.vocab_size) if bert_base else None
+    for name in precisions:
+        dtype = get_precision(name).dtype
+        named[f"stock/{name}"] = _stock_call(_stock(model, dtype))
+        named[f"keep-all/{name}"] = _engine_call(
+            runner.adaptive, LengthConfig.keep_all(runner.num_layers).with_precision(name)
+        )
+        for shape in shapes:
+            named[f"{shape.label()}/{name}"] = _engine_call(runner.adaptive, shape.with_precision(name))
+        if base is not None:
+            named[f"bert-base/{name}"] = _stock_call(base.to(dtype) if name != "fp32" else base)
+    if base is not None and "fp32" not in precisions:
+        named["bert-base/fp32"] = _stock_call(bert_base_qa(runner.tokenizer.vocab_size))
+    return named
+
+
+def table(timings: dict[str, Timing], features: int, shapes: list[LengthConfig], precisions: list[str]) -> list[dict]:
+    reference = timings.get("stock/fp32")
+    rows = []
+    for name, timing in timings.items():
+        row = {"forward": name, "ms_per_feature": 1000 * timing.median / features}
+        if reference is not None:
+            row["vs_stock_fp32"] = ratio(reference, timing).as_dict()
+        kind, _, precision = name.rpartition("/")
+        if kind not in ("stock", "keep-all", "bert-base"):
+            row["vs_own_keep_all"] = ratio(timings[f"keep-all/{precision}"], timing).as_dict()
+        rows.append(row)
+    return rows
+
+
+def _machine() -> dict:
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    return {
+        "commit": commit or None,
+        "cpu": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+    }
+
+
+def markdown(rows: list[dict], head: str) -> str:
+    def cell(r: dict | None) -> str:
+        return "" if r is None else f"{r['median']:.2f}x ({r['min']:.2f}-{r['max']:.2f})"
+
+    lines = [head, "", "| forward | ms / feature | vs stock fp32 | vs own keep-all |", "|---|---|---|---|"]
+    for row in rows:
+        lines.append(
+            f"| {row['forward']} | {row['ms_per_feature']:.2f} | {cell(row.get('vs_stock_fp32'))} "
+            f"| {cell(row.get('vs_own_keep_all'))} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def profile(runner: QARunner, config: LengthConfig, features: int, top: int = 14) -> str:
+    """Self CPU time by operator of the engine at ``config`` over ``features`` batch-1 features."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    batches = [collate(runner.features, [i], runner.pad_id) for i in runner.latency_sample(features)]
+    call = _engine_call(runner.adaptive, config)
+    with torch.inference_mode():
+        for batch in batches[:3]:
+            call(batch)  # warm: packed weights, kernels loaded
+        with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+            for batch in batches:
+                call(batch)
+    return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=top)
+
+
+def run(args: argparse.Namespace) -> None:
+    precisions = [resolve_precision(p.strip()) for p in args.precisions.split(",") if p.strip()]
+    batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
+    if args.features < 1 or args.repeats < 1 or not batch_sizes or min(batch_sizes) < 1:
+        raise UserError("--features, --repeats and every --batch-sizes value must be at least 1")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    quiet_libraries()
+    runner = QARunner(args.model, limit_examples(load_squad(args.data), QUESTIONS), progress=False)
+    shapes = [resolve_config(c.strip(), runner.num_layers) for c in args.configs.split(";") if c.strip()]
+    for shape in shapes:
+        runner.adaptive.check_policy(shape.significance, shape.keep_question)
+    named = contenders(runner, shapes, precisions, args.bert_base)
+    report = {"model": args.model, "machine": _machine(), "command": " ".join(sys.argv), "runs": []}
+    md = []
+    for batch_size in batch_sizes:
+        picks = runner.latency_sample(args.features * batch_size)
+        order = sorted(picks, key=lambda i: runner.features.lengths[i])  # similar lengths share a batch
+        groups = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+        batches = [collate(runner.features, g, runner.pad_id) for g in groups]
+        with torch.inference_mode():
+            timings = interleaved_batch_timings(
+                named, batches, repeats=args.repeats, warmup=1, progress=f"timing batch {batch_size}"
+            )
+        rows = table(timings, len(picks), shapes, precisions)
+        flops = {s.label(): runner.flops(s).speedup_vs_keep_all for s in shapes}
+        head = (
+            f"batch {batch_size}, {len(picks)} dev features, {torch.get_num_threads()} threads, "
+            f"{args.repeats} rounds; FLOPs speedup of each shape: "
+            + ", ".join(f"{k} {v:.2f}x" for k, v in flops.items())
+        )
+        print(markdown(rows, head))
+        md.append(markdown(rows, f"### {head}"))
+        report["runs"].append({"batch_size": batch_size, "features": len(picks), "flops_speedup": flops, "rows": rows})
+    if args.profile:
+        for config in [LengthConfig.keep_all(runner.num_layers), *shapes]:
+            for name in precisions:
+                text = profile(runner, config.with_precision(name), args.features)
+                md.append(
+                    f"### where the time goes: {config.with_precision(name).label()}, batch 1\n\n```\n{text}\n```\n"
+                )
+                print(md[-1])
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "precision.json").write_text(json.dumps(report, indent=2) + "\n")
+        (args.out / "precision.md").write_text(f"# Length x precision\n\n`{report['command']}`\n\n" + "\n".join(md))
+        print(f"wrote {args.out / 'precision.json'} and precision.md")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""The precision a configuration runs its matrix products in.
+
+A precision is part of the length configuration (``LengthConfig.precision``), because what a
+shape of drops buys depends on it: at bf16 the products shrink and the costs that do not scale
+with the tokens kept weigh more. ``fp32`` is the stock model. ``bf16`` and ``fp16`` round the
+operands of the encoder's projections and FFN (the weights once, the activations at each call)
+and sum in float32; attention, softmax, LayerNorm, token selection and restore stay float32,
+so the selection a configuration makes is the float32 engine's, up to the products' rounding.
+On a CPU with AVX512-BF16 the bf16 products run through the native packed kernel
+(``dynlen.engine.kernels``); elsewhere through torch's own ops at that dtype.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from dynlen.errors import UserError
+
+if TYPE_CHECKING:  # the configuration reads this registry, and must not need torch to be imported
+    import torch
+
+
+@dataclass(frozen=True)
+class Precision:
+    name: str
+    torch_name: str
+    help: str
+
+    @property
+    def dtype(self) -> torch.dtype:
+        import torch
+
+        return getattr(torch, self.torch_name)
+
+
+PRECISIONS: dict[str, Precision] = {
+    p.name: p
+    for p in (
+        Precision("fp32", "float32", "float32 throughout: the stock model"),
+        Precision("bf16", "bfloat16", "bf16 operands, float32 sums: CPUs with AVX512-BF16/AMX and recent GPUs"),
+        Precision("fp16", "float16", "fp16 operands, float32 sums: GPUs"),
+    )
+}
+DEFAULT_PRECISION = "fp32"
+
+
+def get_precision(name: str) -> Precision:
+    if name not in PRECISIONS:
+        raise UserError(f"unknown precision {name!r}; choose one of {', '.join(PRECISIONS)} (or auto)")
+    return PRECISIONS[name]
+
+
+def native_precision(device: torch.device | str = "cpu") -> str:
+    """What ``auto`` means on ``device``: bf16 where the hardware computes it natively, else fp32."""
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    from dynlen.engine.kernels import cpu_has_bf16
+
+    return "bf16" if cpu_has_bf16() else "fp32"
+
+
+def resolve_precision(name: str, device: torch.device | str = "cpu") -> str:
+    """``auto`` -> the device's native precision; any other name is checked."""
+    if name == "auto":
+        return native_precision(device)
+    return get_precision(name).name
