@@ -37,7 +37,7 @@ ifeq ($(QUICK),1)
   RUN := $(if $(filter default,$(RUN)),quick,$(RUN))
 endif
 
-.PHONY: install test model model-standard train eval pareto report choose regress regress-update bench-eval bench-overhead bench-kernel bench-fidelity bench-samplers bench-lengthdrop bench-retention bench-selection probes help
+.PHONY: bench-precision install test model model-standard train eval pareto report choose regress regress-update bench-eval bench-overhead bench-kernel bench-fidelity bench-samplers bench-lengthdrop bench-retention bench-selection probes help
 
 help: ## this list: every target, then the variables they read
 	@echo "usage: make TARGET [VARIABLE=value ...]   (commands: .venv/bin/dynlen --help)"
@@ -170,6 +170,9 @@ bench-fidelity: ## Benchmark 3: latency speedup / FLOPs speedup of the reference
 
 bench-selection: ## batch-1 latency of a configuration against the same token counts with free selection
 	$(PY) benchmarks/selection_cost.py --model $(MODEL) $(if $(DATA),--data $(DATA),) --out reports/latency-selection-cost
+
+bench-precision: $(BUILD_ON_DEMAND) ## length x precision: stock, keep-all and the reference shape at fp32 and bf16, batch 1 and 32, held-out F1 -> reports/precision
+	$(PY) benchmarks/precision.py --model $(MODEL) $(if $(DATA),--data $(DATA),) --precisions fp32,bf16 --batch-sizes 1,32 --bert-base --accuracy 0 --profile --out reports/precision
 
 bench-samplers: ## TPE against NSGA-II by hypervolume
 	$(PY) benchmarks/sampler_comparison.py --model $(MODEL) $(if $(DATA),--data $(DATA),)

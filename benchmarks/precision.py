@@ -31,7 +31,8 @@ from dynlen.bench.features import collate
 from dynlen.bench.latency import Timing, interleaved_batch_timings, ratio, timing_parser
 from dynlen.bench.model_io import bert_base_qa, quiet_libraries
 from dynlen.bench.runner import QARunner
-from dynlen.bench.squad import limit_examples, load_squad
+from dynlen.bench.squad import limit_examples, load_squad, split_by_article
+from dynlen.bench.uncertainty import paired_interval
 from dynlen.engine.config import LengthConfig, resolve_config
 from dynlen.engine.precision import get_precision, resolve_precision
 from dynlen.errors import UserError, exit_status
@@ -53,6 +54,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--repeats", type=int, default=7, help="timed rounds after one warm-up (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     parser.add_argument("--bert-base", action="store_true", help="also time a random-weight BERT-base (stock)")
+    parser.add_argument(
+        "--accuracy",
+        type=int,
+        default=None,
+        metavar="N",
+        help="also score keep-all and every shape at every precision on the first N held-out questions "
+        "(0: the whole held-out half), F1 minus float32 keep-all with its paired 95%% interval (default: off)",
+    )
     parser.add_argument(
         "--profile", action="store_true", help="also write where each shape's time goes (torch profiler, batch 1)"
     )
@@ -158,6 +167,49 @@ def profile(runner: QARunner, config: LengthConfig, features: int, top: int = 14
     return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=top)
 
 
+def accuracy(model: str, data, shapes: list[LengthConfig], precisions: list[str], questions: int) -> list[dict]:
+    """F1 of keep-all and each shape at each precision on held-out questions, against float32 keep-all."""
+    _, heldout = split_by_article(data)
+    runner = QARunner(model, limit_examples(heldout, questions) if questions else heldout, progress=True)
+    reference = runner.evaluate(LengthConfig.keep_all(runner.num_layers), desc="keep-all/fp32")
+    base = list(reference.per_question_f1)
+    rows = []
+    for shape in [LengthConfig.keep_all(runner.num_layers), *shapes]:
+        for name in precisions:
+            config = shape.with_precision(name)
+            result = reference if config.is_keep_all and name == "fp32" else runner.evaluate(config, desc=config.label())
+            low, high = paired_interval(list(result.per_question_f1), base)
+            rows.append(
+                {
+                    "config": "keep-all" if config.is_keep_all else shape.label(),
+                    "precision": name,
+                    "questions": len(base),
+                    "em": result.measurement.exact_match,
+                    "f1": result.measurement.f1,
+                    "f1_delta": result.measurement.f1 - reference.measurement.f1,
+                    "f1_delta_low": low,
+                    "f1_delta_high": high,
+                    "flops_speedup_vs_keep_all": result.measurement.flops_speedup_vs_keep_all,
+                }
+            )
+    return rows
+
+
+def accuracy_markdown(rows: list[dict]) -> str:
+    lines = [
+        f"### held-out F1 ({rows[0]['questions']} questions), against float32 keep-all",
+        "",
+        "| configuration | precision | EM | F1 | F1 - fp32 keep-all [95% interval] | FLOPs speedup |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['config']} | {r['precision']} | {r['em']:.2f} | {r['f1']:.2f} | {r['f1_delta']:+.2f} "
+            f"[{r['f1_delta_low']:+.2f}, {r['f1_delta_high']:+.2f}] | {r['flops_speedup_vs_keep_all']:.2f}x |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def run(args: argparse.Namespace) -> None:
     precisions = [resolve_precision(p.strip()) for p in args.precisions.split(",") if p.strip()]
     batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
@@ -192,6 +244,10 @@ def run(args: argparse.Namespace) -> None:
         print(markdown(rows, head))
         md.append(markdown(rows, f"### {head}"))
         report["runs"].append({"batch_size": batch_size, "features": len(picks), "flops_speedup": flops, "rows": rows})
+    if args.accuracy is not None:
+        report["accuracy"] = accuracy(args.model, load_squad(args.data), shapes, precisions, args.accuracy)
+        md.append(accuracy_markdown(report["accuracy"]))
+        print(md[-1])
     if args.profile:
         for config in [LengthConfig.keep_all(runner.num_layers), *shapes]:
             for name in precisions:
