@@ -177,7 +177,9 @@ def accuracy(model: str, data, shapes: list[LengthConfig], precisions: list[str]
     for shape in [LengthConfig.keep_all(runner.num_layers), *shapes]:
         for name in precisions:
             config = shape.with_precision(name)
-            result = reference if config.is_keep_all and name == "fp32" else runner.evaluate(config, desc=config.label())
+            result = (
+                reference if config.is_keep_all and name == "fp32" else runner.evaluate(config, desc=config.label())
+            )
             low, high = paired_interval(list(result.per_question_f1), base)
             rows.append(
                 {

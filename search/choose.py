@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
+from dynlen.engine.config import LengthConfig
 from dynlen.errors import UserError
 from dynlen.search.budget import Budget
 from dynlen.search.records import TrialPoint, read_run
@@ -53,18 +55,25 @@ def _weights_sha(model: str) -> str | None:
         return None
 
 
+# the self-contained modeling file an export carries, and the class its auto_map names
+MODELING_FILE = Path(importlib.util.find_spec("dynlen.bench.modeling_dynlen").origin)
+REMOTE_CLASS = "DynlenBertForQuestionAnswering"
+
+
 def write_choice(record: dict, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=2) + "\n")
 
 
 def export_model(record: dict, out: Path) -> Path:
-    """A plain Hugging Face folder that serves the chosen configuration with nothing else.
+    """A Hugging Face folder that serves the chosen configuration with nothing else.
 
     The model's weights and tokenizer, its look-ahead probes when it has them, and the chosen
-    configuration (policy included) under ``dynlen_length_config`` in ``config.json``: an
-    ``Answerer(out)`` or ``dynlen answer --model out`` applies it by default, and ``from_pretrained``
-    still loads the folder as the stock model (which ignores the extra entry).
+    configuration (policy and precision included) under ``dynlen_length_config`` in ``config.json``:
+    an ``Answerer(out)`` or ``dynlen answer --model out`` applies it by default. For BERT-layout
+    models under attention or look-ahead selection the folder also carries its own modeling file
+    (``auto_map``), so ``from_pretrained(out, trust_remote_code=True)`` and the ``question-answering``
+    pipeline run the drops without dynlen; plain ``from_pretrained`` still loads the stock model.
     """
     import shutil
 
@@ -82,9 +91,26 @@ def export_model(record: dict, out: Path) -> Path:
         "budget": record["budget"],
         "heldout": record["heldout"],
     }
+    remote = serves_itself(model, record["config"])
+    if remote:
+        model.config.auto_map = {"AutoModelForQuestionAnswering": f"{MODELING_FILE.stem}.{REMOTE_CLASS}"}
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     probes = Path(source) / WEIGHTS_FILE
     if probes.is_file():
         shutil.copy2(probes, out / WEIGHTS_FILE)
+    if remote:
+        shutil.copy2(MODELING_FILE, out / MODELING_FILE.name)
+    else:
+        print(
+            f"note: {out} loads as the stock model outside dynlen: the self-contained drop runs "
+            f"BERT-layout models under attention or lookahead selection, not {model.config.model_type} "
+            f"under {LengthConfig.from_dict(record['config']).selection}"
+        )
     return out
+
+
+def serves_itself(model, config: dict) -> bool:
+    """Whether the export's own modeling file (``bench/modeling_dynlen.py``) can run this model and selection."""
+    selection = LengthConfig.from_dict(config)
+    return model.config.model_type == "bert" and selection.significance in ("attention", "lookahead")

@@ -67,3 +67,63 @@ def test_choose_cli_exports(chosen, tmp_path, capsys):
         == 0
     )
     assert (tmp_path / "served" / "config.json").is_file() and "dynlen answer --model" in capsys.readouterr().out
+
+
+def _remote(folder):
+    from transformers import AutoModelForQuestionAnswering
+
+    return AutoModelForQuestionAnswering.from_pretrained(folder, trust_remote_code=True).eval()
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_exported_folder_runs_the_drops_without_dynlen(chosen, precision, tmp_path):
+    """The folder's own modeling file gives the engine's logits for the chosen configuration."""
+    import torch
+
+    from dynlen.engine.adaptive import LengthAdaptiveQA
+
+    _, best, record = chosen
+    config = best.length_config.with_precision(precision)
+    folder = export_model({**record, "config": config.to_dict()}, tmp_path / "exported")
+    assert (folder / "modeling_dynlen.py").is_file()
+    remote = _remote(folder)
+    assert type(remote).__name__ == "DynlenBertForQuestionAnswering"
+    qa = Answerer(folder)
+    engine = LengthAdaptiveQA(qa.model, kernels=False, sep_token_id=qa.tokenizer.sep_token_id)
+    enc = qa.tokenizer(
+        ["What colour was the cat?", "Who?"],
+        ["It was a black cat with green eyes and a long tail.", "The dog."],
+        padding=True,
+        return_tensors="pt",
+    )
+    with torch.no_grad():
+        ours = engine(enc["input_ids"], enc["attention_mask"], enc["token_type_ids"], config)
+        theirs = remote(**enc)
+    real = enc["attention_mask"].bool()
+    torch.testing.assert_close(theirs.start_logits[real], ours.start_logits[real], atol=2e-4, rtol=1e-4)
+    torch.testing.assert_close(theirs.end_logits[real], ours.end_logits[real], atol=2e-4, rtol=1e-4)
+
+
+def test_exported_folder_loads_without_dynlen_on_the_path(chosen, tmp_path):
+    """A fresh interpreter that cannot import dynlen still loads and runs the exported folder."""
+    import subprocess
+    import sys
+
+    _, _, record = chosen
+    folder = export_model(record, tmp_path / "exported")
+    script = (
+        "import sys, importlib.abc\n"
+        "class Block(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path, target=None):\n"
+        "        if name.split('.')[0] == 'dynlen': raise ImportError('dynlen is not installed here')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from transformers import AutoModelForQuestionAnswering, AutoTokenizer\n"
+        f"folder = {str(folder)!r}\n"
+        "model = AutoModelForQuestionAnswering.from_pretrained(folder, trust_remote_code=True).eval()\n"
+        "tok = AutoTokenizer.from_pretrained(folder)\n"
+        "out = model(**tok('What colour was the cat?', 'It was a black cat.', return_tensors='pt'))\n"
+        "print(type(model).__name__, tuple(out.start_logits.shape))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("DynlenBertForQuestionAnswering")
