@@ -55,7 +55,7 @@ def frontier_configs(path: Path, minimum: float) -> list[str]:
     """The search frontier's configurations whose recorded FLOPs speedup over keep-all reaches ``minimum``."""
     if not path.is_file():
         raise UserError(
-            f"{path} not found; give a report's frontier.csv (make pareto writes reports/<run>/frontier.csv)"
+            f"{path} not found; give a report's frontier.csv (make pareto writes results/<run>/frontier.csv)"
         )
     with path.open() as fh:
         reader = csv.DictReader(fh)

@@ -92,7 +92,7 @@ def _run(argv: list[str] | None) -> None:
     )
     parser.add_argument("--rounds", type=int, default=7, help="alternating float32/bf16 rounds")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    parser.add_argument("--out", default="reports/gemm-precision", help="output folder")
+    parser.add_argument("--out", default="results/gemm-precision", help="output folder")
     args = parser.parse_args(argv)
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")

@@ -255,7 +255,7 @@ def _run(argv: list[str] | None) -> None:
     )
     parser.add_argument("--configs", default=";".join(CONFIGS), help="';'-separated length configurations")
     parser.add_argument("--policies", default=",".join(POLICIES), help="comma-separated policies (default: all)")
-    parser.add_argument("--out", default="reports/retention", help="output folder (default: %(default)s)")
+    parser.add_argument("--out", default="results/retention", help="output folder (default: %(default)s)")
     args = parser.parse_args(argv)
     if args.questions < 1:
         raise UserError(f"--questions must be at least 1, got {args.questions}")

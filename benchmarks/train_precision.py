@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--f1-steps", type=int, default=0, help="also train this many steps in each arm and score")
     parser.add_argument("--dev-questions", type=int, default=1000, help="dev questions scored after --f1-steps")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--out", default=None, help="output folder (default: reports/train-<compare>)")
+    parser.add_argument("--out", default=None, help="output folder (default: results/train-<compare>)")
     args = parser.parse_args(argv)
     if args.steps * args.blocks < 2:
         parser.error("--steps x --blocks must give at least 2 timed steps per arm (quartiles need two)")
@@ -182,7 +182,7 @@ def run(args: argparse.Namespace) -> None:
                 report["short_runs"].append(
                     short_run_f1(label, arm, args.f1_steps, args.data, args.dev_questions, Path(work))
                 )
-    write(report, Path(args.out or f"reports/train-{args.compare}"), " ".join(sys.argv))
+    write(report, Path(args.out or f"results/train-{args.compare}"), " ".join(sys.argv))
 
 
 def write(report: dict, out: Path, command: str) -> None:
