@@ -37,7 +37,7 @@ ifeq ($(QUICK),1)
   RUN := $(if $(filter default,$(RUN)),quick,$(RUN))
 endif
 
-.PHONY: install test model model-standard train eval pareto report choose regress regress-update bench-eval bench-overhead bench-kernel bench-fidelity bench-samplers bench-lengthdrop bench-retention bench-selection probes help
+.PHONY: install test docs model model-standard train eval pareto report choose regress regress-update bench-eval bench-overhead bench-kernel bench-fidelity bench-samplers bench-lengthdrop bench-retention bench-selection probes help
 
 help: ## this list: every target, then the variables they read
 	@echo "usage: make TARGET [VARIABLE=value ...]   (commands: .venv/bin/dynlen --help)"
@@ -86,6 +86,9 @@ test: ## ruff check + ruff format --check + pytest (tiny random models; no data 
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m pytest
+
+docs: ## rewrite docs/results.md, results/README.md and README.md's headline table from the files in results/
+	$(PY) -m dynlen.reports.docs
 
 # The default model is LengthDrop's (LENGTHDROP): the standard fine-tune (STANDARD) with its look-ahead
 # probes first, then LengthDrop from it under the probes' selection. Every step is idempotent and resumable.
