@@ -362,7 +362,15 @@ KINDS = (
 
 
 def folders_of(root: Path, kind: Kind) -> list[Path]:
-    return sorted({p.parent for p in root.rglob(kind.marker)}, key=lambda p: p.relative_to(root).as_posix())
+    """The folders under ``root`` that ``kind`` tabulates: those holding its marker and no earlier kind's.
+
+    A script with its own record (retention.json, …) also leaves the harness's result.json; its
+    own record is the richer one, so the folder is shown once, by it.
+    """
+    earlier = [k.marker for k in KINDS[: KINDS.index(kind)]]
+    found = {p.parent for p in root.rglob(kind.marker)}
+    mine = [f for f in found if not any((f / marker).is_file() for marker in earlier)]
+    return sorted(mine, key=lambda p: p.relative_to(root).as_posix())
 
 
 def _section(root: Path, kind: Kind) -> list[str]:
