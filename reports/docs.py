@@ -31,6 +31,8 @@ HEADLINE_END = "<!-- /headline -->"
 DROP = 1.0  # "within 1 F1 of keep-all", the budget every summary uses
 # Settings a search command need not repeat: where its data and study live, not what it measures.
 UNSTATED_SETTINGS = {"model", "run_dir", "data", "storage", "study_name", "heartbeat"}
+# Runs recorded before run.json kept the selection; their commands named it (attention, then the only policy).
+SELECTION_BEFORE_RECORDS = {"reference-lengthdrop": "attention", "reference-standard": "attention"}
 
 
 # --- cells -----------------------------------------------------------------------------------
@@ -77,7 +79,7 @@ def _setting_defaults() -> dict:
 def _search_command(folder: Path, root: Path) -> str:
     """The `dynlen search` call that reproduces a run: the settings it recorded that differ from today's defaults."""
     info, _ = read_run(folder)
-    settings = dict(info.extra.get("settings", {}))
+    settings = {"significance": SELECTION_BEFORE_RECORDS.get(folder.name), **info.extra.get("settings", {})}
     defaults = _setting_defaults()
     parts = ["dynlen search", f"--model {info.model}", f"--run {_rel(folder, root)}"]
     for name, value in settings.items():
@@ -108,7 +110,8 @@ def run_summary(folder: Path) -> dict:
     held = best.heldout if best else None
     return {
         "model": info.model,
-        "selection": info.extra.get("settings", {}).get("significance", "not recorded"),
+        "selection": info.extra.get("settings", {}).get("significance")
+        or SELECTION_BEFORE_RECORDS.get(folder.name, "not recorded"),
         "trials": info.trials,
         "heldout_questions": info.heldout_questions,
         "keep_all_f1": info.keep_all_heldout_f1,
@@ -314,7 +317,8 @@ KINDS = (
         "`make pareto` runs (`dynlen search`): held-out F1 of keep-all, and the fastest held-out point by FLOPs "
         "within 1 F1 of it with the paired bootstrap 95% interval of its F1 minus keep-all's; speedups are against "
         "the model's own keep-all. Plots and the whole frontier are in each folder (`pareto.png`, `frontier.csv`, "
-        "`report.md`).",
+        "`report.md`). Model folders are named as recorded: the runs dated November 2026 used the models then "
+        "at those paths, fine-tuned on 44 SQuAD train articles.",
         _run_rows,
     ),
     Kind(
