@@ -66,6 +66,11 @@ def _code(text: str) -> str:
     return f"`{text}`"
 
 
+def _model(path: str) -> str:
+    """A model folder as the repository names it: a record made from another checkout holds its absolute path."""
+    return re.sub(r"^/.*/(models/[^/]+)/?$", r"\1", path)
+
+
 def _moved(path: str) -> str:
     """Result folders were recorded under reports/ before they moved to results/."""
     return re.sub(r"^reports/", "results/", path)
@@ -81,7 +86,7 @@ def _search_command(folder: Path, root: Path) -> str:
     info, _ = read_run(folder)
     settings = {"significance": SELECTION_BEFORE_RECORDS.get(folder.name), **info.extra.get("settings", {})}
     defaults = _setting_defaults()
-    parts = ["dynlen search", f"--model {info.model}", f"--run {_rel(folder, root)}"]
+    parts = ["dynlen search", f"--model {_model(info.model)}", f"--run {_rel(folder, root)}"]
     for name, value in settings.items():
         if name in UNSTATED_SETTINGS or (name in defaults and defaults[name] == value and name != "trials"):
             continue
@@ -109,7 +114,7 @@ def run_summary(folder: Path) -> dict:
     best, fastest = summary.best_flops, summary.best_latency
     held = best.heldout if best else None
     return {
-        "model": info.model,
+        "model": _model(info.model),
         "selection": info.extra.get("settings", {}).get("significance")
         or SELECTION_BEFORE_RECORDS.get(folder.name, "not recorded"),
         "trials": info.trials,
@@ -164,7 +169,7 @@ def _compare_rows(folder: Path, root: Path) -> list[dict]:
         {
             "folder": _code(_rel(folder, root)),
             "run": row["run"],
-            "model": _code(row["model"]),
+            "model": _code(_model(row["model"])),
             "keep-all F1": _f1(float(row["keep_all_f1"])),
             "FLOPs speedup within 1 F1": _x(_number(row["best_flops_speedup_vs_keep_all"])),
             "its F1": _f1(_number(row["best_flops_f1"])),
@@ -183,14 +188,15 @@ def _number(cell: str) -> float | None:
 def _retention_command(records: list[dict], out: str) -> str:
     """benchmarks/retention.py over the models, split, question count, policies and shapes recorded."""
 
-    def distinct(key: str) -> list[str]:
-        return list(dict.fromkeys(str(r[key]) for r in records))
+    dropping = [r for r in records if r["config"] != "keep-all"] or records  # keep-all's policy is moot
 
-    configs = [c for c in distinct("config") if c != "keep-all"]
+    def distinct(key: str, rows: list[dict]) -> list[str]:
+        return list(dict.fromkeys(_model(str(r[key])) if key == "model" else str(r[key]) for r in rows))
+
     return (
-        f"python benchmarks/retention.py --models {','.join(distinct('model'))} --split {records[0]['split']} "
-        f"--questions {records[0]['questions']} --policies {','.join(distinct('policy'))} "
-        f"--configs '{';'.join(configs)}' --out {out}"
+        f"python benchmarks/retention.py --models {','.join(distinct('model', records))} --split {records[0]['split']} "
+        f"--questions {records[0]['questions']} --policies {','.join(distinct('policy', dropping))} "
+        f"--configs '{';'.join(distinct('config', dropping))}' --out {out}"
     )
 
 
@@ -200,7 +206,7 @@ def _retention_rows(folder: Path, root: Path) -> list[dict]:
     return [
         {
             "folder": _code(_rel(folder, root)),
-            "model": _code(r["model"]),
+            "model": _code(_model(r["model"])),
             "split, questions": f"{r['split']}, {r['questions']:,}",
             "policy": _code(r["policy"]),
             "configuration": _code(r["config"]),
@@ -220,13 +226,13 @@ def _selection_rows(folder: Path, root: Path) -> list[dict]:
     r = json.loads((folder / "selection_cost.json").read_text())
     contenders = r["contenders"]
     command = (
-        f"python benchmarks/selection_cost.py --model {r['model']} --config '{r['config']}' "
+        f"python benchmarks/selection_cost.py --model {_model(r['model'])} --config '{r['config']}' "
         f"--threads {r['threads']} --features {r['features']} --repeats {r['repeats']} --out {_rel(folder, root)}"
     )
     return [
         {
             "folder": _code(_rel(folder, root)),
-            "model": _code(r["model"]),
+            "model": _code(_model(r["model"])),
             "configuration": _code(r["config"]),
             "threads": r["threads"],
             "FLOPs speedup": _x(r["flops_speedup_vs_keep_all"]),
@@ -244,13 +250,13 @@ def _metrics_rows(folder: Path, root: Path) -> list[dict]:
     m = json.loads((folder / "metrics.json").read_text())
     latency = m.get("latency") or {}
     command = (
-        f"dynlen eval --model {m['model']} --config '{m['config_label']}' --limit {m['questions']} "
+        f"dynlen eval --model {_model(m['model'])} --config '{m['config_label']}' --limit {m['questions']} "
         f"--out {_rel(folder, root)}"
     )
     return [
         {
             "folder": _code(_rel(folder, root)),
-            "model": _code(m["model"]),
+            "model": _code(_model(m["model"])),
             "configuration": _code(m["config_label"]),
             "questions": f"{m['questions']:,}",
             "device": m.get("device", "—"),
@@ -332,7 +338,8 @@ KINDS = (
         "Token retention at fixed budgets",
         "`benchmarks/retention.py`: every policy at fixed length configurations; F1 against the same model's "
         "keep-all on the same questions with its 95% interval, and the share of features whose gold answer "
-        "(answers kept) or keep-all answer (own answers kept) survives every dropping layer.",
+        "(answers kept) or keep-all answer (own answers kept) survives every dropping layer. A `before` "
+        "subfolder is the same measurement with the code before the change its parent folder measures.",
         _retention_rows,
         table_per_folder=True,
     ),
@@ -341,7 +348,8 @@ KINDS = (
         "Batch-1 latency against free selection",
         "`benchmarks/selection_cost.py`: batch-1 latency speedup over keep-all (median of interleaved rounds, "
         "fastest–slowest) of the engine, of the engine with free scores, and of the same token counts chosen "
-        "for free (prefix slices: the floor any selection can reach).",
+        "for free (prefix slices: the floor any selection can reach). A `before` subfolder is the same "
+        "measurement with the code before the change its parent folder measures; `one-thread`, on one thread.",
         _selection_rows,
     ),
     Kind(
