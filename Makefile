@@ -37,7 +37,7 @@ ifeq ($(QUICK),1)
   RUN := $(if $(filter default,$(RUN)),quick,$(RUN))
 endif
 
-.PHONY: bench-precision install test model model-standard train eval pareto report choose regress regress-update bench-eval bench-overhead bench-kernel bench-fidelity bench-samplers bench-lengthdrop bench-retention bench-selection probes help
+.PHONY: bench-precision install test docs model model-standard train eval pareto report choose regress regress-update bench-eval bench-overhead bench-kernel bench-fidelity bench-samplers bench-lengthdrop bench-retention bench-selection probes help
 
 help: ## this list: every target, then the variables they read
 	@echo "usage: make TARGET [VARIABLE=value ...]   (commands: .venv/bin/dynlen --help)"
@@ -50,7 +50,7 @@ help: ## this list: every target, then the variables they read
 	@echo "  LENGTHDROP=$(LENGTHDROP)   LengthDrop-trained model (make train), the default MODEL"
 	@echo "  SIGNIFICANCE=$(SIGNIFICANCE)   token-selection policy of pareto (comma list: searched as a dimension)"
 	@echo "  HELDOUT_QUESTIONS=$(HELDOUT_QUESTIONS)   held-out questions per frontier point (0: the whole held-out half)"
-	@echo "  RUN=$(RUN)   run name: results in reports/RUN/"
+	@echo "  RUN=$(RUN)   run name: results in results/RUN/"
 	@echo "  QUICK=$(QUICK)   QUICK=1: smoke-sized search (12 trials, small splits; RUN=quick)"
 	@echo "  BUDGET=$(BUDGET)   e.g. 'flops-speedup>=2', 'latency-ms<=20' (relative to the model's keep-all)"
 	@echo "  COST=$(COST)   second objective of the search: flops or latency"
@@ -87,6 +87,9 @@ test: ## ruff check + ruff format --check + pytest (tiny random models; no data 
 	$(PY) -m ruff format --check .
 	$(PY) -m pytest
 
+docs: ## rewrite docs/results.md, results/README.md and README.md's headline table from the files in results/
+	$(PY) -m dynlen.reports.docs
+
 # The default model is LengthDrop's (LENGTHDROP): the standard fine-tune (STANDARD) with its look-ahead
 # probes first, then LengthDrop from it under the probes' selection. Every step is idempotent and resumable.
 model: ## build the default model: model-standard and its probes, then train (about 2-2.5 hours on 2 CPU cores in bf16)
@@ -119,8 +122,8 @@ $(STANDARD_MODEL)/config.json:
 $(LENGTHDROP_MODEL)/config.json: $(STANDARD_MODEL)/config.json
 	$(MAKE) train STANDARD=$(STANDARD_MODEL) LENGTHDROP=$(LENGTHDROP_MODEL)
 
-pareto: $(BUILD_ON_DEMAND) ## search MODEL under BUDGET, re-score on held-out, report -> reports/RUN/
-	$(DYNLEN) search --model $(MODEL) $(if $(DATA),--data $(DATA),) --run reports/$(RUN) --trials $(TRIALS) \
+pareto: $(BUILD_ON_DEMAND) ## search MODEL under BUDGET, re-score on held-out, report -> results/RUN/
+	$(DYNLEN) search --model $(MODEL) $(if $(DATA),--data $(DATA),) --run results/$(RUN) --trials $(TRIALS) \
 		--cost $(COST) --sampler $(SAMPLER) --significance '$(SIGNIFICANCE)' $(if $(BUDGET),--budget '$(BUDGET)',) \
 		$(if $(HELDOUT_QUESTIONS),--heldout-questions $(HELDOUT_QUESTIONS),) $(if $(MAX_RESCORE),--max-rescore $(MAX_RESCORE),) $(SEARCH_SIZE)
 
@@ -136,25 +139,25 @@ ifneq ($(filter search,$(MAKECMDGOALS)),)
   endif
 endif
 .PHONY: search
-search: $(BUILD_ON_DEMAND) ## WORKERS= processes on one study (STORAGE=postgresql://...), TRIALS completed in all -> reports/RUN/
+search: $(BUILD_ON_DEMAND) ## WORKERS= processes on one study (STORAGE=postgresql://...), TRIALS completed in all -> results/RUN/
 	@pids=""; for i in $$(seq $(WORKERS)); do \
-		$(DYNLEN) search --model $(MODEL) $(if $(DATA),--data $(DATA),) --run reports/$(RUN) --trials $(TRIALS) \
+		$(DYNLEN) search --model $(MODEL) $(if $(DATA),--data $(DATA),) --run results/$(RUN) --trials $(TRIALS) \
 			--cost $(COST) --sampler $(SAMPLER) --significance '$(SIGNIFICANCE)' $(if $(BUDGET),--budget '$(BUDGET)',) \
 			$(if $(HELDOUT_QUESTIONS),--heldout-questions $(HELDOUT_QUESTIONS),) $(if $(MAX_RESCORE),--max-rescore $(MAX_RESCORE),) \
 			$(if $(STORAGE),--storage '$(STORAGE)',) $(SEARCH_SIZE) & pids="$$pids $$!"; \
 	done; status=0; for p in $$pids; do wait $$p || status=$$?; done; exit $$status
 
-report: ## redraw reports/RUN/ (plots, frontier.csv, report.md) from the stored study; runs no model
-	$(DYNLEN) report --run reports/$(RUN)
+report: ## redraw results/RUN/ (plots, frontier.csv, report.md) from the stored study; runs no model
+	$(DYNLEN) report --run results/$(RUN)
 
-choose: ## best configuration of reports/RUN/ for BUDGET -> reports/RUN/chosen.json
-	$(DYNLEN) choose --run reports/$(RUN) $(if $(BUDGET),--budget '$(BUDGET)',)
+choose: ## best configuration of results/RUN/ for BUDGET -> results/RUN/chosen.json
+	$(DYNLEN) choose --run results/$(RUN) $(if $(BUDGET),--budget '$(BUDGET)',)
 
 regress: ## fail when the committed reference configurations got slower (CI guard)
 	$(DYNLEN) regress check
 
-regress-update: ## re-measure the regression baseline from reports/reference/frontier.csv
-	$(DYNLEN) regress update --from reports/reference/frontier.csv
+regress-update: ## re-measure the regression baseline from results/reference/frontier.csv
+	$(DYNLEN) regress update --from results/reference/frontier.csv
 
 bench-eval: ## Benchmark 1: evaluator throughput against the padded-384 way
 	$(PY) benchmarks/evaluator_throughput.py --model $(MODEL) $(if $(DATA),--data $(DATA),)
@@ -166,13 +169,13 @@ bench-kernel: ## small-GEMM kernel against torch's GEMM, by rows
 	$(PY) benchmarks/small_gemm_throughput.py
 
 bench-fidelity: ## Benchmark 3: latency speedup / FLOPs speedup of the reference frontier
-	$(PY) benchmarks/flops_fidelity.py --model $(MODEL) $(if $(DATA),--data $(DATA),) --threads 2,1 --frontier reports/reference/frontier.csv
+	$(PY) benchmarks/flops_fidelity.py --model $(MODEL) $(if $(DATA),--data $(DATA),) --threads 2,1 --frontier results/reference/frontier.csv
 
 bench-selection: ## batch-1 latency of a configuration against the same token counts with free selection
-	$(PY) benchmarks/selection_cost.py --model $(MODEL) $(if $(DATA),--data $(DATA),) --out reports/latency-selection-cost
+	$(PY) benchmarks/selection_cost.py --model $(MODEL) $(if $(DATA),--data $(DATA),) --out results/latency-selection-cost
 
-bench-precision: $(BUILD_ON_DEMAND) ## length x precision: stock, keep-all and the reference shape at fp32 and bf16, batch 1 and 32, held-out F1 -> reports/precision
-	$(PY) benchmarks/precision.py --model $(MODEL) $(if $(DATA),--data $(DATA),) --precisions fp32,bf16 --batch-sizes 1,32 --bert-base --accuracy 0 --profile --out reports/precision
+bench-precision: $(BUILD_ON_DEMAND) ## length x precision: stock, keep-all and the reference shape at fp32 and bf16, batch 1 and 32, held-out F1 -> results/precision
+	$(PY) benchmarks/precision.py --model $(MODEL) $(if $(DATA),--data $(DATA),) --precisions fp32,bf16 --batch-sizes 1,32 --bert-base --accuracy 0 --profile --out results/precision
 
 bench-samplers: ## TPE against NSGA-II by hypervolume
 	$(PY) benchmarks/sampler_comparison.py --model $(MODEL) $(if $(DATA),--data $(DATA),)
@@ -181,16 +184,16 @@ bench-samplers: ## TPE against NSGA-II by hypervolume
 bench-lengthdrop: ## the same search (SIGNIFICANCE, default: the probes' selection) on STANDARD and LENGTHDROP, compared
 	$(MAKE) pareto MODEL=$(STANDARD) RUN=bench-lengthdrop-standard
 	$(MAKE) pareto MODEL=$(LENGTHDROP) RUN=bench-lengthdrop-trained
-	$(DYNLEN) compare standard=reports/bench-lengthdrop-standard lengthdrop=reports/bench-lengthdrop-trained \
-		--out reports/bench-lengthdrop
+	$(DYNLEN) compare standard=results/bench-lengthdrop-standard lengthdrop=results/bench-lengthdrop-trained \
+		--out results/bench-lengthdrop
 
 # Which significance policy keeps the answer? F1, its interval and answer survival per layer, per policy,
 # on STANDARD and LENGTHDROP side by side (how training under the probes' selection changes each);
 # then the held-out frontiers of the same search budget on MODEL under attention received and under
-# SIGNIFICANCE (RUN's own study, resumed when it exists), on one plot in reports/RUN-policies/.
+# SIGNIFICANCE (RUN's own study, resumed when it exists), on one plot in results/RUN-policies/.
 # Only this project's own model folders are built on demand; any other STANDARD/LENGTHDROP is read as given.
 bench-retention: $(filter $(addsuffix /config.json,$(BUILDABLE)),$(patsubst %/,%,$(STANDARD))/config.json $(patsubst %/,%,$(LENGTHDROP))/config.json) $(BUILD_ON_DEMAND) ## every significance policy at fixed budgets on held-out on STANDARD and LENGTHDROP (F1 with intervals, answer survival), then attention's frontier against SIGNIFICANCE's on MODEL
-	$(PY) benchmarks/retention.py --models $(STANDARD),$(LENGTHDROP) $(if $(DATA),--data $(DATA),) --questions 1000 --out reports/retention
+	$(PY) benchmarks/retention.py --models $(STANDARD),$(LENGTHDROP) $(if $(DATA),--data $(DATA),) --questions 1000 --out results/retention
 	$(MAKE) pareto RUN=$(RUN)-attention SIGNIFICANCE=attention
 	$(MAKE) pareto RUN=$(RUN)
-	$(DYNLEN) compare attention=reports/$(RUN)-attention $(SIGNIFICANCE)=reports/$(RUN) --out reports/$(RUN)-policies
+	$(DYNLEN) compare attention=results/$(RUN)-attention $(SIGNIFICANCE)=results/$(RUN) --out results/$(RUN)-policies

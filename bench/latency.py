@@ -14,7 +14,6 @@ time is taken from an idle device to an idle device.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
@@ -190,20 +189,3 @@ def _stock_call(model) -> Callable[[Mapping], None]:
         model(**{k: batch[k] for k in STOCK_INPUTS if batch.get(k) is not None})
 
     return go
-
-
-def timing_parser(description: str, questions: int) -> argparse.ArgumentParser:
-    """The arguments every batch-1 timing benchmark starts with: the model, and the dev set whose
-    first ``questions`` questions supply the timed features (said in the help, so a user knows
-    what is read)."""
-    from dynlen.bench.model_io import DEFAULT_MODEL_DIR
-    from dynlen.bench.squad import DEFAULT_DEV_SET
-
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=DEFAULT_MODEL_DIR, help="QA model folder or hub id (default: %(default)s)")
-    parser.add_argument(
-        "--data",
-        default=DEFAULT_DEV_SET,
-        help=f"SQuAD 1.1 JSON; its first {questions} questions supply the features (default: %(default)s)",
-    )
-    return parser

@@ -29,7 +29,7 @@ from dynlen.engine.config import LengthConfig
 from dynlen.engine.probes import DEFAULT_WIDTH, LookaheadProbes
 from dynlen.errors import UserError
 
-# The committed baseline sits beside the guard; nothing here writes under reports/.
+# The committed baseline sits beside the guard; nothing here writes under results/.
 BASELINE = Path(__file__).with_name("speedup-baseline.json")
 DEFAULT_SHAPE = {"layers": 6, "hidden": 384, "heads": 12, "ffn": 1536, "vocab": 30522}
 

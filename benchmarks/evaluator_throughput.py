@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 
 import torch
 
+from dynlen.bench import harness
 from dynlen.bench.features import build_features, collate
-from dynlen.bench.model_io import DEFAULT_MODEL_DIR, load_qa_model, load_tokenizer, quiet_libraries
+from dynlen.bench.model_io import load_qa_model, load_tokenizer, quiet_libraries
 from dynlen.bench.postprocess import predict_answers
 from dynlen.bench.runner import QARunner
 from dynlen.bench.scoring import squad_scores
-from dynlen.bench.squad import DEFAULT_DEV_SET, limit_examples, load_squad
+from dynlen.bench.squad import limit_examples, load_squad
 from dynlen.engine.config import LengthConfig
 
 
@@ -41,14 +43,15 @@ def anchor_evaluate(model, tokenizer, examples, batch_size: int) -> tuple[dict, 
     return squad_scores({q: a["text"] for q, a in answers.items()}, examples), seconds
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--model", default=DEFAULT_MODEL_DIR)
-    parser.add_argument("--data", default=DEFAULT_DEV_SET)
-    parser.add_argument("--questions", type=int, default=500)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
+def main(argv: list[str] | None = None) -> int:
+    parser = harness.parser(__doc__, "model", "data", out="runs/evaluator_throughput")
+    parser.add_argument("--questions", type=int, default=500, help="first dev questions scored (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=32, help="features per batch (default: %(default)s)")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds (default: %(default)s)")
+    return harness.run(run, parser.parse_args(argv), argv, __file__)
+
+
+def run(args: argparse.Namespace, figures: harness.Figures) -> None:
     quiet_libraries()
     data = limit_examples(load_squad(args.data), args.questions)
     tokenizer = load_tokenizer(args.model)
@@ -64,6 +67,17 @@ def main() -> None:
     n = len(data.examples)
     a, s = statistics.median(anchor_times), statistics.median(suite_times)
     ratios = [x / y for x, y in zip(anchor_times, suite_times)]
+    figures.update(
+        questions=n,
+        features=len(runner.features),
+        anchor_questions_per_second=n / a,
+        suite_questions_per_second=n / s,
+        throughput_ratio=statistics.median(ratios),
+        throughput_ratio_min=min(ratios),
+        throughput_ratio_max=max(ratios),
+        anchor_f1=anchor_scores["f1"],
+        suite_f1=result.f1,
+    )
     print(
         f"model {args.model}, {n} questions, {len(runner.features)} features, batch {args.batch_size}, "
         f"{torch.get_num_threads()} threads, {args.repeats} interleaved rounds"
@@ -84,4 +98,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -26,9 +26,10 @@ from pathlib import Path
 
 import torch
 
-from dynlen.bench.device import DEVICE_CHOICES, describe_device, resolve_device, to_device
+from dynlen.bench import harness
+from dynlen.bench.device import describe_device, resolve_device, to_device
 from dynlen.bench.features import collate
-from dynlen.bench.latency import contenders, device_synchronizer, interleaved_batch_timings, ratio, timing_parser
+from dynlen.bench.latency import contenders, device_synchronizer, interleaved_batch_timings, ratio
 from dynlen.bench.model_io import quiet_libraries
 from dynlen.bench.runner import QARunner
 from dynlen.bench.squad import limit_examples, load_squad
@@ -37,7 +38,7 @@ from dynlen.engine.adaptive import LengthAdaptiveQA
 from dynlen.engine.config import LengthConfig
 from dynlen.engine.costs import total_flops
 from dynlen.engine.kernels import native_kernels
-from dynlen.errors import UserError, exit_status
+from dynlen.errors import UserError
 
 CONFIGS = [
     "ratios:1,0.6,0.36,0.216,0.1296,0.07776",
@@ -55,7 +56,7 @@ def frontier_configs(path: Path, minimum: float) -> list[str]:
     """The search frontier's configurations whose recorded FLOPs speedup over keep-all reaches ``minimum``."""
     if not path.is_file():
         raise UserError(
-            f"{path} not found; give a report's frontier.csv (make pareto writes reports/<run>/frontier.csv)"
+            f"{path} not found; give a report's frontier.csv (make pareto writes results/<run>/frontier.csv)"
         )
     with path.open() as fh:
         reader = csv.DictReader(fh)
@@ -72,7 +73,7 @@ QUESTIONS = 600  # the first dev questions; their features are the timed sample
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = timing_parser(__doc__, questions=QUESTIONS)
+    parser = harness.parser(__doc__, "model", "data", "device", out="runs/flops_fidelity", questions=QUESTIONS)
     parser.add_argument(
         "--features",
         type=int,
@@ -101,21 +102,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=[1],
         help="comma-separated batch sizes; batches hold features of similar length (default: 1)",
     )
-    parser.add_argument(
-        "--device",
-        choices=DEVICE_CHOICES,
-        default="auto",
-        help="where every contender runs: cuda, cpu, or auto = cuda when torch sees a GPU (default: %(default)s)",
-    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return exit_status(lambda: _run(args))
+    return harness.run(_run, args, argv, __file__)
 
 
-def _run(args: argparse.Namespace) -> None:
+def _run(args: argparse.Namespace, figures: harness.Figures) -> None:
     if args.features < 1 or args.repeats < 1:
         raise UserError("--features and --repeats must be at least 1")
     device = resolve_device(args.device)
@@ -127,17 +122,22 @@ def _run(args: argparse.Namespace) -> None:
         if len(args.threads) > 1:
             print(f"note: --threads does not apply on {device.type}; measuring once")
         for batch_size in args.batch_sizes:
-            measure(runner, configs, args, "off (CPU kernels; torch ops on the GPU)", batch_size)
+            measure(runner, configs, args, "off (CPU kernels; torch ops on the GPU)", batch_size, figures)
         return
     kernel = "on" if native_kernels() is not None else "unavailable"
     for threads in args.threads:
         torch.set_num_threads(threads)
         for batch_size in args.batch_sizes:
-            measure(runner, configs, args, kernel, batch_size)
+            measure(runner, configs, args, kernel, batch_size, figures)
 
 
 def measure(
-    runner: QARunner, configs: list[LengthConfig], args: argparse.Namespace, kernel: str, batch_size: int = 1
+    runner: QARunner,
+    configs: list[LengthConfig],
+    args: argparse.Namespace,
+    kernel: str,
+    batch_size: int = 1,
+    figures: harness.Figures | None = None,
 ) -> None:
     """One table: every configuration against keep-all and stock (and torch ops on the CPU)."""
     device = runner.device
@@ -181,6 +181,8 @@ def measure(
         if on_cpu:
             fidelity += f" {readings[2].median / flops_speedup:9.2f}"
         print(f"{config.label():44} {flops_speedup:5.2f}x  {fidelity}   {spans}{flag}")
+        if figures is not None:
+            figures[f"fidelity_own[{config.label()}, batch {batch_size}, {where}]"] = readings[0].median / flops_speedup
 
 
 if __name__ == "__main__":

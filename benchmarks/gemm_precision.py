@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from dynlen.errors import exit_status
+from dynlen.bench import harness
 from dynlen.training.trainer import hardware_has_bf16
 
 SHAPE = (2816, 384, 1536)  # rows, inner, columns
@@ -83,20 +83,18 @@ def markdown(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return exit_status(lambda: _run(argv))
-
-
-def _run(argv: list[str] | None) -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
-    parser.add_argument("--rounds", type=int, default=7, help="alternating float32/bf16 rounds")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    parser.add_argument("--out", default="reports/gemm-precision", help="output folder")
+    parser = harness.parser(__doc__.split("\n\n")[0], "threads", out="results/gemm-precision")
+    parser.add_argument("--rounds", type=int, default=7, help="alternating float32/bf16 rounds (default: %(default)s)")
     args = parser.parse_args(argv)
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
+    return harness.run(_run, args, argv, __file__)
+
+
+def _run(args: argparse.Namespace, figures: harness.Figures) -> None:
     result = measure(args.rounds, args.threads)
+    figures["bf16_time_over_fp32"] = result["bf16_time_over_fp32"]
+    figures.update({f"gflops[{name}]": value for name, value in result["gflops"].items()})
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "gemm_precision.json").write_text(json.dumps(result, indent=2))

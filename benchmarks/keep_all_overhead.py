@@ -12,16 +12,17 @@ import sys
 
 import torch
 
-from dynlen.bench.device import DEVICE_CHOICES, describe_device, resolve_device, to_device
+from dynlen.bench import harness
+from dynlen.bench.device import describe_device, resolve_device, to_device
 from dynlen.bench.features import collate
-from dynlen.bench.latency import contenders, device_synchronizer, interleaved_batch_timings, ratio, timing_parser
+from dynlen.bench.latency import contenders, device_synchronizer, interleaved_batch_timings, ratio
 from dynlen.bench.model_io import quiet_libraries
 from dynlen.bench.runner import QARunner
 from dynlen.bench.squad import limit_examples, load_squad
 from dynlen.cli.argtypes import positive_int_list
 from dynlen.engine.adaptive import LengthAdaptiveQA
 from dynlen.engine.config import LengthConfig
-from dynlen.errors import UserError, exit_status
+from dynlen.errors import UserError
 
 _batch_sizes = positive_int_list("batch sizes", "1,16")
 
@@ -30,7 +31,7 @@ QUESTIONS = 400  # the first dev questions; their features are the timed sample
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = timing_parser(__doc__, questions=QUESTIONS)
+    parser = harness.parser(__doc__, "model", "data", "device", out="runs/keep_all_overhead", questions=QUESTIONS)
     parser.add_argument(
         "--features",
         type=int,
@@ -46,21 +47,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--repeats", type=int, default=9, help="timed rounds after one warm-up round (default: %(default)s)"
     )
-    parser.add_argument(
-        "--device",
-        choices=DEVICE_CHOICES,
-        default="auto",
-        help="where both models run: cuda, cpu, or auto = cuda when torch sees a GPU (default: %(default)s)",
-    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return exit_status(lambda: run(args))
+    return harness.run(run, args, argv, __file__)
 
 
-def run(args: argparse.Namespace) -> None:
+def run(args: argparse.Namespace, figures: harness.Figures) -> None:
     if args.features < 1 or args.repeats < 1:
         raise UserError("--features and --repeats must be at least 1")
     device = resolve_device(args.device)
@@ -74,15 +69,19 @@ def run(args: argparse.Namespace) -> None:
     print(
         f"model {args.model}, {len(picks)} dev features spread over the length range, device {describe_device(device)}"
     )
+    figures["features"] = len(picks)
     if on_cpu:
+        figures["max_logit_difference_kernel"] = max_logit_difference(runner, picks, adaptive)
+        figures["max_logit_difference_torch_gemm"] = max_logit_difference(runner, picks, plain)
         print(
             f"max |logit difference| from stock over these features at batch 1: small-GEMM kernel "
-            f"{max_logit_difference(runner, picks, adaptive):.2e}, torch GEMM {max_logit_difference(runner, picks, plain):.2e}"
+            f"{figures['max_logit_difference_kernel']:.2e}, torch GEMM {figures['max_logit_difference_torch_gemm']:.2e}"
         )
     else:
+        figures["max_logit_difference"] = max_logit_difference(runner, picks, adaptive)
         print(
             f"max |logit difference| from stock over these features at batch 1 (torch GEMM; the CPU kernel "
-            f"does not run on {device.type}): {max_logit_difference(runner, picks, adaptive):.2e}"
+            f"does not run on {device.type}): {figures['max_logit_difference']:.2e}"
         )
     sync = device_synchronizer(device)
     for bs in args.batch_sizes:
@@ -103,19 +102,18 @@ def run(args: argparse.Namespace) -> None:
             f"{1000 * t['adaptive_keep_all'].median / len(picks):.3f} ms/feature ({len(batches)} batches, {args.repeats} rounds)"
         )
         if plain is not None:
-            print(
-                f"   latency ratio adaptive/stock, torch GEMM (the wiring's own overhead): "
-                f"{ratio(t['adaptive_keep_all_torch_gemm'], t['stock'])}"
+            wiring, kernel = (
+                ratio(t["adaptive_keep_all_torch_gemm"], t["stock"]),
+                ratio(t["adaptive_keep_all"], t["stock"]),
             )
-            print(
-                f"   latency ratio adaptive/stock, small-GEMM kernel (what users run):    "
-                f"{ratio(t['adaptive_keep_all'], t['stock'])}"
-            )
+            figures[f"batch_{bs}_latency_over_stock_torch_gemm"] = wiring.median
+            figures[f"batch_{bs}_latency_over_stock_kernel"] = kernel.median
+            print(f"   latency ratio adaptive/stock, torch GEMM (the wiring's own overhead): {wiring}")
+            print(f"   latency ratio adaptive/stock, small-GEMM kernel (what users run):    {kernel}")
         else:
-            print(
-                f"   latency ratio adaptive/stock on {device.type} (the wiring's own overhead): "
-                f"{ratio(t['adaptive_keep_all'], t['stock'])}"
-            )
+            wiring = ratio(t["adaptive_keep_all"], t["stock"])
+            figures[f"batch_{bs}_latency_over_stock"] = wiring.median
+            print(f"   latency ratio adaptive/stock on {device.type} (the wiring's own overhead): {wiring}")
 
 
 def max_logit_difference(runner: QARunner, picks: list[int], engine: LengthAdaptiveQA) -> float:

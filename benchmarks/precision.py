@@ -20,29 +20,29 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import subprocess
+import shlex
 import sys
 from pathlib import Path
 
 import torch
 
+from dynlen.bench import harness
 from dynlen.bench.features import collate
-from dynlen.bench.latency import Timing, interleaved_batch_timings, ratio, timing_parser
+from dynlen.bench.latency import Timing, interleaved_batch_timings, ratio
 from dynlen.bench.model_io import bert_base_qa, quiet_libraries
 from dynlen.bench.runner import QARunner
 from dynlen.bench.squad import limit_examples, load_squad, split_by_article
 from dynlen.bench.uncertainty import paired_interval
 from dynlen.engine.config import LengthConfig, resolve_config
 from dynlen.engine.precision import get_precision, resolve_precision
-from dynlen.errors import UserError, exit_status
+from dynlen.errors import UserError
 
 QUESTIONS = 400  # the first dev questions; their features are the timed sample
 REFERENCE_SHAPE = "ratios:1,1,0.7,0.49,0.343,0.0515@lookahead+question"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = timing_parser(__doc__, questions=QUESTIONS)
+    parser = harness.parser(__doc__, "model", "data", "threads", out="runs/precision", questions=QUESTIONS)
     parser.add_argument(
         "--configs",
         default=REFERENCE_SHAPE,
@@ -52,7 +52,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-sizes", default="1", help="comma list of batch sizes (default: %(default)s)")
     parser.add_argument("--features", type=int, default=40, help="features timed (default: %(default)s)")
     parser.add_argument("--repeats", type=int, default=7, help="timed rounds after one warm-up (default: %(default)s)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     parser.add_argument("--bert-base", action="store_true", help="also time a random-weight BERT-base (stock)")
     parser.add_argument(
         "--accuracy",
@@ -65,13 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--profile", action="store_true", help="also write where each shape's time goes (torch profiler, batch 1)"
     )
-    parser.add_argument("--out", type=Path, default=None, help="folder for precision.json / .md (default: none)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return exit_status(lambda: run(args))
+    return harness.run(run, args, argv, __file__)
 
 
 def _stock(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
@@ -126,16 +124,6 @@ def table(timings: dict[str, Timing], features: int, shapes: list[LengthConfig],
             row["vs_own_keep_all"] = ratio(timings[f"keep-all/{precision}"], timing).as_dict()
         rows.append(row)
     return rows
-
-
-def _machine() -> dict:
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    return {
-        "commit": commit or None,
-        "cpu": platform.processor() or platform.machine(),
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-    }
 
 
 def markdown(rows: list[dict], head: str) -> str:
@@ -212,7 +200,7 @@ def accuracy_markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run(args: argparse.Namespace) -> None:
+def run(args: argparse.Namespace, figures: harness.Figures) -> None:
     precisions = [resolve_precision(p.strip()) for p in args.precisions.split(",") if p.strip()]
     batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
     if args.features < 1 or args.repeats < 1 or not batch_sizes or min(batch_sizes) < 1:
@@ -225,7 +213,8 @@ def run(args: argparse.Namespace) -> None:
     for shape in shapes:
         runner.adaptive.check_policy(shape.significance, shape.keep_question)
     named = contenders(runner, shapes, precisions, args.bert_base)
-    report = {"model": args.model, "machine": _machine(), "command": " ".join(sys.argv), "runs": []}
+    command = shlex.join(["python", "benchmarks/precision.py", *sys.argv[1:]])
+    report = {"model": args.model, "machine": harness.machine(), "command": command, "runs": []}
     md = []
     for batch_size in batch_sizes:
         picks = runner.latency_sample(args.features * batch_size)
@@ -258,11 +247,29 @@ def run(args: argparse.Namespace) -> None:
                     f"### where the time goes: {config.with_precision(name).label()}, batch 1\n\n```\n{text}\n```\n"
                 )
                 print(md[-1])
+    figures.update(headline(report))
     if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "precision.json").write_text(json.dumps(report, indent=2) + "\n")
-        (args.out / "precision.md").write_text(f"# Length x precision\n\n`{report['command']}`\n\n" + "\n".join(md))
-        print(f"wrote {args.out / 'precision.json'} and precision.md")
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "precision.json").write_text(json.dumps(report, indent=2) + "\n")
+        (out / "precision.md").write_text(f"# Length x precision\n\n`{report['command']}`\n\n" + "\n".join(md))
+        print(f"wrote {out / 'precision.json'} and precision.md")
+
+
+def headline(report: dict) -> harness.Figures:
+    """The figures result.json carries: each forward's speedup over stock fp32 and each shape's over its own
+    keep-all at each batch size, and each held-out F1 difference to float32 keep-all."""
+    figures: harness.Figures = {}
+    for run_ in report["runs"]:
+        for row in run_["rows"]:
+            key = f"batch{run_['batch_size']} {row['forward']}"
+            if "vs_stock_fp32" in row:
+                figures[f"{key} vs stock fp32"] = round(row["vs_stock_fp32"]["median"], 3)
+            if "vs_own_keep_all" in row:
+                figures[f"{key} vs own keep-all"] = round(row["vs_own_keep_all"]["median"], 3)
+    for row in report.get("accuracy", []):
+        figures[f"F1 {row['config']}/{row['precision']} - fp32 keep-all"] = round(row["f1_delta"], 2)
+    return figures
 
 
 if __name__ == "__main__":

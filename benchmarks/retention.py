@@ -28,16 +28,17 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from dynlen.bench import harness
 from dynlen.bench.features import cached_features, collate, length_sorted_batches
 from dynlen.bench.inference import batched_logits
 from dynlen.bench.model_io import DEFAULT_MODEL_DIR, quiet_libraries
 from dynlen.bench.postprocess import best_feature_spans, predict_answers
 from dynlen.bench.runner import QARunner
-from dynlen.bench.squad import DEFAULT_DEV_SET, limit_examples, load_squad, split_by_article
+from dynlen.bench.squad import limit_examples, load_squad, split_by_article
 from dynlen.bench.uncertainty import paired_interval, per_question_f1
 from dynlen.engine.config import LengthConfig, parse_selection
 from dynlen.engine.significance import SelectionInputs, attention_received, register_policy
-from dynlen.errors import UserError, exit_status
+from dynlen.errors import UserError
 
 CONFIGS = (
     "ratios:1,0.9,0.81,0.729,0.656,0.59",
@@ -237,15 +238,10 @@ def write(rows: list[dict], out: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return exit_status(lambda: _run(argv))
-
-
-def _run(argv: list[str] | None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = harness.parser(__doc__, "data", out="results/retention")
     parser.add_argument(
         "--models", default=DEFAULT_MODEL_DIR, help="comma-separated QA model folders (default: %(default)s)"
     )
-    parser.add_argument("--data", default=DEFAULT_DEV_SET, help="SQuAD 1.1 dev JSON (default: %(default)s)")
     parser.add_argument("--questions", type=int, default=1000, help="questions scored (default: %(default)s)")
     parser.add_argument(
         "--split",
@@ -255,8 +251,10 @@ def _run(argv: list[str] | None) -> None:
     )
     parser.add_argument("--configs", default=";".join(CONFIGS), help="';'-separated length configurations")
     parser.add_argument("--policies", default=",".join(POLICIES), help="comma-separated policies (default: all)")
-    parser.add_argument("--out", default="reports/retention", help="output folder (default: %(default)s)")
-    args = parser.parse_args(argv)
+    return harness.run(_run, parser.parse_args(argv), argv, __file__)
+
+
+def _run(args: argparse.Namespace, figures: harness.Figures) -> None:
     if args.questions < 1:
         raise UserError(f"--questions must be at least 1, got {args.questions}")
     quiet_libraries()
@@ -276,6 +274,8 @@ def _run(argv: list[str] | None) -> None:
         rows.extend(run_model(model.strip(), data, configs, policies, oracles))
     for row in rows:
         row["split"] = args.split
+        if row.get("f1_delta") is not None:
+            figures[f"f1_delta[{row['model']}, {row['config']}@{row['policy']}]"] = row["f1_delta"]
     write(rows, Path(args.out))
 
 

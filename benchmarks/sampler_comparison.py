@@ -8,26 +8,29 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
-from dynlen.bench.model_io import DEFAULT_MODEL_DIR, quiet_libraries
-from dynlen.bench.squad import DEFAULT_DEV_SET
+from dynlen.bench import harness
+from dynlen.bench.model_io import quiet_libraries
 from dynlen.search.hypervolume import hypervolume
 from dynlen.search.records import read_run
 from dynlen.search.settings import SearchSettings
 from dynlen.search.study import run_search
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--model", default=DEFAULT_MODEL_DIR)
-    parser.add_argument("--data", default=DEFAULT_DEV_SET)
-    parser.add_argument("--trials", type=int, default=40)
-    parser.add_argument("--search-questions", type=int, default=600)
-    parser.add_argument("--seeds", default="0")
-    parser.add_argument("--out", default="runs/sampler-comparison")
-    args = parser.parse_args()
+def main(argv: list[str] | None = None) -> int:
+    parser = harness.parser(__doc__, "model", "data", out="runs/sampler-comparison")
+    parser.add_argument("--trials", type=int, default=40, help="trials per study (default: %(default)s)")
+    parser.add_argument(
+        "--search-questions", type=int, default=600, help="search-split questions (default: %(default)s)"
+    )
+    parser.add_argument("--seeds", default="0", help="comma-separated sampler seeds (default: %(default)s)")
+    return harness.run(run, parser.parse_args(argv), argv, __file__)
+
+
+def run(args: argparse.Namespace, figures: harness.Figures) -> None:
     quiet_libraries()
     rows = []
     for seed in (int(s) for s in args.seeds.split(",")):
@@ -70,8 +73,9 @@ def main() -> None:
     (Path(args.out) / "comparison.json").write_text(json.dumps(rows, indent=2))
     for sampler in ("tpe", "nsga2"):
         hvs = [r["hypervolume"] for r in rows if r["sampler"] == sampler]
+        figures[f"{sampler}_mean_hypervolume"] = sum(hvs) / len(hvs)
         print(f"{sampler}: mean hypervolume {sum(hvs) / len(hvs):.3f} over {len(hvs)} seed(s)")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

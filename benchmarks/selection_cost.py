@@ -27,15 +27,16 @@ from pathlib import Path
 
 import torch
 
+from dynlen.bench import harness
 from dynlen.bench.features import collate
-from dynlen.bench.latency import interleaved_batch_timings, ratio, timing_parser
+from dynlen.bench.latency import interleaved_batch_timings, ratio
 from dynlen.bench.model_io import quiet_libraries
 from dynlen.bench.runner import QARunner
 from dynlen.bench.squad import limit_examples, load_squad
 from dynlen.engine.adaptive import LengthAdaptiveQA
 from dynlen.engine.config import LengthConfig, keep_counts_batch, resolve_config
 from dynlen.engine.significance import POLICIES, SelectionInputs, get_policy, register_policy
-from dynlen.errors import UserError, exit_status
+from dynlen.errors import UserError
 
 DEFAULT_CONFIG = "ratios:1,1,0.7,0.5,0.35,0.25@lookahead+question"
 
@@ -54,7 +55,7 @@ QUESTIONS = 300  # the first dev questions; their features are the timed sample
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = timing_parser(__doc__, questions=QUESTIONS)
+    parser = harness.parser(__doc__, "model", "data", "threads", out="runs/selection_cost", questions=QUESTIONS)
     parser.add_argument("--config", default=DEFAULT_CONFIG, help="length configuration (default: %(default)s)")
     parser.add_argument(
         "--features", type=int, default=48, help="features timed, spread over the length range (default: %(default)s)"
@@ -62,14 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--repeats", type=int, default=9, help="timed rounds after one warm-up round (default: %(default)s)"
     )
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
-    parser.add_argument("--out", type=Path, default=None, help="folder for selection_cost.json (default: none)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return exit_status(lambda: run(args))
+    return harness.run(run, args, argv, __file__)
 
 
 def floor_forward(engine: LengthAdaptiveQA, config: LengthConfig, batch: dict) -> torch.Tensor:
@@ -97,7 +96,7 @@ def floor_forward(engine: LengthAdaptiveQA, config: LengthConfig, batch: dict) -
     return start
 
 
-def run(args: argparse.Namespace) -> None:
+def run(args: argparse.Namespace, figures: harness.Figures) -> None:
     if args.features < 1 or args.repeats < 1:
         raise UserError("--features and --repeats must be at least 1")
     if args.threads:
@@ -136,11 +135,14 @@ def run(args: argparse.Namespace) -> None:
         r = ratio(timings["keep_all"], timings[name])
         ms = 1000 * timings[name].median / len(picks)
         rows[name] = {"ms_per_feature": ms, "speedup_vs_keep_all": r.as_dict(), "fidelity": r.median / flops}
+        figures[f"{name}_latency_speedup_vs_keep_all"] = r.median
         print(f"  {name:12s} {ms:6.2f} ms/feature  latency speedup {r}  fidelity {r.median / flops:.2f}")
     keep_ms = 1000 * timings["keep_all"].median / len(picks)
     print(f"  {'keep_all':12s} {keep_ms:6.2f} ms/feature")
+    figures["flops_speedup_vs_keep_all"] = flops
     if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
         report = {
             "model": args.model,
             "config": config.label(),
@@ -152,8 +154,8 @@ def run(args: argparse.Namespace) -> None:
             "keep_all_ms_per_feature": keep_ms,
             "contenders": rows,
         }
-        (args.out / "selection_cost.json").write_text(json.dumps(report, indent=2) + "\n")
-        print(f"wrote {args.out / 'selection_cost.json'}")
+        (out / "selection_cost.json").write_text(json.dumps(report, indent=2) + "\n")
+        print(f"wrote {out / 'selection_cost.json'}")
 
 
 if __name__ == "__main__":

@@ -15,25 +15,25 @@ import time
 import torch
 import torch.nn.functional as F
 
+from dynlen.bench import harness
 from dynlen.cli.argtypes import positive_int_list
 from dynlen.engine.kernels import native_kernels, unavailable_reason
-from dynlen.errors import UserError, exit_status
+from dynlen.errors import UserError
 
 _row_counts = positive_int_list("row counts", "8,16,150")
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+def main(argv: list[str] | None = None) -> int:
+    parser = harness.parser(__doc__, "threads", out="runs/small_gemm_throughput")
     parser.add_argument(
         "--rows", type=_row_counts, default=[4, 8, 16, 32, 64, 150, 384], help="comma-separated row counts"
     )
-    parser.add_argument("--repeats", type=int, default=15)
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    args = parser.parse_args()
-    return exit_status(lambda: _run(args))
+    parser.add_argument("--repeats", type=int, default=15, help="alternating timed repeats (default: %(default)s)")
+    return harness.run(_run, parser.parse_args(argv), argv, __file__)
 
 
-def _run(args: argparse.Namespace) -> None:
+def _run(args: argparse.Namespace, figures: harness.Figures) -> None:
+    args.threads = args.threads or torch.get_num_threads()
     kernel = native_kernels()
     if kernel is None:
         raise UserError(f"the small-GEMM kernel is not available here: {unavailable_reason() or 'its build failed'}")
@@ -70,6 +70,7 @@ def _run(args: argparse.Namespace) -> None:
                     spent[name].append(time.perf_counter() - start)
         flops = 12 * 2 * 2 * rows * 384 * 1536
         rate = {name: flops / statistics.median(v) / 1e9 for name, v in spent.items()}
+        figures[f"kernel_over_torch_gemm[{rows} rows]"] = rate["kernel"] / rate["torch"]
         print(f"{rows:>5} {rate['torch']:>11.1f} {rate['kernel']:>8.1f} {rate['kernel'] / rate['torch']:>5.2f}x")
 
 

@@ -31,10 +31,10 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig
 
+from dynlen.bench import harness
 from dynlen.bench.features import build_features
 from dynlen.bench.model_io import default_encoder_dir, load_tokenizer, quiet_libraries
-from dynlen.bench.squad import DEFAULT_DEV_SET, limit_examples, load_squad
-from dynlen.errors import exit_status
+from dynlen.bench.squad import limit_examples, load_squad
 from dynlen.training import finetune
 from dynlen.training.recipe import DEFAULT_TRAIN_SET, training_device
 from dynlen.training.trainer import make_trainer, resolve_precision, training_arguments
@@ -107,23 +107,38 @@ def short_run_f1(label: str, recipe: finetune.Recipe, steps: int, dev: str, ques
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--train", default=DEFAULT_TRAIN_SET, help="SQuAD 1.1 training JSON")
-    parser.add_argument("--data", default=DEFAULT_DEV_SET, help="SQuAD 1.1 dev JSON (for --f1-steps)")
-    parser.add_argument("--model", default=None, help="pretrained encoder (default: the shipped all-MiniLM-L6-v2)")
-    parser.add_argument("--questions", type=int, default=2000, help="train questions the timed steps draw from")
-    parser.add_argument("--steps", type=int, default=12, help="timed steps per block")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed steps at the start of each block")
-    parser.add_argument("--blocks", type=int, default=3, help="alternating blocks of each arm")
-    parser.add_argument("--compare", choices=COMPARISONS, default="precision", help="which two arms to time")
-    parser.add_argument("--f1-steps", type=int, default=0, help="also train this many steps in each arm and score")
-    parser.add_argument("--dev-questions", type=int, default=1000, help="dev questions scored after --f1-steps")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--out", default=None, help="output folder (default: reports/train-<compare>)")
+    parser = harness.parser(__doc__, "data", "threads", out=None)
+    parser.add_argument("--train", default=DEFAULT_TRAIN_SET, help="SQuAD 1.1 training JSON (default: %(default)s)")
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="pretrained encoder (default: the shipped all-MiniLM-L6-v2)",
+    )
+    parser.add_argument(
+        "--questions", type=int, default=2000, help="train questions the timed steps draw from (default: %(default)s)"
+    )
+    parser.add_argument("--steps", type=int, default=12, help="timed steps per block (default: %(default)s)")
+    parser.add_argument(
+        "--warmup", type=int, default=3, help="untimed steps at the start of each block (default: %(default)s)"
+    )
+    parser.add_argument("--blocks", type=int, default=3, help="alternating blocks of each arm (default: %(default)s)")
+    parser.add_argument(
+        "--compare", choices=COMPARISONS, default="precision", help="which two arms to time (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--f1-steps",
+        type=int,
+        default=0,
+        help="also train this many steps in each arm and score (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--dev-questions", type=int, default=1000, help="dev questions scored after --f1-steps (default: %(default)s)"
+    )
     args = parser.parse_args(argv)
     if args.steps * args.blocks < 2:
         parser.error("--steps x --blocks must give at least 2 timed steps per arm (quartiles need two)")
-    return exit_status(lambda: run(args))
+    args.out = args.out or f"results/train-{args.compare}"  # named after the arms
+    return harness.run(run, args, argv, __file__)
 
 
 COMPARISONS = ("precision", "attention-dropout")
@@ -144,7 +159,7 @@ def arms(compare: str, base: str, train: str) -> dict[str, finetune.Recipe]:
     }
 
 
-def run(args: argparse.Namespace) -> None:
+def run(args: argparse.Namespace, figures: harness.Figures) -> None:
     quiet_libraries()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -176,13 +191,15 @@ def run(args: argparse.Namespace) -> None:
         "first_over_second_quartiles": [round(x, 2) for x in quartiles(paired)[::2]],
         "short_runs": [],
     }
+    figures["first_over_second"] = report["first_over_second"]
+    figures.update({f"median_seconds_per_step[{label}]": s["median"] for label, s in summary.items()})
     if args.f1_steps:
         with tempfile.TemporaryDirectory() as work:
             for label, arm in recipes.items():
                 report["short_runs"].append(
                     short_run_f1(label, arm, args.f1_steps, args.data, args.dev_questions, Path(work))
                 )
-    write(report, Path(args.out or f"reports/train-{args.compare}"), " ".join(sys.argv))
+    write(report, Path(args.out), " ".join(sys.argv))
 
 
 def write(report: dict, out: Path, command: str) -> None:

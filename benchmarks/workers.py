@@ -23,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from dynlen.bench import harness
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
@@ -125,16 +127,21 @@ def scenario(args, server, tmp: Path, workers: int, kill: bool, model, data) -> 
     return {"workers": workers, "killed": 1 if kill else 0, "asked": args.trials, **summarise(url, name), "wall": wall}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--trials", type=int, default=30)
+def main(argv: list[str] | None = None) -> int:
+    parser = harness.parser(__doc__, out="runs/workers")
+    parser.add_argument("--trials", type=int, default=30, help="completed trials asked of each scenario")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    for option in ("--model", "--data", "--run-dir", "--storage"):
+    for option in ("--model", "--data", "--run-dir", "--storage"):  # a worker's own call (worker_command)
         parser.add_argument(option, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.worker:
         run_worker(args)
-        return
+        return 0
+    return harness.run(measure, args, argv, __file__)
+
+
+def measure(args: argparse.Namespace, figures: dict) -> None:
+    """The three scenarios on a throw-away server, printed as a table; wall time against one worker in ``figures``."""
     from fixtures import save_tiny_model, write_squad
 
     tmp = Path(tempfile.mkdtemp(prefix="dynlen-workers-"))
@@ -152,10 +159,12 @@ def main() -> None:
           "left running | wall s | vs 1 worker |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
+        figures[f"speed_vs_one_worker[{r['workers']} workers, {r['killed']} killed]"] = one / r["wall"]
+        figures[f"completed[{r['workers']} workers, {r['killed']} killed]"] = r["completed"]
         print(f"| {r['workers']} | {r['killed']} | {r['asked']} | {r['completed']} | {r['failed']} | {r['retried']} | "
               f"{r['duplicates']} | {r['asked'] - r['completed']} | {r['running']} | {r['wall']:.1f} | "
               f"{one / r['wall']:.2f}x |")  # fmt: skip
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -17,7 +17,7 @@ DESCRIPTION = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--run", required=True, help="run folder (e.g. reports/default) or its name under reports/")
+    parser.add_argument("--run", required=True, help="run folder (e.g. results/default) or its name under results/")
     parser.add_argument("--budget", default=None, help=f"{SYNTAX}")
     parser.add_argument("--out", default=None, help="output JSON (default: RUN/chosen.json)")
     parser.add_argument(
@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _run_dir(name: str) -> Path:
     path = Path(name)
-    return path if path.exists() or "/" in name else Path("reports") / name
+    return path if path.exists() or "/" in name else Path("results") / name
 
 
 def run(args: argparse.Namespace) -> int:

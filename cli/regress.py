@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     u.add_argument(
         "--from",
         dest="source",
-        default="reports/reference/frontier.csv",
+        default="results/reference/frontier.csv",
         help="frontier CSV of the reference report (default: %(default)s)",
     )
     u.add_argument("--baseline", default=str(BASELINE))

@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> None:
         raise UserError(f"two run folders given ({args.run_dir} and --run {args.run}); give one")
     run_dir = args.run if args.run is not None else args.run_dir
     if run_dir is None:
-        raise UserError("give the run folder: --run reports/NAME")
+        raise UserError("give the run folder: --run results/NAME")
     paths = make_report(run_dir, args.out, bert_f1=args.bert_f1, drop=args.drop)
     info, points = read_run(run_dir)
     for path in paths:

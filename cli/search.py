@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--run",
         dest="run_dir",
-        default="reports/default",
+        default="results/default",
         help="run folder: study.db, run.json, trials.json, report (default: %(default)s)",
     )
     parser.add_argument(

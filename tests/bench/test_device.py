@@ -212,7 +212,7 @@ def test_device_synchronizer_is_none_on_cpu():
 
 
 # --- the benchmark scripts --------------------------------------------------------------------
-def test_keep_all_overhead_on_cpu_prints_the_device(model_dir, squad_file, capsys):
+def test_keep_all_overhead_on_cpu_prints_the_device(model_dir, squad_file, capsys, tmp_path):
     script = load_benchmark("keep_all_overhead")
     code = script.main(
         [
@@ -228,15 +228,19 @@ def test_keep_all_overhead_on_cpu_prints_the_device(model_dir, squad_file, capsy
             "1",
             "--device",
             "cpu",
+            "--out",
+            str(tmp_path),
         ]
     )
     out = capsys.readouterr().out
     assert code == 0
     assert "device cpu" in out and "batch   1 on cpu" in out and "batch   2 on cpu" in out
     assert "torch GEMM (the wiring's own overhead)" in out
+    figures = json.loads((tmp_path / "result.json").read_text())["figures"]
+    assert set(figures) >= {"batch_1_latency_over_stock_kernel", "batch_2_latency_over_stock_torch_gemm"}
 
 
-def test_flops_fidelity_on_cpu_prints_the_device_and_batch_sizes(model_dir, squad_file, capsys):
+def test_flops_fidelity_on_cpu_prints_the_device_and_batch_sizes(model_dir, squad_file, capsys, tmp_path):
     script = load_benchmark("flops_fidelity")
     code = script.main(
         [
@@ -256,12 +260,19 @@ def test_flops_fidelity_on_cpu_prints_the_device_and_batch_sizes(model_dir, squa
             "1",
             "--device",
             "cpu",
+            "--out",
+            str(tmp_path),
         ]
     )
     out = capsys.readouterr().out
     assert code == 0
     assert "batch 1," in out and "batch 2," in out and "device cpu" in out
     assert out.count("ratios:1,0.5,0.25,0.125") == 2
+    figures = json.loads((tmp_path / "result.json").read_text())["figures"]
+    assert sorted(figures) == [
+        "fidelity_own[ratios:1,0.5,0.25,0.125, batch 1, 1 threads]",
+        "fidelity_own[ratios:1,0.5,0.25,0.125, batch 2, 1 threads]",
+    ]
 
 
 @pytest.mark.parametrize("name", ["keep_all_overhead", "flops_fidelity"])

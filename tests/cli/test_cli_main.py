@@ -38,14 +38,14 @@ def test_every_sub_command_help_shows_defaults(capsys):
 
 def test_run_and_model_are_spelled_one_way_with_the_old_spellings_hidden(capsys):
     parser = build_parser()
-    search = parser.parse_args(["search", "--run", "reports/x"])
-    assert search.run_dir == "reports/x"
-    assert parser.parse_args(["search", "--run-dir", "reports/y"]).run_dir == "reports/y"
-    assert parser.parse_args(["search"]).run_dir == "reports/default"
+    search = parser.parse_args(["search", "--run", "results/x"])
+    assert search.run_dir == "results/x"
+    assert parser.parse_args(["search", "--run-dir", "results/y"]).run_dir == "results/y"
+    assert parser.parse_args(["search"]).run_dir == "results/default"
     assert parser.parse_args(["finetune", "--base", "enc"]).model == "enc"
     assert parser.parse_args(["finetune", "--model", "enc2"]).model == "enc2"
-    report = parser.parse_args(["report", "reports/z"])
-    assert str(report.run_dir) == "reports/z"
+    report = parser.parse_args(["report", "results/z"])
+    assert str(report.run_dir) == "results/z"
     for name in ("search", "finetune"):
         with pytest.raises(SystemExit):
             main([name, "--help"])

@@ -234,7 +234,7 @@ def test_committed_reference_csvs_are_rebuilt_byte_for_byte(tmp_path):
     from dynlen.reports.compare import compare_runs
     from dynlen.reports.report import make_report
 
-    root = Path(__file__).resolve().parents[2] / "reports"
+    root = Path(__file__).resolve().parents[2] / "results"
     make_report(root / "reference-lengthdrop", tmp_path / "ref")
     compare_runs(
         [("standard", root / "reference-standard"), ("lengthdrop", root / "reference-lengthdrop")], tmp_path / "cmp"
@@ -266,7 +266,7 @@ def test_plot_title_has_no_file_path_and_names_keep_all_only():
     assert display_name("models/minilm-squad-lengthdrop") == "minilm-squad-lengthdrop"
     assert display_name("/tmp/x/y/model") == "model"
     assert display_name("csarron/bert-base-uncased-squad-v1") == "csarron/bert-base-uncased-squad-v1"
-    root = Path(__file__).resolve().parents[2] / "reports"
+    root = Path(__file__).resolve().parents[2] / "results"
     svg_dir = root / "reference-lengthdrop"
     import tempfile
 
@@ -322,7 +322,7 @@ def test_latency_spread_columns_round_trip_through_the_csv(tmp_path):
 
 
 def test_committed_csv_without_the_spread_columns_still_loads():
-    with (ROOT / "reports" / "reference-lengthdrop" / "frontier.csv").open() as fh:
+    with (ROOT / "results" / "reference-lengthdrop" / "frontier.csv").open() as fh:
         rows = list(csv.DictReader(fh))
     assert rows and "latency_ms_min" not in rows[0]
     loaded = [Measurement.from_csv_row(r) for r in rows]

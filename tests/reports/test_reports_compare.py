@@ -90,7 +90,7 @@ def test_different_heldout_questions_refused(tmp_path):
 
 def test_bad_spec_and_single_run_are_one_line_errors(two_runs, tmp_path, capsys):
     with pytest.raises(UserError, match="LABEL=RUN_DIR"):
-        parse_spec("reports/reference")
+        parse_spec("results/reference")
     assert main(["compare", f"only={two_runs[0]}", "--out", str(tmp_path / "o")]) == 2
     assert "at least two runs" in capsys.readouterr().err
     assert main(["compare", f"a={two_runs[0]}", f"b={tmp_path / 'missing'}", "--out", str(tmp_path / "o")]) == 2
