@@ -115,6 +115,32 @@ def _draw_frontier(ax, points: list[TrialPoint], key: str) -> None:
     _draw_intervals(ax, front, points, key)
 
 
+PRECISION_STYLES = {"fp32": ("#5f6368", "s"), "bf16": ("#e8710a", "^"), "fp16": ("#9334e6", "v")}
+
+
+def by_precision(points: list[TrialPoint]) -> dict[str, list[TrialPoint]]:
+    """The held-out points of each precision a run measured, float32 first."""
+    groups: dict[str, list[TrialPoint]] = {}
+    for point in points:
+        groups.setdefault(point.length_config.precision, []).append(point)
+    return dict(sorted(groups.items(), key=lambda item: list(PRECISION_STYLES).index(item[0])))
+
+
+def _draw_precisions(ax, points: list[TrialPoint], key: str) -> None:
+    """Each precision's own held-out frontier, when a run measured more than one: what length buys at each."""
+    groups = by_precision(points)
+    if len(groups) < 2:
+        return
+    for name, group in groups.items():
+        front = pareto_front(group, key)
+        if not front:
+            continue
+        colour, marker = PRECISION_STYLES[name]
+        xs, ys = [getattr(p.heldout, key) for p in front], [p.heldout.f1 for p in front]
+        ax.plot(xs, ys, drawstyle="steps-pre", linestyle="--", linewidth=1.1, color=colour, zorder=2)
+        ax.plot(xs, ys, linestyle="none", marker=marker, markersize=5, color=colour, zorder=4, label=f"{name} frontier")
+
+
 def _draw_intervals(ax, front: list[TrialPoint], points: list[TrialPoint], key: str) -> None:
     """Each frontier point's paired 95% interval of F1 minus keep-all, drawn as keep-all's F1 plus it."""
     shown = [p for p in front if p.heldout.f1_delta_low is not None and p.baseline != "keep-all"]
@@ -278,6 +304,7 @@ def _draw_panel(
     _draw_own_scale(ax, points, key)
     hidden = _draw_trials(ax, points, key, y_low)
     _draw_frontier(ax, points, key)
+    _draw_precisions(ax, points, key)
     _draw_baselines(ax, points, key)
     _draw_lines(ax, points, key, lines)
     if hidden:

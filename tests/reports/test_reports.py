@@ -345,3 +345,23 @@ def test_report_has_no_warning_when_keep_all_is_within_its_noise(tmp_path):
     write_run(tmp_path, _info(), KNOWN)  # no spread recorded (runs from before it was kept): nothing to judge
     make_report(tmp_path)
     assert "Latency warning" not in (tmp_path / "report.md").read_text()
+
+
+def test_a_run_over_two_precisions_draws_each_precision_s_frontier(tmp_path):
+    from dynlen.reports.plot import by_precision
+
+    def at_bf16(point):
+        config = LengthConfig.from_dict(point.config).with_precision("bf16")
+        return dataclasses.replace(point, number=point.number + 100, config=config.to_dict(), label=config.label())
+
+    points = KNOWN + [at_bf16(p) for p in KNOWN]
+    groups = by_precision(points)
+    assert list(groups) == ["fp32", "bf16"] and len(groups["bf16"]) == len(KNOWN)
+    write_run(tmp_path / "run", _info(), points)
+    make_report(tmp_path / "run", tmp_path / "out")
+    svg = (tmp_path / "out" / "pareto.svg").read_text()
+    assert "bf16 frontier" in svg and "fp32 frontier" in svg
+    write_run(tmp_path / "run-single", _info(), KNOWN)
+    make_report(tmp_path / "run-single", tmp_path / "single")
+    assert "frontier" in (tmp_path / "single" / "pareto.svg").read_text()
+    assert "fp32 frontier" not in (tmp_path / "single" / "pareto.svg").read_text()
