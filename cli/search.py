@@ -127,6 +127,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "'+question' to always keep the question; a comma list is searched as a dimension; auto: "
         "lookahead+question when the model has look-ahead probes, else attention (default: %(default)s)",
     )
+    parser.add_argument(
+        "--precision",
+        default=d.precision,
+        help="precision of the products: fp32, bf16, fp16, or auto (what this CPU multiplies natively); "
+        "a comma list (fp32,bf16) is searched with the selection as one dimension (default: %(default)s)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument(
         "--bert-f1", type=float, default=88.5, help="BERT-base F1 for the BERT-1%% line (default: %(default)s)"
@@ -161,6 +167,7 @@ def run(args: argparse.Namespace) -> int:
         significance=args.significance
         if args.significance == AUTO_SIGNIFICANCE
         else ",".join(parse_selections(args.significance)),
+        precision=args.precision,
     )
     run_dir = run_search(settings, budget)
     if run_dir is not None and not args.no_report:

@@ -109,7 +109,8 @@ class HeldOutScorer:
         per-question F1 is kept too (``heldout-f1:<label>``), so intervals survive a resume.
         """
         keep_all = LengthConfig.keep_all(self.runner.num_layers)
-        label = keep_all.label() if config.is_keep_all else config.label()
+        reference = config.is_keep_all and config.precision == keep_all.precision  # keep-all below fp32 is a point
+        label = keep_all.label() if reference else config.label()
         key = f"heldout:{label}"
         if key in self.cache:
             return Measurement.from_record(self.cache[key], config)
@@ -119,13 +120,13 @@ class HeldOutScorer:
         )
         scores.latency_speedup_vs_bert_base = scores.latency_speedup_vs_keep_all * self.keep_all_vs_bert_base()
         self._store(f"heldout-f1:{label}", per_question)
-        if config.is_keep_all:
+        if reference:
             scores.f1_delta_low = scores.f1_delta_high = 0.0
         else:
-            reference = self.cache.get(f"heldout-f1:{keep_all.label()}")
-            if reference is None:
+            base = self.cache.get(f"heldout-f1:{keep_all.label()}")
+            if base is None:
                 self.score(keep_all)
-                reference = self.cache[f"heldout-f1:{keep_all.label()}"]
-            scores.f1_delta_low, scores.f1_delta_high = paired_interval(per_question, reference)
+                base = self.cache[f"heldout-f1:{keep_all.label()}"]
+            scores.f1_delta_low, scores.f1_delta_high = paired_interval(per_question, base)
         self._store(key, scores.to_record())
         return scores

@@ -18,7 +18,7 @@ from dynlen.engine.config import LengthConfig
 from dynlen.search.budget import Budget
 from dynlen.search.records import TrialPoint
 from dynlen.search.settings import SearchSettings
-from dynlen.search.space import parse_selections, sample_config
+from dynlen.search.space import sample_config, search_tails
 
 # (trial number, search-split measurement record) of an earlier trial with the same parameters, or None
 Reuse = Callable[[optuna.Trial], "tuple[int, dict] | None"]
@@ -49,7 +49,7 @@ class Objective:
         config = sample_config(
             trial,
             self.runner.num_layers,
-            selections=parse_selections(self.settings.significance),
+            selections=search_tails(self.settings.significance, self.settings.precision),
             probed_layers=None if probes is None else probes.layer_ids,
         )
         trial.set_user_attr("config", config.to_dict())

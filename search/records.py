@@ -104,6 +104,6 @@ def configs_from_frontier_csv(path: Path) -> dict[str, LengthConfig]:
     with path.open() as fh:
         for row in csv.DictReader(fh):
             config = config_from_cells(row)
-            if not config.is_keep_all:
+            if not config.is_keep_all or config.precision != "fp32":  # float32 keep-all is the reference
                 configs[config.label()] = config
     return configs

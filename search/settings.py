@@ -14,8 +14,10 @@ from pathlib import Path
 import optuna
 from sqlalchemy.engine import make_url
 
+from dynlen.engine.precision import DEFAULT_PRECISION
 from dynlen.engine.probes import AUTO_SIGNIFICANCE, auto_significance
 from dynlen.errors import UserError
+from dynlen.search.space import parse_precisions
 
 COSTS = ("flops", "latency")
 SAMPLERS = ("tpe", "nsga2")
@@ -37,6 +39,7 @@ OPTION = {
     "latency_repeats": "--latency-repeats",
     "latency_batch_size": "--latency-batch-size",
     "significance": "--significance",
+    "precision": "--precision",
 }
 
 
@@ -68,14 +71,22 @@ class SearchSettings:
     # the policy, or a comma list searched as a categorical dimension; "auto": the look-ahead
     # probes' ranking with the question kept when the model has probes, attention received otherwise
     significance: str = AUTO_SIGNIFICANCE
+    # the products' precision, or a comma list searched with the selection as one categorical
+    # dimension; "auto": what this CPU computes natively (bf16 with AVX512-BF16 or AMX, else fp32)
+    precision: str = DEFAULT_PRECISION
 
     def resolved(self) -> SearchSettings:
-        """These settings with ``auto`` significance replaced by the policy it means for this model."""
-        if self.significance != AUTO_SIGNIFICANCE:
-            return self
-        chosen, note = auto_significance(self.model)
-        print(f"significance auto -> {chosen} ({note})")
-        return dataclasses.replace(self, significance=chosen)
+        """These settings with ``auto`` significance and precision replaced by what they mean here."""
+        out = self
+        if self.significance == AUTO_SIGNIFICANCE:
+            chosen, note = auto_significance(self.model)
+            print(f"significance auto -> {chosen} ({note})")
+            out = dataclasses.replace(out, significance=chosen)
+        if "auto" in self.precision.split(","):
+            chosen = ",".join(parse_precisions(self.precision))
+            print(f"precision auto -> {chosen} (what this CPU multiplies natively)")
+            out = dataclasses.replace(out, precision=chosen)
+        return out
 
     def check(self) -> None:
         """Refuse, in one line, settings no run can use."""
@@ -87,6 +98,7 @@ class SearchSettings:
             raise UserError("TRIALS must be at least 1")
         if self.heartbeat < 1:
             raise UserError("--heartbeat must be at least 1 second")
+        parse_precisions(self.precision)  # one line naming the known precisions
         if self.max_rescore < 0:
             raise UserError(f"--max-rescore must be 0 or more (0: the baselines only); got {self.max_rescore}")
 

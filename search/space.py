@@ -11,7 +11,8 @@ from collections.abc import Collection
 
 import optuna
 
-from dynlen.engine.config import DEFAULT_SIGNIFICANCE, LengthConfig, cumulative_ratios, parse_selection
+from dynlen.engine.config import DEFAULT_SIGNIFICANCE, LengthConfig, apply_tail, cumulative_ratios, parse_selection
+from dynlen.engine.precision import DEFAULT_PRECISION, resolve_precision
 from dynlen.errors import UserError
 
 STEP = 0.05
@@ -41,6 +42,27 @@ def parse_selections(spec: str | None) -> tuple[str, ...]:
     return names
 
 
+def parse_precisions(spec: str | None, device: str = "cpu") -> tuple[str, ...]:
+    """'fp32', 'bf16', 'auto' or a comma list of them, float32 first: several become a searched dimension."""
+    names = [resolve_precision(part.strip(), device) for part in (spec or DEFAULT_PRECISION).split(",") if part.strip()]
+    unique = list(dict.fromkeys(names))
+    return tuple(sorted(unique, key=lambda name: name != DEFAULT_PRECISION))
+
+
+def search_tails(significance: str | None, precision: str | None) -> tuple[str, ...]:
+    """Every (selection, precision) a run searches, as a label's tail ('lookahead+question/bf16').
+
+    One categorical dimension covers both, so a policy at bf16 competes with the same policy at
+    float32 on the same frontier; the first tail is float32 when the run measures it, so keep-all at
+    float32 stays the reference every speedup is against.
+    """
+    tails = []
+    for precision_name in parse_precisions(precision):
+        for selection in parse_selections(significance):
+            tails.append(selection if precision_name == DEFAULT_PRECISION else f"{selection}/{precision_name}")
+    return tuple(tails)
+
+
 def param_name(layer: int) -> str:
     return f"keep_{layer + 1:02d}"
 
@@ -62,17 +84,18 @@ def sample_config(
     those with one; the embeddings' layer has none by default) keeps every token: it is not sampled.
     """
     chosen = selections[0] if len(selections) == 1 else trial.suggest_categorical(SELECTION_PARAM, list(selections))
-    significance, keep_question = parse_selection(chosen)
+    selected = apply_tail(LengthConfig.keep_all(num_layers), chosen)
     from dynlen.engine.significance import get_policy
 
     fixed = set()
-    if probed_layers is not None and get_policy(significance).needs_probes:
+    if probed_layers is not None and get_policy(selected.significance).needs_probes:
         fixed = {i for i in range(num_layers) if i not in probed_layers}
     shares = [
         1.0 if i in fixed else trial.suggest_float(param_name(i), lowest_share(i, num_layers, lowest), 1.0, step=STEP)
         for i in range(num_layers)
     ]
-    return config_from_shares(shares).with_selection(significance, keep_question)
+    config = config_from_shares(shares).with_selection(selected.significance, selected.keep_question)
+    return config.with_precision(selected.precision)
 
 
 def lowest_share(layer: int, num_layers: int, lowest: float = LOWEST_SHARE) -> float:
@@ -87,12 +110,18 @@ def baseline_params(
 ) -> dict[str, dict[str, float | str]]:
     """Keep-all and constant-ratio configurations (every layer from the 2nd keeps the same share).
 
-    With several policies searched, each constant ratio is queued once per policy (keep-all once:
-    it drops nothing, so the policy does not matter).
+    With several policies searched, each constant ratio is queued once per policy (keep-all once
+    per precision: it drops nothing, so the policy does not matter; float32 keep-all is ``keep-all``).
     """
     out: dict[str, dict[str, float | str]] = {"keep-all": {param_name(i): 1.0 for i in range(num_layers)}}
     if len(selections) > 1:
         out["keep-all"][SELECTION_PARAM] = selections[0]
+    first_of_precision = {}
+    for tail in selections:
+        first_of_precision.setdefault(tail.partition("/")[2], tail)
+    for precision, tail in first_of_precision.items():
+        if precision:
+            out[f"keep-all/{precision}"] = {**out["keep-all"], SELECTION_PARAM: tail}
     for share in shares:
         params: dict[str, float | str] = {param_name(0): 1.0}
         params.update({param_name(i): share for i in range(1, num_layers)})

@@ -28,7 +28,7 @@ from dynlen.search.objective import Objective, completed_points
 from dynlen.search.provenance import run_info
 from dynlen.search.records import TrialPoint, write_run
 from dynlen.search.settings import SearchSettings
-from dynlen.search.space import config_from_shares, lowest_share, parse_selections
+from dynlen.search.space import config_from_shares, lowest_share, search_tails
 from dynlen.search.worker import Worker, run_trials, writes_report
 
 
@@ -69,8 +69,8 @@ def run_search(settings: SearchSettings, budget: Budget | None) -> Path | None:
         runner = QARunner(
             settings.model, search_data, settings.batch_size, model=model, tokenizer=tokenizer, progress=False
         )
-        for selection in parse_selections(settings.significance):  # before any trial: one line if the model cannot
-            runner.adaptive.check_policy(*parse_selection(selection))
+        for tail in search_tails(settings.significance, settings.precision):  # one line if the model cannot
+            runner.adaptive.check_policy(*parse_selection(tail.partition("/")[0]))
         if budget is not None:
             check_reachable(budget, runner.flops(cheapest_config(runner.num_layers)), "search split")
         worker.enqueue_baselines(runner.num_layers)

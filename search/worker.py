@@ -22,7 +22,7 @@ from tqdm import tqdm
 from dynlen.errors import UserError
 from dynlen.search import storage as st
 from dynlen.search.settings import OPTION, SearchSettings, cost_name, make_sampler
-from dynlen.search.space import baseline_params, late_params, parse_selections
+from dynlen.search.space import baseline_params, late_params, search_tails
 
 LEGACY_STUDY_NAME = "dynlen"  # the one fixed name every run used before names came from the run folder
 COMPLETE = optuna.trial.TrialState.COMPLETE
@@ -104,7 +104,7 @@ class Worker:
         with self.lock.held():
             if self.study.user_attrs.get("baselines_enqueued"):
                 return
-            selections = parse_selections(self.settings.significance)
+            selections = search_tails(self.settings.significance, self.settings.precision)
             baselines = baseline_params(num_layers, selections=selections)
             for name, params in baselines.items():
                 self.study.enqueue_trial(params, user_attrs={"baseline": name}, skip_if_exists=True)

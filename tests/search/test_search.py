@@ -283,3 +283,28 @@ def test_run_json_names_the_study_and_hides_passwords(finished_run):
     assert info.sampler == settings.sampler and info.extra["study"] == "run"
     shown = SearchSettings(**{**settings.__dict__, "storage": "postgresql://u:secret@h/db"}).public()
     assert "secret" not in shown["storage"]
+
+
+def test_precision_is_a_searched_dimension_beside_the_selection(tmp_path, model_dir, squad_file):
+    from dynlen.search.space import search_tails
+
+    assert search_tails("attention", "bf16,fp32") == ("attention", "attention/bf16")
+    assert baseline_params(4, selections=("attention", "attention/bf16"))["keep-all/bf16"]["significance"] == (
+        "attention/bf16"
+    )
+    settings = _settings(tmp_path, model_dir, squad_file, trials=9, significance="attention", precision="fp32,bf16")
+    _, points = read_run(run_search(settings, None))
+    precisions = {p.length_config.precision for p in points}
+    assert precisions == {"fp32", "bf16"}
+    keep_all = {p.baseline: p for p in points if p.length_config.is_keep_all and p.heldout}
+    assert keep_all["keep-all"].length_config.precision == "fp32"
+    bf16 = keep_all["keep-all/bf16"].heldout
+    assert bf16.f1_delta_low is not None and bf16.f1_delta_low <= bf16.f1_delta_high  # a point, not the reference
+    assert keep_all["keep-all"].heldout.f1_delta_low == keep_all["keep-all"].heldout.f1_delta_high == 0.0
+
+
+def test_an_unknown_precision_is_refused_before_the_search_starts(tmp_path, model_dir, squad_file):
+    settings = _settings(tmp_path, model_dir, squad_file, trials=3, significance="attention", precision="fp32,int4")
+    with pytest.raises(UserError, match="unknown precision 'int4'"):
+        run_search(settings, None)
+    assert not (tmp_path / "run" / "study.db").exists()
