@@ -99,13 +99,15 @@ def contenders(runner: QARunner, shapes: list[LengthConfig], precisions: list[st
     base = bert_base_qa(runner.tokenizer.vocab_size) if bert_base else None
     for name in precisions:
         dtype = get_precision(name).dtype
-        named[f"stock/{name}"] = _stock_call(_stock(model, dtype))
+        stock = dtype.is_floating_point  # the stock model has no int8 of its own: only the engine's is timed
+        if stock:
+            named[f"stock/{name}"] = _stock_call(_stock(model, dtype))
         named[f"keep-all/{name}"] = _engine_call(
             runner.adaptive, LengthConfig.keep_all(runner.num_layers).with_precision(name)
         )
         for shape in shapes:
             named[f"{shape.label()}/{name}"] = _engine_call(runner.adaptive, shape.with_precision(name))
-        if base is not None:
+        if base is not None and stock:
             named[f"bert-base/{name}"] = _stock_call(base.to(dtype) if name != "fp32" else base)
     if base is not None and "fp32" not in precisions:
         named["bert-base/fp32"] = _stock_call(bert_base_qa(runner.tokenizer.vocab_size))

@@ -377,6 +377,11 @@ class LengthAdaptiveQA(nn.Module):
             yield
         elif dtype == torch.float32:
             yield
+        elif not dtype.is_floating_point:
+            raise UserError(
+                f"precision {name} runs where the engine routes a family's projections (BERT layout, "
+                f"DistilBERT), not {type(self.model).__name__}; use fp32 or bf16 for it"
+            )
         else:
             with torch.autocast(device.type, dtype=dtype):
                 yield

@@ -4,10 +4,12 @@ A precision is part of the length configuration (``LengthConfig.precision``), be
 shape of drops buys depends on it: at bf16 the products shrink and the costs that do not scale
 with the tokens kept weigh more. ``fp32`` is the stock model. ``bf16`` and ``fp16`` round the
 operands of the encoder's projections and FFN (the weights once, the activations at each call)
-and sum in float32; attention, softmax, LayerNorm, token selection and restore stay float32,
+and sum in float32; ``int8`` quantizes them, symmetric, each weight row (output channel) once with
+its own scale and each activation row (token) at the call with its own, and sums in int32; attention, softmax, LayerNorm, token selection and restore stay float32,
 so the selection a configuration makes is the float32 engine's, up to the products' rounding.
-On a CPU with AVX512-BF16 the bf16 products run through the native packed kernel
-(``dynlen.engine.kernels``); elsewhere through torch's own ops at that dtype.
+On a CPU with AVX512-BF16 (int8: AVX512-VNNI) the products run through the native packed kernels
+(``dynlen.engine.kernels``); elsewhere through torch's own ops at that dtype (int8: the same
+quantization, multiplied in float32).
 """
 
 from __future__ import annotations
@@ -40,6 +42,11 @@ PRECISIONS: dict[str, Precision] = {
         Precision("fp32", "float32", "float32 throughout: the stock model"),
         Precision("bf16", "bfloat16", "bf16 operands, float32 sums: CPUs with AVX512-BF16/AMX and recent GPUs"),
         Precision("fp16", "float16", "fp16 operands, float32 sums: GPUs"),
+        Precision(
+            "int8",
+            "int8",
+            "int8 operands, int32 sums: weights per output channel, each token's activations scaled at the call",
+        ),
     )
 }
 DEFAULT_PRECISION = "fp32"

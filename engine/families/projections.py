@@ -66,6 +66,13 @@ class Projections:
         return hit[1]
 
 
+def quantized_rows(x: torch.Tensor) -> torch.Tensor:
+    """``x`` with each row (last dimension) rounded to 255 symmetric int8 levels of its own scale,
+    as the int8 kernel quantizes weights per output channel and activations per token."""
+    scale = (x.abs().amax(dim=-1, keepdim=True) / 127).clamp_min(1e-12)
+    return (x / scale).round().clamp(-127, 127) * scale
+
+
 class _InferenceWeights:
     """One projection's concatenated weight and bias, plus the kernels' packed or rounded copies once asked for."""
 
@@ -78,7 +85,7 @@ class _InferenceWeights:
         self.out_features = self.weight.shape[0]
         self._copies: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def _copy(self, key: str, make) -> tuple[torch.Tensor, torch.Tensor]:
+    def _copy(self, key: str, make) -> tuple[torch.Tensor, ...]:
         """A derived weight and bias (packed panels, a rounded copy), made once."""
         if key not in self._copies:
             with torch.inference_mode(False), torch.no_grad():
@@ -90,6 +97,11 @@ class _InferenceWeights:
         kernel = native_kernels() if on_cpu and self.weight.dtype == torch.float32 else None
         if dtype == torch.bfloat16 and kernel is not None and kernel.has_bf16():
             return self._run(kernel.packed_linear_bf16, self._copy("bf16", kernel.pack_weight_bf16), hidden)
+        if dtype == torch.int8 and kernel is not None and kernel.has_vnni():
+            return self._run(kernel.packed_linear_int8, self._copy("int8", kernel.pack_weight_int8), hidden)
+        if dtype == torch.int8:  # the same quantization, multiplied in float32
+            weight, bias = self._copy("int8-float", lambda w, b: (quantized_rows(w.float()), b.float()))
+            return F.linear(quantized_rows(hidden.float()), weight, bias).to(hidden.dtype)
         if dtype != hidden.dtype and dtype != torch.float32:  # torch's own product at that dtype, float32 out
             weight, bias = self._copy(str(dtype), lambda w, b: (w.to(dtype), b.to(dtype)))
             return F.linear(hidden.to(dtype), weight, bias).to(hidden.dtype)
@@ -97,7 +109,7 @@ class _InferenceWeights:
             return F.linear(hidden, self.weight, self.bias)
         return self._run(kernel.packed_linear, self._copy("fp32", kernel.pack_weight), hidden)
 
-    def _run(self, linear, packed: tuple[torch.Tensor, torch.Tensor], hidden: torch.Tensor) -> torch.Tensor:
+    def _run(self, linear, packed: tuple[torch.Tensor, ...], hidden: torch.Tensor) -> torch.Tensor:
         rows = hidden.reshape(-1, hidden.shape[-1]).contiguous()
         out = linear(rows, *packed)
         if out.shape[1] != self.out_features:

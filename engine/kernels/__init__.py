@@ -6,6 +6,8 @@ Three, built into one module:
   tokens multiply a handful of rows by full-size weights, and on this class of CPU the BLAS path
   runs those calls at a fraction of its large-GEMM speed; and its bf16 twin
   (``small_gemm_bf16.cpp``, CPUs with AVX512-BF16): weights packed once in bf16, float32 sums;
+  and the int8 one (``small_gemm_int8.cpp``, AVX512-VNNI): weights per output channel, each input
+  row quantized at the call, int32 sums;
 - the attention of a dropping layer in one call (``drop_attention.cpp``): significance, the kept
   slots and only the kept rows' context, where torch needs a dozen ops and as many passes over
   the (heads, n, n) probabilities;
@@ -35,7 +37,14 @@ import torch
 
 SOURCES = tuple(
     Path(__file__).with_name(name)
-    for name in ("small_gemm.cpp", "small_gemm_bf16.cpp", "drop_attention.cpp", "probe_select.cpp", "bindings.cpp")
+    for name in (
+        "small_gemm.cpp",
+        "small_gemm_bf16.cpp",
+        "small_gemm_int8.cpp",
+        "drop_attention.cpp",
+        "probe_select.cpp",
+        "bindings.cpp",
+    )
 )
 HEADERS = (Path(__file__).with_name("common.h"),)
 SWITCH = "DYNLEN_KERNELS"

@@ -144,3 +144,43 @@ def test_latency_below_float32_also_times_keep_all_and_bert_base_at_that_precisi
     assert next(small_base.parameters()).dtype == torch.float32  # the float32 reference is not cast in place
     plain = runner.latency(config.with_precision("fp32"), sample=2, repeats=1, warmup=0, with_bert_base=False)
     assert "speedup_vs_keep_all_same_precision" not in plain.extra
+
+
+@pytest.mark.skipif(native_kernels() is None or not native_kernels().has_vnni(), reason="needs AVX512-VNNI")
+@pytest.mark.parametrize(("rows", "k", "n"), [(1, 32, 96), (5, 33, 40), (13, 64, 64), (30, 50, 100)])
+def test_int8_kernel_equals_products_of_per_row_quantized_operands(rows, k, n):
+    from dynlen.engine.families.projections import quantized_rows
+
+    kernel = native_kernels()
+    torch.manual_seed(rows)
+    x, w, b = torch.randn(rows, k) * 3, torch.randn(n, k), torch.randn(n)
+    out = kernel.packed_linear_int8(x, *kernel.pack_weight_int8(w, b))[:, :n]
+    reference = torch.nn.functional.linear(quantized_rows(x).double(), quantized_rows(w).double(), b.double())
+    assert torch.allclose(out, reference.float(), atol=1e-3, rtol=1e-4)
+
+
+def test_int8_engine_same_with_and_without_kernels_and_near_float32():
+    family = FAMILIES["bert"]
+    model = family.build("sdpa")
+    ids, mask, kwargs = _batch(family, batch=3, width=24)
+    real = mask.bool()
+    config = LengthConfig.parse("ratios:1,1,1,1@attention/int8")
+    outs = []
+    for kernels in (True, False):
+        with torch.no_grad():
+            outs.append(
+                LengthAdaptiveQA(model, kernels=kernels, probes=None)(ids, mask, kwargs["token_type_ids"], config)
+            )
+    torch.testing.assert_close(outs[0].start_logits[real], outs[1].start_logits[real], atol=1e-3, rtol=1e-3)
+    with torch.no_grad():
+        fp32 = LengthAdaptiveQA(model, probes=None)(ids, mask, kwargs["token_type_ids"], config.with_precision("fp32"))
+    gap = (outs[0].start_logits - fp32.start_logits)[real].abs().max().item()
+    assert 0 < gap < 0.05 * fp32.start_logits[real].abs().max().item() + 0.05
+
+
+def test_int8_is_refused_for_a_family_whose_projections_the_engine_does_not_route():
+    family = FAMILIES["mobilebert"]
+    engine = LengthAdaptiveQA(family.build("sdpa"), probes=None)
+    ids, mask, kwargs = _batch(family)
+    with pytest.raises(UserError, match="precision int8 runs where"):
+        engine(ids, mask, kwargs["token_type_ids"], LengthConfig.keep_all(4).with_precision("int8"))
