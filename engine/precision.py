@@ -15,6 +15,7 @@ quantization, multiplied in float32).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 from typing import TYPE_CHECKING
 
 from dynlen.errors import UserError
@@ -31,9 +32,7 @@ class Precision:
 
     @property
     def dtype(self) -> torch.dtype:
-        import torch
-
-        return getattr(torch, self.torch_name)
+        return _torch_dtype(self.torch_name)
 
 
 PRECISIONS: dict[str, Precision] = {
@@ -50,6 +49,13 @@ PRECISIONS: dict[str, Precision] = {
     )
 }
 DEFAULT_PRECISION = "fp32"
+
+
+@cache
+def _torch_dtype(name: str) -> torch.dtype:
+    import torch
+
+    return getattr(torch, name)
 
 
 def get_precision(name: str) -> Precision:

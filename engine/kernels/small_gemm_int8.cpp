@@ -56,16 +56,28 @@ constexpr RowBlock kBlocks[kRows + 1] = {nullptr, row_block<1>, row_block<2>, ro
                                          row_block<5>, row_block<6>, row_block<7>, row_block<8>,
                                          row_block<9>, row_block<10>, row_block<11>, row_block<12>};
 
-// One row to unsigned bytes (x / scale rounded, +128), zero-padded (as 128) to a multiple of four.
-float quantize_row(const float* src, int64_t K, uint8_t* dst, int64_t K_padded) {
-  float top = 0.f;
-  for (int64_t k = 0; k < K; ++k) top = std::max(top, std::fabs(src[k]));
-  const float scale = top > 0.f ? top / 127.f : 1.f, inverse = 1.f / scale;
-  for (int64_t k = 0; k < K; ++k) {
-    const long q = std::lrint(src[k] * inverse);
+// One row to unsigned bytes (x / scale rounded to nearest even, +128), zero-padded (as 128) to a
+// multiple of four; returns the row's scale.
+DYNLEN_VNNI float quantize_row(const float* src, int64_t K, uint8_t* dst, int64_t K_padded) {
+  __m512 top = _mm512_setzero_ps();
+  int64_t k = 0;
+  for (; k + 16 <= K; k += 16) top = _mm512_max_ps(top, _mm512_abs_ps(_mm512_loadu_ps(src + k)));
+  float peak = _mm512_reduce_max_ps(top);
+  for (; k < K; ++k) peak = std::max(peak, std::fabs(src[k]));
+  const float scale = peak > 0.f ? peak / 127.f : 1.f;
+  const __m512 inverse = _mm512_set1_ps(1.f / scale);
+  const __m512i low = _mm512_set1_epi32(-127), high = _mm512_set1_epi32(127), shift = _mm512_set1_epi32(128);
+  for (k = 0; k + 16 <= K; k += 16) {
+    __m512i q = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(src + k), inverse));  // round to nearest even
+    q = _mm512_add_epi32(_mm512_min_epi32(_mm512_max_epi32(q, low), high), shift);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + k), _mm512_cvtepi32_epi8(q));
+  }
+  const float inv = 1.f / scale;
+  for (; k < K; ++k) {
+    const long q = std::lrint(src[k] * inv);
     dst[k] = static_cast<uint8_t>(std::max(-127L, std::min(127L, q)) + 128);
   }
-  for (int64_t k = K; k < K_padded; ++k) dst[k] = 128;
+  for (; k < K_padded; ++k) dst[k] = 128;
   return scale;
 }
 
