@@ -305,6 +305,38 @@ def _harness_rows(folder: Path, root: Path) -> list[dict]:
     ]
 
 
+def _precision_rows(folder: Path, root: Path) -> list[dict]:
+    """`benchmarks/precision.py`: each forward's latency per batch size, then held-out F1 per precision."""
+    r = json.loads((folder / "precision.json").read_text())
+    rows = []
+    for run in r["runs"]:
+        for row in run["rows"]:
+            rows.append(
+                {
+                    "batch": run["batch_size"],
+                    "forward": _code(row["forward"]),
+                    "ms / feature": f"{row['ms_per_feature']:.2f}",
+                    "vs stock fp32": _spread(row.get("vs_stock_fp32")),
+                    "vs own keep-all": _spread(row.get("vs_own_keep_all")),
+                    "held-out F1 − fp32 keep-all [95%]": "",
+                }
+            )
+    for row in r.get("accuracy", []):
+        rows.append(
+            {
+                "batch": "",
+                "forward": _code(f"{row['config']}/{row['precision']}"),
+                "ms / feature": "",
+                "vs stock fp32": "",
+                "vs own keep-all": "",
+                "held-out F1 − fp32 keep-all [95%]": f"F1 {row['f1']:.2f}: "
+                + _delta(row["f1_delta"], row["f1_delta_low"], row["f1_delta_high"])
+                + f" ({row['questions']:,} questions)",
+            }
+        )
+    return [{"folder": _code(_rel(folder, root)), **row, "reproduce with": _code(r["command"])} for row in rows]
+
+
 @dataclass(frozen=True)
 class Kind:
     """One kind of result folder: the file that marks it, its section, and its reader."""
@@ -363,6 +395,17 @@ KINDS = (
         "Training step time",
         "`benchmarks/train_precision.py`: seconds per training step of two arms, paired on the same batches.",
         _train_rows,
+    ),
+    Kind(
+        "precision.json",
+        "Length x precision",
+        "`benchmarks/precision.py` (`make bench-precision`): ms per feature (median of interleaved rounds) of the "
+        "stock model and of the engine's keep-all and drop shapes at each precision, against stock fp32 and against "
+        "the shape's own keep-all at the same precision (fastest–slowest round); then held-out F1 of each against "
+        "float32 keep-all with the paired 95% interval. bf16: bf16 operands, float32 sums; int8: weights per "
+        "output channel, activations per token, int32 sums (the engine's; the stock model has none).",
+        _precision_rows,
+        table_per_folder=True,
     ),
     Kind(
         "result.json",

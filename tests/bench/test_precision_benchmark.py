@@ -31,6 +31,12 @@ def test_the_script_times_every_precision_and_scores_against_float32_keep_all(mo
     assert rows[("keep-all", "fp32")]["f1_delta"] == 0.0
     assert set(rows) == {(c, p) for c in ("keep-all", "ratios:1,0.7,0.5,0.3") for p in ("fp32", "bf16", "int8")}
     assert "held-out F1" in (tmp_path / "precision.md").read_text()
+    assert json.loads((tmp_path / "result.json").read_text())["benchmark"] == "precision"
+
+    from dynlen.reports.docs import results_page
+
+    page = results_page(tmp_path.parent)
+    assert "## Length x precision" in page and "`keep-all/bf16`" in page and "`ratios:1,0.7,0.5,0.3/int8`" in page
 
 
 def test_an_unknown_precision_is_one_line_before_the_model_loads(model_dir, squad_file, capsys):
