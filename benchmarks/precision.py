@@ -19,6 +19,7 @@ Writes ``precision.json`` and ``precision.md`` to ``--out``.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import shlex
 import sys
@@ -27,8 +28,9 @@ from pathlib import Path
 import torch
 
 from dynlen.bench import harness
+from dynlen.bench.device import to_device
 from dynlen.bench.features import collate
-from dynlen.bench.latency import Timing, interleaved_batch_timings, ratio
+from dynlen.bench.latency import Timing, device_synchronizer, interleaved_batch_timings, ratio
 from dynlen.bench.model_io import bert_base_qa, quiet_libraries
 from dynlen.bench.runner import QARunner
 from dynlen.bench.squad import limit_examples, load_squad, split_by_article
@@ -42,7 +44,7 @@ REFERENCE_SHAPE = "ratios:1,1,0.7,0.49,0.343,0.0515@lookahead+question"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = harness.parser(__doc__, "model", "data", "threads", out="runs/precision", questions=QUESTIONS)
+    parser = harness.parser(__doc__, "model", "data", "threads", "device", out="runs/precision", questions=QUESTIONS)
     parser.add_argument(
         "--configs",
         default=REFERENCE_SHAPE,
@@ -73,10 +75,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _stock(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
-    """An independent copy of the stock model at ``dtype`` (the engine keeps its float32 weights)."""
+    """An independent copy of the stock model at ``dtype`` on the model's device (the engine keeps its float32 weights)."""
     copy = type(model)._from_config(model.config, attn_implementation="sdpa").eval()
     copy.load_state_dict(model.state_dict())
-    return copy.to(dtype)
+    return copy.to(next(model.parameters()).device, dtype)
 
 
 def _stock_call(model: torch.nn.Module):
@@ -96,7 +98,7 @@ def _engine_call(engine, config: LengthConfig):
 def contenders(runner: QARunner, shapes: list[LengthConfig], precisions: list[str], bert_base: bool) -> dict:
     named = {}
     model = runner.adaptive.model
-    base = bert_base_qa(runner.tokenizer.vocab_size) if bert_base else None
+    base = bert_base_qa(runner.tokenizer.vocab_size).to(runner.device) if bert_base else None
     for name in precisions:
         dtype = get_precision(name).dtype
         stock = dtype.is_floating_point  # the stock model has no int8 of its own: only the engine's is timed
@@ -108,9 +110,9 @@ def contenders(runner: QARunner, shapes: list[LengthConfig], precisions: list[st
         for shape in shapes:
             named[f"{shape.label()}/{name}"] = _engine_call(runner.adaptive, shape.with_precision(name))
         if base is not None and stock:
-            named[f"bert-base/{name}"] = _stock_call(base.to(dtype) if name != "fp32" else base)
+            named[f"bert-base/{name}"] = _stock_call(copy.deepcopy(base).to(dtype) if name != "fp32" else base)
     if base is not None and "fp32" not in precisions:
-        named["bert-base/fp32"] = _stock_call(bert_base_qa(runner.tokenizer.vocab_size))
+        named["bert-base/fp32"] = _stock_call(bert_base_qa(runner.tokenizer.vocab_size).to(runner.device))
     return named
 
 
@@ -142,25 +144,36 @@ def markdown(rows: list[dict], head: str) -> str:
 
 
 def profile(runner: QARunner, config: LengthConfig, features: int, top: int = 14) -> str:
-    """Self CPU time by operator of the engine at ``config`` over ``features`` batch-1 features."""
-    from torch.profiler import ProfilerActivity
-    from torch.profiler import profile as torch_profile
+    """Where the engine's time goes at ``config`` over ``features`` batch-1 features: Python's profiler by
+    own time, so the native kernels (called from Python) show beside torch's operators and the host work."""
+    import cProfile
+    import io
+    import pstats
 
-    batches = [collate(runner.features, [i], runner.pad_id) for i in runner.latency_sample(features)]
+    batches = [
+        to_device(collate(runner.features, [i], runner.pad_id), runner.device) for i in runner.latency_sample(features)
+    ]
     call = _engine_call(runner.adaptive, config)
     with torch.inference_mode():
         for batch in batches[:3]:
             call(batch)  # warm: packed weights, kernels loaded
-        with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
-            for batch in batches:
-                call(batch)
-    return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=top)
+        profiler = cProfile.Profile()
+        profiler.enable()
+        for batch in batches:
+            call(batch)
+        profiler.disable()
+    text = io.StringIO()
+    pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(top)
+    lines = [line for line in text.getvalue().splitlines() if line.strip()]
+    return "\n".join(line.replace(str(Path.cwd()) + "/", "") for line in lines[2:])
 
 
-def accuracy(model: str, data, shapes: list[LengthConfig], precisions: list[str], questions: int) -> list[dict]:
+def accuracy(
+    model: str, data, shapes: list[LengthConfig], precisions: list[str], questions: int, device: str = "cpu"
+) -> list[dict]:
     """F1 of keep-all and each shape at each precision on held-out questions, against float32 keep-all."""
     _, heldout = split_by_article(data)
-    runner = QARunner(model, limit_examples(heldout, questions) if questions else heldout, progress=True)
+    runner = QARunner(model, limit_examples(heldout, questions) if questions else heldout, progress=True, device=device)
     reference = runner.evaluate(LengthConfig.keep_all(runner.num_layers), desc="keep-all/fp32")
     base = list(reference.per_question_f1)
     rows = []
@@ -210,7 +223,7 @@ def run(args: argparse.Namespace, figures: harness.Figures) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     quiet_libraries()
-    runner = QARunner(args.model, limit_examples(load_squad(args.data), QUESTIONS), progress=False)
+    runner = QARunner(args.model, limit_examples(load_squad(args.data), QUESTIONS), progress=False, device=args.device)
     shapes = [resolve_config(c.strip(), runner.num_layers) for c in args.configs.split(";") if c.strip()]
     for shape in shapes:
         runner.adaptive.check_policy(shape.significance, shape.keep_question)
@@ -222,15 +235,20 @@ def run(args: argparse.Namespace, figures: harness.Figures) -> None:
         picks = runner.latency_sample(args.features * batch_size)
         order = sorted(picks, key=lambda i: runner.features.lengths[i])  # similar lengths share a batch
         groups = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-        batches = [collate(runner.features, g, runner.pad_id) for g in groups]
+        batches = [to_device(collate(runner.features, g, runner.pad_id), runner.device) for g in groups]
         with torch.inference_mode():
             timings = interleaved_batch_timings(
-                named, batches, repeats=args.repeats, warmup=1, progress=f"timing batch {batch_size}"
+                named,
+                batches,
+                repeats=args.repeats,
+                warmup=1,
+                synchronize=device_synchronizer(runner.device),
+                progress=f"timing batch {batch_size}",
             )
         rows = table(timings, len(picks), shapes, precisions)
         flops = {s.label(): runner.flops(s).speedup_vs_keep_all for s in shapes}
         head = (
-            f"batch {batch_size}, {len(picks)} dev features, {torch.get_num_threads()} threads, "
+            f"batch {batch_size}, {len(picks)} dev features, {runner.device.type} ({torch.get_num_threads()} threads), "
             f"{args.repeats} rounds; FLOPs speedup of each shape: "
             + ", ".join(f"{k} {v:.2f}x" for k, v in flops.items())
         )
@@ -238,7 +256,7 @@ def run(args: argparse.Namespace, figures: harness.Figures) -> None:
         md.append(markdown(rows, f"### {head}"))
         report["runs"].append({"batch_size": batch_size, "features": len(picks), "flops_speedup": flops, "rows": rows})
     if args.accuracy is not None:
-        report["accuracy"] = accuracy(args.model, load_squad(args.data), shapes, precisions, args.accuracy)
+        report["accuracy"] = accuracy(args.model, load_squad(args.data), shapes, precisions, args.accuracy, args.device)
         md.append(accuracy_markdown(report["accuracy"]))
         print(md[-1])
     if args.profile:
