@@ -61,5 +61,6 @@ def run(args: argparse.Namespace) -> None:
         seed=args.seed,
         attention_dropout=args.attention_dropout,
         precision=args.precision,
+        max_steps=args.max_steps,
     )
-    train(recipe, Path(args.out), args.max_steps, args.threads, args.save_every)
+    train(recipe, Path(args.out), args.threads, args.save_every)

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dynlen.bench.features import Features, cached_features
-from dynlen.bench.model_io import load_qa_model, load_tokenizer
+from dynlen.bench.model_io import check_vocabulary_fits, load_qa_model, load_tokenizer
 from dynlen.bench.squad import load_squad
 from dynlen.engine.adaptive import LengthAdaptiveQA, adapter_for, reached_last_layer
 from dynlen.engine.config import LengthConfig, cumulative_ratios, parse_selection
@@ -616,6 +616,7 @@ def train_lengthdrop(recipe: LengthDropRecipe, out: Path, save_every: int = 200,
     model = load_qa_model(
         recipe.base, config_options=dropout
     )  # first: a model or its saved probes that cannot load fail before encoding
+    check_vocabulary_fits(tokenizer, model, recipe.base)
     check_target_depth(recipe, len(adapter_for(model, False).layers), recipe.base)  # before any output or encoding
     folder = checkpoint_folder(out, recipe)
     probe_origin = attach_probes(model, recipe)[1] if recipe.trains_probes else None

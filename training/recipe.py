@@ -98,7 +98,7 @@ def differences(stored: dict, recipe) -> str:
     wanted = asdict(recipe)
     filled = {**{f.name: f.default for f in fields(type(recipe))}, **predated, **stored}
     trained, trains = _as_trained(filled), _as_trained(wanted)
-    changed = sorted(k for k in set(trained) | set(trains) if trained.get(k) != trains.get(k))
+    changed = sorted(k for k in set(trained) | set(trains) if filled.get(k) != wanted.get(k))
     return "differs in: " + ", ".join(f"{k} ({filled.get(k)!r} stored, {wanted.get(k)!r} now)" for k in changed)
 
 

@@ -69,10 +69,10 @@ def test_checkpoints_of_other_options_are_refused_before_training(model_dir, squ
 
 def test_a_finished_model_of_other_options_is_refused_not_trained_over(model_dir, squad_file, tmp_path):
     out = tmp_path / "qa"
-    finetune.train(_recipe(model_dir, squad_file), out, max_steps=1)
+    finetune.train(_recipe(model_dir, squad_file, max_steps=1), out)
     before = model_weights(out)
     with pytest.raises(UserError, match=r"finished model.*learning_rate \(.*stored, 0.0005 now\).*another --out"):
-        finetune.train(_recipe(model_dir, squad_file, learning_rate=5e-4), out, max_steps=1)
+        finetune.train(_recipe(model_dir, squad_file, learning_rate=5e-4, max_steps=1), out)
     after = model_weights(out)
     assert all(torch.equal(before[name], after[name]) for name in before)
 
@@ -185,3 +185,11 @@ def test_a_qa_model_with_probes_as_the_base_does_not_pass_its_probes_on(model_di
     out = tmp_path / "qa"
     finetune.train(_recipe(base, squad_file), out)
     assert "dynlen_lookahead" not in json.loads((out / "config.json").read_text())
+
+
+def test_a_smoke_model_of_a_few_steps_is_not_taken_for_the_full_recipe(model_dir, squad_file, tmp_path):
+    out = tmp_path / "qa"
+    finetune.train(_recipe(model_dir, squad_file, max_steps=1), out)
+    assert json.loads((out / "training.json").read_text())["recipe"]["max_steps"] == 1
+    with pytest.raises(UserError, match=r"differs in: max_steps \(1 stored, None now\)"):
+        finetune.train(_recipe(model_dir, squad_file), out)
