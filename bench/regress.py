@@ -22,6 +22,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
+from dynlen.atomic import write_text_atomic
 from dynlen.bench.latency import contenders, interleaved_batch_timings, ratio
 from dynlen.bench.model_io import random_bert_qa
 from dynlen.engine.adaptive import LengthAdaptiveQA
@@ -191,4 +192,4 @@ def update(
         ],
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2) + "\n")
+    write_text_atomic(path, json.dumps(payload, indent=2) + "\n")

@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from dynlen.atomic import write_text_atomic
 from dynlen.bench.answer import Answerer
 from dynlen.bench.device import DEVICE_CHOICES
 from dynlen.bench.model_io import DEFAULT_MODEL_DIR
@@ -139,5 +140,5 @@ def run(args: argparse.Namespace) -> None:
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text + "\n", encoding="utf-8")
+        write_text_atomic(out, text + "\n")
     sys.stdout.write(text + "\n")

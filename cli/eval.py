@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from dynlen.atomic import writable_folder, write_text_atomic
 from dynlen.bench.device import DEVICE_CHOICES, resolve_device
 from dynlen.bench.metrics import metrics_record
 from dynlen.bench.model_io import DEFAULT_MODEL_DIR
@@ -79,6 +80,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> None:
     device = resolve_device(args.device)  # before loading anything: a missing GPU is one line, at once
+    resolve_config(args.config, 1)  # the configuration's values, before data or model load (depth: below)
+    out = writable_folder(Path(args.out))  # a read-only or full --out is found now, not after the evaluation
     data = limit_examples(load_squad(args.data), args.limit)
     runner = QARunner(
         args.model,
@@ -104,12 +107,10 @@ def run(args: argparse.Namespace) -> None:
             with_stock=True,
         )
     record = metrics_record(runner, result, latency)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
-    (out / "predictions.json").write_text(
-        json.dumps({q: a["text"] for q, a in result.answers.items()}, indent=1) + "\n"
+    write_text_atomic(
+        out / "predictions.json", json.dumps({q: a["text"] for q, a in result.answers.items()}, indent=1) + "\n"
     )
+    write_text_atomic(out / "metrics.json", json.dumps(record, indent=2) + "\n")
     _print_summary(record, out)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from dynlen.atomic import write_text_atomic
 from dynlen.errors import UserError
 from dynlen.search.budget import Budget
 from dynlen.search.records import TrialPoint, read_run
@@ -55,7 +56,7 @@ def _weights_sha(model: str) -> str | None:
 
 def write_choice(record: dict, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record, indent=2) + "\n")
+    write_text_atomic(path, json.dumps(record, indent=2) + "\n")
 
 
 def export_model(record: dict, out: Path) -> Path:

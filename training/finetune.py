@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from dynlen.atomic import write_text_atomic
 from dynlen.bench.features import Features, build_features
 from dynlen.bench.model_io import check_vocabulary_fits, load_tokenizer
 from dynlen.bench.squad import load_squad
@@ -123,7 +124,7 @@ def train(recipe: Recipe, out: Path, threads: int | None = None, save_every: int
         "device": str(device),
         "final_loss": final_loss(trainer),
     }
-    (out / "training.json").write_text(json.dumps(info, indent=2))
+    write_text_atomic(out / "training.json", json.dumps(info, indent=2))
     remove_checkpoints(out)
     print(f"saved {out} after {trainer.state.global_step} steps ({minutes:.1f} min in this run)", flush=True)
     return out

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dynlen.atomic import write_text_atomic
 from dynlen.bench.features import Features, cached_features
 from dynlen.bench.model_io import check_vocabulary_fits, load_qa_model, load_tokenizer
 from dynlen.bench.squad import load_squad
@@ -573,7 +574,9 @@ def _finish(out: Path, recipe: LengthDropRecipe, model: nn.Module, tokenizer, in
     tokenizer.save_pretrained(out)
     if probes is not None:
         probes.save(out, {"trained_with": "lengthdrop", "final_probe_kl": info.get("final_probe_kl")})
-    (out / "training.json").write_text(json.dumps({"recipe": asdict(recipe), "method": "lengthdrop", **info}, indent=2))
+    write_text_atomic(
+        out / "training.json", json.dumps({"recipe": asdict(recipe), "method": "lengthdrop", **info}, indent=2)
+    )
     remove_checkpoints(out)
     _warn_big_files(out)
 
