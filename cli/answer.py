@@ -11,6 +11,7 @@ from dynlen.atomic import write_text_atomic
 from dynlen.bench.answer import Answerer
 from dynlen.bench.device import DEVICE_CHOICES
 from dynlen.bench.model_io import DEFAULT_MODEL_DIR
+from dynlen.cli.argtypes import int_at_least
 from dynlen.errors import UserError
 
 HELP = "answer questions with a model and a length configuration"
@@ -38,11 +39,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--context", help="the text to find the answer in (with --question)")
     parser.add_argument("--input", help='JSON-lines file, one {"question": ..., "context": ...} per line')
     parser.add_argument("--out", help="also write the JSON results to this file")
-    parser.add_argument("--batch-size", type=int, default=16, help="windows per forward pass (default: %(default)s)")
+    parser.add_argument(
+        "--batch-size", type=int_at_least(1), default=16, help="windows per forward pass (default: %(default)s)"
+    )
     parser.add_argument(
         "--max-answer-length",
         "--max-answer-len",
-        type=int,
+        type=int_at_least(1),
         default=30,
         help="longest answer in tokens (default: %(default)s)",
     )
@@ -52,14 +55,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"where the model runs: {', '.join(DEVICE_CHOICES)} or cuda:N; auto = a GPU when torch sees one "
         "(default: %(default)s)",
     )
-    parser.add_argument("--top-k", type=int, default=1, help="answers per question; above 1 each result is a list")
+    parser.add_argument(
+        "--top-k", type=int_at_least(1), default=1, help="answers per question; above 1 each result is a list"
+    )
     parser.add_argument(
         "--handle-impossible-answer",
         action="store_true",
         help="allow the empty answer when the model rates 'no answer' above every span",
     )
     parser.add_argument(
-        "--max-question-len", type=int, default=None, help="keep only the question's first N tokens (default: all)"
+        "--max-question-len",
+        type=int_at_least(1),
+        default=None,
+        help="keep only the question's first N tokens (default: all)",
     )
     add_loading_arguments(parser)
 

@@ -13,6 +13,7 @@ from dynlen.bench.model_io import DEFAULT_MODEL_DIR
 from dynlen.bench.runner import QARunner
 from dynlen.bench.squad import DEFAULT_DEV_SET, limit_examples, load_squad
 from dynlen.cli.answer import add_loading_arguments, loading_options
+from dynlen.cli.argtypes import int_at_least, threads
 from dynlen.engine.config import resolve_config
 from dynlen.engine.costs import check_flops_consistent
 
@@ -41,17 +42,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="length configuration: 'keep-all', a JSON file, or inline values such as "
         "'269,253,252,202,104,34' (counts at 384) or 'ratios:1,0.9,0.8,0.7,0.6,0.5' (default: %(default)s)",
     )
-    parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N questions (default: all)")
+    parser.add_argument(
+        "--limit", type=int_at_least(1), default=None, help="evaluate only the first N questions (default: all)"
+    )
     parser.add_argument(
         "--out", default="runs/eval", help="folder for metrics.json and predictions.json (default: %(default)s)"
     )
     parser.add_argument(
         "--batch-size",
-        type=int,
+        type=int_at_least(1),
         default=32,
         help="evaluation batch size, length-sorted with dynamic padding (default: %(default)s)",
     )
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--threads", type=threads, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument(
         "--device",
         choices=DEVICE_CHOICES,
@@ -60,13 +63,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "sees a GPU, else cpu; answers are always extracted and scored on the CPU (default: %(default)s)",
     )
     parser.add_argument(
-        "--latency-sample", type=int, default=16, help="features timed for latency (default: %(default)s)"
+        "--latency-sample", type=int_at_least(1), default=16, help="features timed for latency (default: %(default)s)"
     )
     parser.add_argument(
-        "--latency-batch-size", type=int, default=1, help="batch size for latency timing (default: %(default)s)"
+        "--latency-batch-size",
+        type=int_at_least(1),
+        default=1,
+        help="batch size for latency timing (default: %(default)s)",
     )
     parser.add_argument(
-        "--latency-repeats", type=int, default=5, help="timed rounds after one warm-up round (default: %(default)s)"
+        "--latency-repeats",
+        type=int_at_least(1),
+        default=5,
+        help="timed rounds after one warm-up round (default: %(default)s)",
     )
     parser.add_argument("--no-latency", action="store_true", help="skip latency timing (FLOPs are still exact)")
     parser.add_argument(
