@@ -196,6 +196,22 @@ class Worker:
             self.run_lock.release()
 
 
+# Paths whose content has a fingerprint in the identity: the fingerprint is compared, the path only recorded,
+# so a worker with another mount path, a byte-identical copy or a relative path is the same run.
+BY_CONTENT = {"model": "model_sha", "data": "data_sha"}
+
+
+def differing_keys(stored: dict, identity: dict) -> list[str]:
+    """The identity keys whose stored value differs: fingerprints where both sides have them, paths otherwise."""
+    return [
+        k
+        for k, v in identity.items()
+        if k in stored
+        and stored[k] != v
+        and not (k in BY_CONTENT and BY_CONTENT[k] in stored and BY_CONTENT[k] in identity)
+    ]
+
+
 def check_identity(study: optuna.Study, settings: SearchSettings, identity: dict) -> None:
     """Refuse, in one line naming the option, a resume whose numbers would not be comparable.
 
@@ -205,7 +221,7 @@ def check_identity(study: optuna.Study, settings: SearchSettings, identity: dict
     if stored is None:
         study.set_user_attr("settings", identity)
         return
-    changed = [k for k, v in identity.items() if k in stored and stored[k] != v]
+    changed = differing_keys(stored, identity)
     if changed:
         what = "; ".join(f"{OPTION.get(k, k)} was {stored[k]!r}, now {identity[k]!r}" for k in changed)
         raise UserError(
