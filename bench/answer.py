@@ -284,8 +284,8 @@ def _check_chosen_for(path: Path, model_name: str, model: torch.nn.Module) -> No
     from dynlen.bench.model_io import weights_fingerprint
 
     try:
-        record = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise UserError(f"{path} is not valid JSON ({exc})") from None
     wanted = record.get("weights_sha") if isinstance(record, dict) else None
     if wanted and weights_fingerprint(model) != wanted:

@@ -116,7 +116,12 @@ def machine_id() -> str:
 def load_baseline(path: Path) -> dict:
     if not path.is_file():
         raise UserError(f"no committed speedup baseline at {path}; create it with `make regress-update`")
-    return json.loads(path.read_text())
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(
+            f"{path} is damaged ({exc}); restore it from git or rebuild it with `make regress-update`"
+        ) from None
 
 
 def check(baseline: dict, repeats: int, tolerance: float, latency: bool) -> tuple[bool, str]:

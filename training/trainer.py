@@ -91,7 +91,13 @@ def checkpoint_folder(out: Path, recipe) -> Path:
     folder = out / CHECKPOINTS
     stored = folder / RECIPE_FILE
     if stored.is_file() and any(folder.glob("checkpoint-*")):
-        saved = json.loads(stored.read_text())
+        try:
+            saved = json.loads(stored.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise UserError(
+                f"{stored} is damaged, so the checkpoints beside it cannot be matched to options; "
+                f"delete {folder} to start over"
+            ) from None
         if not same_recipe(saved, recipe):
             raise UserError(
                 f"{folder} holds checkpoints of other options ({differences(saved, recipe)}); {RESUME_HINT}"
