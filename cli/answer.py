@@ -7,11 +7,12 @@ import json
 import sys
 from pathlib import Path
 
-from dynlen.atomic import write_text_atomic
+from dynlen.atomic import writable_folder, write_text_atomic
 from dynlen.bench.answer import Answerer
 from dynlen.bench.device import DEVICE_CHOICES
 from dynlen.bench.model_io import DEFAULT_MODEL_DIR
 from dynlen.cli.argtypes import int_at_least
+from dynlen.engine.config import resolve_config
 from dynlen.errors import UserError
 
 HELP = "answer questions with a model and a length configuration"
@@ -132,6 +133,10 @@ def _cli_inputs(args: argparse.Namespace) -> tuple[str | list[str], str | list[s
 def run(args: argparse.Namespace) -> None:
     """``dynlen answer``: prints the results as JSON (one object, or a list for --input)."""
     question, context = _cli_inputs(args)
+    if args.config is not None:
+        resolve_config(args.config, 1)  # its values, before the model loads (the depth is checked once it has)
+    if args.out:
+        writable_folder(Path(args.out).parent)
     answerer = Answerer(
         args.model,
         args.config,

@@ -80,3 +80,10 @@ def test_unusable_out_is_found_before_the_evaluation(tmp_path, capsys, nothing_l
         assert f"cannot write to {disk / 'eval'}" in err or f"cannot write to {disk}" in err
         assert says in err
         assert not list(disk.rglob("*.tmp"))
+
+
+def test_answer_checks_its_configuration_before_the_model(tmp_path, capsys):
+    argv = ["answer", "--model", str(tmp_path / "absent"), "--question", "q?", "--context", "c.", "--config", "inf,1"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "error: layer 1: inf is not a finite number; give a ratio in (0, 1] or a count"
