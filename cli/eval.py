@@ -116,6 +116,7 @@ def run(args: argparse.Namespace) -> None:
             with_stock=True,
         )
     record = metrics_record(runner, result, latency)
+    out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(
         out / "predictions.json", json.dumps({q: a["text"] for q, a in result.answers.items()}, indent=1) + "\n"
     )

@@ -36,13 +36,19 @@ def write_text_atomic(path: str | Path, text: str) -> None:
 
 
 def writable_folder(folder: Path, room: int = 1 << 20) -> Path:
-    """``folder``, made if needed, after a trial write of ``room`` bytes: one line when it is read-only or full.
+    """``folder`` after a trial write of ``room`` bytes where it is (or will be) made: one line when that
+    place is read-only, full or not a folder.
 
-    Commands call it before they load anything, so an unusable output folder costs seconds, not a run.
+    Commands call it before they load anything, so an unusable output folder costs seconds, not a run;
+    it creates nothing, so a command refused later leaves no empty folder behind.
     """
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-test.", suffix=".tmp")
+        if not existing.is_dir():
+            raise NotADirectoryError(20, "Not a directory")
+        fd, probe = tempfile.mkstemp(dir=existing, prefix=".write-test.", suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(b"\0" * room)

@@ -27,6 +27,7 @@ def _eval(tmp_path, capsys, *args) -> str:
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "out").exists(), "a refused command leaves no output folder behind"
     return err
 
 
@@ -79,7 +80,7 @@ def test_unusable_out_is_found_before_the_evaluation(tmp_path, capsys, nothing_l
         err = _eval(tmp_path, capsys, "--out", str(disk / "eval"))
         assert f"cannot write to {disk / 'eval'}" in err or f"cannot write to {disk}" in err
         assert says in err
-        assert not list(disk.rglob("*.tmp"))
+        assert not list(disk.iterdir())
 
 
 def test_answer_checks_its_configuration_before_the_model(tmp_path, capsys):
