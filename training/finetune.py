@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from dynlen.atomic import write_text_atomic
+from dynlen.atomic import writable_folder, write_text_atomic
 from dynlen.bench.features import Features, build_features
 from dynlen.bench.model_io import check_vocabulary_fits, load_tokenizer
 from dynlen.bench.squad import load_squad
@@ -84,6 +84,7 @@ def train(recipe: Recipe, out: Path, threads: int | None = None, save_every: int
         return out
     if save_every < 1:
         raise UserError(f"--save-every must be at least 1 step, got {save_every}")
+    writable_folder(out)  # checkpoints go there: a read-only or full disk is found now, not after the first save
     device = training_device()
     precision = resolve_precision(recipe.precision, device)
     folder = checkpoint_folder(out, recipe)

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dynlen.atomic import write_text_atomic
+from dynlen.atomic import writable_folder, write_text_atomic
 from dynlen.bench.features import Features, cached_features
 from dynlen.bench.model_io import check_vocabulary_fits, load_qa_model, load_tokenizer
 from dynlen.bench.squad import load_squad
@@ -608,6 +608,7 @@ def train_lengthdrop(recipe: LengthDropRecipe, out: Path, save_every: int = 200,
         print(f"{out} already holds a model trained with this recipe; nothing to do (delete it to rebuild)")
         return out
     _one_process()
+    writable_folder(out)  # checkpoints go there: a read-only or full disk is found now, not after the first save
     device = training_device()
     precision = resolve_precision(recipe.precision, device)
     if threads:

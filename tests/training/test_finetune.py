@@ -227,3 +227,11 @@ def test_a_rerun_over_a_truncated_checkpoint_trains_to_the_same_weights(model_di
     a, b = model_weights(whole), model_weights(resumed)
     for name in a:
         torch.testing.assert_close(b[name], a[name], rtol=0, atol=1e-6, msg=name)
+
+
+def test_an_unwritable_out_is_refused_before_the_data_loads(model_dir, tmp_path, monkeypatch):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setattr(finetune, "load_squad", lambda *_a: pytest.fail("data loaded before --out was checked"))
+    with pytest.raises(UserError, match=r"cannot write to .*a-file/qa \(Not a directory\)"):
+        finetune.train(_recipe(model_dir, tmp_path / "unused.json"), blocker / "qa")
