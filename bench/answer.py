@@ -45,7 +45,7 @@ import torch
 from dynlen.bench.device import resolve_device
 from dynlen.bench.features import DOC_STRIDE, MAX_LENGTH, Features, build_features, collate, length_sorted_batches
 from dynlen.bench.inference import batched_logits
-from dynlen.bench.model_io import load_qa_model, load_tokenizer
+from dynlen.bench.model_io import check_vocabulary_fits, load_qa_model, load_tokenizer
 from dynlen.bench.squad import Example
 from dynlen.engine.adaptive import LengthAdaptiveQA
 from dynlen.engine.config import LengthConfig, resolve_config
@@ -247,6 +247,7 @@ def _load(model, tokenizer, hub: dict, dtype) -> tuple[torch.nn.Module, object, 
         tok = load_tokenizer(str(tok), **hub)
     if not getattr(tok, "is_fast", False):
         raise UserError("answers need a fast tokenizer (character offsets); load it with AutoTokenizer")
+    check_vocabulary_fits(tok, loaded, name)
     return loaded, tok, name
 
 
@@ -283,8 +284,8 @@ def _check_chosen_for(path: Path, model_name: str, model: torch.nn.Module) -> No
     from dynlen.bench.model_io import weights_fingerprint
 
     try:
-        record = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise UserError(f"{path} is not valid JSON ({exc})") from None
     wanted = record.get("weights_sha") if isinstance(record, dict) else None
     if wanted and weights_fingerprint(model) != wanted:

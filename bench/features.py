@@ -2,24 +2,29 @@
 
 Tokenising 10k questions takes seconds; a search re-runs the model hundreds of times on the
 same features, so features are built once and cached on disk, keyed by tokenizer and data.
+The cache holds plain integer arrays (numpy ``.npz``, read without pickle) and a JSON record of
+their key and checksum: a file planted or damaged there is rebuilt over, never executed.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
-import pickle
+import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from dynlen.atomic import write_text_atomic
 from dynlen.bench.squad import Example, SquadData
 
 MAX_LENGTH = 384
 DOC_STRIDE = 128
-CACHE_VERSION = 2
+CACHE_VERSION = 3  # 3: numpy arrays + JSON in place of pickle
 
 
 @dataclass
@@ -140,24 +145,78 @@ def cached_features(
     cache_dir: Path | None = None,
 ) -> Features:
     """Build features once per (data, tokenizer, window) and reuse them from disk afterwards."""
-    cache_dir = cache_dir or default_cache_dir()
+    cache_dir = Path(cache_dir or default_cache_dir())
     key = hashlib.md5(
         f"{CACHE_VERSION}|{data.fingerprint}|{tokenizer_fingerprint(tokenizer)}|{max_length}|{stride}|{with_labels}".encode()
     ).hexdigest()
-    path = Path(cache_dir) / f"{key}.pkl"
-    if path.is_file():
-        try:
-            with path.open("rb") as fh:
-                return pickle.load(fh)
-        except (pickle.UnpicklingError, EOFError, AttributeError):
-            path.unlink(missing_ok=True)
+    stored = _read_cache(cache_dir, key)
+    if stored is not None:
+        return stored
     feats = build_features(data.examples, tokenizer, max_length, stride, with_labels)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    with tmp.open("wb") as fh:
-        pickle.dump(feats, fh, protocol=pickle.HIGHEST_PROTOCOL)
-    tmp.replace(path)
+    _write_cache(cache_dir, key, feats)
     return feats
+
+
+def _to_arrays(feats: Features) -> dict[str, np.ndarray]:
+    """Every field as a flat integer array; a context-less offset (None) is (-1, -1)."""
+    flat_offsets = [(-1, -1) if o is None else o for offsets in feats.offsets for o in offsets]
+    return {
+        "lengths": np.array(feats.lengths, dtype=np.int64),
+        "input_ids": np.array([t for ids in feats.input_ids for t in ids], dtype=np.int64),
+        "token_type_ids": np.array([t for tt in feats.token_type_ids for t in tt], dtype=np.int64),
+        "example_index": np.array(feats.example_index, dtype=np.int64),
+        "offsets": np.array(flat_offsets, dtype=np.int64).reshape(-1, 2),
+        "start_positions": np.array(feats.start_positions, dtype=np.int64),
+        "end_positions": np.array(feats.end_positions, dtype=np.int64),
+    }
+
+
+def _from_arrays(arrays: dict[str, np.ndarray]) -> Features:
+    bounds = np.concatenate([[0], np.cumsum(arrays["lengths"])]).tolist()
+    spans = list(zip(bounds[:-1], bounds[1:]))
+    ids, types, offsets = arrays["input_ids"].tolist(), arrays["token_type_ids"].tolist(), arrays["offsets"].tolist()
+    has_offsets = len(offsets) == len(ids)
+    return Features(
+        [ids[a:b] for a, b in spans],
+        [types[a:b] for a, b in spans],
+        arrays["example_index"].tolist(),
+        [[None if o[0] < 0 else tuple(o) for o in offsets[a:b]] for a, b in spans] if has_offsets else [],
+        arrays["start_positions"].tolist(),
+        arrays["end_positions"].tolist(),
+    )
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _read_cache(cache_dir: Path, key: str) -> Features | None:
+    """The features stored under ``key``, or None when absent, of another key, or not what was written."""
+    arrays_path, record_path = cache_dir / f"{key}.npz", cache_dir / f"{key}.json"
+    try:
+        record = json.loads(record_path.read_text())
+        if record.get("key") != key or record.get("sha256") != _sha256(arrays_path):
+            return None
+        with np.load(arrays_path, allow_pickle=False) as stored:
+            arrays = {name: stored[name] for name in stored.files}
+        feats = _from_arrays(arrays)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return feats if len(feats) == record.get("features") else None
+
+
+def _write_cache(cache_dir: Path, key: str, feats: Features) -> None:
+    """Arrays, then the record naming their checksum, each by rename: a reader sees both whole or a miss."""
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=cache_dir, suffix=".npz.tmp", delete=False) as fh:
+            np.savez(fh, **_to_arrays(feats))
+        arrays_path = cache_dir / f"{key}.npz"
+        os.replace(fh.name, arrays_path)
+        record = {"key": key, "version": CACHE_VERSION, "features": len(feats), "sha256": _sha256(arrays_path)}
+        write_text_atomic(cache_dir / f"{key}.json", json.dumps(record))
+    except OSError:  # a read-only or full cache folder costs the next run a re-tokenisation, nothing more
+        return
 
 
 def length_sorted_batches(lengths: Sequence[int], batch_size: int, descending: bool = True) -> list[list[int]]:

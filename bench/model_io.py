@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -46,11 +47,56 @@ def check_model_source(name: str) -> None:
     if path.exists():
         if not (path / "config.json").is_file():
             raise UserError(f"{name} has no config.json: model= must be a Hugging Face model folder or a hub id")
+        check_config_json(path / "config.json")
         return
     if name in BUILT_MODEL_DIRS or _looks_like_path(name):
         built = name.rstrip("/") in BUILT_MODEL_DIRS
         hint = " It is built by `make model`." if built else ""
         raise UserError(f"model folder not found: {name}.{hint} Give model= a local model folder or a hub id")
+
+
+def check_config_json(path: Path) -> None:
+    """One line when a model's config.json is not a JSON object (truncated, edited, another encoding)."""
+    try:
+        config = json.loads(path.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path} is not valid JSON ({exc}); restore the model folder's config.json") from None
+    if not isinstance(config, dict):
+        raise UserError(
+            f"{path} holds {type(config).__name__}, not a JSON object; restore the model folder's config.json"
+        )
+
+
+# The files a tokenizer's vocabulary is read from; a folder with none of them would get transformers'
+# few-token default, which maps every word to [UNK] and still produces a (meaningless) score.
+VOCABULARY_FILES = (
+    "tokenizer.json",
+    "vocab.txt",
+    "vocab.json",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "tokenizer.model",
+)
+
+
+def check_tokenizer_files(name: str) -> None:
+    """One line when a local model folder has no tokenizer vocabulary, before anything is loaded."""
+    folder = Path(name).expanduser()
+    if folder.is_dir() and not any((folder / f).is_file() for f in VOCABULARY_FILES):
+        raise UserError(
+            f"{name} has no tokenizer files (none of {', '.join(VOCABULARY_FILES)}); copy the tokenizer "
+            "the model was trained with into the folder (tokenizer.save_pretrained)"
+        )
+
+
+def check_vocabulary_fits(tokenizer, model, name: str) -> None:
+    """One line when the tokenizer produces ids the model has no embedding for (an IndexError mid-run otherwise)."""
+    rows = model.get_input_embeddings().num_embeddings
+    if len(tokenizer) > rows:
+        raise UserError(
+            f"{name}: the tokenizer has {len(tokenizer)} tokens but the model embeds only {rows}; "
+            "give the folder the tokenizer the model was trained with"
+        )
 
 
 _DTYPES = ("auto", "float32", "float16", "bfloat16")
@@ -104,6 +150,7 @@ def load_qa_model(
     ``from_pretrained``; see :func:`hub_options` for the defaults. ``config_options`` override
     entries of the model's config (e.g. a dropout for training).
     """
+    from safetensors import SafetensorError
     from transformers import AutoModelForQuestionAnswering
 
     options = hub_options(revision, trust_remote_code, token)
@@ -113,6 +160,11 @@ def load_qa_model(
     check_model_source(name)
     try:
         model = AutoModelForQuestionAnswering.from_pretrained(name, attn_implementation=attn_implementation, **options)
+    except SafetensorError as exc:
+        raise UserError(
+            f"{name}'s weights are damaged ({_first_line(exc)}): the safetensors file is empty, truncated or "
+            "not safetensors; copy or rebuild the model folder"
+        ) from None
     except OSError as exc:
         raise UserError(
             f"could not load model {name!r}: {_first_line(exc)}. Offline, give model= a local folder "
@@ -136,6 +188,7 @@ def load_tokenizer(
     from dynlen.engine.families.bort import byte_level_bpe_tokenizer
 
     check_model_source(name)
+    check_tokenizer_files(name)
     try:
         return byte_level_bpe_tokenizer(name) or AutoTokenizer.from_pretrained(
             name, **hub_options(revision, trust_remote_code, token)

@@ -22,6 +22,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
+from dynlen.atomic import write_text_atomic
 from dynlen.bench.latency import contenders, interleaved_batch_timings, ratio
 from dynlen.bench.model_io import random_bert_qa
 from dynlen.engine.adaptive import LengthAdaptiveQA
@@ -115,7 +116,12 @@ def machine_id() -> str:
 def load_baseline(path: Path) -> dict:
     if not path.is_file():
         raise UserError(f"no committed speedup baseline at {path}; create it with `make regress-update`")
-    return json.loads(path.read_text())
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(
+            f"{path} is damaged ({exc}); restore it from git or rebuild it with `make regress-update`"
+        ) from None
 
 
 def check(baseline: dict, repeats: int, tolerance: float, latency: bool) -> tuple[bool, str]:
@@ -191,4 +197,4 @@ def update(
         ],
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2) + "\n")
+    write_text_atomic(path, json.dumps(payload, indent=2) + "\n")

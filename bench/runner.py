@@ -22,7 +22,7 @@ from dynlen.bench.features import Features, cached_features, collate, length_sor
 from dynlen.bench.inference import batched_logits
 from dynlen.bench.latency import LatencyResult, contenders, device_synchronizer, interleaved_batch_timings, ratio
 from dynlen.bench.measurement import Measurement
-from dynlen.bench.model_io import bert_base_qa, load_qa_model, load_tokenizer
+from dynlen.bench.model_io import bert_base_qa, check_vocabulary_fits, load_qa_model, load_tokenizer
 from dynlen.bench.squad import SquadData
 from dynlen.bench.uncertainty import per_question_f1
 from dynlen.engine.adaptive import LengthAdaptiveQA
@@ -101,6 +101,7 @@ class QARunner:
         dtype = options.pop("dtype", None)
         self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(model_name, **options)
         self.model = model if model is not None else load_qa_model(model_name, dtype=dtype, **options)
+        check_vocabulary_fits(self.tokenizer, self.model, model_name)
         self.model.to(self.device)
         self.model.eval()
         self.adaptive = LengthAdaptiveQA(self.model, sep_token_id=self.tokenizer.sep_token_id)

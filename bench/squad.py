@@ -90,6 +90,8 @@ def _parse_nested(raw: object, source: str) -> list[Example]:
             f"{source} is not a SQuAD 1.1 file: expected a JSON object with a 'data' list "
             '(the official layout {"version", "data": [{"title", "paragraphs": ...}]})'
         )
+    if str(raw.get("version", "")).lstrip("v").startswith("2"):
+        raise UserError(_squad_v2(source, None))
     examples: list[Example] = []
     for a, article in enumerate(raw["data"]):
         title = _field(article, "title", str, f"article {a}", source)
@@ -100,11 +102,9 @@ def _parse_nested(raw: object, source: str) -> list[Example]:
                 qid = _field(qa, "id", (str, int), f"{where} qa {q}", source)
                 where_q = f"question {qid!r}"
                 question = _field(qa, "question", str, where_q, source)
-                answers = qa.get("answers") or []
-                if not isinstance(answers, list):
-                    raise UserError(
-                        f"{source} is a malformed SQuAD file: {where_q} 'answers' is {answers!r:.60}, not a list; {LAYOUT}"
-                    )
+                if qa.get("is_impossible") is not None or "plausible_answers" in qa:
+                    raise UserError(_squad_v2(source, qid))
+                answers = _field(qa, "answers", list, where_q, source)
                 texts, starts = [], []
                 for n, answer in enumerate(answers):
                     text = _field(answer, "text", str, f"{where_q} answer {n}", source)
@@ -119,7 +119,50 @@ def _parse_nested(raw: object, source: str) -> list[Example]:
                 examples.append(Example(str(qid), title, context, question, tuple(texts), tuple(starts)))
     if not examples:
         raise UserError(f"{source} holds no questions; point DATA at a SQuAD 1.1 JSON file with questions")
+    check_examples(examples, source)
     return examples
+
+
+def _squad_v2(source: str, qid: object) -> str:
+    where = f" (question {qid!r} has 'is_impossible')" if qid is not None else ""
+    return (
+        f"{source} is a SQuAD 2.0 file{where}: unanswerable questions would be scored as wrong answers; "
+        "give a SQuAD 1.1 file"
+    )
+
+
+def _example_problem(ex: Example) -> str | None:
+    """What makes one question unscorable, or None: each of these would silently move F1 and EM."""
+    if not ex.question.strip():
+        return "has an empty question"
+    if not ex.answers:
+        return "has no gold answer (every prediction would score 0)"
+    for n, (text, start) in enumerate(zip(ex.answers, ex.answer_starts)):
+        if not text.strip():
+            return f"answer {n} has an empty text"
+        if ex.context[start : start + len(text)] != text:
+            found = ex.context[start : start + len(text)]
+            return f"answer {n} {text!r:.40} is not at answer_start {start} (the context has {found!r:.40} there)"
+    return None
+
+
+def check_examples(examples: list[Example], source: str) -> None:
+    """One line naming the first question the scorer cannot score as written, before a model is loaded.
+
+    Questions without answers would count as 0, duplicate ids collapse in the scorer (n questions
+    reported, fewer scored), and an answer away from its answer_start trains on the wrong span.
+    """
+    seen: set[str] = set()
+    for ex in examples:
+        if ex.qid in seen:
+            raise UserError(
+                f"{source} is a malformed SQuAD file: question id {ex.qid!r} occurs twice (the scorer would "
+                "keep only one); give every question its own id"
+            )
+        seen.add(ex.qid)
+        problem = _example_problem(ex)
+        if problem is not None:
+            raise UserError(f"{source} is a malformed SQuAD file: question {ex.qid!r} {problem}; fix that question")
 
 
 def load_squad_file(path: str | Path) -> SquadData:
@@ -167,6 +210,7 @@ def load_squad_hub(name: str = "rajpurkar/squad", split: str = "validation") -> 
         )
         for row in ds
     ]
+    check_examples(examples, f"hub:{name}:{split}")
     return SquadData(examples, f"hub:{name}:{split}", f"hub-{name}-{split}-{ds._fingerprint}")
 
 

@@ -7,9 +7,12 @@ import json
 import sys
 from pathlib import Path
 
+from dynlen.atomic import writable_folder, write_text_atomic
 from dynlen.bench.answer import Answerer
 from dynlen.bench.device import DEVICE_CHOICES
 from dynlen.bench.model_io import DEFAULT_MODEL_DIR
+from dynlen.cli.argtypes import int_at_least
+from dynlen.engine.config import resolve_config
 from dynlen.errors import UserError
 
 HELP = "answer questions with a model and a length configuration"
@@ -37,11 +40,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--context", help="the text to find the answer in (with --question)")
     parser.add_argument("--input", help='JSON-lines file, one {"question": ..., "context": ...} per line')
     parser.add_argument("--out", help="also write the JSON results to this file")
-    parser.add_argument("--batch-size", type=int, default=16, help="windows per forward pass (default: %(default)s)")
+    parser.add_argument(
+        "--batch-size", type=int_at_least(1), default=16, help="windows per forward pass (default: %(default)s)"
+    )
     parser.add_argument(
         "--max-answer-length",
         "--max-answer-len",
-        type=int,
+        type=int_at_least(1),
         default=30,
         help="longest answer in tokens (default: %(default)s)",
     )
@@ -51,14 +56,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"where the model runs: {', '.join(DEVICE_CHOICES)} or cuda:N; auto = a GPU when torch sees one "
         "(default: %(default)s)",
     )
-    parser.add_argument("--top-k", type=int, default=1, help="answers per question; above 1 each result is a list")
+    parser.add_argument(
+        "--top-k", type=int_at_least(1), default=1, help="answers per question; above 1 each result is a list"
+    )
     parser.add_argument(
         "--handle-impossible-answer",
         action="store_true",
         help="allow the empty answer when the model rates 'no answer' above every span",
     )
     parser.add_argument(
-        "--max-question-len", type=int, default=None, help="keep only the question's first N tokens (default: all)"
+        "--max-question-len",
+        type=int_at_least(1),
+        default=None,
+        help="keep only the question's first N tokens (default: all)",
     )
     add_loading_arguments(parser)
 
@@ -123,6 +133,10 @@ def _cli_inputs(args: argparse.Namespace) -> tuple[str | list[str], str | list[s
 def run(args: argparse.Namespace) -> None:
     """``dynlen answer``: prints the results as JSON (one object, or a list for --input)."""
     question, context = _cli_inputs(args)
+    if args.config is not None:
+        resolve_config(args.config, 1)  # its values, before the model loads (the depth is checked once it has)
+    if args.out:
+        writable_folder(Path(args.out).parent)
     answerer = Answerer(
         args.model,
         args.config,
@@ -139,5 +153,5 @@ def run(args: argparse.Namespace) -> None:
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text + "\n", encoding="utf-8")
+        write_text_atomic(out, text + "\n")
     sys.stdout.write(text + "\n")

@@ -6,12 +6,14 @@ import argparse
 import json
 from pathlib import Path
 
+from dynlen.atomic import writable_folder, write_text_atomic
 from dynlen.bench.device import DEVICE_CHOICES, resolve_device
 from dynlen.bench.metrics import metrics_record
 from dynlen.bench.model_io import DEFAULT_MODEL_DIR
 from dynlen.bench.runner import QARunner
 from dynlen.bench.squad import DEFAULT_DEV_SET, limit_examples, load_squad
 from dynlen.cli.answer import add_loading_arguments, loading_options
+from dynlen.cli.argtypes import int_at_least, threads
 from dynlen.engine.config import resolve_config
 from dynlen.engine.costs import check_flops_consistent
 
@@ -40,17 +42,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="length configuration: 'keep-all', a JSON file, or inline values such as "
         "'269,253,252,202,104,34' (counts at 384) or 'ratios:1,0.9,0.8,0.7,0.6,0.5' (default: %(default)s)",
     )
-    parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N questions (default: all)")
+    parser.add_argument(
+        "--limit", type=int_at_least(1), default=None, help="evaluate only the first N questions (default: all)"
+    )
     parser.add_argument(
         "--out", default="runs/eval", help="folder for metrics.json and predictions.json (default: %(default)s)"
     )
     parser.add_argument(
         "--batch-size",
-        type=int,
+        type=int_at_least(1),
         default=32,
         help="evaluation batch size, length-sorted with dynamic padding (default: %(default)s)",
     )
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--threads", type=threads, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument(
         "--device",
         choices=DEVICE_CHOICES,
@@ -59,13 +63,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "sees a GPU, else cpu; answers are always extracted and scored on the CPU (default: %(default)s)",
     )
     parser.add_argument(
-        "--latency-sample", type=int, default=16, help="features timed for latency (default: %(default)s)"
+        "--latency-sample", type=int_at_least(1), default=16, help="features timed for latency (default: %(default)s)"
     )
     parser.add_argument(
-        "--latency-batch-size", type=int, default=1, help="batch size for latency timing (default: %(default)s)"
+        "--latency-batch-size",
+        type=int_at_least(1),
+        default=1,
+        help="batch size for latency timing (default: %(default)s)",
     )
     parser.add_argument(
-        "--latency-repeats", type=int, default=5, help="timed rounds after one warm-up round (default: %(default)s)"
+        "--latency-repeats",
+        type=int_at_least(1),
+        default=5,
+        help="timed rounds after one warm-up round (default: %(default)s)",
     )
     parser.add_argument("--no-latency", action="store_true", help="skip latency timing (FLOPs are still exact)")
     parser.add_argument(
@@ -79,6 +89,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> None:
     device = resolve_device(args.device)  # before loading anything: a missing GPU is one line, at once
+    resolve_config(args.config, 1)  # the configuration's values, before data or model load (depth: below)
+    out = writable_folder(Path(args.out))  # a read-only or full --out is found now, not after the evaluation
     data = limit_examples(load_squad(args.data), args.limit)
     runner = QARunner(
         args.model,
@@ -104,12 +116,11 @@ def run(args: argparse.Namespace) -> None:
             with_stock=True,
         )
     record = metrics_record(runner, result, latency)
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
-    (out / "predictions.json").write_text(
-        json.dumps({q: a["text"] for q, a in result.answers.items()}, indent=1) + "\n"
+    write_text_atomic(
+        out / "predictions.json", json.dumps({q: a["text"] for q, a in result.answers.items()}, indent=1) + "\n"
     )
+    write_text_atomic(out / "metrics.json", json.dumps(record, indent=2) + "\n")
     _print_summary(record, out)
 
 

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from dynlen.bench.model_io import STANDARD_MODEL_DIR, default_encoder_dir
-from dynlen.cli.argtypes import dropout_or_none, hidden_alias
+from dynlen.cli.argtypes import dropout_or_none, hidden_alias, int_at_least, positive_float, threads
 from dynlen.training.finetune import Recipe, train
 from dynlen.training.recipe import DEFAULT_TRAIN_SET
 from dynlen.training.trainer import PRECISIONS
@@ -26,11 +26,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--train", default=DEFAULT_TRAIN_SET, help="SQuAD 1.1 training JSON, or hub:rajpurkar/squad:train"
     )
     parser.add_argument("--out", default=STANDARD_MODEL_DIR, help="output folder (git-ignored)")
-    parser.add_argument("--epochs", type=float, default=Recipe.epochs, help="passes over the training features")
-    parser.add_argument("--lr", type=float, default=Recipe.learning_rate, help="peak AdamW learning rate")
-    parser.add_argument("--batch-size", type=int, default=Recipe.batch_size, help="features per step")
-    parser.add_argument("--max-length", type=int, default=Recipe.max_length, help="tokens per feature")
-    parser.add_argument("--stride", type=int, default=Recipe.stride, help="overlap between windows of long contexts")
+    parser.add_argument(
+        "--epochs", type=positive_float, default=Recipe.epochs, help="passes over the training features"
+    )
+    parser.add_argument("--lr", type=positive_float, default=Recipe.learning_rate, help="peak AdamW learning rate")
+    parser.add_argument("--batch-size", type=int_at_least(1), default=Recipe.batch_size, help="features per step")
+    parser.add_argument("--max-length", type=int_at_least(8), default=Recipe.max_length, help="tokens per feature")
+    parser.add_argument(
+        "--stride", type=int_at_least(0), default=Recipe.stride, help="overlap between windows of long contexts"
+    )
     parser.add_argument(
         "--attention-dropout",
         type=dropout_or_none,
@@ -44,9 +48,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=Recipe.precision,
         help="auto: bf16 mixed precision where the CPU/GPU computes it natively, else fp32 (weights saved float32)",
     )
-    parser.add_argument("--save-every", type=int, default=500, help="checkpoint every N steps (a re-run resumes)")
-    parser.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (smoke runs)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument(
+        "--save-every", type=int_at_least(1), default=500, help="checkpoint every N steps (a re-run resumes)"
+    )
+    parser.add_argument(
+        "--max-steps", type=int_at_least(1), default=None, help="stop after this many steps (smoke runs)"
+    )
+    parser.add_argument("--threads", type=threads, default=None, help="torch CPU threads")
 
 
 def run(args: argparse.Namespace) -> None:
@@ -61,5 +69,6 @@ def run(args: argparse.Namespace) -> None:
         seed=args.seed,
         attention_dropout=args.attention_dropout,
         precision=args.precision,
+        max_steps=args.max_steps,
     )
-    train(recipe, Path(args.out), args.max_steps, args.threads, args.save_every)
+    train(recipe, Path(args.out), args.threads, args.save_every)

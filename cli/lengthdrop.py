@@ -7,7 +7,7 @@ import dataclasses
 from pathlib import Path
 
 from dynlen.bench.model_io import LENGTHDROP_MODEL_DIR, STANDARD_MODEL_DIR
-from dynlen.cli.argtypes import dropout_or_none
+from dynlen.cli.argtypes import dropout_or_none, int_at_least, positive_float, threads
 from dynlen.engine.config import DEFAULT_SIGNIFICANCE, resolve_config
 from dynlen.engine.probes import AUTO_SIGNIFICANCE, auto_significance
 from dynlen.errors import UserError
@@ -57,7 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     ld.add_argument(
         "--num-sub-models",
-        type=int,
+        type=int_at_least(0),
         default=d.num_sub_models,
         help="random sub-models per step, besides the full and the smallest one",
     )
@@ -94,8 +94,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "a look-ahead policy trains the model's probes in the same run; auto: lookahead+question when the start "
         "model has look-ahead probes, attention otherwise, so the model trains under the selection it is served with",
     )
-    ld.add_argument("--probe-width", type=int, default=d.probe_width, help="hidden units per look-ahead probe")
-    ld.add_argument("--probe-lr", type=float, default=d.probe_learning_rate, help="the probes' peak learning rate")
+    ld.add_argument(
+        "--probe-width", type=int_at_least(0), default=d.probe_width, help="hidden units per look-ahead probe"
+    )
+    ld.add_argument(
+        "--probe-lr", type=positive_float, default=d.probe_learning_rate, help="the probes' peak learning rate"
+    )
     ld.add_argument(
         "--probe-supervision",
         type=_weight_or_auto,
@@ -115,19 +119,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     opt = parser.add_argument_group("optimisation")
     opt.add_argument(
         "--epochs",
-        type=float,
+        type=positive_float,
         default=None,
         help=f"passes over the training features; given without --max-steps, the run trains by epochs "
         f"(default: {DEFAULT_MAX_STEPS} steps, see --max-steps; {d.epochs} when --max-steps is 0)",
     )
-    opt.add_argument("--lr", type=float, default=d.learning_rate, help="peak AdamW learning rate (linear warmup/decay)")
-    opt.add_argument("--batch-size", type=int, default=d.batch_size, help="features per step (length-grouped)")
+    opt.add_argument(
+        "--lr", type=positive_float, default=d.learning_rate, help="peak AdamW learning rate (linear warmup/decay)"
+    )
+    opt.add_argument(
+        "--batch-size", type=int_at_least(1), default=d.batch_size, help="features per step (length-grouped)"
+    )
     opt.add_argument("--warmup", type=float, default=d.warmup, help="share of steps spent warming up")
     opt.add_argument(
         "--weight-decay", type=float, default=d.weight_decay, help="AdamW decay (none on biases and norms)"
     )
-    opt.add_argument("--max-length", type=int, default=d.max_length, help="tokens per feature")
-    opt.add_argument("--stride", type=int, default=d.stride, help="overlap between windows of long contexts")
+    opt.add_argument("--max-length", type=int_at_least(8), default=d.max_length, help="tokens per feature")
+    opt.add_argument(
+        "--stride", type=int_at_least(0), default=d.stride, help="overlap between windows of long contexts"
+    )
     opt.add_argument(
         "--attention-dropout",
         type=dropout_or_none,
@@ -138,7 +148,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     opt.add_argument("--seed", type=int, default=d.seed, help="seeds data order, sub-model draws and dropout")
     opt.add_argument(
         "--max-steps",
-        type=int,
+        type=int_at_least(0, " (0: train --epochs instead)"),
         default=None,
         help="optimiser steps: the run's length and its learning-rate schedule, in place of --epochs "
         f"(part of the recipe; 0: train --epochs instead) (default: {DEFAULT_MAX_STEPS} unless --epochs is given)",
@@ -150,8 +160,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="auto: bf16 mixed precision where the CPU/GPU computes it natively, else fp32 (weights saved float32)",
     )
     run = parser.add_argument_group("running")
-    run.add_argument("--save-every", type=int, default=200, help="checkpoint into OUT/checkpoints every N steps")
-    run.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    run.add_argument(
+        "--save-every", type=int_at_least(1), default=200, help="checkpoint into OUT/checkpoints every N steps"
+    )
+    run.add_argument("--threads", type=threads, default=None, help="torch CPU threads")
 
 
 def significance_from_args(args: argparse.Namespace) -> str:

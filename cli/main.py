@@ -14,6 +14,7 @@ import importlib.util
 import sys
 from types import ModuleType
 
+from dynlen.cli.argtypes import OneLineParser
 from dynlen.errors import exit_status
 
 # Sub-command -> module in cli/, in the order a new user meets them.
@@ -68,7 +69,7 @@ def _use_formatter(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="dynlen",
         description="Length-adaptive BERT-family extractive QA: measure, search under a budget, report, serve.",
         formatter_class=HelpFormatter,

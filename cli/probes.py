@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from dynlen.bench.model_io import STANDARD_MODEL_DIR
+from dynlen.cli.argtypes import int_at_least, positive_float
 from dynlen.training.probes import FULL_TRAIN_SET, ProbeRecipe, train_probes
 
 HELP = "train the look-ahead probes the 'lookahead' significance policies read (make probes)"
@@ -19,7 +20,9 @@ FORMATTER = argparse.ArgumentDefaultsHelpFormatter
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=STANDARD_MODEL_DIR, help="fine-tuned QA model folder (probes go inside)")
     parser.add_argument("--train", default=FULL_TRAIN_SET, help="SQuAD 1.1 training JSON (never the dev set)")
-    parser.add_argument("--features", type=int, default=ProbeRecipe.features, help="training features sampled")
+    parser.add_argument(
+        "--features", type=int_at_least(1), default=ProbeRecipe.features, help="training features sampled"
+    )
     parser.add_argument("--width", type=int, default=ProbeRecipe.width, help="probe hidden width (0: linear)")
     parser.add_argument(
         "--match-heads",
@@ -28,9 +31,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="question-matching heads per probe (0: none; > 0 needs --width > 0 and a '+question' policy)",
     )
     parser.add_argument("--first-layer", type=int, default=ProbeRecipe.first_layer, help="first probed layer, 0-based")
-    parser.add_argument("--epochs", type=int, default=ProbeRecipe.epochs, help="passes over the sampled features")
-    parser.add_argument("--lr", type=float, default=ProbeRecipe.learning_rate, help="probe learning rate")
-    parser.add_argument("--batch-size", type=int, default=ProbeRecipe.batch_size, help="features per step")
+    parser.add_argument(
+        "--epochs", type=int_at_least(1), default=ProbeRecipe.epochs, help="passes over the sampled features"
+    )
+    parser.add_argument("--lr", type=positive_float, default=ProbeRecipe.learning_rate, help="probe learning rate")
+    parser.add_argument("--batch-size", type=int_at_least(1), default=ProbeRecipe.batch_size, help="features per step")
     parser.add_argument("--seed", type=int, default=ProbeRecipe.seed, help="seeds the feature sample and order")
     parser.add_argument(
         "--temperature",

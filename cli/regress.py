@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from dynlen.bench.regress import BASELINE, check, load_baseline, update
+from dynlen.cli.argtypes import int_at_least
 
 HELP = "fail when the speedup of the committed reference configurations regresses"
 DESCRIPTION = "Fail when the speedup of the committed reference configurations regresses."
@@ -15,7 +16,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", required=True)
     c = sub.add_parser("check", help="re-measure and compare with the committed baseline (exit 1 on regression)")
     c.add_argument("--baseline", default=str(BASELINE), help="committed baseline JSON (default: %(default)s)")
-    c.add_argument("--repeats", type=int, default=7, help="interleaved latency rounds (default: %(default)s)")
+    c.add_argument(
+        "--repeats", type=int_at_least(1), default=7, help="interleaved latency rounds (default: %(default)s)"
+    )
     c.add_argument(
         "--latency-tolerance",
         type=float,
@@ -31,10 +34,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="frontier CSV of the reference report (default: %(default)s)",
     )
     u.add_argument("--baseline", default=str(BASELINE))
-    u.add_argument("--features", type=int, default=16)
-    u.add_argument("--repeats", type=int, default=7)
+    u.add_argument("--features", type=int_at_least(1), default=16)
+    u.add_argument("--repeats", type=int_at_least(1), default=7)
     u.add_argument(
-        "--runs", type=int, default=3, help="whole measurements whose median is stored (default: %(default)s)"
+        "--runs",
+        type=int_at_least(1),
+        default=3,
+        help="whole measurements whose median is stored (default: %(default)s)",
     )
 
 

@@ -6,7 +6,7 @@ import argparse
 
 from dynlen.bench.model_io import DEFAULT_MODEL_DIR
 from dynlen.bench.squad import DEFAULT_DEV_SET
-from dynlen.cli.argtypes import hidden_alias
+from dynlen.cli.argtypes import hidden_alias, int_at_least, threads
 from dynlen.engine.probes import AUTO_SIGNIFICANCE
 from dynlen.engine.significance import POLICIES
 from dynlen.reports.report import make_report
@@ -38,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--trials",
-        type=int,
+        type=int_at_least(1),
         default=d.trials,
         help="total completed trials wanted, baselines included (default: %(default)s)",
     )
@@ -66,20 +66,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--heartbeat",
-        type=int,
+        type=int_at_least(1),
         default=d.heartbeat,
         help="seconds between a trial's heartbeats on a server storage; a trial silent for 3 beats "
         "(its worker was killed) is failed and retried (default: %(default)s)",
     )
     parser.add_argument(
         "--search-questions",
-        type=int,
+        type=int_at_least(0, " (0: the whole split)"),
         default=d.search_questions,
         help="questions of the search split used (default: %(default)s; 0 = all)",
     )
     parser.add_argument(
         "--heldout-questions",
-        type=int,
+        type=int_at_least(0, " (0: the whole split)"),
         default=d.heldout_questions,
         help="questions of the held-out split used for re-scoring (default: %(default)s; 0 = all)",
     )
@@ -93,23 +93,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--split-seed", type=int, default=d.split_seed, help="seed of the article split (default: %(default)s)"
     )
     parser.add_argument(
-        "--batch-size", type=int, default=d.batch_size, help="evaluation batch size (default: %(default)s)"
+        "--batch-size", type=int_at_least(1), default=d.batch_size, help="evaluation batch size (default: %(default)s)"
     )
     parser.add_argument(
         "--latency-sample",
-        type=int,
+        type=int_at_least(1),
         default=d.latency_sample,
         help="features timed per latency measurement (default: %(default)s)",
     )
     parser.add_argument(
         "--latency-repeats",
-        type=int,
+        type=int_at_least(1),
         default=d.latency_repeats,
         help="timed rounds per latency measurement (default: %(default)s)",
     )
     parser.add_argument(
         "--latency-batch-size",
-        type=int,
+        type=int_at_least(1),
         default=d.latency_batch_size,
         help="batch size of latency timing (default: %(default)s)",
     )
@@ -133,7 +133,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="precision of the products: fp32, bf16, fp16, or auto (what this CPU multiplies natively); "
         "a comma list (fp32,bf16) is searched with the selection as one dimension (default: %(default)s)",
     )
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--threads", type=threads, default=None, help="torch CPU threads")
     parser.add_argument(
         "--bert-f1", type=float, default=88.5, help="BERT-base F1 for the BERT-1%% line (default: %(default)s)"
     )

@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
+from dynlen.atomic import write_text_atomic
 from dynlen.engine.precision import DEFAULT_PRECISION, get_precision
 from dynlen.errors import UserError
 
@@ -152,6 +153,9 @@ class LengthConfig:
             raise UserError(
                 f"cannot read configuration {text!r}: give comma-separated numbers, e.g. 269,253,252,202,104,34"
             ) from None
+        for layer, value in enumerate(values, start=1):
+            if math.isinf(value):  # 'inf', or a number past float range such as 1e400
+                raise UserError(f"layer {layer}: {value} is not a finite number; give a ratio in (0, 1] or a count")
         config = cls.from_values(values, kind)
         return config if selection is None else apply_tail(config, selection)
 
@@ -187,7 +191,7 @@ class LengthConfig:
         return json.dumps(self.to_dict())
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        write_text_atomic(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> LengthConfig:
@@ -195,9 +199,9 @@ class LengthConfig:
         if not path.is_file():
             raise UserError(f"configuration file not found: {path}")
         try:
-            return cls.from_dict(json.loads(path.read_text()))
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{path} is not valid JSON ({exc})") from None
+            return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise UserError(f"{path} is not valid UTF-8 JSON ({exc}); save the configuration as UTF-8 JSON") from None
 
     # --- meaning ------------------------------------------------------------------------
     @property
@@ -329,6 +333,9 @@ def check_config_fields(raw: dict) -> None:
             )
         if not math.isfinite(value):
             raise UserError(f"configuration 'values': layer {layer} is {value}, not a finite number")
+    for key, kind, example in (("significance", str, '"attention"'), ("keep_question", bool, "true")):
+        if key in raw and not isinstance(raw[key], kind):
+            raise UserError(f"configuration {key!r} is {raw[key]!r}, not a {kind.__name__}; write e.g. {example}")
     if "max_length" in raw:
         length = raw["max_length"]
         if isinstance(length, bool) or not isinstance(length, (int, float)) or not math.isfinite(length):

@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from dynlen.atomic import write_text_atomic
 from dynlen.errors import UserError
 
 WEIGHTS_FILE = "lookahead_probes.safetensors"
@@ -187,7 +188,7 @@ class LookaheadProbes(nn.Module):
         config_path = folder / "config.json"
         config = json.loads(config_path.read_text())
         config[CONFIG_KEY] = {**self.description(), **(provenance or {})}
-        config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        write_text_atomic(config_path, json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 def probes_entry(model: nn.Module) -> dict | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from dynlen.atomic import write_text_atomic
 from dynlen.errors import UserError
 from dynlen.reports.frames import frame, markdown, write_csv
 from dynlen.reports.plot import save_with_legend
@@ -213,7 +214,7 @@ def write_compare_md(runs: list[LabelledRun], summaries: list[Summary], path: Pa
             "",
         ]
     )
-    path.write_text(text)
+    write_text_atomic(path, text)
     return path
 
 

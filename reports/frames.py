@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from dynlen.atomic import write_text_atomic
+
 
 def frame(rows: Iterable[dict], columns: Sequence[str]) -> pd.DataFrame:
     """Rows (dicts) in a fixed column order; a column a row lacks is missing (None), not an error."""
@@ -27,7 +29,7 @@ def write_csv(table: pd.DataFrame, path: Path, cell: Callable[[object], str] = _
     """CSV with the ``csv`` module's conventions: minimal quoting, CRLF line ends, ``cell``-rendered values."""
     path.parent.mkdir(parents=True, exist_ok=True)
     rendered = table.map(cell) if len(table) else table.astype(str)
-    rendered.to_csv(path, index=False, lineterminator="\r\n")
+    write_text_atomic(path, rendered.to_csv(index=False, lineterminator="\r\n"))
     return path
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from dynlen.atomic import write_text_atomic
 from dynlen.bench.measurement import INTERVAL_COLUMNS, LATENCY_SPREAD_COLUMNS, SCORE_COLUMNS, Measurement
 from dynlen.engine.config import config_cells
 from dynlen.reports.frames import frame, markdown, write_csv
@@ -242,5 +243,5 @@ def write_report_md(
         ]
     )
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text + "\n")
+    write_text_atomic(path, text + "\n")
     return path

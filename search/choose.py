@@ -6,6 +6,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+from dynlen.atomic import write_text_atomic
 from dynlen.engine.config import LengthConfig
 from dynlen.errors import UserError
 from dynlen.search.budget import Budget
@@ -62,7 +63,7 @@ REMOTE_CLASS = "DynlenBertForQuestionAnswering"
 
 def write_choice(record: dict, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record, indent=2) + "\n")
+    write_text_atomic(path, json.dumps(record, indent=2) + "\n")
 
 
 def export_model(record: dict, out: Path) -> Path:

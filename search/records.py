@@ -13,6 +13,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from dynlen.atomic import write_text_atomic
 from dynlen.bench.measurement import Measurement
 from dynlen.engine.config import LengthConfig, config_from_cells
 from dynlen.errors import UserError
@@ -80,8 +81,8 @@ class RunInfo:
 
 def write_run(folder: Path, info: RunInfo, points: list[TrialPoint]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "run.json").write_text(json.dumps(asdict(info), indent=2) + "\n")
-    (folder / "trials.json").write_text(json.dumps([p.to_json() for p in points], indent=1) + "\n")
+    write_text_atomic(folder / "trials.json", json.dumps([p.to_json() for p in points], indent=1) + "\n")
+    write_text_atomic(folder / "run.json", json.dumps(asdict(info), indent=2) + "\n")
 
 
 def read_run(folder: Path) -> tuple[RunInfo, list[TrialPoint]]:
@@ -91,8 +92,25 @@ def read_run(folder: Path) -> tuple[RunInfo, list[TrialPoint]]:
             f"{folder} holds no finished search (run.json and trials.json are missing); "
             "run `make pareto RUN=<name>` first"
         )
-    info = RunInfo(**json.loads(run_file.read_text()))
-    return info, [TrialPoint.from_json(raw) for raw in json.loads(points_file.read_text())]
+    try:
+        info = RunInfo(**_read_json(run_file, dict))
+        return info, [TrialPoint.from_json(raw) for raw in _read_json(points_file, list)]
+    except (TypeError, KeyError, AttributeError) as exc:
+        raise UserError(f"{folder} holds run files of another layout ({exc}); {REWRITE_HINT}") from None
+
+
+REWRITE_HINT = "re-run the same `dynlen search` command: it rewrites run.json and trials.json from the study"
+
+
+def _read_json(path: Path, kind: type) -> dict | list:
+    """A run file's JSON, or one line saying it is damaged (a disk that filled up, a copy cut short)."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path} is damaged ({exc}); {REWRITE_HINT}") from None
+    if not isinstance(value, kind):
+        raise UserError(f"{path} holds {type(value).__name__}, not a JSON {kind.__name__}; {REWRITE_HINT}")
+    return value
 
 
 # --- reading frontier.csv back ------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -40,6 +41,8 @@ class Worker:
         self.id = f"{socket.gethostname()}:{os.getpid()}:{int(time.time())}"
         self.run_lock: st.RunLock | None = None
         self.lock: st.StudyLock | None = None
+        self.patience = st.Patience(self.url)
+        self.storage: optuna.storages.RDBStorage | None = None
         self.study: optuna.Study | None = None
         self.index = 0
         self.ran: list[int] = []
@@ -59,31 +62,60 @@ class Worker:
                 )
         self.lock = st.StudyLock(self.url, self.settings.name)
 
+    def locked(self, action: Callable[[], object]) -> object:
+        """``action()`` under the study lock; started over when the server drops the connection (and the lock).
+
+        Everything done under the lock is safe to repeat: creating or loading the study, enqueueing
+        with ``skip_if_exists``, counting trials before starting one.
+        """
+        while True:
+            try:
+                with self.lock.held():
+                    self._patient(False)
+                    try:
+                        return action()
+                    finally:
+                        self._patient(True)
+            except st.StorageOutage as exc:
+                self.lock.drop()
+                self.patience.wait(str(exc))
+
+    def _patient(self, patient: bool) -> None:
+        if isinstance(self.storage, st.PatientStorage):
+            self.storage.patient = patient
+
     def open(self, data_sha: str, model_sha: str) -> optuna.Study:
         """Create or load the study, check its identity and take a worker number, all under the lock."""
-        heartbeat = None if self.sqlite else self.settings.heartbeat
-        with self.lock.held():
-            storage = st.make_storage(self.url, heartbeat, 3 * heartbeat if heartbeat else None)
-            name = self._study_name(storage)
-            study = optuna.create_study(
-                study_name=name,
-                storage=storage,
-                directions=["maximize", "minimize"],
-                load_if_exists=True,
-            )
-            check_identity(study, self.settings, self.settings.identity(data_sha, model_sha))
-            self.index = int(study.user_attrs.get("worker_starts", 0))
-            study.set_user_attr("worker_starts", self.index + 1)
-            if study.metric_names is None:  # optuna-dashboard shows these instead of values_0/1
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                    study.set_metric_names(["f1", cost_name(self.settings.cost)])
-            if self.sqlite:
-                recover_orphans(study)
+        study = self.locked(lambda: self._open(data_sha, model_sha))
         # a fresh seed on every start: workers started together draw different points, and a run
         # restarted after a kill does not replay the draws its first start already measured
         study.sampler = make_sampler(self.settings.sampler, self.settings.seed + self.index, shared=not self.sqlite)
         self.study = study
+        return study
+
+    def _open(self, data_sha: str, model_sha: str) -> optuna.Study:
+        heartbeat = None if self.sqlite else self.settings.heartbeat
+        if self.storage is None:
+            patience = None if self.sqlite else self.patience
+            self.storage = st.make_storage(self.url, heartbeat, 3 * heartbeat if heartbeat else None, patience)
+            self._patient(False)
+        storage = self.storage
+        name = self._study_name(storage)
+        study = optuna.create_study(
+            study_name=name,
+            storage=storage,
+            directions=["maximize", "minimize"],
+            load_if_exists=True,
+        )
+        check_identity(study, self.settings, self.settings.identity(data_sha, model_sha))
+        self.index = int(study.user_attrs.get("worker_starts", 0))
+        study.set_user_attr("worker_starts", self.index + 1)
+        if study.metric_names is None:  # optuna-dashboard shows these instead of values_0/1
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                study.set_metric_names(["f1", cost_name(self.settings.cost)])
+        if self.sqlite:
+            recover_orphans(study)
         return study
 
     def _study_name(self, storage: optuna.storages.BaseStorage) -> str:
@@ -101,17 +133,19 @@ class Worker:
         The seeds are ordinary trials (no ``baseline`` attribute): starting points, not comparisons,
         so only as many are queued as the run's trials leave room for after the baselines.
         """
-        with self.lock.held():
-            if self.study.user_attrs.get("baselines_enqueued"):
-                return
-            selections = search_tails(self.settings.significance, self.settings.precision)
-            baselines = baseline_params(num_layers, selections=selections)
-            for name, params in baselines.items():
-                self.study.enqueue_trial(params, user_attrs={"baseline": name}, skip_if_exists=True)
-            room = max(0, self.settings.trials - len(baselines))
-            for name, params in list(late_params(num_layers, selections=selections).items())[:room]:
-                self.study.enqueue_trial(params, user_attrs={"seed": name}, skip_if_exists=True)
-            self.study.set_user_attr("baselines_enqueued", True)
+        self.locked(lambda: self._enqueue_baselines(num_layers))
+
+    def _enqueue_baselines(self, num_layers: int) -> None:
+        if self.study.user_attrs.get("baselines_enqueued"):
+            return
+        selections = search_tails(self.settings.significance, self.settings.precision)
+        baselines = baseline_params(num_layers, selections=selections)
+        for name, params in baselines.items():
+            self.study.enqueue_trial(params, user_attrs={"baseline": name}, skip_if_exists=True)
+        room = max(0, self.settings.trials - len(baselines))
+        for name, params in list(late_params(num_layers, selections=selections).items())[:room]:
+            self.study.enqueue_trial(params, user_attrs={"seed": name}, skip_if_exists=True)
+        self.study.set_user_attr("baselines_enqueued", True)
 
     def stored_scores(self, trial: optuna.Trial) -> tuple[int, dict] | None:
         """(trial number, search-split measurement record) of a trial with the same parameters,
@@ -131,6 +165,24 @@ class Worker:
             self.fail_stale()
             time.sleep(0.5)
 
+    def drop_if_failed_elsewhere(self) -> bool:
+        """Whether this worker's last trial was failed by another one (its heartbeat went stale while this
+        worker was paused or cut off): then it is dropped, its retry already queued, and the worker carries on."""
+        if not self.ran:
+            return False
+        number = self.ran[-1]
+        trial = next((t for t in self.study.get_trials(deepcopy=False) if t.number == number), None)
+        if trial is None or trial.state != FAIL:
+            return False
+        self.ran.pop()
+        print(
+            f"trial {number} was failed by another worker while this one was silent past its heartbeat; "
+            "its configuration is queued again, carrying on",
+            file=sys.stderr,
+            flush=True,
+        )
+        return True
+
     def fail_stale(self) -> None:
         if not self.sqlite:
             with warnings.catch_warnings():
@@ -144,6 +196,22 @@ class Worker:
             self.run_lock.release()
 
 
+# Paths whose content has a fingerprint in the identity: the fingerprint is compared, the path only recorded,
+# so a worker with another mount path, a byte-identical copy or a relative path is the same run.
+BY_CONTENT = {"model": "model_sha", "data": "data_sha"}
+
+
+def differing_keys(stored: dict, identity: dict) -> list[str]:
+    """The identity keys whose stored value differs: fingerprints where both sides have them, paths otherwise."""
+    return [
+        k
+        for k, v in identity.items()
+        if k in stored
+        and stored[k] != v
+        and not (k in BY_CONTENT and BY_CONTENT[k] in stored and BY_CONTENT[k] in identity)
+    ]
+
+
 def check_identity(study: optuna.Study, settings: SearchSettings, identity: dict) -> None:
     """Refuse, in one line naming the option, a resume whose numbers would not be comparable.
 
@@ -153,7 +221,7 @@ def check_identity(study: optuna.Study, settings: SearchSettings, identity: dict
     if stored is None:
         study.set_user_attr("settings", identity)
         return
-    changed = [k for k, v in identity.items() if k in stored and stored[k] != v]
+    changed = differing_keys(stored, identity)
     if changed:
         what = "; ".join(f"{OPTION.get(k, k)} was {stored[k]!r}, now {identity[k]!r}" for k in changed)
         raise UserError(
@@ -204,27 +272,31 @@ def run_trials(
 
     def owned(trial: optuna.Trial) -> tuple[float, float]:
         worker.lock.release()  # the trial exists and counts: other workers may start theirs
+        worker._patient(True)  # from here a lost connection is waited out, not a reason to start over
         trial.set_user_attr("worker", worker.id)
         worker.ran.append(trial.number)
         return objective(trial)
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    def step() -> str:
+        """Under the lock: 'done', 'wait' (running trials cover the target) or 'ran' one trial."""
+        worker.fail_stale()
+        trials = study.get_trials(deepcopy=False, states=(COMPLETE, RUNNING))
+        if sum(t.state == COMPLETE for t in trials) >= target:
+            return "done"
+        if len(trials) >= target:  # completed + running (every worker's) cover it
+            return "wait"
+        try:
+            study.optimize(owned, n_trials=1, callbacks=[tick], gc_after_trial=False)
+        except (ValueError, optuna.exceptions.UpdateFinishedTrialError):
+            if not worker.drop_if_failed_elsewhere():
+                raise
+        return "ran"
+
+    # optuna's own "trial failed" warning carries a traceback; what went wrong is reported once, below
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     try:
-        while True:
-            worker.lock.acquire()
-            started = False
-            try:
-                worker.fail_stale()
-                trials = study.get_trials(deepcopy=False, states=(COMPLETE, RUNNING))
-                complete = sum(t.state == COMPLETE for t in trials)
-                if complete >= target:
-                    break
-                if len(trials) < target:  # completed + running (every worker's) still short
-                    started = True
-                    study.optimize(owned, n_trials=1, callbacks=[tick], gc_after_trial=False)
-            finally:
-                worker.lock.release()
-            if not started:
+        while (state := worker.locked(step)) != "done":
+            if state == "wait":
                 time.sleep(min(1.0, settings.heartbeat / 2))
     finally:
         bar.close()

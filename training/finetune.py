@@ -16,8 +16,9 @@ from pathlib import Path
 
 import torch
 
+from dynlen.atomic import writable_folder, write_text_atomic
 from dynlen.bench.features import Features, build_features
-from dynlen.bench.model_io import load_tokenizer
+from dynlen.bench.model_io import check_vocabulary_fits, load_tokenizer
 from dynlen.bench.squad import load_squad
 from dynlen.engine.probes import CONFIG_KEY as PROBES_CONFIG_KEY
 from dynlen.errors import UserError
@@ -53,17 +54,27 @@ class Recipe(TrainingRecipe):
     # tokens x tokens per feature and layer) make a CPU step 1.54x slower; the Drop-and-Restore engine never
     # applies it either. Models trained before the option existed used the config's value.
     attention_dropout: float | None = 0.0
+    # Part of the key: a step count stops training early and spreads the learning-rate schedule over
+    # it, so a 12-step smoke model is not the standard model. Models trained before it was recorded
+    # ran their epochs (--max-steps was a smoke-run option then, as now).
+    max_steps: int | None = None
 
     PREDATED = {"attention_dropout": None}
 
     def check(self) -> None:
-        """One line before any data is read when the dropout is not a probability."""
+        """One line before any data is read for an option that would only fail (or train nothing) later."""
         check_attention_dropout(self.attention_dropout)
+        if self.max_steps is not None and self.max_steps < 1:
+            raise UserError(f"--max-steps must be at least 1; got {self.max_steps}")
+        if self.epochs <= 0 and not self.max_steps:
+            raise UserError(f"--epochs must be positive; got {self.epochs:g}")
+        if self.learning_rate <= 0:
+            raise UserError(f"--lr must be positive; got {self.learning_rate:g}")
+        if self.batch_size < 1:
+            raise UserError(f"--batch-size must be at least 1; got {self.batch_size}")
 
 
-def train(
-    recipe: Recipe, out: Path, max_steps: int | None = None, threads: int | None = None, save_every: int = 500
-) -> Path:
+def train(recipe: Recipe, out: Path, threads: int | None = None, save_every: int = 500) -> Path:
     """Train on ``transformers.Trainer`` (resuming from OUT/checkpoints, or skipping when built) and save a HF folder."""
     from transformers import AutoModelForQuestionAnswering
 
@@ -73,6 +84,7 @@ def train(
         return out
     if save_every < 1:
         raise UserError(f"--save-every must be at least 1 step, got {save_every}")
+    writable_folder(out)  # checkpoints go there: a read-only or full disk is found now, not after the first save
     device = training_device()
     precision = resolve_precision(recipe.precision, device)
     folder = checkpoint_folder(out, recipe)
@@ -83,10 +95,11 @@ def train(
     model = AutoModelForQuestionAnswering.from_pretrained(
         recipe.base, dtype=torch.float32, **attention_dropout_option(recipe.base, recipe.attention_dropout)
     )
+    check_vocabulary_fits(tokenizer, model, recipe.base)
     if hasattr(model.config, PROBES_CONFIG_KEY):  # a QA model as the base: its probes do not fit the new weights
         delattr(model.config, PROBES_CONFIG_KEY)
     feats: Features = build_features(data.examples, tokenizer, recipe.max_length, recipe.stride, with_labels=True)
-    args = training_arguments(folder, recipe, precision, device, max_steps, save_every)
+    args = training_arguments(folder, recipe, precision, device, recipe.max_steps, save_every)
     trainer = make_trainer(model, args, feats, tokenizer.pad_token_id or 0)
     resume = last_checkpoint(folder)
     print(
@@ -112,7 +125,7 @@ def train(
         "device": str(device),
         "final_loss": final_loss(trainer),
     }
-    (out / "training.json").write_text(json.dumps(info, indent=2))
+    write_text_atomic(out / "training.json", json.dumps(info, indent=2))
     remove_checkpoints(out)
     print(f"saved {out} after {trainer.state.global_step} steps ({minutes:.1f} min in this run)", flush=True)
     return out

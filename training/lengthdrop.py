@@ -34,8 +34,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dynlen.atomic import writable_folder, write_text_atomic
 from dynlen.bench.features import Features, cached_features
-from dynlen.bench.model_io import load_qa_model, load_tokenizer
+from dynlen.bench.model_io import check_vocabulary_fits, load_qa_model, load_tokenizer
 from dynlen.bench.squad import load_squad
 from dynlen.engine.adaptive import LengthAdaptiveQA, adapter_for, reached_last_layer
 from dynlen.engine.config import LengthConfig, cumulative_ratios, parse_selection
@@ -573,7 +574,9 @@ def _finish(out: Path, recipe: LengthDropRecipe, model: nn.Module, tokenizer, in
     tokenizer.save_pretrained(out)
     if probes is not None:
         probes.save(out, {"trained_with": "lengthdrop", "final_probe_kl": info.get("final_probe_kl")})
-    (out / "training.json").write_text(json.dumps({"recipe": asdict(recipe), "method": "lengthdrop", **info}, indent=2))
+    write_text_atomic(
+        out / "training.json", json.dumps({"recipe": asdict(recipe), "method": "lengthdrop", **info}, indent=2)
+    )
     remove_checkpoints(out)
     _warn_big_files(out)
 
@@ -605,6 +608,7 @@ def train_lengthdrop(recipe: LengthDropRecipe, out: Path, save_every: int = 200,
         print(f"{out} already holds a model trained with this recipe; nothing to do (delete it to rebuild)")
         return out
     _one_process()
+    writable_folder(out)  # checkpoints go there: a read-only or full disk is found now, not after the first save
     device = training_device()
     precision = resolve_precision(recipe.precision, device)
     if threads:
@@ -616,6 +620,7 @@ def train_lengthdrop(recipe: LengthDropRecipe, out: Path, save_every: int = 200,
     model = load_qa_model(
         recipe.base, config_options=dropout
     )  # first: a model or its saved probes that cannot load fail before encoding
+    check_vocabulary_fits(tokenizer, model, recipe.base)
     check_target_depth(recipe, len(adapter_for(model, False).layers), recipe.base)  # before any output or encoding
     folder = checkpoint_folder(out, recipe)
     probe_origin = attach_probes(model, recipe)[1] if recipe.trains_probes else None

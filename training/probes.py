@@ -25,7 +25,7 @@ from torch import nn
 from tqdm import tqdm
 
 from dynlen.bench.features import build_features, collate
-from dynlen.bench.model_io import load_qa_model, load_tokenizer
+from dynlen.bench.model_io import check_config_json, check_vocabulary_fits, load_qa_model, load_tokenizer
 from dynlen.bench.squad import SquadData, load_squad
 from dynlen.engine.probes import CONFIG_KEY, DEFAULT_WIDTH, LookaheadProbes
 from dynlen.engine.significance import question_segment
@@ -168,6 +168,7 @@ def train_probes(model_dir: str, recipe: ProbeRecipe, retrain: bool = False) -> 
     folder = Path(model_dir)
     if not (folder / "config.json").is_file():
         raise UserError(f"{folder} is not a model folder (no config.json); probes are saved beside the weights")
+    check_config_json(folder / "config.json")
     stored = json.loads((folder / "config.json").read_text()).get(CONFIG_KEY, {})
     have_weights = (folder / "lookahead_probes.safetensors").is_file()
     if recipe.same_as(stored.get("recipe")) and have_weights:
@@ -181,6 +182,7 @@ def train_probes(model_dir: str, recipe: ProbeRecipe, retrain: bool = False) -> 
     started = time.perf_counter()
     data = load_squad(recipe.train)
     tokenizer, model = load_tokenizer(model_dir), load_qa_model(model_dir).eval()
+    check_vocabulary_fits(tokenizer, model, str(model_dir))
     num_layers = model.config.num_hidden_layers
     if recipe.first_layer >= num_layers:
         raise UserError(f"--first-layer {recipe.first_layer} is past the model's {num_layers} layers")

@@ -79,9 +79,10 @@ def already_built(out: Path, recipe) -> bool:
     if not (info.is_file() and (out / "config.json").is_file()):
         return False
     try:
-        stored = json.loads(info.read_text()).get("recipe")
-    except json.JSONDecodeError:
-        return False
+        record = json.loads(info.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return False  # a record cut short: the model was not finished, so it is trained again
+    stored = record.get("recipe") if isinstance(record, dict) else None
     if same_recipe(stored, recipe):
         return True
     if isinstance(stored, dict):
@@ -98,7 +99,7 @@ def differences(stored: dict, recipe) -> str:
     wanted = asdict(recipe)
     filled = {**{f.name: f.default for f in fields(type(recipe))}, **predated, **stored}
     trained, trains = _as_trained(filled), _as_trained(wanted)
-    changed = sorted(k for k in set(trained) | set(trains) if trained.get(k) != trains.get(k))
+    changed = sorted(k for k in set(trained) | set(trains) if filled.get(k) != wanted.get(k))
     return "differs in: " + ", ".join(f"{k} ({filled.get(k)!r} stored, {wanted.get(k)!r} now)" for k in changed)
 
 

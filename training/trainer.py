@@ -12,11 +12,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import zipfile
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
+from dynlen.atomic import write_text_atomic
 from dynlen.bench.features import Features, collate
 from dynlen.errors import UserError
 from dynlen.training.recipe import differences, same_recipe
@@ -89,14 +91,20 @@ def checkpoint_folder(out: Path, recipe) -> Path:
     folder = out / CHECKPOINTS
     stored = folder / RECIPE_FILE
     if stored.is_file() and any(folder.glob("checkpoint-*")):
-        saved = json.loads(stored.read_text())
+        try:
+            saved = json.loads(stored.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise UserError(
+                f"{stored} is damaged, so the checkpoints beside it cannot be matched to options; "
+                f"delete {folder} to start over"
+            ) from None
         if not same_recipe(saved, recipe):
             raise UserError(
                 f"{folder} holds checkpoints of other options ({differences(saved, recipe)}); {RESUME_HINT}"
             )
         return folder
     folder.mkdir(parents=True, exist_ok=True)
-    stored.write_text(json.dumps(asdict(recipe), indent=2))
+    write_text_atomic(stored, json.dumps(asdict(recipe), indent=2))
     return folder
 
 
@@ -116,11 +124,33 @@ def last_checkpoint(folder: Path) -> str | None:
         (int(p.name.split("-")[1]), p) for p in folder.glob("checkpoint-*") if p.name.split("-")[1].isdigit()
     )
     for _, path in reversed(steps):
-        try:
-            json.loads((path / "trainer_state.json").read_text())
+        damage = checkpoint_damage(path)
+        if damage is None:
             return str(path)
-        except (OSError, json.JSONDecodeError):
-            shutil.rmtree(path, ignore_errors=True)
+        print(f"{path.name} is incomplete ({damage}); removing it and resuming from the one before", flush=True)
+        shutil.rmtree(path, ignore_errors=True)
+    return None
+
+
+def checkpoint_damage(path: Path) -> str | None:
+    """What makes a checkpoint unreadable (a kill or a full disk mid-save), or None when every file reads.
+
+    Cheap checks that catch truncation: the state JSON parses, each safetensors file's header and
+    length agree, each torch file (a zip archive) still has its closing directory.
+    """
+    from safetensors import safe_open
+
+    try:
+        json.loads((path / "trainer_state.json").read_text())
+        for file in sorted(path.iterdir()):
+            if file.suffix == ".safetensors":
+                with safe_open(str(file), framework="pt"):
+                    pass
+            elif file.suffix in (".pt", ".pth", ".bin"):
+                with zipfile.ZipFile(file) as archive:
+                    archive.namelist()
+    except Exception as exc:  # noqa: BLE001 - OSError, JSON, SafetensorError, BadZipFile: all mean "cut short"
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:160]
     return None
 
 

@@ -365,3 +365,34 @@ def test_a_run_over_two_precisions_draws_each_precision_s_frontier(tmp_path):
     make_report(tmp_path / "run-single", tmp_path / "single")
     assert "frontier" in (tmp_path / "single" / "pareto.svg").read_text()
     assert "fp32 frontier" not in (tmp_path / "single" / "pareto.svg").read_text()
+
+
+@pytest.mark.parametrize("name", ["run.json", "trials.json"])
+@pytest.mark.parametrize("command", ["report", "choose"])
+def test_a_truncated_run_file_is_one_line(run_dir, tmp_path, capsys, name, command):
+    path = run_dir / name
+    path.write_text(path.read_text()[:-25])  # a disk that filled up during a write without a rename
+    argv = (
+        ["report", str(run_dir), "--out", str(tmp_path / "r")]
+        if command == "report"
+        else ["choose", "--run", str(run_dir)]
+    )
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {path} is damaged") and "re-run the same `dynlen search`" in err
+    assert len(err.splitlines()) == 1
+
+
+def test_run_files_are_written_whole_or_not_at_all(run_dir, monkeypatch):
+    import os
+
+    before = {name: (run_dir / name).read_bytes() for name in ("run.json", "trials.json")}
+
+    def full_disk(*_a, **_k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", full_disk)  # the last step of a write fails: the old files stay whole
+    with pytest.raises(OSError):
+        write_run(run_dir, _info(), KNOWN)
+    assert {name: (run_dir / name).read_bytes() for name in before} == before
+    assert sorted(p.name for p in run_dir.iterdir()) == sorted(before)  # no temporary file left behind

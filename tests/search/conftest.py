@@ -35,9 +35,36 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+class Server:
+    """The throw-away server's base URL (no database), and a stop/start for the outage tests."""
+
+    def __init__(self, url: str, pg_ctl: list[str], data: Path, options: str, log: Path):
+        self.url, self._pg_ctl, self._data, self._options, self._log = url, pg_ctl, data, options, log
+
+    def stop(self) -> None:
+        subprocess.run(
+            [*self._pg_ctl, "-D", str(self._data), "-m", "fast", "-w", "stop"], check=True, capture_output=True
+        )
+
+    def start(self) -> None:
+        cmd = [*self._pg_ctl, "-D", str(self._data), "-o", self._options, "-l", str(self._log), "-w", "start"]
+        subprocess.run(cmd, check=True, capture_output=True)
+
+
 @pytest.fixture(scope="session")
-def postgres_server():
-    """(base URL without database, admin URL) of a throw-away server."""
+def postgres_control(postgres_server_process) -> Server:
+    return postgres_server_process
+
+
+@pytest.fixture(scope="session")
+def postgres_server(postgres_server_process) -> str:
+    """The base URL (without database) of a throw-away server."""
+    return postgres_server_process.url
+
+
+@pytest.fixture(scope="session")
+def postgres_server_process():
+    """A throw-away server, stopped at the end of the session."""
     bindir = _bin_dir()
     if bindir is None:
         pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) not found; apt-get install postgresql")
@@ -61,7 +88,9 @@ def postgres_server():
         capture_output=True,
     )
     try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}"
+        yield Server(
+            f"postgresql+psycopg://postgres@127.0.0.1:{port}", [*prefix, str(bindir / "pg_ctl")], data, options, log
+        )
     finally:
         subprocess.run(
             [*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"], capture_output=True

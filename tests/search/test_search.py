@@ -308,3 +308,35 @@ def test_an_unknown_precision_is_refused_before_the_search_starts(tmp_path, mode
     with pytest.raises(UserError, match="unknown precision 'int4'"):
         run_search(settings, None)
     assert not (tmp_path / "run" / "study.db").exists()
+
+
+def test_the_same_model_and_data_under_other_paths_resume_the_run(tmp_path, model_dir, squad_file, monkeypatch, capsys):
+    import shutil
+
+    settings = _settings(tmp_path, model_dir, squad_file, trials=6)
+    run_search(settings, None)
+    copy, data = tmp_path / "elsewhere" / "model", tmp_path / "elsewhere" / "squad.json"
+    shutil.copytree(model_dir, copy)
+    shutil.copyfile(squad_file, data)
+    monkeypatch.chdir(copy.parent)  # the same command from another directory, with relative paths
+    moved = SearchSettings(
+        **{**settings.__dict__, "model": "model", "data": "squad.json", "run_dir": str(tmp_path / "run")}
+    )
+    capsys.readouterr()
+    run_search(moved, None)
+    assert "study already has 6 completed trials" in capsys.readouterr().out
+
+
+def test_other_weights_under_the_same_path_are_refused(tmp_path, model_dir, squad_file):
+    import shutil
+
+    from fixtures import save_tiny_model
+
+    model = tmp_path / "model"
+    shutil.copytree(model_dir, model)
+    settings = _settings(tmp_path, model, squad_file, trials=6)
+    run_search(settings, None)
+    shutil.rmtree(model)
+    save_tiny_model(model, seed=1)  # retrained in place
+    with pytest.raises(UserError, match=r"--model \(its files changed\) was"):
+        run_search(settings, None)

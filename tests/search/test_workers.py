@@ -183,6 +183,9 @@ def test_second_process_on_a_sqlite_run_folder_is_refused(tmp_path, model_dir, s
         ("not a url", "not a database URL"),
         ("postgresql+pg8000://u@127.0.0.1/db", "driver is not installed"),
         ("postgresql+psycopg://u@127.0.0.1:1/db", "cannot reach"),
+        ("postgresql://u:pw@127.0.0.1:notaport/db", "not a database URL"),
+        ("sqlite:////proc/no/study.db", "cannot create /proc/no"),
+        ("sqlite:////proc/study.db", "cannot write /proc/study.db.lock"),
     ],
 )
 def test_bad_storage_is_one_line_before_data_loads(storage, says, tmp_path, model_dir, squad_file, capsys, monkeypatch):
@@ -195,7 +198,7 @@ def test_bad_storage_is_one_line_before_data_loads(storage, says, tmp_path, mode
     monkeypatch.setattr(study, "load_squad", no_data)
     code = main(_command(model_dir, squad_file, tmp_path / "run", 6, "--storage", storage)[3:])
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1 and says in err[0], err
+    assert code == 2 and len(err) == 1 and says in err[0] and ":pw@" not in err[0], err
 
 
 def test_wrong_credentials_on_a_real_server_are_one_line(postgres_url, tmp_path, model_dir, squad_file, capsys):
@@ -215,3 +218,85 @@ def test_two_run_folders_on_one_storage_are_two_studies(postgres_url, tmp_path, 
     names = sorted(s.study_name for s in optuna.get_all_study_summaries(postgres_url))
     assert names == ["first", "second"]
     assert all(len([t for t in _trials(postgres_url, n) if t.state == COMPLETE]) == 6 for n in names)
+
+
+def test_workers_outlive_a_server_restart(postgres_url, postgres_control, tmp_path, model_dir, squad_file):
+    """The server stops for a few seconds under running workers and comes back: every worker carries on."""
+    run_dir, trials = tmp_path / "run", 14
+    cmd = _command(model_dir, squad_file, run_dir, trials, "--storage", postgres_url, "--heartbeat", "2", slow=True)
+    procs = [_start(cmd, tmp_path / f"w{i}.log") for i in range(3)]
+    deadline = time.time() + 180
+    while time.time() < deadline:  # the outage comes in the middle of the search
+        try:
+            done = [t for t in _trials(postgres_url, "run") if t.state == COMPLETE]
+        except Exception:  # noqa: BLE001 - the study may not exist yet
+            done = []
+        if len(done) >= 3:
+            break
+        time.sleep(0.2)
+    postgres_control.stop()
+    time.sleep(4)
+    postgres_control.start()
+    codes = _wait(procs, timeout=300)
+    logs = [(tmp_path / f"w{i}.log").read_text() for i in range(3)]
+    assert codes == [0, 0, 0], logs
+    assert not [log for log in logs if "Traceback" in log], logs
+    assert any("is not answering" in log for log in logs), logs
+    all_trials = _trials(postgres_url, "run")
+    complete = [t for t in all_trials if t.state == COMPLETE]
+    assert len(complete) == trials
+    assert not [t for t in all_trials if t.state == RUNNING]
+    assert _measured_twice(complete) == []
+
+
+def test_a_lock_held_by_a_hung_connection_is_named_and_given_up(postgres_url, monkeypatch, capsys):
+    import sqlalchemy
+
+    from dynlen.errors import UserError
+    from dynlen.search import storage
+
+    monkeypatch.setattr(storage, "LOCK_NOTICE_S", 0.2)
+    monkeypatch.setattr(storage, "LOCK_TIMEOUT_S", 1.0)
+    hung, waiting = storage.StudyLock(postgres_url, "run"), storage.StudyLock(postgres_url, "run")
+    hung.acquire()
+    try:
+        pid = hung._conn.execute(sqlalchemy.text("SELECT pg_backend_pid()")).scalar()
+        with pytest.raises(UserError, match=rf"held for \d+ s by database connection {pid}.*pg_terminate_backend"):
+            waiting.acquire()
+        assert f"waiting for the study lock of 'run', held by database connection {pid}" in capsys.readouterr().err
+    finally:
+        hung.close()
+        waiting.close()
+    waiting.acquire()  # free again: taken at once
+    waiting.close()
+
+
+def test_a_worker_paused_past_its_heartbeat_drops_its_failed_trial_and_carries_on(
+    postgres_url, tmp_path, model_dir, squad_file
+):
+    run_dir, trials = tmp_path / "run", 10
+    cmd = _command(model_dir, squad_file, run_dir, trials, "--storage", postgres_url, "--heartbeat", "1", slow=True)
+    paused = _start(cmd, tmp_path / "paused.log")
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            mine = [t for t in _trials(postgres_url, "run") if t.state == RUNNING and "config" in t.user_attrs]
+        except Exception:  # noqa: BLE001 - the study may not exist yet
+            mine = []
+        if mine:
+            break
+        time.sleep(0.05)
+    os.kill(paused.pid, signal.SIGSTOP)
+    other = _start(cmd, tmp_path / "other.log")
+    deadline = time.time() + 120
+    while _trials(postgres_url, "run")[mine[0].number].state != FAIL:  # 3 missed beats: the other worker fails it
+        assert time.time() < deadline, "the paused worker's trial was never failed"
+        time.sleep(0.2)
+    os.kill(paused.pid, signal.SIGCONT)
+    codes = _wait([paused, other], timeout=300)
+    logs = [(tmp_path / name).read_text() for name in ("paused.log", "other.log")]
+    assert codes == [0, 0], logs
+    assert "was failed by another worker" in logs[0] and "Traceback" not in logs[0], logs[0]
+    all_trials = _trials(postgres_url, "run")
+    assert len([t for t in all_trials if t.state == COMPLETE]) == trials
+    assert not [t for t in all_trials if t.state == RUNNING]

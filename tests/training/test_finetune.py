@@ -69,10 +69,10 @@ def test_checkpoints_of_other_options_are_refused_before_training(model_dir, squ
 
 def test_a_finished_model_of_other_options_is_refused_not_trained_over(model_dir, squad_file, tmp_path):
     out = tmp_path / "qa"
-    finetune.train(_recipe(model_dir, squad_file), out, max_steps=1)
+    finetune.train(_recipe(model_dir, squad_file, max_steps=1), out)
     before = model_weights(out)
     with pytest.raises(UserError, match=r"finished model.*learning_rate \(.*stored, 0.0005 now\).*another --out"):
-        finetune.train(_recipe(model_dir, squad_file, learning_rate=5e-4), out, max_steps=1)
+        finetune.train(_recipe(model_dir, squad_file, learning_rate=5e-4, max_steps=1), out)
     after = model_weights(out)
     assert all(torch.equal(before[name], after[name]) for name in before)
 
@@ -185,3 +185,53 @@ def test_a_qa_model_with_probes_as_the_base_does_not_pass_its_probes_on(model_di
     out = tmp_path / "qa"
     finetune.train(_recipe(base, squad_file), out)
     assert "dynlen_lookahead" not in json.loads((out / "config.json").read_text())
+
+
+def test_a_smoke_model_of_a_few_steps_is_not_taken_for_the_full_recipe(model_dir, squad_file, tmp_path):
+    out = tmp_path / "qa"
+    finetune.train(_recipe(model_dir, squad_file, max_steps=1), out)
+    assert json.loads((out / "training.json").read_text())["recipe"]["max_steps"] == 1
+    with pytest.raises(UserError, match=r"differs in: max_steps \(1 stored, None now\)"):
+        finetune.train(_recipe(model_dir, squad_file), out)
+
+
+@pytest.mark.parametrize("damaged", ["model.safetensors", "optimizer.pt"])
+def test_a_checkpoint_with_a_truncated_file_falls_back_to_the_one_before(tmp_path, damaged):
+    from safetensors.torch import save_file
+
+    folder = tmp_path / "checkpoints"
+    for step in (4, 6):
+        path = folder / f"checkpoint-{step}"
+        path.mkdir(parents=True)
+        (path / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+        save_file({"w": torch.zeros(64)}, str(path / "model.safetensors"))
+        torch.save({"state": torch.zeros(64)}, path / "optimizer.pt")
+    newest = folder / "checkpoint-6" / damaged
+    newest.write_bytes(newest.read_bytes()[:-40])
+    assert tr.last_checkpoint(folder) == str(folder / "checkpoint-4")
+    assert not (folder / "checkpoint-6").exists()
+
+
+def test_a_rerun_over_a_truncated_checkpoint_trains_to_the_same_weights(model_dir, squad_file, tmp_path, monkeypatch):
+    whole = tmp_path / "whole"
+    finetune.train(_recipe(model_dir, squad_file), whole, save_every=2)
+    resumed = tmp_path / "resumed"
+    with monkeypatch.context() as patch:
+        kill_after(finetune, 4, patch)
+        with pytest.raises(KilledAt):
+            finetune.train(_recipe(model_dir, squad_file), resumed, save_every=2)
+    weights = resumed / tr.CHECKPOINTS / "checkpoint-4" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # a disk that filled up mid-copy
+    finetune.train(_recipe(model_dir, squad_file), resumed, save_every=2)
+    assert json.loads((resumed / "training.json").read_text())["resumed_from"] is None
+    a, b = model_weights(whole), model_weights(resumed)
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], rtol=0, atol=1e-6, msg=name)
+
+
+def test_an_unwritable_out_is_refused_before_the_data_loads(model_dir, tmp_path, monkeypatch):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setattr(finetune, "load_squad", lambda *_a: pytest.fail("data loaded before --out was checked"))
+    with pytest.raises(UserError, match=r"cannot write to .*a-file/qa \(Not a directory\)"):
+        finetune.train(_recipe(model_dir, tmp_path / "unused.json"), blocker / "qa")
