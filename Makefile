@@ -28,7 +28,6 @@ RUN     ?= default
 TRIALS  ?= 100
 BUDGET  ?=
 COST    ?= flops
-SAMPLER ?= tpe
 QUICK   ?=
 
 ifeq ($(QUICK),1)
@@ -55,7 +54,6 @@ help: ## this list: every target, then the variables they read
 	@echo "  BUDGET=$(BUDGET)   e.g. 'flops-speedup>=2', 'latency-ms<=20' (relative to the model's keep-all)"
 	@echo "  COST=$(COST)   second objective of the search: flops or latency"
 	@echo "  TRIALS=$(TRIALS)   completed trials wanted, baselines included"
-	@echo "  SAMPLER=$(SAMPLER)   tpe or nsga2"
 	@echo "  DATA=$(DATA)   SQuAD 1.1 dev JSON (empty: the default in bench/squad.py)"
 	@echo "  TRAIN=$(TRAIN)   SQuAD 1.1 train JSON for model-standard/train (empty: the default)"
 	@echo "  CONFIG=$(CONFIG)   length configuration for eval"
@@ -121,28 +119,8 @@ $(LENGTHDROP_MODEL)/config.json: $(STANDARD_MODEL)/config.json
 
 pareto: $(BUILD_ON_DEMAND) ## search MODEL under BUDGET, re-score on held-out, report -> reports/RUN/
 	$(DYNLEN) search --model $(MODEL) $(if $(DATA),--data $(DATA),) --run reports/$(RUN) --trials $(TRIALS) \
-		--cost $(COST) --sampler $(SAMPLER) --significance '$(SIGNIFICANCE)' $(if $(BUDGET),--budget '$(BUDGET)',) \
+		--cost $(COST) --significance '$(SIGNIFICANCE)' $(if $(BUDGET),--budget '$(BUDGET)',) \
 		$(if $(HELDOUT_QUESTIONS),--heldout-questions $(HELDOUT_QUESTIONS),) $(if $(MAX_RESCORE),--max-rescore $(MAX_RESCORE),) $(SEARCH_SIZE)
-
-# Several local workers on one study; on other machines run the same `dynlen search` command
-# with the same --storage and --run name. SQLite (no STORAGE) serves one process.
-WORKERS ?= 1
-STORAGE ?=
-ifneq ($(filter search,$(MAKECMDGOALS)),)
-  ifneq ($(WORKERS),1)
-    ifeq ($(STORAGE),)
-      $(error WORKERS=$(WORKERS) needs a server storage, e.g. STORAGE=postgresql://user@host/db (SQLite serves one process))
-    endif
-  endif
-endif
-.PHONY: search
-search: $(BUILD_ON_DEMAND) ## WORKERS= processes on one study (STORAGE=postgresql://...), TRIALS completed in all -> reports/RUN/
-	@pids=""; for i in $$(seq $(WORKERS)); do \
-		$(DYNLEN) search --model $(MODEL) $(if $(DATA),--data $(DATA),) --run reports/$(RUN) --trials $(TRIALS) \
-			--cost $(COST) --sampler $(SAMPLER) --significance '$(SIGNIFICANCE)' $(if $(BUDGET),--budget '$(BUDGET)',) \
-			$(if $(HELDOUT_QUESTIONS),--heldout-questions $(HELDOUT_QUESTIONS),) $(if $(MAX_RESCORE),--max-rescore $(MAX_RESCORE),) \
-			$(if $(STORAGE),--storage '$(STORAGE)',) $(SEARCH_SIZE) & pids="$$pids $$!"; \
-	done; status=0; for p in $$pids; do wait $$p || status=$$?; done; exit $$status
 
 report: ## redraw reports/RUN/ (plots, frontier.csv, report.md) from the stored study; runs no model
 	$(DYNLEN) report --run reports/$(RUN)

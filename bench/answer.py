@@ -33,6 +33,7 @@ answers: ``max_answer_len`` 30 (pipeline: 15) and ``max_question_len`` None, no 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -321,7 +322,6 @@ def _eval_mode(model: torch.nn.Module) -> Iterator[None]:
 # Per-call keyword -> setting. The pipeline's spelling and this project's both work.
 _CALL_NAMES = {
     "top_k": "top_k",
-    "topk": "top_k",  # the pipeline's older, deprecated spelling
     "handle_impossible_answer": "handle_impossible_answer",
     "max_question_len": "max_question_len",
     "doc_stride": "stride",
@@ -332,6 +332,8 @@ _CALL_NAMES = {
     "max_length": "max_length",
 }
 _IGNORED = ("align_to_words", "padding")
+# Spellings that still work, with a DeprecationWarning, until the version named: keyword -> (setting, removed in).
+_DEPRECATED = {"topk": ("top_k", "0.2.0")}  # the pipeline's own deprecated spelling
 
 
 @dataclass(frozen=True)
@@ -384,8 +386,13 @@ def _parse_call(args: tuple, kwargs: dict) -> tuple[list[str], list[str], bool, 
     kwargs = dict(kwargs)
     options: dict = {}
     for key in list(kwargs):
-        if key in _CALL_NAMES:
-            setting = _CALL_NAMES[key]
+        if key in _DEPRECATED:
+            setting, removed = _DEPRECATED[key]
+            warnings.warn(
+                f"{key}= is deprecated; write {setting}= (removed in dynlen {removed})", DeprecationWarning, 2
+            )
+        if key in _CALL_NAMES or key in _DEPRECATED:
+            setting = _CALL_NAMES[key] if key in _CALL_NAMES else _DEPRECATED[key][0]
             value = kwargs.pop(key)
             if setting in options and options[setting] != value:
                 raise UserError(f"{key}={value!r} repeats a setting already given as {options[setting]!r}")

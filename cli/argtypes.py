@@ -29,13 +29,3 @@ def dropout_or_none(text: str) -> float | None:
         return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r}: give a probability such as 0 or 0.1, or 'none'") from None
-
-
-def hidden_alias(parser: argparse.ArgumentParser, old: str, dest: str, **kwargs) -> None:
-    """Accept an option's former spelling without listing it in ``--help``.
-
-    Every command spells an option one way (``--run``, ``--model``); scripts written against an
-    older spelling keep working. The alias has no default of its own, so the documented option's
-    default stands when neither is given.
-    """
-    parser.add_argument(old, dest=dest, help=argparse.SUPPRESS, default=argparse.SUPPRESS, **kwargs)

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from dynlen.bench.model_io import STANDARD_MODEL_DIR, default_encoder_dir
-from dynlen.cli.argtypes import dropout_or_none, hidden_alias
+from dynlen.cli.argtypes import dropout_or_none
 from dynlen.training.finetune import Recipe, train
 from dynlen.training.recipe import DEFAULT_TRAIN_SET
 from dynlen.training.trainer import PRECISIONS
@@ -16,7 +16,6 @@ DESCRIPTION = "Fine-tune a pretrained BERT-family encoder into a SQuAD 1.1 QA mo
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    hidden_alias(parser, "--base", "model")
     parser.add_argument(
         "--model",
         default=None,

@@ -8,14 +8,10 @@ from pathlib import Path
 
 from dynlen.bench.model_io import LENGTHDROP_MODEL_DIR, STANDARD_MODEL_DIR
 from dynlen.cli.argtypes import dropout_or_none
-from dynlen.engine.config import DEFAULT_SIGNIFICANCE, resolve_config
 from dynlen.engine.probes import AUTO_SIGNIFICANCE, auto_significance
-from dynlen.errors import UserError
 from dynlen.training.lengthdrop import (
     DEFAULT_MAX_STEPS,
     LOOKAHEAD_SUPERVISION,
-    PROBE_INITS,
-    SUB_MODEL_LOSSES,
     LengthDropRecipe,
     train_lengthdrop,
 )
@@ -68,26 +64,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="weight of each sub-model's KL to the full model against the task loss",
     )
     ld.add_argument(
-        "--sub-model-loss",
-        choices=SUB_MODEL_LOSSES,
-        default=d.sub_model_loss,
-        help="positions each sub-model's KL covers: all real ones, or only those it kept to the last layer "
-        "(restored states then get no gradient)",
-    )
-    ld.add_argument(
-        "--target-config",
-        default=None,
-        help="the length configuration you will serve (inline, e.g. 'ratios:1,1,0.6,0.4,0.3,0.05', or a JSON file "
-        "such as a chosen.json): it replaces the smallest sub-model in every step, so the weights learn that shape "
-        "too; its selection is --significance (default: none, the plain sandwich)",
-    )
-    ld.add_argument(
-        "--layerdrop",
-        type=float,
-        default=d.layerdrop,
-        help="LayerDrop: chance that a sub-model bypasses each layer (0 turns it off)",
-    )
-    ld.add_argument(
         "--significance",
         default=AUTO_SIGNIFICANCE,
         help="token selection the sub-models train under (a policy of dynlen.engine.significance, optionally +question); "
@@ -105,13 +81,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(the best measured), 0 otherwise",
     )
     ld.add_argument("--probe-first-layer", type=int, default=d.probe_first_layer, help="first layer with a probe")
-    ld.add_argument(
-        "--probe-init",
-        choices=PROBE_INITS,
-        default=d.probe_init,
-        help="saved: continue the start model's saved probes when they cover the same layers at the same width; "
-        "fresh: new random probes",
-    )
     opt = parser.add_argument_group("optimisation")
     opt.add_argument(
         "--epochs",
@@ -196,8 +165,6 @@ def _recipe(args: argparse.Namespace, probe_supervision: float) -> LengthDropRec
         bound=args.bound,
         num_sub_models=args.num_sub_models,
         sub_model_weight=args.sub_model_weight,
-        sub_model_loss=args.sub_model_loss,
-        layerdrop=args.layerdrop,
         seed=args.seed,
         precision=args.precision,
         significance=significance,
@@ -205,10 +172,8 @@ def _recipe(args: argparse.Namespace, probe_supervision: float) -> LengthDropRec
         probe_learning_rate=args.probe_lr,
         probe_supervision=probe_supervision,
         probe_first_layer=args.probe_first_layer,
-        probe_init=args.probe_init,
         max_steps=_max_steps(args),
         attention_dropout=args.attention_dropout,
-        target_config=_target_label(args.target_config, significance),
     )
 
 
@@ -218,21 +183,6 @@ def _max_steps(args: argparse.Namespace) -> int | None:
     if args.max_steps is not None:
         return args.max_steps or None
     return None if args.epochs is not None else DEFAULT_MAX_STEPS
-
-
-def _target_label(spec: str | None, significance: str) -> str | None:
-    """``--target-config`` as exact text for the recipe, refused in one line if it names another selection."""
-    if spec is None:
-        return None
-    config = resolve_config(spec, 1)  # the depth is checked against the model once it is loaded
-    if config.kind == "ratios" and all(v == 1.0 for v in config.values):
-        raise UserError("--target-config keep-all is what the full model already trains; give a dropping configuration")
-    if config.selection != DEFAULT_SIGNIFICANCE and config.selection != significance:
-        raise UserError(
-            f"--target-config selects by {config.selection} but the run trains under --significance {significance}; "
-            "make them agree (the target's sub-model selects as the run does)"
-        )
-    return config.with_selection(DEFAULT_SIGNIFICANCE, False).label(precise=True)
 
 
 def run(args: argparse.Namespace) -> None:

@@ -6,7 +6,6 @@ import argparse
 
 from dynlen.bench.model_io import DEFAULT_MODEL_DIR
 from dynlen.bench.squad import DEFAULT_DEV_SET
-from dynlen.cli.argtypes import hidden_alias
 from dynlen.engine.probes import AUTO_SIGNIFICANCE
 from dynlen.engine.significance import POLICIES
 from dynlen.reports.report import make_report
@@ -29,7 +28,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = SearchSettings(model="", data="", run_dir="")
     parser.add_argument("--model", default=DEFAULT_MODEL_DIR, help="QA model folder or hub id (default: %(default)s)")
     parser.add_argument("--data", default=DEFAULT_DEV_SET, help="SQuAD 1.1 JSON (default: %(default)s)")
-    hidden_alias(parser, "--run-dir", "run_dir")
     parser.add_argument(
         "--run",
         dest="run_dir",
@@ -47,12 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--budget", default=None, help=f"constraint: {SYNTAX} (relative to the model's keep-all)")
     parser.add_argument(
-        "--sampler",
-        choices=("tpe", "nsga2"),
-        default=d.sampler,
-        help="TPE (multivariate) or NSGA-II (default: %(default)s)",
+        "--seed", type=int, default=d.seed, help="seed of the sampler (TPE, multivariate) (default: %(default)s)"
     )
-    parser.add_argument("--seed", type=int, default=d.seed, help="sampler seed (default: %(default)s)")
     parser.add_argument(
         "--storage",
         default=None,
@@ -143,7 +137,6 @@ def run(args: argparse.Namespace) -> int:
         trials=args.trials,
         cost=args.cost,
         budget=str(budget) if budget else None,
-        sampler=args.sampler,
         seed=args.seed,
         search_questions=args.search_questions or None,
         heldout_questions=args.heldout_questions or None,

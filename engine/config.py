@@ -269,7 +269,7 @@ def cumulative_ratios(shares: Sequence[float], floor: float = 0.0) -> LengthConf
 
 def resolve_config(spec: str | None, num_layers: int) -> LengthConfig:
     """A CLI value: empty/'keep-all', a JSON file path, or inline numbers."""
-    if spec is None or spec.strip() in ("", "keep-all", "keepall", "full"):
+    if spec is None or spec.strip() in ("", "keep-all"):
         return LengthConfig.keep_all(num_layers)
     if spec.endswith(".json") or Path(spec).is_file():
         return LengthConfig.load(spec)

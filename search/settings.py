@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -18,7 +19,6 @@ from dynlen.engine.probes import AUTO_SIGNIFICANCE, auto_significance
 from dynlen.errors import UserError
 
 COSTS = ("flops", "latency")
-SAMPLERS = ("tpe", "nsga2")
 # Which command-line option each identity key comes from, for the refusal message.
 OPTION = {
     "model": "--model",
@@ -27,7 +27,7 @@ OPTION = {
     "data_sha": "--data (the file's content changed)",
     "cost": "--cost",
     "budget": "--budget",
-    "sampler": "--sampler",
+    "sampler": "the sampler",
     "seed": "--seed",
     "search_questions": "--search-questions",
     "heldout_questions": "--heldout-questions",
@@ -82,7 +82,7 @@ class SearchSettings:
         if self.cost not in COSTS:
             raise UserError(f"unknown cost {self.cost!r}; choose flops or latency")
         if self.sampler not in SAMPLERS:
-            raise UserError(f"unknown sampler {self.sampler!r}; choose one of {', '.join(SAMPLERS)}")
+            raise UserError(f"unknown sampler {self.sampler!r}; choose one of {', '.join(sorted(SAMPLERS))}")
         if self.trials < 1:
             raise UserError("TRIALS must be at least 1")
         if self.heartbeat < 1:
@@ -129,16 +129,33 @@ def cost_name(cost: str) -> str:
     return f"{cost}_vs_keep_all"
 
 
-def make_sampler(name: str, seed: int, shared: bool = False) -> optuna.samplers.BaseSampler:
-    """Both samplers read the budget from each trial's constraint (``Trial.set_constraint``).
+SamplerFactory = Callable[[int, bool], optuna.samplers.BaseSampler]  # (seed, shared) -> sampler
+
+
+def _tpe(seed: int, shared: bool) -> optuna.samplers.BaseSampler:
+    """Multivariate TPE; it reads the budget from each trial's constraint (``Trial.set_constraint``).
 
     ``shared``: other workers run trials at the same time; TPE then treats their running trials
     as bad points (constant liar) so the workers spread out instead of piling on one region.
     """
-    if name == "tpe":
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=10, constant_liar=shared)
-    if name == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed, population_size=20)
-    raise UserError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=10, constant_liar=shared)
+
+
+# The search's samplers by name: TPE, the one measured best; a benchmark registers others to compare.
+SAMPLERS: dict[str, SamplerFactory] = {"tpe": _tpe}
+
+
+def register_sampler(name: str, factory: SamplerFactory) -> None:
+    """Offer another sampler to ``SearchSettings.sampler`` (a benchmark's comparison); a name is taken once."""
+    if name in SAMPLERS:
+        raise ValueError(f"sampler {name!r} is already registered")
+    SAMPLERS[name] = factory
+
+
+def make_sampler(name: str, seed: int, shared: bool = False) -> optuna.samplers.BaseSampler:
+    """The sampler ``name`` seeded with ``seed``; ``shared`` when other workers run trials on the same study."""
+    if name not in SAMPLERS:
+        raise UserError(f"unknown sampler {name!r}; choose one of {', '.join(sorted(SAMPLERS))}")
+    return SAMPLERS[name](seed, shared)

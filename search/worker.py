@@ -24,7 +24,6 @@ from dynlen.search import storage as st
 from dynlen.search.settings import OPTION, SearchSettings, cost_name, make_sampler
 from dynlen.search.space import baseline_params, late_params, parse_selections
 
-LEGACY_STUDY_NAME = "dynlen"  # the one fixed name every run used before names came from the run folder
 COMPLETE = optuna.trial.TrialState.COMPLETE
 RUNNING = optuna.trial.TrialState.RUNNING
 FAIL = optuna.trial.TrialState.FAIL
@@ -55,7 +54,7 @@ class Worker:
                 raise UserError(
                     f"another process is already searching with {database} (SQLite serves one process); "
                     "wait for it, or run many workers on a server storage: "
-                    "--storage postgresql://user@host/db (make search WORKERS=3 STORAGE=...)"
+                    "--storage postgresql://user@host/db, the same command on each machine"
                 )
         self.lock = st.StudyLock(self.url, self.settings.name)
 
@@ -64,9 +63,8 @@ class Worker:
         heartbeat = None if self.sqlite else self.settings.heartbeat
         with self.lock.held():
             storage = st.make_storage(self.url, heartbeat, 3 * heartbeat if heartbeat else None)
-            name = self._study_name(storage)
             study = optuna.create_study(
-                study_name=name,
+                study_name=self.settings.name,
                 storage=storage,
                 directions=["maximize", "minimize"],
                 load_if_exists=True,
@@ -85,15 +83,6 @@ class Worker:
         study.sampler = make_sampler(self.settings.sampler, self.settings.seed + self.index, shared=not self.sqlite)
         self.study = study
         return study
-
-    def _study_name(self, storage: optuna.storages.BaseStorage) -> str:
-        """The run's name; a run folder made before names were derived keeps its one old study."""
-        if self.settings.study_name or not self.settings.default_storage:
-            return self.settings.name
-        names = [s.study_name for s in optuna.study.get_all_study_summaries(storage, include_best_trial=False)]
-        if names == [LEGACY_STUDY_NAME] and self.settings.name != LEGACY_STUDY_NAME:
-            return LEGACY_STUDY_NAME
-        return self.settings.name
 
     def enqueue_baselines(self, num_layers: int) -> None:
         """Keep-all, the constant ratios and the late-drop seeds, queued once per study however many workers start.

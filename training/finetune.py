@@ -51,10 +51,8 @@ class Recipe(TrainingRecipe):
     # Dropout on the attention probabilities (None: the encoder config's own, 0.1 for MiniLM). Off by
     # default: it forces SDPA off its fused kernel onto the math path and its random masks (heads x
     # tokens x tokens per feature and layer) make a CPU step 1.54x slower; the Drop-and-Restore engine never
-    # applies it either. Models trained before the option existed used the config's value.
+    # applies it either.
     attention_dropout: float | None = 0.0
-
-    PREDATED = {"attention_dropout": None}
 
     def check(self) -> None:
         """One line before any data is read when the dropout is not a probability."""

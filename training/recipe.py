@@ -93,29 +93,39 @@ def already_built(out: Path, recipe) -> bool:
 
 
 def differences(stored: dict, recipe) -> str:
-    """Which recipe fields differ and how (stored -> now), reading fields a stored recipe predates as their defaults."""
-    predated = getattr(type(recipe), "PREDATED", {})
-    wanted = asdict(recipe)
-    filled = {**{f.name: f.default for f in fields(type(recipe))}, **predated, **stored}
+    """Which recipe fields differ and how (stored -> now), reading fields a stored recipe lacks as their defaults."""
+    retired = getattr(type(recipe), "RETIRED", {})
+    wanted = {**asdict(recipe), **retired}
+    filled = {**{f.name: f.default for f in fields(type(recipe))}, **retired, **stored}
     trained, trains = _as_trained(filled), _as_trained(wanted)
     changed = sorted(k for k in set(trained) | set(trains) if trained.get(k) != trains.get(k))
     return "differs in: " + ", ".join(f"{k} ({filled.get(k)!r} stored, {wanted.get(k)!r} now)" for k in changed)
 
 
 def same_recipe(stored: dict | None, recipe) -> bool:
-    """Whether a stored recipe equals ``recipe``, reading options it predates as their defaults.
+    """Whether a stored recipe equals ``recipe``, reading options it lacks as their defaults.
 
-    A recipe written before an option existed was trained without it, i.e. with its default,
-    so adding an option must not make finished models look stale. Where the old behaviour is not
-    today's default, the recipe class names it in ``PREDATED``.
+    A recipe written before an option existed was trained without it, i.e. with its default, so
+    adding an option must not make finished models look stale. An option this version no longer
+    offers matches only at the value the recipe class names in ``RETIRED`` (what this version
+    always does), so a model trained with it set otherwise is never taken for this recipe.
     """
     if not isinstance(stored, dict):
         return False
-    predated = getattr(type(recipe), "PREDATED", {})  # options whose value before they existed is not today's default
-    try:
-        return _as_trained(asdict(type(recipe)(**{**predated, **stored}))) == _as_trained(asdict(recipe))
-    except TypeError:  # an option this version no longer knows
+    current = without_retired(stored, getattr(type(recipe), "RETIRED", {}))
+    if current is None:
         return False
+    try:
+        return _as_trained(asdict(type(recipe)(**current))) == _as_trained(asdict(recipe))
+    except TypeError:  # an option this version does not know
+        return False
+
+
+def without_retired(stored: dict, retired: dict) -> dict | None:
+    """``stored`` without the retired options, or None when one of them holds another value than ``retired`` says."""
+    if any(key in stored and stored[key] != value for key, value in retired.items()):
+        return None
+    return {k: v for k, v in stored.items() if k not in retired}
 
 
 def _as_trained(recipe: dict) -> dict:

@@ -257,7 +257,11 @@ def test_rescoring_takes_every_frontier_point_near_keep_all_before_thinning_the_
 
 @pytest.mark.parametrize(
     "change, option",
-    [({"seed": 1}, "--seed"), ({"sampler": "nsga2"}, "--sampler"), ({"heldout_questions": 3}, "--heldout-questions")],
+    [
+        ({"seed": 1}, "--seed"),
+        ({"latency_repeats": 2}, "--latency-repeats"),
+        ({"heldout_questions": 3}, "--heldout-questions"),
+    ],
 )
 def test_resume_with_settings_that_change_numbers_is_refused(finished_run, change, option):
     settings, _ = finished_run

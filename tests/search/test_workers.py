@@ -36,7 +36,7 @@ def _command(model_dir, squad_file, run_dir, trials, *extra, slow=False):
         str(model_dir),
         "--data",
         str(squad_file),
-        "--run-dir",
+        "--run",
         str(run_dir),
         "--trials",
         str(trials),
