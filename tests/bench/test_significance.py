@@ -19,6 +19,7 @@ from dynlen.engine.significance import (
     get_policy,
     question_lengths,
     question_segment,
+    register_policy,
 )
 from dynlen.errors import UserError
 
@@ -300,3 +301,57 @@ def test_following_a_kept_question_equals_gathering_its_mask():
         selection.follow(slots, lead, slot_real)
         assert torch.equal(selection.question, want), counts
         assert selection.question_lead == [min(4, counts[0]), min(7, counts[1])]
+
+
+def test_a_name_is_registered_once_and_a_kernel_accelerates_a_registered_policy_once(monkeypatch):
+    from dynlen.engine.significance import ACCELERATED, register_accelerated
+
+    monkeypatch.setattr("dynlen.engine.significance.POLICIES", dict(POLICIES))
+    monkeypatch.setattr("dynlen.engine.significance.ACCELERATED", dict(ACCELERATED))
+    with pytest.raises(ValueError, match="'attention' is already registered"):
+        register_policy(get_policy("attention").__class__())
+    with pytest.raises(ValueError, match="already has an accelerated implementation"):
+        register_accelerated("lookahead", object())
+    with pytest.raises(ValueError, match="no significance policy 'nope'"):
+        register_accelerated("nope", object())
+    with pytest.raises(ValueError, match="without '\\+question'"):
+        register_policy(type("Kept", (SignificancePolicy,), {"name": "fixed+question"})())
+
+
+def test_a_registered_accelerated_implementation_runs_the_policys_dropping_layers(monkeypatch):
+    """The forward asks the registry, not the policy's name: a test policy's own native implementation is called."""
+    from dynlen.engine import significance
+
+    table = torch.zeros(1, 24)
+    table[0, [5, 9, 17]] = torch.tensor([3.0, 2.0, 1.0])
+    calls = []
+
+    class _Native:
+        def drop(self, kernels, job):
+            calls.append((job.layer, list(job.counts)))
+            slots = torch.tensor([[0, 5, 9, 17]])[:, : job.counts[0]]
+            return None, slots  # the engine attends the kept queries itself
+
+    monkeypatch.setitem(POLICIES, "test-fixed", _Fixed(table))
+    monkeypatch.setitem(significance.ACCELERATED, "test-fixed", _Native())
+    qa = LengthAdaptiveQA(tiny_bert(), kernels=True, sep_token_id=SEP)
+    with torch.no_grad():
+        if qa._native_drop(torch.zeros(1, 1, 1), None, torch.tensor([1])) is None:
+            pytest.skip("the native kernels are not available here")
+    ids, types = _inputs()
+    kept = _spy_kept(monkeypatch)
+    with torch.no_grad():
+        qa(ids, torch.ones_like(ids), types, LengthConfig("counts", (24, 4, 4, 4), significance="test-fixed"))
+    assert calls == [(1, [4])] and kept[0] == [[0, 5, 9, 17]]
+
+
+def test_the_forward_and_the_flops_formula_never_name_a_policy():
+    """What a policy reads is asked of its type; no policy's name appears in engine/adaptive.py or engine/costs.py."""
+    import ast
+    from pathlib import Path
+
+    engine = Path(__file__).resolve().parents[2] / "engine"
+    for name in ("adaptive.py", "costs.py"):
+        tree = ast.parse((engine / name).read_text())
+        strings = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+        assert not strings & set(POLICIES), (name, strings & set(POLICIES))
