@@ -19,13 +19,3 @@ def positive_int_list(what: str, example: str) -> Callable[[str], list[int]]:
         return values
 
     return parse
-
-
-def dropout_or_none(text: str) -> float | None:
-    """A dropout probability, or ``none`` for the model config's own (checked by the recipe)."""
-    if text.lower() == "none":
-        return None
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: give a probability such as 0 or 0.1, or 'none'") from None

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 
 from dynlen.bench.model_io import STANDARD_MODEL_DIR
-from dynlen.training.probes import FULL_TRAIN_SET, ProbeRecipe, train_probes
+from dynlen.cli.options import add_options, values
+from dynlen.training.probes import ProbeRecipe, train_probes
 
 HELP = "train the look-ahead probes the 'lookahead' significance policies read (make probes)"
 DESCRIPTION = (
@@ -13,33 +14,21 @@ DESCRIPTION = (
     "final start/end distributions; saved into the model folder (lookahead_probes.safetensors + a config.json "
     "entry). Idempotent: probes trained with the same recipe are left alone."
 )
-FORMATTER = argparse.ArgumentDefaultsHelpFormatter
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default=STANDARD_MODEL_DIR, help="fine-tuned QA model folder (probes go inside)")
-    parser.add_argument("--train", default=FULL_TRAIN_SET, help="SQuAD 1.1 training JSON (never the dev set)")
-    parser.add_argument("--features", type=int, default=ProbeRecipe.features, help="training features sampled")
-    parser.add_argument("--width", type=int, default=ProbeRecipe.width, help="probe hidden width (0: linear)")
-    parser.add_argument("--first-layer", type=int, default=ProbeRecipe.first_layer, help="first probed layer, 0-based")
-    parser.add_argument("--epochs", type=int, default=ProbeRecipe.epochs, help="passes over the sampled features")
-    parser.add_argument("--lr", type=float, default=ProbeRecipe.learning_rate, help="probe learning rate")
-    parser.add_argument("--batch-size", type=int, default=ProbeRecipe.batch_size, help="features per step")
-    parser.add_argument("--seed", type=int, default=ProbeRecipe.seed, help="seeds the feature sample and order")
     parser.add_argument(
-        "--retrain", action="store_true", help="replace probes that LengthDrop trained together with the model"
+        "--model",
+        default=STANDARD_MODEL_DIR,
+        help="fine-tuned QA model folder (probes go inside) (default: %(default)s)",
+    )
+    add_options(parser, ProbeRecipe)
+    parser.add_argument(
+        "--retrain",
+        action="store_true",
+        help="replace probes that LengthDrop trained together with the model (default: off)",
     )
 
 
 def run(args: argparse.Namespace) -> None:
-    recipe = ProbeRecipe(
-        train=args.train,
-        features=args.features,
-        width=args.width,
-        first_layer=args.first_layer,
-        epochs=args.epochs,
-        learning_rate=args.lr,
-        batch_size=args.batch_size,
-        seed=args.seed,
-    )
-    train_probes(args.model, recipe, retrain=args.retrain)
+    train_probes(args.model, ProbeRecipe(**values(ProbeRecipe, args)), retrain=args.retrain)

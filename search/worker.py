@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from dynlen.errors import UserError
 from dynlen.search import storage as st
-from dynlen.search.settings import OPTION, SearchSettings, cost_name, make_sampler
+from dynlen.search.settings import SearchSettings, cost_name, make_sampler
 from dynlen.search.space import baseline_params, late_params, parse_selections
 
 COMPLETE = optuna.trial.TrialState.COMPLETE
@@ -144,10 +144,10 @@ def check_identity(study: optuna.Study, settings: SearchSettings, identity: dict
         return
     changed = [k for k, v in identity.items() if k in stored and stored[k] != v]
     if changed:
-        what = "; ".join(f"{OPTION.get(k, k)} was {stored[k]!r}, now {identity[k]!r}" for k in changed)
+        what = "; ".join(f"{settings.changed(k)} was {stored[k]!r}, now {identity[k]!r}" for k in changed)
         raise UserError(
             f"study {study.study_name!r} ({settings.run_dir}) was made with other settings: {what}. "
-            "Re-run with the stored values to resume, or start fresh with another --run-dir (RUN=) or "
+            "Re-run with the stored values to resume, or start fresh with another --run (RUN=) or "
             "--study-name, or delete the run folder"
         )
     if any(k not in stored for k in identity):
@@ -184,7 +184,7 @@ def run_trials(
     if done >= target:
         print(f"study already has {done} completed trials (asked for {target}); re-scoring only")
         return
-    bar = tqdm(total=target - done, desc=f"search ({done} done before)", unit="trial")
+    bar = tqdm(total=target - done, desc=f"search ({done} done before)", unit="trial", disable=settings.load.quiet)
 
     def tick(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         bar.update(1)

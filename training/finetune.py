@@ -21,6 +21,7 @@ from dynlen.bench.model_io import load_tokenizer
 from dynlen.bench.squad import load_squad
 from dynlen.engine.probes import CONFIG_KEY as PROBES_CONFIG_KEY
 from dynlen.errors import UserError
+from dynlen.options import same_option
 from dynlen.training.recipe import (
     TrainingRecipe,
     already_built,
@@ -46,13 +47,10 @@ class Recipe(TrainingRecipe):
     # 0.8 of an epoch of the full train set (4,427 steps of 16): sized so that `make model` fits in
     # at most about 2.5 hours on a 2-core bf16 CPU (1.19 s a step measured on one with attention
     # dropout 0.1, 1.84 s on a slower one without); a GPU runs more epochs in minutes (--epochs).
-    epochs: float = 0.8
-    learning_rate: float = 1e-4
-    # Dropout on the attention probabilities (None: the encoder config's own, 0.1 for MiniLM). Off by
-    # default: it forces SDPA off its fused kernel onto the math path and its random masks (heads x
-    # tokens x tokens per feature and layer) make a CPU step 1.54x slower; the Drop-and-Restore engine never
-    # applies it either.
-    attention_dropout: float | None = 0.0
+    epochs: float = same_option(TrainingRecipe, "epochs", 0.8)
+    learning_rate: float = same_option(TrainingRecipe, "learning_rate", 1e-4)
+    # Off by default (the encoder config's own is 0.1 for MiniLM): see TrainingRecipe.attention_dropout.
+    attention_dropout: float | None = same_option(TrainingRecipe, "attention_dropout", 0.0)
 
     def check(self) -> None:
         """One line before any data is read when the dropout is not a probability."""

@@ -20,6 +20,7 @@ uninterrupted run. An output folder whose ``training.json`` records the same rec
 
 from __future__ import annotations
 
+import argparse
 import functools
 import json
 import os
@@ -41,7 +42,9 @@ from dynlen.engine.adaptive import LengthAdaptiveQA, reached_last_layer
 from dynlen.engine.config import LengthConfig, cumulative_ratios, parse_selection
 from dynlen.engine.probes import CONFIG_KEY as PROBES_CONFIG_KEY
 from dynlen.engine.probes import DEFAULT_WIDTH, LookaheadProbes, load_probes
+from dynlen.engine.significance import SELECTION_HELP
 from dynlen.errors import UserError
+from dynlen.options import flag, option, same_option
 from dynlen.training.recipe import (
     TrainingRecipe,
     already_built,
@@ -73,6 +76,17 @@ LOOKAHEAD_SUPERVISION = 0.5
 # model. A step count rather than an epoch share, so the default does not depend on how many
 # features the train set makes.
 DEFAULT_MAX_STEPS = 600
+AUTO_SUPERVISION = "auto"
+
+
+def weight_or_auto(text: str) -> float | str:
+    """``--probe-supervision``: a weight, or ``auto`` (resolved by the command once the selection is known)."""
+    if text == AUTO_SUPERVISION:
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a weight such as 0 or 0.5, or 'auto'") from None
 
 
 @dataclass(frozen=True)
@@ -85,33 +99,47 @@ class LengthDropRecipe(TrainingRecipe):
     # About 600 steps of 16 on the full train set, the run ``DEFAULT_MAX_STEPS`` sets on the command
     # line; trained by epochs when no step count is given. Twice the steps with larger drops was no
     # flatter (docs/results.md).
-    epochs: float = 0.11
-    learning_rate: float = 5e-5
-    teacher: str | None = None
-    bound: float = 0.2
-    num_sub_models: int = 2
-    # weight of each sub-model's KL to the full model against the task loss (the paper: 1). In
-    # short runs from a fine-tuned model the sub-models' terms pull the encoder's full-length
-    # behaviour down (docs/results.md); a smaller weight trades drop cost for keep-all accuracy.
-    sub_model_weight: float = 1.0
-    max_steps: int | None = None  # part of the key: it sets the learning-rate schedule
-    # The token selection the sub-models train under. With a look-ahead policy the probes are
-    # created and trained in the same run (KL to the full model's span distributions, on its
-    # layer inputs, detached unless probe_supervision > 0), so the encoder learns to answer from
-    # the tokens the probes keep.
-    significance: str = "attention"
-    probe_width: int = DEFAULT_WIDTH
-    probe_learning_rate: float = 2e-3
-    probe_first_layer: int = 1  # layer 0 reads the embeddings, which have not seen the question
-    # Weight of the probes' KL in the encoder's gradient. 0: the probes read detached states, so they
-    # learn to read the encoder and the encoder never learns to be read. > 0: the KL also reaches
-    # the layers below each probe, scaled by this weight (deep supervision), so early layers learn to
-    # show the answer the last layer will give, which is what the first drops are chosen by.
-    probe_supervision: float = 0.0
-    # Dropout on the full model's attention probabilities. None keeps the start model's own: a
-    # fine-tune from ``dynlen finetune`` saved 0 there. From a pretrained encoder (whose config says
-    # 0.1) pass 0 to train as that fine-tune does; the sub-models' engine never applies it anyway.
-    attention_dropout: float | None = None
+    epochs: float = same_option(TrainingRecipe, "epochs", 0.11)
+    learning_rate: float = same_option(TrainingRecipe, "learning_rate", 5e-5)
+    teacher: str | None = option(
+        None,
+        "larger fine-tuned QA model with the same tokenizer; adds KL to its predictions (temperature 1) to the "
+        "full model's loss (default: none)",
+    )
+    bound: float = option(0.2, "largest share of the previous layer's tokens a layer may drop, in [0, 1)")
+    num_sub_models: int = option(2, "random sub-models per step, besides the full and the smallest one")
+    # The paper's weight is 1. In short runs from a fine-tuned model the sub-models' terms pull the
+    # encoder's full-length behaviour down (docs/results.md); a smaller weight trades drop cost for
+    # keep-all accuracy.
+    sub_model_weight: float = option(1.0, "weight of each sub-model's KL to the full model against the task loss")
+    max_steps: int | None = option(
+        None,
+        "optimiser steps: the run's length and its learning-rate schedule, in place of --epochs (part of the "
+        f"recipe; 0: train --epochs instead) (default: {DEFAULT_MAX_STEPS} unless --epochs is given)",
+    )
+    # With a look-ahead policy the probes are created and trained in the same run (KL to the full
+    # model's span distributions, on its layer inputs, detached unless probe_supervision > 0), so the
+    # encoder learns to answer from the tokens the probes keep.
+    significance: str = option(
+        "attention",
+        "token selection the sub-models train under (a look-ahead one trains the model's probes in the same run): "
+        f"{SELECTION_HELP}, so the model trains under the selection it is served with",
+    )
+    probe_width: int = option(DEFAULT_WIDTH, "hidden units per look-ahead probe", cli=False)
+    probe_learning_rate: float = option(2e-3, "the probes' peak learning rate", cli=False)
+    probe_first_layer: int = option(
+        1, "first layer with a probe (layer 0 reads the embeddings, which have not seen the question)", cli=False
+    )
+    # 0: the probes read detached states, so they learn to read the encoder and the encoder never
+    # learns to be read. > 0: the KL also reaches the layers below each probe, scaled by this weight
+    # (deep supervision), so early layers learn to show the answer the last layer will give, which
+    # is what the first drops are chosen by.
+    probe_supervision: float = option(
+        0.0,
+        "weight of the probes' KL in the encoder's gradient (0: probes read detached states); auto: "
+        f"{LOOKAHEAD_SUPERVISION:g} under a look-ahead policy (the best measured), 0 otherwise",
+        type=weight_or_auto,
+    )
     # What the options this version no longer offers always do, for reading stored recipes
     # (``training.recipe.same_recipe``): each sub-model's KL covers only the positions it kept to
     # the last layer (restored states then get no gradient; it measured better than every position),
@@ -120,38 +148,43 @@ class LengthDropRecipe(TrainingRecipe):
     RETIRED = {"sub_model_loss": "kept", "probe_init": "saved", "layerdrop": 0.0, "target_config": None}
 
     def check(self) -> None:
-        """Reject options that would only fail (or silently do nothing) hours later."""
+        """Reject options that would only fail (or silently do nothing) hours later, naming each by its flag."""
+        name = functools.partial(flag, LengthDropRecipe)
         if not 0.0 <= self.bound < 1.0:
-            raise UserError(f"--bound must be in [0, 1): the share of tokens a layer may drop; got {self.bound:g}")
+            raise UserError(
+                f"{name('bound')} must be in [0, 1): the share of tokens a layer may drop; got {self.bound:g}"
+            )
         check_attention_dropout(self.attention_dropout)
-        if self.sub_model_weight < 0:
-            raise UserError(f"--sub-model-weight must be 0 or more; got {self.sub_model_weight:g}")
-        if self.num_sub_models < 0:
-            raise UserError(f"--num-sub-models must be 0 or more; got {self.num_sub_models}")
+        for field_name in (
+            "sub_model_weight",
+            "num_sub_models",
+            "probe_width",
+            "probe_first_layer",
+            "probe_supervision",
+        ):
+            if getattr(self, field_name) < 0:
+                raise UserError(f"{name(field_name)} must be 0 or more; got {getattr(self, field_name):g}")
         if self.batch_size < 1:
-            raise UserError(f"--batch-size must be at least 1; got {self.batch_size}")
+            raise UserError(f"{name('batch_size')} must be at least 1; got {self.batch_size}")
         if self.epochs <= 0 and not self.max_steps:
-            raise UserError(f"--epochs must be positive; got {self.epochs:g}")
+            raise UserError(f"{name('epochs')} must be positive; got {self.epochs:g}")
         if self.max_steps is not None and self.max_steps < 1:
-            raise UserError(f"--max-steps must be at least 1; got {self.max_steps}")
-        if self.learning_rate <= 0:
-            raise UserError(f"--lr must be positive; got {self.learning_rate:g}")
+            raise UserError(f"{name('max_steps')} must be at least 1; got {self.max_steps}")
+        for field_name in ("learning_rate", "probe_learning_rate"):
+            if getattr(self, field_name) <= 0:
+                raise UserError(f"{name(field_name)} must be positive; got {getattr(self, field_name):g}")
         from dynlen.engine.significance import POLICIES
 
         policy, _ = parse_selection(self.significance)
         if policy not in POLICIES:
             raise UserError(
-                f"--significance {self.significance!r}: unknown policy; choose one of {', '.join(sorted(POLICIES))} "
-                "(optionally with +question)"
+                f"{name('significance')} {self.significance!r}: unknown policy; choose one of "
+                f"{', '.join(sorted(POLICIES))} (optionally with +question)"
             )
-        if self.probe_width < 0 or self.probe_first_layer < 0 or self.probe_learning_rate <= 0:
-            raise UserError("--probe-width and --probe-first-layer must be 0 or more, --probe-lr positive")
-        if self.probe_supervision < 0:
-            raise UserError(f"--probe-supervision must be 0 or more; got {self.probe_supervision:g}")
         if self.probe_supervision and not self.trains_probes:
             raise UserError(
-                "--probe-supervision needs look-ahead probes to supervise: train under a lookahead policy "
-                "(--significance lookahead+question)"
+                f"{name('probe_supervision')} needs look-ahead probes to supervise: train under a lookahead policy "
+                f"({name('significance')} lookahead+question)"
             )
 
     @property
@@ -466,7 +499,9 @@ def attach_probes(model: nn.Module, recipe: LengthDropRecipe) -> tuple[Lookahead
     """
     layers = model.config.num_hidden_layers
     if recipe.probe_first_layer >= layers:
-        raise UserError(f"--probe-first-layer {recipe.probe_first_layer} is past the model's {layers} layers")
+        raise UserError(
+            f"{flag(LengthDropRecipe, 'probe_first_layer')} {recipe.probe_first_layer} is past the model's {layers} layers"
+        )
     wanted = list(range(recipe.probe_first_layer, layers))
     saved = load_probes(model)
     if saved is not None and saved.layer_ids == wanted and saved.width == recipe.probe_width:

@@ -24,6 +24,7 @@ from dynlen.bench.model_io import load_qa_model, load_tokenizer
 from dynlen.bench.squad import SquadData, load_squad
 from dynlen.engine.probes import CONFIG_KEY, DEFAULT_WIDTH, LookaheadProbes
 from dynlen.errors import UserError
+from dynlen.options import flag, option
 from dynlen.training.recipe import without_retired
 
 FULL_TRAIN_SET = "../shared/data/squad/train-v1.1.json"  # the probes sample it; the model's own recipe may use less
@@ -33,14 +34,16 @@ FULL_TRAIN_SET = "../shared/data/squad/train-v1.1.json"  # the probes sample it;
 class ProbeRecipe:
     """Everything the probes depend on; stored in the model's config entry, so a re-run is idempotent."""
 
-    train: str
-    features: int = 3000
-    width: int = DEFAULT_WIDTH
-    first_layer: int = 1  # layer 0 reads the embeddings, which have not seen the question
-    epochs: int = 4
-    learning_rate: float = 2e-3
-    batch_size: int = 32
-    seed: int = 0
+    train: str = option(FULL_TRAIN_SET, "SQuAD 1.1 training JSON (never the dev set)")
+    features: int = option(3000, "training features sampled", cli=False)
+    width: int = option(DEFAULT_WIDTH, "probe hidden width (0: linear)")
+    first_layer: int = option(
+        1, "first probed layer, 0-based (layer 0 reads the embeddings, which have not seen the question)", cli=False
+    )
+    epochs: int = option(4, "passes over the sampled features", cli=False)
+    learning_rate: float = option(2e-3, "probe learning rate", cli=False)
+    batch_size: int = option(32, "features per step", cli=False)
+    seed: int = option(0, "seeds the feature sample, its order and the probes' initial weights", cli=False)
 
     # What the options this version no longer offers always do: the probes learn the model's own
     # final distributions as they are (no temperature, no gold-span term) from its states alone.
@@ -49,9 +52,12 @@ class ProbeRecipe:
     def check(self) -> None:
         for name in ("features", "epochs", "batch_size"):
             if getattr(self, name) < 1:
-                raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        if self.width < 0 or self.first_layer < 0 or self.learning_rate <= 0:
-            raise UserError("--width and --first-layer must be >= 0 and --lr > 0")
+                raise UserError(f"{flag(ProbeRecipe, name)} must be at least 1, got {getattr(self, name)}")
+        for name in ("width", "first_layer"):
+            if getattr(self, name) < 0:
+                raise UserError(f"{flag(ProbeRecipe, name)} must be 0 or more, got {getattr(self, name)}")
+        if self.learning_rate <= 0:
+            raise UserError(f"{flag(ProbeRecipe, 'learning_rate')} must be positive, got {self.learning_rate:g}")
 
     def same_as(self, stored: object) -> bool:
         """Whether a stored recipe is this one, reading options it lacks as their defaults."""
@@ -161,7 +167,9 @@ def train_probes(model_dir: str, recipe: ProbeRecipe, retrain: bool = False) -> 
     tokenizer, model = load_tokenizer(model_dir), load_qa_model(model_dir).eval()
     num_layers = model.config.num_hidden_layers
     if recipe.first_layer >= num_layers:
-        raise UserError(f"--first-layer {recipe.first_layer} is past the model's {num_layers} layers")
+        raise UserError(
+            f"{flag(ProbeRecipe, 'first_layer')} {recipe.first_layer} is past the model's {num_layers} layers"
+        )
     layers = list(range(recipe.first_layer, num_layers))
     batches = collect(model, tokenizer, data, recipe, layers)
     torch.manual_seed(recipe.seed)  # the probes' initial weights too, so one recipe gives one set of probes

@@ -41,9 +41,9 @@ def test_run_and_model_are_spelled_one_way(capsys):
     search = parser.parse_args(["search", "--run", "reports/x"])
     assert search.run_dir == "reports/x"
     assert parser.parse_args(["search"]).run_dir == "reports/default"
-    assert parser.parse_args(["finetune", "--model", "enc2"]).model == "enc2"
-    report = parser.parse_args(["report", "reports/z"])
-    assert str(report.run_dir) == "reports/z"
+    assert parser.parse_args(["finetune", "--model", "enc2"]).base == "enc2"
+    report = parser.parse_args(["report", "--run", "reports/z"])
+    assert str(report.run) == "reports/z"
     for name in ("search", "finetune"):
         with pytest.raises(SystemExit):
             main([name, "--help"])

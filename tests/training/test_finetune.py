@@ -155,7 +155,9 @@ def test_a_stored_recipe_reads_a_field_it_lacks_as_its_default(model_dir, squad_
 
     today = _recipe(model_dir, squad_file)
     stored = {k: v for k, v in asdict(today).items() if k != "attention_dropout"}
-    assert same_recipe(stored, today) and not same_recipe(stored, _recipe(model_dir, squad_file, attention_dropout=None))
+    assert same_recipe(stored, today) and not same_recipe(
+        stored, _recipe(model_dir, squad_file, attention_dropout=None)
+    )
     assert same_recipe(asdict(today), today)
 
 

@@ -198,13 +198,13 @@ def test_teacher_adds_a_kl_term_and_stays_frozen(squad_file):
 
 def _cli(model_dir: Path, squad_file: Path, out: Path, *extra: str) -> int:
     options = ["--model", str(model_dir), "--train", str(squad_file), "--out", str(out)]
-    tiny = ["--batch-size", "4", "--max-length", "64", "--stride", "16", "--max-steps", "2", "--precision", "fp32"]
+    tiny = ["--max-steps", "2", "--precision", "fp32"]
     return cli_main(["lengthdrop", *options, *tiny, *extra])
 
 
 def test_run_writes_a_loadable_folder_with_small_files_and_is_idempotent(model_dir, squad_file, tmp_path, capsys):
     out = tmp_path / "ld"
-    assert _cli(model_dir, squad_file, out, "--threads", "1") == 0
+    assert _cli(model_dir, squad_file, out) == 0
     info = json.loads((out / "training.json").read_text())
     assert info["steps"] == 2 and info["recipe"]["bound"] == 0.2 and info["recipe"]["num_sub_models"] == 2
     assert info["precision"] == "fp32" and info["recipe"]["precision"] == "fp32" and info["method"] == "lengthdrop"
@@ -224,9 +224,9 @@ def test_attention_dropout_is_the_start_models_unless_given(model_dir, squad_fil
     """From a pretrained encoder (config 0.1) ``--attention-dropout 0`` trains as ``dynlen finetune`` does."""
     own = json.loads((model_dir / "config.json").read_text())["attention_probs_dropout_prob"]
     assert own > 0
-    assert _cli(model_dir, squad_file, tmp_path / "own", "--threads", "1") == 0
+    assert _cli(model_dir, squad_file, tmp_path / "own") == 0
     assert json.loads((tmp_path / "own" / "config.json").read_text())["attention_probs_dropout_prob"] == own
-    assert _cli(model_dir, squad_file, tmp_path / "off", "--threads", "1", "--attention-dropout", "0") == 0
+    assert _cli(model_dir, squad_file, tmp_path / "off", "--attention-dropout", "0") == 0
     assert json.loads((tmp_path / "off" / "config.json").read_text())["attention_probs_dropout_prob"] == 0.0
     info = json.loads((tmp_path / "off" / "training.json").read_text())
     assert info["recipe"]["attention_dropout"] == 0.0
@@ -395,11 +395,11 @@ def test_help_lists_the_options(capsys):
         "--num-sub-models",
         "--epochs",
         "--lr",
-        "--batch-size",
-        "--save-every",
         "--max-steps",
         "--precision",
-        "--threads",
+        "--significance",
+        "--probe-supervision",
+        "--attention-dropout",
     ):
         assert option in text
 
