@@ -31,7 +31,7 @@ def test_probes_train_save_and_load(tmp_path, model_dir, squad_file, capsys):
 
 
 def test_bad_recipe_and_folder_are_one_line(tmp_path, squad_file):
-    with pytest.raises(UserError, match="--epochs must be at least 1"):
+    with pytest.raises(UserError, match="^epochs must be at least 1"):
         train_probes(str(tmp_path), ProbeRecipe(train=str(squad_file), epochs=0))
     with pytest.raises(UserError, match="not a model folder"):
         train_probes(str(tmp_path / "missing"), ProbeRecipe(train=str(squad_file)))
