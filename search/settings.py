@@ -133,7 +133,7 @@ class SearchSettings:
 
     @property
     def name(self) -> str:
-        """The study's name: ``--study-name``, else the run folder's name, so one server holds many runs."""
+        """The study's name: ``study_name``, else the run folder's name, so one server holds many runs."""
         return self.study_name or Path(self.run_dir).resolve().name
 
     def identity(self, data_sha: str | None = None, model_sha: str | None = None) -> dict:

@@ -147,8 +147,8 @@ def check_identity(study: optuna.Study, settings: SearchSettings, identity: dict
         what = "; ".join(f"{settings.changed(k)} was {stored[k]!r}, now {identity[k]!r}" for k in changed)
         raise UserError(
             f"study {study.study_name!r} ({settings.run_dir}) was made with other settings: {what}. "
-            "Re-run with the stored values to resume, or start fresh with another --run (RUN=) or "
-            "--study-name, or delete the run folder"
+            "Re-run with the stored values to resume, or start fresh with another --run (RUN=), "
+            "or delete the run folder"
         )
     if any(k not in stored for k in identity):
         study.set_user_attr("settings", {**identity, **stored})

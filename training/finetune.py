@@ -68,7 +68,7 @@ def train(
         print(f"{out} already holds a model trained with this recipe; nothing to do (delete it to rebuild)")
         return out
     if save_every < 1:
-        raise UserError(f"--save-every must be at least 1 step, got {save_every}")
+        raise UserError(f"save_every must be at least 1 step, got {save_every}")
     device = training_device()
     precision = resolve_precision(recipe.precision, device)
     folder = checkpoint_folder(out, recipe)

@@ -554,7 +554,7 @@ def train_lengthdrop(recipe: LengthDropRecipe, out: Path, save_every: int = 200,
     """Train on ``transformers.Trainer`` (resuming from OUT/checkpoints, or skipping when built) and save a HF folder."""
     recipe.check()
     if save_every < 1:
-        raise UserError(f"--save-every must be at least 1; got {save_every}")
+        raise UserError(f"save_every must be at least 1; got {save_every}")
     if already_built(out, recipe):
         remove_checkpoints(out)
         print(f"{out} already holds a model trained with this recipe; nothing to do (delete it to rebuild)")

@@ -18,7 +18,7 @@ import torch
 
 from dynlen.bench.device import resolve_device
 from dynlen.errors import UserError
-from dynlen.options import option
+from dynlen.options import flag, option
 
 PRECISIONS = ("auto", "bf16", "fp32")
 # The official SQuAD 1.1 training set (442 articles, 87,599 questions; its md5 is checked on load).
@@ -68,7 +68,7 @@ class TrainingRecipe:
 def check_attention_dropout(p: float | None) -> None:
     """One line when ``--attention-dropout`` is not a probability (None keeps the config's own)."""
     if p is not None and not 0.0 <= p < 1.0:
-        raise UserError(f"--attention-dropout must be in [0, 1), got {p:g}")
+        raise UserError(f"{flag(TrainingRecipe, 'attention_dropout')} must be in [0, 1), got {p:g}")
 
 
 def attention_dropout_option(base: str, p: float | None) -> dict:
