@@ -1,46 +1,36 @@
 # dynlen: every target runs inside .venv (made by `make install`).
+# Options of the commands themselves go through ARGS, e.g. make pareto ARGS="--trials 50 --cost latency"
+# (`.venv/bin/dynlen COMMAND --help` lists them); the variables below are only what targets share.
 PY      ?= .venv/bin/python
 DYNLEN  ?= .venv/bin/dynlen
 # The two models this project builds itself (bench/model_io.py names the same folders). Only these
-# are built on demand; any other MODEL (a hub id, your own folder) is loaded exactly as given.
-# The default is the LengthDrop model: trained from the standard fine-tuned one (with its look-ahead
-# probes) under the probes' selection, it loses the least F1 when tokens are dropped (docs/results.md).
-STANDARD_MODEL ?= models/minilm-squad
-LENGTHDROP_MODEL ?= models/minilm-squad-lengthdrop
-DEFAULT_MODEL  ?= $(LENGTHDROP_MODEL)
-MODEL   ?= $(DEFAULT_MODEL)
-STANDARD ?= $(STANDARD_MODEL)
-LENGTHDROP ?= $(LENGTHDROP_MODEL)
-# Token selection for pareto/search: auto = the look-ahead probes' ranking with the question kept when
-# MODEL has probes, attention received otherwise
-SIGNIFICANCE ?= auto
-# Held-out questions re-scored per frontier point (empty: the search's default; 0: the whole held-out half)
-HELDOUT_QUESTIONS ?=
-# Frontier points re-scored on held-out (empty: the search's default, 16)
-MAX_RESCORE ?=
-# DATA and TRAIN default to the paths in bench/squad.py (DEFAULT_DEV_SET) and training/recipe.py
-DATA    ?=
-TRAIN   ?=
-CONFIG  ?= keep-all
-LIMIT   ?=
-OUT     ?= runs/eval
+# folders, under these defaults, are built on demand; a STANDARD, LENGTHDROP or MODEL you give (a hub
+# id, your own folder) is loaded exactly as given. The default MODEL is the LengthDrop model: trained
+# from the standard fine-tuned one (with its look-ahead probes) under the probes' selection, it loses
+# the least F1 when tokens are dropped (docs/results.md).
+STANDARD   ?= models/minilm-squad
+LENGTHDROP ?= models/minilm-squad-lengthdrop
+MODEL   ?= $(LENGTHDROP)
 RUN     ?= default
-TRIALS  ?= 100
 BUDGET  ?=
-COST    ?= flops
-SAMPLER ?= tpe
 QUICK   ?=
+ARGS    ?=
+# TORCH= (empty): pip's own torch for this machine, e.g. the CUDA build from PyPI on Linux.
+# TORCH=cpu: the CPU build from PyTorch's CPU index, and a check that no CUDA packages came with it (CI).
+TORCH   ?=
+TORCH_VERSION := 2.13.0
+TORCH_CPU_INDEX := https://download.pytorch.org/whl/cpu
 
+# QUICK=1: a smoke-sized search; ARGS still win (the last of an option counts).
 ifeq ($(QUICK),1)
-  TRIALS := 12
-  SEARCH_SIZE := --search-questions 150 --heldout-questions 300 --latency-sample 4 --latency-repeats 2 --max-rescore 4
+  SEARCH_SIZE := --trials 12 --search-questions 150 --heldout-questions 300 --latency-sample 4 --latency-repeats 2 --max-rescore 4
   RUN := $(if $(filter default,$(RUN)),quick,$(RUN))
 endif
 
 .PHONY: bench-precision install test docs model model-standard train eval pareto report choose regress regress-update bench-eval bench-overhead bench-kernel bench-fidelity bench-samplers bench-lengthdrop bench-retention bench-selection probes help
 
 help: ## this list: every target, then the variables they read
-	@echo "usage: make TARGET [VARIABLE=value ...]   (commands: .venv/bin/dynlen --help)"
+	@echo "usage: make TARGET [VARIABLE=value ...] [ARGS='--option value ...']   (options: .venv/bin/dynlen COMMAND --help)"
 	@echo
 	@grep -E '^[a-z][a-z-]*:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## /\1\t/' | awk -F'\t' '{printf "  %-17s %s\n", $$1, $$2}'
 	@echo
@@ -48,26 +38,12 @@ help: ## this list: every target, then the variables they read
 	@echo "  MODEL=$(MODEL)   QA model: local folder or hub id; only the default is built on demand"
 	@echo "  STANDARD=$(STANDARD)   standard fine-tuned model LengthDrop starts from (make model-standard)"
 	@echo "  LENGTHDROP=$(LENGTHDROP)   LengthDrop-trained model (make train), the default MODEL"
-	@echo "  SIGNIFICANCE=$(SIGNIFICANCE)   token-selection policy of pareto (comma list: searched as a dimension)"
-	@echo "  HELDOUT_QUESTIONS=$(HELDOUT_QUESTIONS)   held-out questions per frontier point (0: the whole held-out half)"
 	@echo "  RUN=$(RUN)   run name: results in results/RUN/"
-	@echo "  QUICK=$(QUICK)   QUICK=1: smoke-sized search (12 trials, small splits; RUN=quick)"
 	@echo "  BUDGET=$(BUDGET)   e.g. 'flops-speedup>=2', 'latency-ms<=20' (relative to the model's keep-all)"
-	@echo "  COST=$(COST)   second objective of the search: flops or latency"
-	@echo "  TRIALS=$(TRIALS)   completed trials wanted, baselines included"
-	@echo "  SAMPLER=$(SAMPLER)   tpe or nsga2"
-	@echo "  DATA=$(DATA)   SQuAD 1.1 dev JSON (empty: the default in bench/squad.py)"
-	@echo "  TRAIN=$(TRAIN)   SQuAD 1.1 train JSON for model-standard/train (empty: the default)"
-	@echo "  CONFIG=$(CONFIG)   length configuration for eval"
-	@echo "  LIMIT=$(LIMIT)   eval: only the first N questions (empty: all)"
-	@echo "  OUT=$(OUT)   eval: output folder"
+	@echo "  QUICK=$(QUICK)   QUICK=1: smoke-sized search (12 trials, small splits; RUN=quick)"
+	@echo "  ARGS=$(ARGS)   more options for the target's command, e.g. ARGS='--data dev.json --trials 50'"
 	@echo "  TORCH=$(TORCH)   install: empty = pip's torch for this machine, cpu = the CPU build (CI)"
-
-# TORCH= (empty): pip's own torch for this machine, e.g. the CUDA build from PyPI on Linux.
-# TORCH=cpu: the CPU build from PyTorch's CPU index, and a check that no CUDA packages came with it (CI).
-TORCH ?=
-TORCH_VERSION ?= 2.13.0
-TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+	@echo "  PY=$(PY)   DYNLEN=$(DYNLEN)   the virtual environment's python and dynlen"
 
 install: ## .venv with torch and the project (TORCH=cpu: the CPU build, no CUDA packages)
 	python3 -m venv .venv
@@ -98,90 +74,75 @@ model: ## build the default model: model-standard and its probes, then train (ab
 	$(MAKE) train
 
 model-standard: ## fine-tune all-MiniLM-L6-v2 on SQuAD -> STANDARD
-	$(DYNLEN) finetune --out $(STANDARD) $(if $(TRAIN),--train $(TRAIN),)
+	$(DYNLEN) finetune --out $(STANDARD) $(ARGS)
 
 probes: ## train MODEL's look-ahead probes (encoder frozen, SQuAD train data; minutes)
-	$(DYNLEN) probes --model $(MODEL)
+	$(DYNLEN) probes --model $(MODEL) $(ARGS)
 
 train: ## LengthDrop training from STANDARD -> LENGTHDROP (under STANDARD's probes when it has them), then its probes
-	$(DYNLEN) lengthdrop --model $(STANDARD) --out $(LENGTHDROP) $(if $(TRAIN),--train $(TRAIN),)
+	$(DYNLEN) lengthdrop --model $(STANDARD) --out $(LENGTHDROP) $(ARGS)
 	$(DYNLEN) probes --model $(LENGTHDROP)
 
-eval: ## measure one CONFIG of MODEL: EM/F1, FLOPs, latency -> OUT/metrics.json
-	$(DYNLEN) eval --model $(MODEL) $(if $(DATA),--data $(DATA),) --config '$(CONFIG)' --out $(OUT) $(if $(LIMIT),--limit $(LIMIT),)
+eval: ## measure MODEL (ARGS='--config ...': one length configuration): EM/F1, FLOPs, latency -> runs/eval/metrics.json
+	$(DYNLEN) eval --model $(MODEL) $(ARGS)
 
 # Decided when the Makefile is read, not by a shell test: a hub id such as org/name must never be
-# taken for a missing folder and trained into, and `make -n` shows exactly what will run.
-BUILDABLE := $(STANDARD_MODEL) $(LENGTHDROP_MODEL)
-BUILD_ON_DEMAND := $(if $(filter $(patsubst %/,%,$(MODEL)),$(BUILDABLE)),$(patsubst %/,%,$(MODEL))/config.json,)
+# taken for a missing folder and trained into, and `make -n` shows exactly what will run. A folder
+# is this project's own when its variable still holds the Makefile's default.
+OWN := $(if $(filter file,$(origin STANDARD)),$(patsubst %/,%,$(STANDARD))) \
+	$(if $(filter file,$(origin LENGTHDROP)),$(patsubst %/,%,$(LENGTHDROP)))
+built = $(addsuffix /config.json,$(filter $(OWN),$(patsubst %/,%,$(1))))
+BUILD_ON_DEMAND := $(call built,$(MODEL))
 
-$(STANDARD_MODEL)/config.json:
-	$(MAKE) model-standard STANDARD=$(STANDARD_MODEL)
-	$(MAKE) probes MODEL=$(STANDARD_MODEL)
+ifneq ($(filter file,$(origin STANDARD)),)
+$(patsubst %/,%,$(STANDARD))/config.json:
+	$(MAKE) model-standard ARGS=
+	$(MAKE) probes MODEL=$(STANDARD) ARGS=
+endif
 
-$(LENGTHDROP_MODEL)/config.json: $(STANDARD_MODEL)/config.json
-	$(MAKE) train STANDARD=$(STANDARD_MODEL) LENGTHDROP=$(LENGTHDROP_MODEL)
+ifneq ($(filter file,$(origin LENGTHDROP)),)
+$(patsubst %/,%,$(LENGTHDROP))/config.json: $(call built,$(STANDARD))
+	$(MAKE) train ARGS=
+endif
 
 pareto: $(BUILD_ON_DEMAND) ## search MODEL under BUDGET, re-score on held-out, report -> results/RUN/
-	$(DYNLEN) search --model $(MODEL) $(if $(DATA),--data $(DATA),) --run results/$(RUN) --trials $(TRIALS) \
-		--cost $(COST) --sampler $(SAMPLER) --significance '$(SIGNIFICANCE)' $(if $(BUDGET),--budget '$(BUDGET)',) \
-		$(if $(HELDOUT_QUESTIONS),--heldout-questions $(HELDOUT_QUESTIONS),) $(if $(MAX_RESCORE),--max-rescore $(MAX_RESCORE),) $(SEARCH_SIZE)
-
-# Several local workers on one study; on other machines run the same `dynlen search` command
-# with the same --storage and --run name. SQLite (no STORAGE) serves one process.
-WORKERS ?= 1
-STORAGE ?=
-ifneq ($(filter search,$(MAKECMDGOALS)),)
-  ifneq ($(WORKERS),1)
-    ifeq ($(STORAGE),)
-      $(error WORKERS=$(WORKERS) needs a server storage, e.g. STORAGE=postgresql://user@host/db (SQLite serves one process))
-    endif
-  endif
-endif
-.PHONY: search
-search: $(BUILD_ON_DEMAND) ## WORKERS= processes on one study (STORAGE=postgresql://...), TRIALS completed in all -> results/RUN/
-	@pids=""; for i in $$(seq $(WORKERS)); do \
-		$(DYNLEN) search --model $(MODEL) $(if $(DATA),--data $(DATA),) --run results/$(RUN) --trials $(TRIALS) \
-			--cost $(COST) --sampler $(SAMPLER) --significance '$(SIGNIFICANCE)' $(if $(BUDGET),--budget '$(BUDGET)',) \
-			$(if $(HELDOUT_QUESTIONS),--heldout-questions $(HELDOUT_QUESTIONS),) $(if $(MAX_RESCORE),--max-rescore $(MAX_RESCORE),) \
-			$(if $(STORAGE),--storage '$(STORAGE)',) $(SEARCH_SIZE) & pids="$$pids $$!"; \
-	done; status=0; for p in $$pids; do wait $$p || status=$$?; done; exit $$status
+	$(DYNLEN) search --model $(MODEL) --run results/$(RUN) $(if $(BUDGET),--budget '$(BUDGET)',) $(SEARCH_SIZE) $(ARGS)
 
 report: ## redraw results/RUN/ (plots, frontier.csv, report.md) from the stored study; runs no model
-	$(DYNLEN) report --run results/$(RUN)
+	$(DYNLEN) report --run results/$(RUN) $(ARGS)
 
 choose: ## best configuration of results/RUN/ for BUDGET -> results/RUN/chosen.json
-	$(DYNLEN) choose --run results/$(RUN) $(if $(BUDGET),--budget '$(BUDGET)',)
+	$(DYNLEN) choose --run results/$(RUN) $(if $(BUDGET),--budget '$(BUDGET)',) $(ARGS)
 
 regress: ## fail when the committed reference configurations got slower (CI guard)
-	$(DYNLEN) regress check
+	$(DYNLEN) regress check $(ARGS)
 
 regress-update: ## re-measure the regression baseline from results/reference/frontier.csv
-	$(DYNLEN) regress update --from results/reference/frontier.csv
+	$(DYNLEN) regress update --from results/reference/frontier.csv $(ARGS)
 
 bench-eval: ## Benchmark 1: evaluator throughput against the padded-384 way
-	$(PY) benchmarks/evaluator_throughput.py --model $(MODEL) $(if $(DATA),--data $(DATA),)
+	$(PY) benchmarks/evaluator_throughput.py --model $(MODEL) $(ARGS)
 
 bench-overhead: ## Benchmark 2: keep-all overhead against the stock forward
-	$(PY) benchmarks/keep_all_overhead.py --model $(MODEL) $(if $(DATA),--data $(DATA),)
+	$(PY) benchmarks/keep_all_overhead.py --model $(MODEL) $(ARGS)
 
 bench-kernel: ## small-GEMM kernel against torch's GEMM, by rows
-	$(PY) benchmarks/small_gemm_throughput.py
+	$(PY) benchmarks/small_gemm_throughput.py $(ARGS)
 
 bench-fidelity: ## Benchmark 3: latency speedup / FLOPs speedup of the reference frontier
-	$(PY) benchmarks/flops_fidelity.py --model $(MODEL) $(if $(DATA),--data $(DATA),) --threads 2,1 --frontier results/reference/frontier.csv
+	$(PY) benchmarks/flops_fidelity.py --model $(MODEL) --threads 2,1 --frontier results/reference/frontier.csv $(ARGS)
+
+bench-precision: $(BUILD_ON_DEMAND) ## length x precision: stock, keep-all and the reference shape at fp32, bf16 and int8, batch 1 and 32, held-out F1 -> results/precision
+	$(PY) benchmarks/precision.py --model $(MODEL) --precisions fp32,bf16,int8 --batch-sizes 1,32 --bert-base --accuracy 0 --profile --out results/precision $(ARGS)
 
 bench-selection: ## batch-1 latency of a configuration against the same token counts with free selection
-	$(PY) benchmarks/selection_cost.py --model $(MODEL) $(if $(DATA),--data $(DATA),) --out results/latency-selection-cost
-
-bench-precision: $(BUILD_ON_DEMAND) ## length x precision: stock, keep-all and the reference shape at fp32 and bf16, batch 1 and 32, held-out F1 -> results/precision
-	$(PY) benchmarks/precision.py --model $(MODEL) $(if $(DATA),--data $(DATA),) --precisions fp32,bf16 --batch-sizes 1,32 --bert-base --accuracy 0 --profile --out results/precision
+	$(PY) benchmarks/selection_cost.py --model $(MODEL) --out results/latency-selection-cost $(ARGS)
 
 bench-samplers: ## TPE against NSGA-II by hypervolume
-	$(PY) benchmarks/sampler_comparison.py --model $(MODEL) $(if $(DATA),--data $(DATA),)
+	$(PY) benchmarks/sampler_comparison.py --model $(MODEL) $(ARGS)
 
-# Standard fine-tuning vs LengthDrop: the same search on both models, compared on held-out.
-bench-lengthdrop: ## the same search (SIGNIFICANCE, default: the probes' selection) on STANDARD and LENGTHDROP, compared
+# Standard fine-tuning vs LengthDrop: the same search (ARGS) on both models, compared on held-out.
+bench-lengthdrop: ## the same search on STANDARD and LENGTHDROP, compared
 	$(MAKE) pareto MODEL=$(STANDARD) RUN=bench-lengthdrop-standard
 	$(MAKE) pareto MODEL=$(LENGTHDROP) RUN=bench-lengthdrop-trained
 	$(DYNLEN) compare standard=results/bench-lengthdrop-standard lengthdrop=results/bench-lengthdrop-trained \
@@ -190,10 +151,10 @@ bench-lengthdrop: ## the same search (SIGNIFICANCE, default: the probes' selecti
 # Which significance policy keeps the answer? F1, its interval and answer survival per layer, per policy,
 # on STANDARD and LENGTHDROP side by side (how training under the probes' selection changes each);
 # then the held-out frontiers of the same search budget on MODEL under attention received and under
-# SIGNIFICANCE (RUN's own study, resumed when it exists), on one plot in results/RUN-policies/.
+# its own selection (auto; RUN's own study, resumed when it exists), on one plot in results/RUN-policies/.
 # Only this project's own model folders are built on demand; any other STANDARD/LENGTHDROP is read as given.
-bench-retention: $(filter $(addsuffix /config.json,$(BUILDABLE)),$(patsubst %/,%,$(STANDARD))/config.json $(patsubst %/,%,$(LENGTHDROP))/config.json) $(BUILD_ON_DEMAND) ## every significance policy at fixed budgets on held-out on STANDARD and LENGTHDROP (F1 with intervals, answer survival), then attention's frontier against SIGNIFICANCE's on MODEL
-	$(PY) benchmarks/retention.py --models $(STANDARD),$(LENGTHDROP) $(if $(DATA),--data $(DATA),) --questions 1000 --out results/retention
-	$(MAKE) pareto RUN=$(RUN)-attention SIGNIFICANCE=attention
+bench-retention: $(call built,$(STANDARD) $(LENGTHDROP)) $(BUILD_ON_DEMAND) ## every significance policy at fixed budgets on held-out on STANDARD and LENGTHDROP (F1 with intervals, answer survival), then attention's frontier against the model's own selection on MODEL
+	$(PY) benchmarks/retention.py --models $(STANDARD),$(LENGTHDROP) --questions 1000 --out results/retention
+	$(MAKE) pareto RUN=$(RUN)-attention ARGS="$(ARGS) --significance attention"
 	$(MAKE) pareto RUN=$(RUN)
-	$(DYNLEN) compare attention=results/$(RUN)-attention $(SIGNIFICANCE)=results/$(RUN) --out results/$(RUN)-policies
+	$(DYNLEN) compare attention=results/$(RUN)-attention auto=results/$(RUN) --out results/$(RUN)-policies

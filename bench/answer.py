@@ -33,6 +33,7 @@ answers: ``max_answer_len`` 30 (pipeline: 15) and ``max_question_len`` None, no 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -50,6 +51,7 @@ from dynlen.bench.squad import Example
 from dynlen.engine.adaptive import LengthAdaptiveQA
 from dynlen.engine.config import LengthConfig, resolve_config
 from dynlen.errors import UserError
+from dynlen.options import option
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -93,7 +95,7 @@ class Answerer:
         a model given by name, as ``from_pretrained`` does. The pipeline's per-call keywords
         given here become this answerer's defaults.
         """
-        settings = _Settings(
+        settings = AnswerSettings(
             max_length=_either("max_length", max_length, "max_seq_len", max_seq_len, MAX_LENGTH),
             stride=_either("stride", stride, "doc_stride", doc_stride, DOC_STRIDE),
             max_answer_length=_either("max_answer_length", max_answer_length, "max_answer_len", max_answer_len, 30),
@@ -157,7 +159,7 @@ class Answerer:
         """All pairs go through the model together, so windows of different questions share batches."""
         return self._answer(list(questions), list(contexts), self.settings)
 
-    def _answer(self, questions: Sequence[str], contexts: Sequence[str], settings: _Settings) -> list:
+    def _answer(self, questions: Sequence[str], contexts: Sequence[str], settings: AnswerSettings) -> list:
         examples = [Example(str(i), "", c, q, (), ()) for i, (q, c) in enumerate(zip(questions, contexts))]
         if not examples:
             return []
@@ -181,7 +183,7 @@ class Answerer:
             out.append(ranked[0] if settings.top_k == 1 else ranked)
         return out
 
-    def _truncate_question(self, question: str, settings: _Settings) -> str:
+    def _truncate_question(self, question: str, settings: AnswerSettings) -> str:
         """The question cut after its first ``max_question_len`` tokens, at a character boundary."""
         text = question.lstrip()
         offsets = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
@@ -189,7 +191,7 @@ class Answerer:
             return text
         return text[: offsets[settings.max_question_len - 1][1]]
 
-    def _check_question_lengths(self, examples: Sequence[Example], settings: _Settings) -> None:
+    def _check_question_lengths(self, examples: Sequence[Example], settings: AnswerSettings) -> None:
         """The fast tokenizer aborts the process (a Rust panic, not an exception) on a question that leaves no room for the stride."""
         specials = self.tokenizer.num_special_tokens_to_add(pair=True)
         limit = settings.max_length - specials - settings.stride - 1
@@ -219,7 +221,7 @@ class Answerer:
         windows: Sequence[int],
         starts: Sequence[np.ndarray],
         ends: Sequence[np.ndarray],
-        settings: _Settings,
+        settings: AnswerSettings,
     ) -> dict:
         if not np.isfinite(picked["score"]):
             # No valid span: the context produced no tokens (e.g. only characters the tokenizer drops).
@@ -322,7 +324,6 @@ def _eval_mode(model: torch.nn.Module) -> Iterator[None]:
 # Per-call keyword -> setting. The pipeline's spelling and this project's both work.
 _CALL_NAMES = {
     "top_k": "top_k",
-    "topk": "top_k",  # the pipeline's older, deprecated spelling
     "handle_impossible_answer": "handle_impossible_answer",
     "max_question_len": "max_question_len",
     "doc_stride": "stride",
@@ -333,18 +334,25 @@ _CALL_NAMES = {
     "max_length": "max_length",
 }
 _IGNORED = ("align_to_words", "padding")
+# Spellings that still work, with a DeprecationWarning, until the version named: keyword -> (setting, removed in).
+_DEPRECATED = {"topk": ("top_k", "0.2.0")}  # the pipeline's own deprecated spelling
 
 
 @dataclass(frozen=True)
-class _Settings:
-    """How windows are cut and answers chosen; the answerer's defaults, overridable per call."""
+class AnswerSettings:
+    """How windows are cut and answers chosen; the answerer's defaults, overridable per call.
 
-    max_length: int
-    stride: int
-    max_answer_length: int
-    top_k: int = 1
-    handle_impossible_answer: bool = False
-    max_question_len: int | None = None
+    The command line's flags are the question-answering pipeline's names.
+    """
+
+    max_length: int = option(MAX_LENGTH, "tokens per window, question included", flag="--max-seq-len")
+    stride: int = option(DOC_STRIDE, "tokens two windows of a long context share", flag="--doc-stride")
+    max_answer_length: int = option(30, "longest answer in tokens")
+    top_k: int = option(1, "answers per question; above 1 each result is a list")
+    handle_impossible_answer: bool = option(
+        False, "allow the empty answer when the model rates 'no answer' above every span", cli=False
+    )
+    max_question_len: int | None = option(None, "keep only the question's first N tokens (default: all)", cli=False)
 
     def check(self) -> None:
         _check_positive(max_length=self.max_length, max_answer_length=self.max_answer_length, top_k=self.top_k)
@@ -355,7 +363,7 @@ class _Settings:
                 f"stride (doc_stride) must be between 0 and max_length - 1 ({self.max_length - 1}), got {self.stride!r}"
             )
 
-    def updated(self, options: dict) -> _Settings:
+    def updated(self, options: dict) -> AnswerSettings:
         if not options:
             return self
         changed = replace(self, **options)
@@ -385,8 +393,13 @@ def _parse_call(args: tuple, kwargs: dict) -> tuple[list[str], list[str], bool, 
     kwargs = dict(kwargs)
     options: dict = {}
     for key in list(kwargs):
-        if key in _CALL_NAMES:
-            setting = _CALL_NAMES[key]
+        if key in _DEPRECATED:
+            setting, removed = _DEPRECATED[key]
+            warnings.warn(
+                f"{key}= is deprecated; write {setting}= (removed in dynlen {removed})", DeprecationWarning, 2
+            )
+        if key in _CALL_NAMES or key in _DEPRECATED:
+            setting = _CALL_NAMES[key] if key in _CALL_NAMES else _DEPRECATED[key][0]
             value = kwargs.pop(key)
             if setting in options and options[setting] != value:
                 raise UserError(f"{key}={value!r} repeats a setting already given as {options[setting]!r}")
@@ -499,7 +512,7 @@ def _ranked_answers(
     starts: Sequence[np.ndarray],
     ends: Sequence[np.ndarray],
     n_best: int,
-    settings: _Settings,
+    settings: AnswerSettings,
 ) -> list[dict]:
     """The ``top_k`` best distinct spans, best first, plus the empty answer when it should be one of them.
 

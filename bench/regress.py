@@ -4,7 +4,7 @@ Runs without the trained model: a random model of the default model's shape cost
 FLOPs and time. FLOPs are counted by ``FlopCounterMode`` on the model as it runs (so a bug
 that stops tokens from really leaving the tensors shows up), and must match the committed
 values exactly; latency speedup over keep-all is measured interleaved in one run and may
-fall at most ``--latency-tolerance`` below the committed value. The reference here is the model's stock
+fall at most the latency tolerance (15%) below the committed value. The reference here is the model's stock
 forward, not the engine's keep-all: a kernel that stops loading, or a slower keep-all path, then shows
 up as a fall too, where a ratio between two engine runs could hide it.
 """

@@ -9,7 +9,6 @@ extracted and scored.
 from __future__ import annotations
 
 import copy
-import functools
 import time
 from dataclasses import dataclass
 
@@ -165,14 +164,7 @@ class QARunner:
             self.questions,
             padded=padded,
             probe_flops=self.adaptive.probe_flops,
-            question_lengths=self.question_lengths,
         )
-
-    @functools.cached_property
-    def question_lengths(self) -> list[int]:
-        """Each feature's question segment ([CLS] question [SEP]): what question-reading probes match against."""
-        sep = self.tokenizer.sep_token_id
-        return [ids.index(sep) + 1 if sep in ids else 0 for ids in self.features.input_ids]
 
     def mean_tokens(self, config: LengthConfig) -> list[float]:
         return mean_tokens_per_layer(config, self.features.lengths)

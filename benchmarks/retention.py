@@ -37,7 +37,14 @@ from dynlen.bench.runner import QARunner
 from dynlen.bench.squad import limit_examples, load_squad, split_by_article
 from dynlen.bench.uncertainty import paired_interval, per_question_f1
 from dynlen.engine.config import LengthConfig, parse_selection
-from dynlen.engine.significance import SelectionInputs, attention_received, register_policy
+from dynlen.engine.significance import POLICIES as REGISTERED
+from dynlen.engine.significance import (
+    SelectionInputs,
+    SignificancePolicy,
+    attention_received,
+    lookahead_probability,
+    register_policy,
+)
 from dynlen.errors import UserError
 
 CONFIGS = (
@@ -60,17 +67,46 @@ POLICIES = (
 )
 
 
-class SpanOracle:
+class QuestionAttention(SignificancePolicy):
+    """Attention received from the question's queries only. Measured within noise of ``attention``."""
+
+    name = "question-attention"
+    needs_attention = needs_question = True
+
+    def scores(self, inputs: SelectionInputs) -> torch.Tensor:
+        return attention_received(inputs.probs, inputs.valid, queries=inputs.question)
+
+
+class LookaheadEvidence(SignificancePolicy):
+    """The probe's start + end probability plus the attention each token receives from the likely answers.
+
+    Every query is weighted by its probe probability, so the answer candidates stay and so do the
+    tokens they read. Measured +0.2-0.3 F1 over ``lookahead+question``, within its interval.
+    """
+
+    name = "lookahead-evidence"
+    needs_attention = needs_probes = True
+
+    def scores(self, inputs: SelectionInputs) -> torch.Tensor:
+        probe = lookahead_probability(inputs)  # padded slots already 0
+        return probe + (probe.to(inputs.probs.dtype)[:, None, :] @ inputs.probs.mean(dim=1)).squeeze(1)
+
+    def scoring_flops(self, tokens: int) -> int:
+        """The weighted sum of the head-averaged attention rows: one (1 x tokens) @ (tokens x tokens) product."""
+        return 2 * tokens * tokens
+
+
+class SpanOracle(SignificancePolicy):
     """One span per feature always stays; the rest is ranked by attention received. Benchmark only.
 
     ``spans`` (features, 2) holds each feature's start/end token (0, 0: nothing to keep);
-    ``current`` is the rows of the batch being run.
+    ``current`` is the rows of the batch being run: the policy's state, on its instance.
     """
 
-    needs_attention, needs_probes, needs_question = True, False, False
+    needs_attention = True
 
     def __init__(self, name: str) -> None:
-        self.name = name
+        self.name = name  # one class, two registered names
         self.spans: torch.Tensor | None = None
         self.current: torch.Tensor | None = None
 
@@ -254,13 +290,18 @@ def main(argv: list[str] | None = None) -> int:
     return harness.run(_run, parser.parse_args(argv), argv, __file__)
 
 
+def _registered(policy: SignificancePolicy) -> SignificancePolicy:
+    """``policy`` registered, or the one registered under its name by an earlier run in this process."""
+    return REGISTERED.get(policy.name) or register_policy(policy)
+
+
 def _run(args: argparse.Namespace, figures: harness.Figures) -> None:
     if args.questions < 1:
         raise UserError(f"--questions must be at least 1, got {args.questions}")
     quiet_libraries()
-    oracles = {name: SpanOracle(name) for name in ("oracle", "self-oracle")}
-    for oracle in oracles.values():
-        register_policy(oracle)
+    for policy in (QuestionAttention(), LookaheadEvidence()):
+        _registered(policy)
+    oracles = {name: _registered(SpanOracle(name)) for name in ("oracle", "self-oracle")}
     configs = [c.strip() for c in args.configs.split(";") if c.strip()]
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
     for spec in configs:

@@ -35,17 +35,16 @@ from dynlen.bench.runner import QARunner
 from dynlen.bench.squad import limit_examples, load_squad
 from dynlen.engine.adaptive import LengthAdaptiveQA
 from dynlen.engine.config import LengthConfig, keep_counts_batch, resolve_config
-from dynlen.engine.significance import POLICIES, SelectionInputs, get_policy, register_policy
+from dynlen.engine.significance import POLICIES, SelectionInputs, SignificancePolicy, get_policy, register_policy
 from dynlen.errors import UserError
 
 DEFAULT_CONFIG = "ratios:1,1,0.7,0.5,0.35,0.25@lookahead+question"
 
 
-class LeadingTokens:
+class LeadingTokens(SignificancePolicy):
     """Benchmark-only policy: the earlier a token, the higher its score (nothing is read)."""
 
     name = "bench-leading"
-    needs_attention, needs_probes, needs_question = False, False, False
 
     def scores(self, inputs: SelectionInputs) -> torch.Tensor:
         return -inputs.positions.to(inputs.hidden.dtype)

@@ -58,7 +58,7 @@ def new_database(server: str, name: str) -> str:
 
 
 def worker_command(args, model, data, run_dir, url) -> list[str]:
-    return [sys.executable, __file__, "--worker", "--model", str(model), "--data", str(data), "--run-dir",
+    return [sys.executable, __file__, "--worker", "--model", str(model), "--data", str(data), "--run",
             str(run_dir), "--storage", url, "--trials", str(args.trials)]  # fmt: skip
 
 
@@ -71,7 +71,7 @@ def run_worker(args) -> None:
 
     torch.set_num_threads(1)
     settings = SearchSettings(
-        model=args.model, data=args.data, run_dir=args.run_dir, trials=args.trials, storage=args.storage,
+        model=args.model, data=args.data, run_dir=args.run, trials=args.trials, storage=args.storage,
         cost="latency", search_questions=None, heldout_questions=None, batch_size=4, latency_sample=2,
         latency_repeats=8, max_rescore=2, heartbeat=1,
     )  # fmt: skip
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = harness.parser(__doc__, out="runs/workers")
     parser.add_argument("--trials", type=int, default=30, help="completed trials asked of each scenario")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    for option in ("--model", "--data", "--run-dir", "--storage"):  # a worker's own call (worker_command)
+    for option in ("--model", "--data", "--run", "--storage"):
         parser.add_argument(option, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:

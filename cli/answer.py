@@ -5,15 +5,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from dynlen.atomic import writable_folder, write_text_atomic
-from dynlen.bench.answer import Answerer
-from dynlen.bench.device import DEVICE_CHOICES
-from dynlen.bench.model_io import DEFAULT_MODEL_DIR
-from dynlen.cli.argtypes import int_at_least
+from dynlen.bench.answer import Answerer, AnswerSettings
+from dynlen.bench.model_io import DEFAULT_MODEL_DIR, LoadOptions
+from dynlen.cli.options import add_options, values
 from dynlen.engine.config import resolve_config
 from dynlen.errors import UserError
+from dynlen.options import option
 
 HELP = "answer questions with a model and a length configuration"
 DESCRIPTION = (
@@ -23,76 +26,28 @@ DESCRIPTION = (
 )
 
 
+@dataclass(frozen=True)
+class AnswerInputs:
+    """What to answer, with which model and configuration, and where the answers go."""
+
+    model: str = option(DEFAULT_MODEL_DIR, "*ForQuestionAnswering model: local folder or hub id")
+    config: str | None = option(
+        None,
+        "length configuration: 'keep-all', a JSON file (e.g. the output of choose) or inline values such as "
+        "'ratios:1,0.9,0.8,0.7,0.6,0.5@lookahead+question' (default: the one a folder exported by "
+        "`choose --export` carries, else keep-all)",
+    )
+    question: str | None = option(None, "the question, with --context (default: none)")
+    context: str | None = option(None, "the text to find the answer in, with --question (default: none)")
+    input: str | None = option(None, 'JSON-lines file, one {"question": ..., "context": ...} per line (default: none)')
+    out: str | None = option(None, "also write the JSON results to this file (default: standard output only)")
+    batch_size: int = option(16, "windows per forward pass", cli=False)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--model",
-        default=DEFAULT_MODEL_DIR,
-        help="*ForQuestionAnswering model: local folder or hub id (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--config",
-        default=None,
-        help="length configuration: 'keep-all', a JSON file (e.g. the output of choose) or inline "
-        "values such as 'ratios:1,0.9,0.8,0.7,0.6,0.5@lookahead+question' (default: the one a folder exported "
-        "by `choose --export` carries, else keep-all)",
-    )
-    parser.add_argument("--question", help="the question (with --context)")
-    parser.add_argument("--context", help="the text to find the answer in (with --question)")
-    parser.add_argument("--input", help='JSON-lines file, one {"question": ..., "context": ...} per line')
-    parser.add_argument("--out", help="also write the JSON results to this file")
-    parser.add_argument(
-        "--batch-size", type=int_at_least(1), default=16, help="windows per forward pass (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--max-answer-length",
-        "--max-answer-len",
-        type=int_at_least(1),
-        default=30,
-        help="longest answer in tokens (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--device",
-        default="auto",
-        help=f"where the model runs: {', '.join(DEVICE_CHOICES)} or cuda:N; auto = a GPU when torch sees one "
-        "(default: %(default)s)",
-    )
-    parser.add_argument(
-        "--top-k", type=int_at_least(1), default=1, help="answers per question; above 1 each result is a list"
-    )
-    parser.add_argument(
-        "--handle-impossible-answer",
-        action="store_true",
-        help="allow the empty answer when the model rates 'no answer' above every span",
-    )
-    parser.add_argument(
-        "--max-question-len",
-        type=int_at_least(1),
-        default=None,
-        help="keep only the question's first N tokens (default: all)",
-    )
-    add_loading_arguments(parser)
-
-
-def add_loading_arguments(parser: argparse.ArgumentParser) -> None:
-    """How a model given by name is loaded, as ``from_pretrained`` takes it (token: the HF_TOKEN variable)."""
-    parser.add_argument(
-        "--revision", default=None, help="hub branch, tag or commit of --model (default: the main branch)"
-    )
-    parser.add_argument(
-        "--trust-remote-code",
-        action="store_true",
-        help="run the model repository's own Python code (only for repositories you trust)",
-    )
-    parser.add_argument(
-        "--dtype",
-        choices=("auto", "float32", "float16", "bfloat16"),
-        default=None,
-        help="weights' dtype; 'auto' = as saved (default: float32)",
-    )
-
-
-def loading_options(args: argparse.Namespace) -> dict:
-    return {"revision": args.revision, "trust_remote_code": args.trust_remote_code, "dtype": args.dtype}
+    add_options(parser, AnswerInputs)
+    add_options(parser.add_argument_group("windows and answers"), AnswerSettings)
+    add_options(parser.add_argument_group("loading the model"), LoadOptions, exclude=("quiet",))  # no progress bars
 
 
 def read_jsonl(path: str | Path) -> tuple[list[str], list[str]]:
@@ -119,39 +74,39 @@ def read_jsonl(path: str | Path) -> tuple[list[str], list[str]]:
     return questions, contexts
 
 
-def _cli_inputs(args: argparse.Namespace) -> tuple[str | list[str], str | list[str]]:
-    pair = args.question is not None or args.context is not None
-    if args.input and pair:
+def _cli_inputs(inputs: AnswerInputs) -> tuple[str | list[str], str | list[str]]:
+    pair = inputs.question is not None or inputs.context is not None
+    if inputs.input and pair:
         raise UserError("give either --input FILE.jsonl or --question with --context, not both")
-    if args.input:
-        return read_jsonl(args.input)
-    if args.question is None or args.context is None:
+    if inputs.input:
+        return read_jsonl(inputs.input)
+    if inputs.question is None or inputs.context is None:
         raise UserError("give --question and --context together, or --input FILE.jsonl")
-    return args.question, args.context
+    return inputs.question, inputs.context
 
 
 def run(args: argparse.Namespace) -> None:
     """``dynlen answer``: prints the results as JSON (one object, or a list for --input)."""
-    question, context = _cli_inputs(args)
-    if args.config is not None:
-        resolve_config(args.config, 1)  # its values, before the model loads (the depth is checked once it has)
-    if args.out:
-        writable_folder(Path(args.out).parent)
+    inputs, load = AnswerInputs(**values(AnswerInputs, args)), LoadOptions(**values(LoadOptions, args))
+    question, context = _cli_inputs(inputs)
+    if inputs.config is not None:
+        resolve_config(inputs.config, 1)  # its values, before the model loads (the depth is checked once it has)
+    if inputs.out:
+        writable_folder(Path(inputs.out).parent)
+    if load.threads:
+        torch.set_num_threads(load.threads)
     answerer = Answerer(
-        args.model,
-        args.config,
-        batch_size=args.batch_size,
-        max_answer_length=args.max_answer_length,
-        device=args.device,
-        top_k=args.top_k,
-        handle_impossible_answer=args.handle_impossible_answer,
-        max_question_len=args.max_question_len,
-        **loading_options(args),
+        inputs.model,
+        inputs.config,
+        batch_size=inputs.batch_size,
+        device=load.device,
+        **values(AnswerSettings, args),
+        **load.from_pretrained(),
     )
     results = answerer(question, context)
     text = json.dumps(results, indent=2, ensure_ascii=False)
-    if args.out:
-        out = Path(args.out)
+    if inputs.out:
+        out = Path(inputs.out)
         out.parent.mkdir(parents=True, exist_ok=True)
         write_text_atomic(out, text + "\n")
     sys.stdout.write(text + "\n")

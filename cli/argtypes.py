@@ -23,26 +23,6 @@ def positive_int_list(what: str, example: str) -> Callable[[str], list[int]]:
     return parse
 
 
-def dropout_or_none(text: str) -> float | None:
-    """A dropout probability, or ``none`` for the model config's own (checked by the recipe)."""
-    if text.lower() == "none":
-        return None
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: give a probability such as 0 or 0.1, or 'none'") from None
-
-
-def hidden_alias(parser: argparse.ArgumentParser, old: str, dest: str, **kwargs) -> None:
-    """Accept an option's former spelling without listing it in ``--help``.
-
-    Every command spells an option one way (``--run``, ``--model``); scripts written against an
-    older spelling keep working. The alias has no default of its own, so the documented option's
-    default stands when neither is given.
-    """
-    parser.add_argument(old, dest=dest, help=argparse.SUPPRESS, default=argparse.SUPPRESS, **kwargs)
-
-
 def int_at_least(minimum: int, meaning: str = "") -> Callable[[str], int]:
     """An argparse ``type``: a whole number no smaller than ``minimum`` (a count, a size, a step)."""
 

@@ -17,14 +17,14 @@ DESCRIPTION = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--run", required=True, help="run folder (e.g. results/default) or its name under results/")
-    parser.add_argument("--budget", default=None, help=f"{SYNTAX}")
+    parser.add_argument("--run", required=True, help="run folder (e.g. reports/default) or its name under reports/")
+    parser.add_argument("--budget", default=None, help=f"{SYNTAX} (default: none)")
     parser.add_argument("--out", default=None, help="output JSON (default: RUN/chosen.json)")
     parser.add_argument(
         "--export",
         default=None,
         help="also write a Hugging Face model folder that serves the choice by itself (weights, tokenizer, "
-        "probes, and the configuration in config.json)",
+        "probes, and the configuration in config.json) (default: none)",
     )
 
 

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from dynlen.atomic import writable_folder, write_text_atomic
-from dynlen.bench.device import DEVICE_CHOICES, resolve_device
+from dynlen.bench.device import resolve_device
 from dynlen.bench.metrics import metrics_record
-from dynlen.bench.model_io import DEFAULT_MODEL_DIR
+from dynlen.bench.model_io import DEFAULT_MODEL_DIR, LoadOptions
 from dynlen.bench.runner import QARunner
 from dynlen.bench.squad import DEFAULT_DEV_SET, limit_examples, load_squad
-from dynlen.cli.answer import add_loading_arguments, loading_options
-from dynlen.cli.argtypes import int_at_least, threads
+from dynlen.cli.options import add_options, values
 from dynlen.engine.config import resolve_config
 from dynlen.engine.costs import check_flops_consistent
+from dynlen.options import option
 
 HELP = "evaluate one model x data x length configuration"
 DESCRIPTION = (
@@ -25,97 +26,67 @@ DESCRIPTION = (
 )
 
 
+@dataclass(frozen=True)
+class EvalSettings:
+    """What one evaluation measures, each option declared once."""
+
+    model: str = option(
+        DEFAULT_MODEL_DIR, "*ForQuestionAnswering model: local folder or hub id (built by `make model`)"
+    )
+    data: str = option(
+        DEFAULT_DEV_SET, "SQuAD 1.1 JSON file, or hub:rajpurkar/squad[:split] where the hub is reachable"
+    )
+    config: str = option(
+        "keep-all",
+        "length configuration: 'keep-all', a JSON file, or inline values such as '269,253,252,202,104,34' "
+        "(counts at 384) or 'ratios:1,0.9,0.8,0.7,0.6,0.5@lookahead+question'",
+    )
+    limit: int | None = option(None, "evaluate only the first N questions (default: all)")
+    out: str = option("runs/eval", "folder for metrics.json and predictions.json")
+    batch_size: int = option(32, "evaluation batch size, length-sorted with dynamic padding")
+    latency_sample: int = option(16, "features timed for latency")
+    latency_repeats: int = option(5, "timed rounds after one warm-up round")
+    latency_batch_size: int = option(1, "batch size of latency timing", cli=False)
+    no_latency: bool = option(False, "skip latency timing (FLOPs are still exact)")
+    no_bert_base_latency: bool = option(False, "do not time the BERT-base reference (it is the slowest part)")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--model",
-        default=DEFAULT_MODEL_DIR,
-        help="*ForQuestionAnswering model: local folder or hub id (default: %(default)s, built by `make model`)",
-    )
-    parser.add_argument(
-        "--data",
-        default=DEFAULT_DEV_SET,
-        help="SQuAD 1.1 JSON file, or hub:rajpurkar/squad[:split] where the hub is reachable (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--config",
-        default="keep-all",
-        help="length configuration: 'keep-all', a JSON file, or inline values such as "
-        "'269,253,252,202,104,34' (counts at 384) or 'ratios:1,0.9,0.8,0.7,0.6,0.5' (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--limit", type=int_at_least(1), default=None, help="evaluate only the first N questions (default: all)"
-    )
-    parser.add_argument(
-        "--out", default="runs/eval", help="folder for metrics.json and predictions.json (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--batch-size",
-        type=int_at_least(1),
-        default=32,
-        help="evaluation batch size, length-sorted with dynamic padding (default: %(default)s)",
-    )
-    parser.add_argument("--threads", type=threads, default=None, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument(
-        "--device",
-        choices=DEVICE_CHOICES,
-        default="auto",
-        help="where the model runs: 'cuda' (an NVIDIA GPU), 'cpu', or 'auto' = cuda when torch "
-        "sees a GPU, else cpu; answers are always extracted and scored on the CPU (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--latency-sample", type=int_at_least(1), default=16, help="features timed for latency (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--latency-batch-size",
-        type=int_at_least(1),
-        default=1,
-        help="batch size for latency timing (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--latency-repeats",
-        type=int_at_least(1),
-        default=5,
-        help="timed rounds after one warm-up round (default: %(default)s)",
-    )
-    parser.add_argument("--no-latency", action="store_true", help="skip latency timing (FLOPs are still exact)")
-    parser.add_argument(
-        "--no-bert-base-latency",
-        action="store_true",
-        help="do not time the BERT-base reference (it is the slowest part)",
-    )
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    add_loading_arguments(parser)
+    add_options(parser, EvalSettings)
+    add_options(parser.add_argument_group("loading the model"), LoadOptions)
 
 
 def run(args: argparse.Namespace) -> None:
-    device = resolve_device(args.device)  # before loading anything: a missing GPU is one line, at once
-    resolve_config(args.config, 1)  # the configuration's values, before data or model load (depth: below)
-    out = writable_folder(Path(args.out))  # a read-only or full --out is found now, not after the evaluation
-    data = limit_examples(load_squad(args.data), args.limit)
+    settings, load = EvalSettings(**values(EvalSettings, args)), LoadOptions(**values(LoadOptions, args))
+    device = resolve_device(load.device)  # before loading anything: a missing GPU is one line, at once
+    resolve_config(settings.config, 1)  # the configuration's values, before data or model load (depth: below)
+    writable_folder(Path(settings.out))  # a read-only or full --out is found now, not after the evaluation
+    data = limit_examples(load_squad(settings.data), settings.limit)
     runner = QARunner(
-        args.model,
+        settings.model,
         data,
-        batch_size=args.batch_size,
-        threads=args.threads,
-        progress=not args.quiet,
+        batch_size=settings.batch_size,
+        threads=load.threads,
+        progress=not load.quiet,
         device=device,
-        load_options=loading_options(args),
+        load_options=load.from_pretrained(),
     )
-    config = resolve_config(args.config, runner.num_layers)
-    config.check_layers(runner.num_layers, args.model)
+    config = resolve_config(settings.config, runner.num_layers)
+    config.check_layers(runner.num_layers, settings.model)
     result = runner.evaluate(config)
     check_flops_consistent(runner, config, result.tokens_kept_per_layer)
     latency = None
-    if not args.no_latency:
+    if not settings.no_latency:
         latency = runner.latency(
             config,
-            sample=args.latency_sample,
-            batch_size=args.latency_batch_size,
-            repeats=args.latency_repeats,
-            with_bert_base=not args.no_bert_base_latency,
+            sample=settings.latency_sample,
+            batch_size=settings.latency_batch_size,
+            repeats=settings.latency_repeats,
+            with_bert_base=not settings.no_bert_base_latency,
             with_stock=True,
         )
-    record = metrics_record(runner, result, latency)
+    record = {**metrics_record(runner, result, latency), "loading": load.record()}
+    out = Path(settings.out)
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(
         out / "predictions.json", json.dumps({q: a["text"] for q, a in result.answers.items()}, indent=1) + "\n"

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from dynlen.bench.model_io import DEFAULT_MODEL_DIR
-from dynlen.bench.squad import DEFAULT_DEV_SET
-from dynlen.cli.argtypes import hidden_alias, int_at_least, threads
+from dynlen.bench.model_io import LoadOptions
+from dynlen.cli.options import add_options, values
 from dynlen.engine.probes import AUTO_SIGNIFICANCE
-from dynlen.engine.significance import POLICIES
 from dynlen.reports.report import make_report
-from dynlen.search.budget import SYNTAX, parse_budget
-from dynlen.search.settings import SearchSettings
+from dynlen.search.budget import parse_budget
+from dynlen.search.settings import SEARCH_DEVICE, SearchSettings
 from dynlen.search.space import parse_selections
 from dynlen.search.study import run_search
 
@@ -26,151 +24,26 @@ DESCRIPTION = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    d = SearchSettings(model="", data="", run_dir="")
-    parser.add_argument("--model", default=DEFAULT_MODEL_DIR, help="QA model folder or hub id (default: %(default)s)")
-    parser.add_argument("--data", default=DEFAULT_DEV_SET, help="SQuAD 1.1 JSON (default: %(default)s)")
-    hidden_alias(parser, "--run-dir", "run_dir")
-    parser.add_argument(
-        "--run",
-        dest="run_dir",
-        default="results/default",
-        help="run folder: study.db, run.json, trials.json, report (default: %(default)s)",
+    add_options(parser, SearchSettings)
+    add_options(parser.add_argument_group("loading the model"), LoadOptions, defaults={"device": SEARCH_DEVICE})
+
+
+def settings_from_args(args: argparse.Namespace) -> SearchSettings:
+    """The settings the command line gives, budget and selection read once into their stored form."""
+    budget = parse_budget(args.budget)
+    selection = args.significance
+    if selection != AUTO_SIGNIFICANCE:
+        selection = ",".join(parse_selections(selection))
+    load = LoadOptions(**values(LoadOptions, args))
+    return SearchSettings(
+        **values(SearchSettings, args, budget=str(budget) if budget else None, significance=selection, load=load)
     )
-    parser.add_argument(
-        "--trials",
-        type=int_at_least(1),
-        default=d.trials,
-        help="total completed trials wanted, baselines included (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--cost", choices=("flops", "latency"), default=d.cost, help="second objective (default: %(default)s)"
-    )
-    parser.add_argument("--budget", default=None, help=f"constraint: {SYNTAX} (relative to the model's keep-all)")
-    parser.add_argument(
-        "--sampler",
-        choices=("tpe", "nsga2"),
-        default=d.sampler,
-        help="TPE (multivariate) or NSGA-II (default: %(default)s)",
-    )
-    parser.add_argument("--seed", type=int, default=d.seed, help="sampler seed (default: %(default)s)")
-    parser.add_argument(
-        "--storage",
-        default=None,
-        help="Optuna storage URL, e.g. postgresql://user@host/db for many workers running the same command "
-        "(default: SQLite in the run folder, one process)",
-    )
-    parser.add_argument(
-        "--study-name",
-        default=None,
-        help="name of the study in the storage (default: the run folder's name, so one server holds many runs)",
-    )
-    parser.add_argument(
-        "--heartbeat",
-        type=int_at_least(1),
-        default=d.heartbeat,
-        help="seconds between a trial's heartbeats on a server storage; a trial silent for 3 beats "
-        "(its worker was killed) is failed and retried (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--search-questions",
-        type=int_at_least(0, " (0: the whole split)"),
-        default=d.search_questions,
-        help="questions of the search split used (default: %(default)s; 0 = all)",
-    )
-    parser.add_argument(
-        "--heldout-questions",
-        type=int_at_least(0, " (0: the whole split)"),
-        default=d.heldout_questions,
-        help="questions of the held-out split used for re-scoring (default: %(default)s; 0 = all)",
-    )
-    parser.add_argument(
-        "--heldout-fraction",
-        type=float,
-        default=d.heldout_fraction,
-        help="share of questions (whole articles) held out (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--split-seed", type=int, default=d.split_seed, help="seed of the article split (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--batch-size", type=int_at_least(1), default=d.batch_size, help="evaluation batch size (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--latency-sample",
-        type=int_at_least(1),
-        default=d.latency_sample,
-        help="features timed per latency measurement (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--latency-repeats",
-        type=int_at_least(1),
-        default=d.latency_repeats,
-        help="timed rounds per latency measurement (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--latency-batch-size",
-        type=int_at_least(1),
-        default=d.latency_batch_size,
-        help="batch size of latency timing (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--max-rescore",
-        type=int,
-        default=d.max_rescore,
-        help="search-frontier points re-scored on held-out: first every one within 3 F1 of keep-all on the "
-        "search split, then the rest evenly spread (default: %(default)s; baselines always are)",
-    )
-    parser.add_argument(
-        "--significance",
-        default=d.significance,
-        help=f"token-selection policy: {', '.join(sorted(POLICIES))}; "
-        "'+question' to always keep the question; a comma list is searched as a dimension; auto: "
-        "lookahead+question when the model has look-ahead probes, else attention (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--precision",
-        default=d.precision,
-        help="precision of the products: fp32, bf16, fp16, or auto (what this CPU multiplies natively); "
-        "a comma list (fp32,bf16) is searched with the selection as one dimension (default: %(default)s)",
-    )
-    parser.add_argument("--threads", type=threads, default=None, help="torch CPU threads")
-    parser.add_argument(
-        "--bert-f1", type=float, default=88.5, help="BERT-base F1 for the BERT-1%% line (default: %(default)s)"
-    )
-    parser.add_argument("--no-report", action="store_true", help="skip writing the report files")
 
 
 def run(args: argparse.Namespace) -> int:
-    budget = parse_budget(args.budget)
-    settings = SearchSettings(
-        model=args.model,
-        data=args.data,
-        run_dir=str(args.run_dir),
-        trials=args.trials,
-        cost=args.cost,
-        budget=str(budget) if budget else None,
-        sampler=args.sampler,
-        seed=args.seed,
-        search_questions=args.search_questions or None,
-        heldout_questions=args.heldout_questions or None,
-        heldout_fraction=args.heldout_fraction,
-        split_seed=args.split_seed,
-        storage=args.storage,
-        batch_size=args.batch_size,
-        latency_sample=args.latency_sample,
-        latency_repeats=args.latency_repeats,
-        latency_batch_size=args.latency_batch_size,
-        threads=args.threads,
-        max_rescore=args.max_rescore,
-        study_name=args.study_name,
-        heartbeat=args.heartbeat,
-        significance=args.significance
-        if args.significance == AUTO_SIGNIFICANCE
-        else ",".join(parse_selections(args.significance)),
-        precision=args.precision,
-    )
-    run_dir = run_search(settings, budget)
-    if run_dir is not None and not args.no_report:
-        for path in make_report(run_dir, bert_f1=args.bert_f1):
+    settings = settings_from_args(args)
+    run_dir = run_search(settings, parse_budget(args.budget))
+    if run_dir is not None and settings.report:
+        for path in make_report(run_dir):
             print(f"wrote {path}")
     return 0

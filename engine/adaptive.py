@@ -19,7 +19,7 @@ from, the rest of the block, the FLOPs formula) lives in one adapter per family 
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -32,9 +32,13 @@ from dynlen.engine.costs import CostShape
 from dynlen.engine.families import ADAPTERS, adapter_for
 from dynlen.engine.families.bert import BertLayoutAdapter
 from dynlen.engine.kernels import native_kernels
+from dynlen.engine.kernels import selection as _native_selection  # noqa: F401 - registers the kernels
 from dynlen.engine.precision import get_precision
 from dynlen.engine.probes import LookaheadProbes, load_probes
 from dynlen.engine.significance import (
+    ACCELERATED,
+    AcceleratedSelection,
+    DropJob,
     SelectionInputs,
     SignificancePolicy,
     attention_received,
@@ -87,18 +91,6 @@ def reached_last_layer(out: AdaptiveOutput, attention_mask: torch.Tensor) -> tor
     reached = torch.zeros_like(valid)
     kept = torch.ones_like(positions, dtype=torch.bool) if slot_real is None else slot_real
     return reached.scatter_(1, positions, kept) & valid
-
-
-def _skip_layers(plan: list[list[int]], lengths: list[int], skip: Collection[int]) -> list[list[int]]:
-    """A bypassed layer keeps what the layer before it kept; later layers keep their own counts."""
-    if not skip:
-        return plan
-    out, previous = [], list(lengths)
-    for index, counts in enumerate(plan):
-        row = list(previous) if index in skip else [min(k, n) for k, n in zip(counts, previous)]
-        out.append(row)
-        previous = row
-    return out
 
 
 def _keep_tensor(counts: list[list[int]], num_layers: int, device: torch.device) -> torch.Tensor:
@@ -157,48 +149,21 @@ def _select_kept(
 
 @dataclass
 class _Selection:
-    """One forward's token-selection state: the policy, the question slots, the probes and the last scores."""
+    """One forward's token-selection state: the policy, its native implementation, the question slots, the probes."""
 
     policy: SignificancePolicy
     keep_question: bool
     question: torch.Tensor | None  # (batch, slots), follows the slots through every drop
     probes: LookaheadProbes | None
-    scores: torch.Tensor | None = None  # (batch, slots) latest scores of a policy that reads them
     # with the question kept: how many leading slots of each example are question, on the host
     question_lead: list[int] | None = None
-
-    @property
-    def plain_attention(self) -> bool:
-        """The Length-Adaptive Transformer's rule: attention received, with or without the question kept."""
-        return self.policy.name == "attention"
-
-    @property
-    def plain_lookahead(self) -> bool:
-        """The look-ahead probe's start + end probability alone, with or without the question kept."""
-        return self.policy.name == "lookahead" and self.probes is not None
-
-    @property
-    def kernel_ready(self) -> bool:
-        """What a native kernel computes: attention received (drop attention) or the probe's score (probe select).
-
-        Both protect leading slots: the question segment leads every row and kept slots stay in
-        position order, so keeping it is protecting each example's first ``question`` slots.
-        """
-        return self.plain_attention or self.plain_lookahead
-
-    def native_probe(self, layer: int) -> nn.Linear | None:
-        """The output map of ``layer``'s probe when the probe-select kernel can run it, else None.
-
-        The kernel reads the probe's first map from the layer's projection (``probe_linears``), so
-        the caller also needs those columns.
-        """
-        return self.probes.output_map(layer) if self.plain_lookahead else None
+    accelerated: AcceleratedSelection | None = None  # the policy's registered native implementation
 
     def probe_linears(self, layer: int) -> tuple[nn.Linear, ...]:
         """The probe maps the layer's projection may run for the policy (none when it reads no probes)."""
         if not self.policy.needs_probes or self.probes is None:
             return ()
-        return self.probes.input_linears(layer) or ()
+        return self.probes.input_linears(layer)
 
     def significance(
         self,
@@ -209,14 +174,15 @@ class _Selection:
         probs=None,
         probe_inputs: tuple[torch.Tensor, ...] = (),
     ) -> torch.Tensor:
-        """The policy's scores, made for this layer alone: the caller may overwrite them."""
+        """The policy's scores, made for this layer alone: the caller may overwrite them.
+
+        Only their ranking is used (indices come out), so no graph is built for them.
+        """
         inputs = SelectionInputs(
-            layer, hidden, valid, probs, self.question, self.probes, positions, self.scores, probe_inputs or None
+            layer, hidden, valid, probs, self.question, self.probes, positions, probe_inputs or None
         )
-        scores = self.policy.scores(inputs)
-        if getattr(self.policy, "needs_previous", False):  # carried only for a policy that reads them
-            self.scores = scores.detach().clone()  # only their ranking is used: no graph kept across layers
-        return scores
+        with torch.no_grad():
+            return self.policy.scores(inputs)
 
     def lead(self, counts: list[int]) -> list[int] | None:
         """Leading slots that must stay: the question segment, cut to the first ``counts[b]`` slots.
@@ -250,8 +216,6 @@ class _Selection:
             self.question_lead = lead
         elif self.question is not None:
             self.question = _take_rows(self.question, slots, dim=1)
-        if self.scores is not None:
-            self.scores = _take_rows(self.scores, slots, dim=1)
 
 
 class _Restore:
@@ -341,7 +305,6 @@ class LengthAdaptiveQA(nn.Module):
         token_type_ids: torch.Tensor | None = None,
         config: LengthConfig | None = None,
         attention: str = "sdpa",
-        skip: Collection[int] = (),
         trace: bool = False,
     ) -> AdaptiveOutput:
         """``attention='eager'`` materialises probabilities in every layer (for FLOP counting).
@@ -349,8 +312,7 @@ class LengthAdaptiveQA(nn.Module):
         Keep counts are planned on the host once, so deciding whether a layer drops needs no
         device round trip. The slot mask is None while every slot is real (batch 1 without
         padding, equal lengths, or after a drop where every example keeps as many): attention
-        and significance then run with no masking at all. Layers in ``skip`` are bypassed (their
-        input is their output) and drop nothing: LengthDrop training's optional LayerDrop.
+        and significance then run with no masking at all.
         ``trace`` records which positions every dropping layer kept (diagnostics, e.g. answer survival).
         """
         layers = self.adapter.layers
@@ -359,9 +321,9 @@ class LengthAdaptiveQA(nn.Module):
         valid = attention_mask.bool()
         real = valid.sum(dim=1)
         lengths = real.tolist()
-        plan = _skip_layers(keep_counts_batch(config, lengths), lengths, skip)  # [layer][example]
+        plan = keep_counts_batch(config, lengths)  # [layer][example]
         with self._precision(config.precision, input_ids.device):
-            out = self._forward(input_ids, token_type_ids, config, attention, skip, trace, valid, real, lengths, plan)
+            out = self._forward(input_ids, token_type_ids, config, attention, trace, valid, real, lengths, plan)
         if out.start_logits.dtype != torch.float32:  # autocast's span head: logits are float32 at every precision
             out.start_logits, out.end_logits = out.start_logits.float(), out.end_logits.float()
         return out
@@ -386,7 +348,7 @@ class LengthAdaptiveQA(nn.Module):
             with torch.autocast(device.type, dtype=dtype):
                 yield
 
-    def _forward(self, input_ids, token_type_ids, config, attention, skip, trace, valid, real, lengths, plan):
+    def _forward(self, input_ids, token_type_ids, config, attention, trace, valid, real, lengths, plan):
         ad = self.adapter
         layers = ad.layers
         batch, width = input_ids.shape
@@ -399,15 +361,13 @@ class LengthAdaptiveQA(nn.Module):
         selection: _Selection | None = None
         kept_trace: list = []
         current = lengths
-        last = max((i for i in range(len(layers)) if i not in skip), default=-1)
+        last = len(layers) - 1
         for index, layer in enumerate(layers):
-            if index in skip:
-                continue
             if any(k < n for k, n in zip(plan[index], current)):
                 if restore is None:  # the first dropping layer: decided once per forward
                     restore = _Restore(hidden, width, mask)
                     selection = self._selection(config, input_ids, plan, lengths)
-                    native = self._native_drop(hidden, mask, real) if selection.kernel_ready else None
+                    native = None if selection.accelerated is None else self._native_drop(hidden, mask, real)
                 else:
                     restore.write(hidden, positions, mask)
                 job = None if native is None else (native, current, plan[index], index)
@@ -449,17 +409,11 @@ class LengthAdaptiveQA(nn.Module):
     def check_policy(self, name: str, keep_question: bool) -> SignificancePolicy:
         """The policy ``name``, refused in one line when this model cannot run it (a search checks before its trials)."""
         policy = get_policy(name)
-        if policy.needs_probes:
-            if self.probes is None:
-                raise UserError(
-                    f"significance policy {policy.name!r} needs look-ahead probes, and this model has none; "
-                    "train them with `make probes MODEL=<folder>` (or choose significance 'attention')"
-                )
-            if self.probes.needs_question and not keep_question:
-                raise UserError(
-                    f"these look-ahead probes match tokens against the question, so significance {policy.name!r} "
-                    f"must keep it: use '{policy.name}+question'"
-                )
+        if policy.needs_probes and self.probes is None:
+            raise UserError(
+                f"significance policy {policy.name!r} needs look-ahead probes, and this model has none; "
+                "train them with `make probes MODEL=<folder>` (or choose significance 'attention')"
+            )
         return policy
 
     def _selection(
@@ -473,12 +427,13 @@ class LengthAdaptiveQA(nn.Module):
                 if any(k < n for k, n in zip(counts, previous)):
                     self.probes.require(index)
                 previous = counts
-        # The question's mask only for what reads it (a policy, question-matching probes); keeping it
-        # needs only its length per example, on the host.
-        reads_question = policy.needs_question or (policy.needs_probes and self.probes.needs_question)
-        question = question_segment(input_ids, self.sep_token_id) if reads_question else None
+        # The question's mask only for a policy that reads it; keeping it needs only its length per
+        # example, on the host.
+        question = question_segment(input_ids, self.sep_token_id) if policy.needs_question else None
         lead = question_lengths(input_ids, self.sep_token_id) if config.keep_question else None
-        return _Selection(policy, config.keep_question, question, self.probes, question_lead=lead)
+        return _Selection(
+            policy, config.keep_question, question, self.probes, lead, ACCELERATED.get(config.significance)
+        )
 
     def _native_drop(self, hidden: torch.Tensor, mask: torch.Tensor | None, real: torch.Tensor):
         """The native drop-attention kernel when this forward may use it, else None.
@@ -516,49 +471,40 @@ class LengthAdaptiveQA(nn.Module):
         ``counts`` is ``keep`` on the host (the forward's plan), so no device read is needed.
         ``final`` says no later layer runs: a kept question is then not protected (see ``_Selection.lead``).
 
-        Policies that read attention (``attention``, ``lookahead-attention``) need every query's
-        probabilities; ``native`` (the kernels module, real slots now, slots to keep per example)
-        routes them through the drop-attention kernel, which picks the same tokens and gives the
-        same context to float32 rounding. A policy that does not (``lookahead``) picks the slots
-        from the layer's input first, so only the kept queries are projected (where the family
-        allows, ``late_query``) and attend, through fused SDPA; with
-        ``native``, the probe-select kernel finishes the probe from its first map's columns of the
-        q/k/v projection and picks the slots in one call.
+        A policy that reads attention needs every query's probabilities; a policy that does not picks
+        the slots from the layer's input first, so only the kept queries are projected (where the
+        family allows, ``late_query``) and attend, through fused SDPA. ``native`` (the kernels
+        module, real slots now, slots to keep per example) hands the layer to the policy's
+        accelerated implementation, which picks the same tokens (and, for a policy that reads
+        attention, gives the same context) to float32 rounding.
         """
         ad = self.adapter
         counts = keep.tolist() if counts is None else counts
         lead = None if selection is None or final else selection.lead(counts)
+        reads_attention = selection is None or selection.policy.needs_attention
         # Only the kept tokens' queries are needed unless the policy reads every query's attention.
-        late = selection is not None and not selection.policy.needs_attention and ad.late_query
+        late = not reads_attention and ad.late_query
         inputs = ad.project_qkv(layer, hidden, () if selection is None else selection.probe_linears(index), not late)
-        if native is not None:  # the kernels take the per-example bounds as host lists: no tensors to make
-            kernels, current, _, _ = native
-            protected = [1] * len(counts) if lead is None else lead
-        if native is not None and selection.plain_attention:
-            context, slots = kernels.drop_attention(
-                inputs.query, inputs.key, inputs.value, current, counts, protected, ad.scaling
-            )
+        done = None if native is None else self._accelerated(native, selection, index, inputs, counts, lead, ad)
+        context = None
+        if done is not None:
+            context, slots = done
             width = slots.shape[1]
             slot_real = None if min(counts) == width else torch.arange(width)[None, :] < keep[:, None]
-        elif selection is None or selection.policy.needs_attention:
+        elif reads_attention:
             probs = _attention_probs(inputs.query, inputs.key, valid, ad.scaling)
-            significance = None
-            if selection is not None and not selection.plain_attention:
-                significance = selection.significance(index, hidden, valid, positions, probs, inputs.extra)
+            significance = (
+                None
+                if selection is None
+                else selection.significance(index, hidden, valid, positions, probs, inputs.extra)
+            )
             slots, slot_real = _select_kept(probs, valid, counts, significance, lead=lead, owned=True)
             context = _merge_heads(_take_rows(probs, slots, dim=2) @ inputs.value)
         else:
-            output_map = selection.native_probe(index) if native is not None and inputs.extra else None
-            if output_map is not None:
-                slots = kernels.probe_select(
-                    inputs.extra[0], output_map.weight, output_map.bias, current, counts, protected
-                )
-                width = slots.shape[1]
-                slot_real = None if min(counts) == width else torch.arange(width)[None, :] < keep[:, None]
-            else:
-                significance = selection.significance(index, hidden, valid, positions, probe_inputs=inputs.extra)
-                slots, slot_real = _select_kept(None, valid, counts, significance, lead=lead, owned=True)
-            carry = tuple(_take_rows(t, slots, dim=1) for t in inputs.carry)
+            significance = selection.significance(index, hidden, valid, positions, probe_inputs=inputs.extra)
+            slots, slot_real = _select_kept(None, valid, counts, significance, lead=lead, owned=True)
+        carry = tuple(_take_rows(t, slots, dim=1) for t in inputs.carry)
+        if context is None:  # the kept queries attend over every current key
             query = ad.project_query(layer, carry) if late else _take_rows(inputs.query, slots, dim=2)
             if attention == "eager":  # explicit products, which FlopCounterMode sees (CPU flash SDPA it does not)
                 context = _merge_heads(_attention_probs(query, inputs.key, valid, ad.scaling) @ inputs.value)
@@ -569,10 +515,27 @@ class LengthAdaptiveQA(nn.Module):
                 )
         if selection is not None and not final:  # no later layer reads the selection state
             selection.follow(slots, lead, slot_real)
-        if not late:
-            carry = tuple(_take_rows(t, slots, dim=1) for t in inputs.carry)
         out = ad.finish_layer(layer, context, carry)
         return out, _take_rows(positions, slots, dim=1), slot_real
+
+    @staticmethod
+    def _accelerated(native: tuple, selection: _Selection, index: int, inputs, counts: list[int], lead, ad):
+        """The policy's native implementation on this layer: (context or None, slots), or None to use torch's ops."""
+        kernels, current, _, _ = native
+        protected = [1] * len(counts) if lead is None else lead  # the kernels take per-example bounds as host lists
+        job = DropJob(
+            index,
+            inputs.query,
+            inputs.key,
+            inputs.value,
+            inputs.extra,
+            selection.probes,
+            current,
+            counts,
+            protected,
+            ad.scaling,
+        )
+        return selection.accelerated.drop(kernels, job)
 
 
 def _attention_probs(q: torch.Tensor, k: torch.Tensor, valid: torch.Tensor | None, scaling: float) -> torch.Tensor:

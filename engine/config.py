@@ -298,7 +298,7 @@ def cumulative_ratios(shares: Sequence[float], floor: float = 0.0) -> LengthConf
 
 def resolve_config(spec: str | None, num_layers: int) -> LengthConfig:
     """A CLI value: empty/'keep-all', a JSON file path, or inline numbers."""
-    if spec is None or spec.strip() in ("", "keep-all", "keepall", "full"):
+    if spec is None or spec.strip() in ("", "keep-all"):
         return LengthConfig.keep_all(num_layers)
     head, at, tail = spec.strip().partition("@")
     if head.startswith("keep-all"):  # keep-all@lookahead+question/bf16, keep-all/bf16

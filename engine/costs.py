@@ -105,26 +105,20 @@ def span_head_flops(shape: CostShape, length: int) -> int:
     return shape.head_flops(length)
 
 
-ProbeFlops = Callable[[int, int], int]  # (tokens, question tokens) -> FLOPs of one probe on one example
+ProbeFlops = Callable[[int], int]  # tokens -> FLOPs of one probe on one example
 
 
 def example_layer_flops(
-    shape: CostShape,
-    config: LengthConfig,
-    length: int,
-    probe_flops: ProbeFlops | None = None,
-    question_length: int = 0,
+    shape: CostShape, config: LengthConfig, length: int, probe_flops: ProbeFlops | None = None
 ) -> list[int]:
     """Per-layer FLOPs for one feature of ``length`` real tokens (embedding and span head excluded).
 
-    The family's ``layer_flops`` is a layer under the attention policy: every incoming query's
-    scores are needed to rank the keys. A policy that does not read attention (``lookahead``)
-    computes scores for the kept queries only, and projects only their queries where the shape
-    has ``query_flops``; a policy that reads the look-ahead probes pays
-    ``probe_flops(n_in, question tokens present)`` at every layer where the feature drops tokens
-    (``LookaheadProbes.flops``), and a policy with matrix products of its own its ``extra_flops``.
-    Probes that read the question need it kept, so the question
-    tokens present at a layer are ``min(question_length, n_in)``.
+    The family's ``layer_flops`` is a layer whose policy reads attention: every incoming query's
+    scores are needed to rank the keys. What the policy declares on its type decides the rest: one
+    that reads no attention computes scores for the kept queries only, and projects only their
+    queries where the shape has ``query_flops``; one that reads the look-ahead probes pays
+    ``probe_flops(n_in)`` (``LookaheadProbes.flops``) at every layer where the feature drops
+    tokens, and every policy its own ``scoring_flops``.
     """
     from dynlen.engine.significance import get_policy
 
@@ -133,43 +127,35 @@ def example_layer_flops(
     for n_out in config.keep_counts(length):
         flops = shape.layer_flops(n_in, n_out)
         if n_out < n_in:
-            if not policy.needs_attention:
-                flops -= shape.score_flops(n_in - n_out, n_in)
-                late_query = getattr(shape, "query_flops", None)  # families whose adapter has late_query
-                if late_query is not None:
-                    flops -= late_query(n_in - n_out)
-            if policy.needs_probes and probe_flops is not None:
-                flops += probe_flops(n_in, min(question_length, n_in))
-            extra = getattr(policy, "extra_flops", None)
-            if extra is not None:
-                flops += extra(n_in)
+            flops += _selection_flops(shape, policy, n_in, n_out, probe_flops)
         out.append(flops)
         n_in = n_out
     return out
 
 
-def example_flops(
-    shape: CostShape,
-    config: LengthConfig,
-    length: int,
-    probe_flops: ProbeFlops | None = None,
-    question_length: int = 0,
-) -> int:
-    layers = sum(example_layer_flops(shape, config, length, probe_flops, question_length))
+def _selection_flops(shape: CostShape, policy, n_in: int, n_out: int, probe_flops: ProbeFlops | None) -> int:
+    """What a dropping layer's policy adds to (or saves on) the family's layer FLOPs."""
+    flops = policy.scoring_flops(n_in)
+    if not policy.needs_attention:
+        flops -= shape.score_flops(n_in - n_out, n_in)
+        late_query = getattr(shape, "query_flops", None)  # families whose adapter has late_query
+        if late_query is not None:
+            flops -= late_query(n_in - n_out)
+    if policy.needs_probes and probe_flops is not None:
+        flops += probe_flops(n_in)
+    return flops
+
+
+def example_flops(shape: CostShape, config: LengthConfig, length: int, probe_flops: ProbeFlops | None = None) -> int:
+    layers = sum(example_layer_flops(shape, config, length, probe_flops))
     return shape.embed_flops(length) + layers + shape.head_flops(length)
 
 
 def total_flops(
-    shape: CostShape,
-    config: LengthConfig,
-    lengths: Iterable[int],
-    probe_flops: ProbeFlops | None = None,
-    question_lengths: Iterable[int] | None = None,
+    shape: CostShape, config: LengthConfig, lengths: Iterable[int], probe_flops: ProbeFlops | None = None
 ) -> int:
-    """Sum over features; ``question_lengths`` (one per feature: [CLS] question [SEP]) prices question-reading probes."""
-    lengths = list(lengths)
-    questions = list(question_lengths) if question_lengths is not None else [0] * len(lengths)
-    return sum(example_flops(shape, config, n, probe_flops, q) for n, q in zip(lengths, questions))
+    """Sum over features."""
+    return sum(example_flops(shape, config, n, probe_flops) for n in lengths)
 
 
 @dataclass(frozen=True)
@@ -213,18 +199,17 @@ def flop_report(
     questions: int,
     padded: bool = False,
     probe_flops: ProbeFlops | None = None,
-    question_lengths: Sequence[int] | None = None,
 ) -> FlopReport:
     """FLOPs under dynamic padding (real lengths) or the padded-to-384 convention.
 
     ``probe_flops``: one look-ahead probe's FLOPs on an example (``LookaheadProbes.flops``),
-    charged to policies that read the probes; ``question_lengths`` the features' question segments.
+    charged to policies that read the probes.
     """
     lengths = [COUNTS_MAX_LENGTH] * len(lengths) if padded else list(lengths)
     keep_all = LengthConfig.keep_all(shape.num_layers)
     base_keep_all = LengthConfig.keep_all(BERT_BASE.num_layers)
     return FlopReport(
-        flops=total_flops(shape, config, lengths, probe_flops, question_lengths),
+        flops=total_flops(shape, config, lengths, probe_flops),
         keep_all_flops=total_flops(shape, keep_all, lengths),
         bert_base_flops=total_flops(BERT_BASE, base_keep_all, lengths),
         features=len(lengths),

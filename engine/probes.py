@@ -5,15 +5,9 @@ to match the full model's *final* start/end distributions, so it says early whic
 layer will want. It is a few thousand parameters a layer, stored next to the model's weights:
 
 * ``lookahead_probes.safetensors`` -- the probe weights, one ``layers.<i>.*`` group per layer;
-* an entry ``dynlen_lookahead`` in the model's ``config.json`` (``{"hidden": 64, "layers": [...],
-  "match_heads": 0}``),
+* an entry ``dynlen_lookahead`` in the model's ``config.json`` (``{"hidden": 64, "layers": [...]}``),
   which transformers keeps as an attribute of ``model.config``, so the probes load with the model
   from the same folder and a model without them is recognised before any forward.
-
-A probe may also read the question (``match_heads`` > 0): each token's best match against the
-question segment's tokens under a few small query/key heads, the alignment a reader needs to tell
-the answer from a lookalike, fed to the output beside the MLP's features. Such probes need the
-question kept (``+question``), so that the question tokens they match against are all present.
 
 The probes' matrix products are counted in the FLOPs (``flops``), so a policy that reads them pays
 for them.
@@ -34,7 +28,6 @@ from dynlen.errors import UserError
 WEIGHTS_FILE = "lookahead_probes.safetensors"
 CONFIG_KEY = "dynlen_lookahead"
 DEFAULT_WIDTH = 64  # hidden units per probe: 1.4% of a MiniLM layer's FLOPs per token
-MATCH_DIM = 16  # query/key size of each question-matching head
 
 
 class _Probe(nn.Module):
@@ -47,14 +40,14 @@ class _Probe(nn.Module):
         else:
             self.net = nn.Linear(hidden_size, 2)
 
-    def forward(self, hidden: torch.Tensor, question: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.net(hidden)
 
     def input_linears(self) -> tuple[nn.Linear, ...]:
         """The maps that read the hidden states: the engine may run them inside the layer's q/k/v GEMM."""
         return (self.net[0],) if isinstance(self.net, nn.Sequential) else (self.net,)
 
-    def from_inputs(self, projected: Sequence[torch.Tensor], question: torch.Tensor | None = None) -> torch.Tensor:
+    def from_inputs(self, projected: Sequence[torch.Tensor]) -> torch.Tensor:
         """The logits from ``input_linears``' outputs: what ``forward`` computes after them."""
         (first,) = projected
         return self.net[2](self.net[1](first)) if isinstance(self.net, nn.Sequential) else first
@@ -66,59 +59,17 @@ class _Probe(nn.Module):
         return None
 
 
-class _MatchProbe(nn.Module):
-    """hidden -> 2 logits from a GELU layer's features plus each token's best match per head against the question.
-
-    The question segment leads every row (slots stay in position order), so its keys are computed
-    for the first ``question.sum(1).max()`` slots only; other slots are masked out of the match.
-    """
-
-    def __init__(self, hidden_size: int, width: int, heads: int):
-        super().__init__()
-        self.heads = heads
-        self.body = nn.Linear(hidden_size, width)
-        self.query = nn.Linear(hidden_size, heads * MATCH_DIM, bias=False)
-        self.key = nn.Linear(hidden_size, heads * MATCH_DIM, bias=False)
-        self.out = nn.Linear(width + heads, 2)
-
-    def forward(self, hidden: torch.Tensor, question: torch.Tensor | None = None) -> torch.Tensor:
-        if question is None:
-            raise UserError("question-matching look-ahead probes need the question segment; keep it (+question)")
-        b, t, _ = hidden.shape
-        q_len = int(question.sum(dim=1).max())
-        queries = self.query(hidden).view(b, t, self.heads, MATCH_DIM).transpose(1, 2)
-        keys = self.key(hidden[:, :q_len]).view(b, q_len, self.heads, MATCH_DIM).transpose(1, 2)
-        scores = queries @ keys.transpose(-1, -2) * MATCH_DIM**-0.5  # (batch, heads, tokens, question)
-        scores = scores.masked_fill(~question[:, None, None, :q_len], torch.finfo(scores.dtype).min)
-        match = scores.amax(dim=-1).transpose(1, 2)  # (batch, tokens, heads)
-        return self.out(torch.cat([nn.functional.gelu(self.body(hidden)), match], dim=-1))
-
-
 class LookaheadProbes(nn.Module):
     """Per-layer probes; ``probes(layer, hidden)`` gives (batch, tokens, 2) start/end logits.
 
     ``layers`` lists the encoder layers (0-based) that have a probe; layer 0 reads the embeddings,
-    which know nothing of the question, so training starts at layer 1 by default. ``match_heads``
-    > 0 makes every probe also match each token against the question (``_MatchProbe``; needs
-    ``width`` > 0).
+    which know nothing of the question, so training starts at layer 1 by default.
     """
 
-    def __init__(self, hidden_size: int, layers: list[int], width: int = 64, match_heads: int = 0):
+    def __init__(self, hidden_size: int, layers: list[int], width: int = 64):
         super().__init__()
-        if match_heads and not width:
-            raise UserError("question-matching probes need a hidden layer: pass --width > 0 with --match-heads")
         self.hidden_size, self.width, self.layer_ids = hidden_size, width, list(layers)
-        self.match_heads = match_heads
-
-        def probe() -> nn.Module:
-            return _MatchProbe(hidden_size, width, match_heads) if match_heads else _Probe(hidden_size, width)
-
-        self.layers = nn.ModuleDict({str(i): probe() for i in self.layer_ids})
-
-    @property
-    def needs_question(self) -> bool:
-        """Whether the probes read the question segment (and so need it kept)."""
-        return self.match_heads > 0
+        self.layers = nn.ModuleDict({str(i): _Probe(hidden_size, width) for i in self.layer_ids})
 
     def has(self, layer: int) -> bool:
         return str(layer) in self.layers
@@ -132,50 +83,37 @@ class LookaheadProbes(nn.Module):
                 "the probes with `make probes`"
             )
 
-    def forward(self, layer: int, hidden: torch.Tensor, question: torch.Tensor | None = None) -> torch.Tensor:
-        """(batch, tokens, 2) start/end logits; ``question`` (batch, tokens) marks the question slots."""
+    def forward(self, layer: int, hidden: torch.Tensor) -> torch.Tensor:
+        """(batch, tokens, 2) start/end logits."""
         self.require(layer)
-        return self.layers[str(layer)](hidden, question)
+        return self.layers[str(layer)](hidden)
 
-    def input_linears(self, layer: int) -> tuple[nn.Linear, ...] | None:
-        """The linears of ``layer``'s probe that read the hidden states and nothing else, or None.
-
-        A question-matching probe projects its keys from the question rows only, so it runs whole.
-        """
-        probe = self.layers[str(layer)]
-        return probe.input_linears() if isinstance(probe, _Probe) else None
+    def input_linears(self, layer: int) -> tuple[nn.Linear, ...]:
+        """The linears of ``layer``'s probe that read the hidden states: the engine may run them in the layer's projection."""
+        return self.layers[str(layer)].input_linears()
 
     def output_map(self, layer: int) -> nn.Linear | None:
         """The output map of ``layer``'s probe when it is ``input_linears`` -> exact GELU -> this map, else None.
 
         Then the rest of the probe after its first map, and the selection, can run in one native call.
         """
-        probe = self.layers[str(layer)]
-        return probe.output_map() if isinstance(probe, _Probe) else None
+        return self.layers[str(layer)].output_map()
 
-    def from_inputs(
-        self, layer: int, projected: Sequence[torch.Tensor], question: torch.Tensor | None = None
-    ) -> torch.Tensor:
+    def from_inputs(self, layer: int, projected: Sequence[torch.Tensor]) -> torch.Tensor:
         """(batch, tokens, 2) logits from the outputs of ``input_linears(layer)``, computed by the caller."""
-        return self.layers[str(layer)].from_inputs(projected, question)
+        return self.layers[str(layer)].from_inputs(projected)
 
-    def flops(self, tokens: int, question_tokens: int = 0) -> int:
-        """FLOPs (2 x MACs) of one probe on one example's ``tokens`` tokens, ``question_tokens`` of them the question's."""
+    def flops(self, tokens: int) -> int:
+        """FLOPs (2 x MACs) of one probe on one example's ``tokens`` tokens."""
         if not self.width:
             return 2 * tokens * self.hidden_size * 2
-        macs = tokens * (self.hidden_size * self.width + (self.width + self.match_heads) * 2)
-        if self.match_heads:
-            match = self.match_heads * MATCH_DIM
-            macs += tokens * self.hidden_size * match + question_tokens * self.hidden_size * match
-            macs += tokens * question_tokens * match
-        return 2 * macs
+        return 2 * tokens * (self.hidden_size * self.width + self.width * 2)
 
     def description(self) -> dict:
         return {
             "hidden": self.width,
             "layers": self.layer_ids,
             "hidden_size": self.hidden_size,
-            "match_heads": self.match_heads,
         }
 
     def save(self, folder: str | Path, provenance: dict | None = None) -> None:
@@ -248,8 +186,13 @@ def load_probes(model: nn.Module, folder: str | Path | None = None) -> Lookahead
         )
     from safetensors.torch import load_file
 
+    if entry.get("match_heads"):
+        raise UserError(
+            f"{where}'s look-ahead probes match tokens against the question, which this version no longer runs; "
+            "retrain them with `dynlen probes --retrain --model <folder>`"
+        )
     layers = [int(i) for i in entry["layers"]]
-    probes = LookaheadProbes(int(entry["hidden_size"]), layers, int(entry["hidden"]), int(entry.get("match_heads", 0)))
+    probes = LookaheadProbes(int(entry["hidden_size"]), layers, int(entry["hidden"]))
     probes.load_state_dict(load_file(str(path)))
     parameter = next(model.parameters())
     return probes.to(device=parameter.device, dtype=parameter.dtype).eval()

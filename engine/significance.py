@@ -1,41 +1,48 @@
 """Significance policies: which tokens a dropping layer keeps.
 
 A policy scores every current token of every example; the engine (``dynlen.engine.adaptive``) keeps the
-highest-scoring ones, with padding always first out and ``[CLS]`` always in. Policies live in one
-registry, ``POLICIES``, looked up by the name a :class:`~dynlen.engine.config.LengthConfig` carries, so a
-new rule is one class and one ``register_policy`` call, never another branch in the forward.
+highest-scoring ones, with padding always first out and ``[CLS]`` always in. Each policy is a
+:class:`SignificancePolicy` that declares on its type what it reads (attention probabilities,
+the look-ahead probes, the question) and the FLOPs of its own scoring, and is registered once in
+``POLICIES`` under the name a :class:`~dynlen.engine.config.LengthConfig` carries. The forward and
+the FLOPs formula read only those declarations, never a policy's name, so a new rule is one class
+and one ``register_policy`` call. A native kernel registers as the accelerated implementation of a
+policy (``register_accelerated``), as transformers registers attention backends.
 
 Built in:
 
 * ``attention`` -- attention received, summed over heads and valid queries (the Length-Adaptive
   Transformer's rule). Reads the dropping layer's full attention probabilities.
-* ``question-attention`` -- attention received from the question's queries only.
 * ``lookahead`` -- the start + end probability of the layer's look-ahead probe
   (``dynlen.engine.probes``): a small head trained to predict the full model's *final* span distributions
   from this layer's input. Needs no attention probabilities, so only the kept queries attend.
 * ``lookahead-attention`` -- ranks under both, the probe's weighted ``LOOKAHEAD_WEIGHT`` times
   the attention's: the probe protects likely answers, attention keeps the context around them.
-* ``lookahead-evidence`` -- the probe's start + end probability plus the attention each token
-  receives from the likely answers (every query weighted by its probe probability): the answer
-  candidates stay, and so do the tokens they read, the evidence a reader needs to tell the right
-  candidate from a lookalike, which the probe alone scores low because it is no answer itself.
-* ``lookahead-memory`` -- the probe's start + end probability, or the score the token had at the
-  previous dropping layer if that was higher (a running maximum over the forward's probes): a
-  token an earlier probe found likely stays, so one later probe's change of mind on states already
-  shifted by the drops cannot push the answer out alone.
 
-Any policy can also keep the whole question segment (``keep_question`` on the configuration):
-the engine then scores ``[CLS]``, the question and its ``[SEP]`` above everything else.
+Any policy can also keep the whole question segment (``keep_question`` on the configuration,
+``+question`` in its name): the engine then scores ``[CLS]``, the question and its ``[SEP]`` above
+everything else.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 import torch
 
 from dynlen.errors import UserError
+
+# The selections a user chooses between (policy, with "+question": the question segment always
+# stays), each with when to choose it. Other registered names run too (committed runs and the
+# benchmarks use them), but these are the ones offered.
+SELECTIONS = {
+    "attention": "a model without look-ahead probes: attention received, the Length-Adaptive Transformer's rule",
+    "lookahead+question": "a model with look-ahead probes (make probes): keeps the answer best, the default for one",
+}
+SELECTION_HELP = (
+    " or ".join(SELECTIONS) + " (auto: lookahead+question when the model has look-ahead probes, else attention)"
+)
 
 LOOKAHEAD_WEIGHT = 2.0  # picked on the search split among 2, 4 and 8 for 64-wide probes (docs/results.md)
 
@@ -51,41 +58,90 @@ class SelectionInputs:
     question: torch.Tensor | None = None  # (batch, slots) question segment ([CLS] question [SEP])
     probes: object | None = None  # dynlen.engine.probes.LookaheadProbes when the model has them
     positions: torch.Tensor | None = None  # (batch, slots) each slot's position in the input
-    # (batch, slots) the scores this policy gave the same slots at the previous dropping layer of
-    # the forward; None at the first one
-    previous: torch.Tensor | None = None
     # outputs of ``probes.input_linears(layer)`` on ``hidden`` when the engine ran them inside the
     # layer's own projection; the probe then finishes from them instead of reading ``hidden`` again
     probe_inputs: tuple[torch.Tensor, ...] | None = None
 
 
-class SignificancePolicy(Protocol):
+class SignificancePolicy:
     """Scores tokens; higher means keep. Scores of padded slots are ignored.
 
-    The engine overwrites the returned tensor in place (protected slots score +inf), so a policy
-    returns a tensor made for the call, never one it keeps.
+    What a policy reads is declared on its type, so the engine prepares only that (attention
+    probabilities are materialised only for a policy that reads them) and the FLOPs formula
+    charges only that. The engine overwrites the returned tensor in place (protected slots score
+    +inf), so a policy returns a tensor made for the call, never one it keeps; a policy with state
+    (e.g. a benchmark's oracle) keeps it on its instance.
     """
 
-    name: str
-    needs_attention: bool  # reads the full attention probabilities of the dropping layer
-    needs_probes: bool  # reads the model's look-ahead probes
-    needs_question: bool  # reads the question segment
+    name: ClassVar[str] = ""
+    needs_attention: ClassVar[bool] = False  # reads the full attention probabilities of the dropping layer
+    needs_probes: ClassVar[bool] = False  # reads the model's look-ahead probes
+    needs_question: ClassVar[bool] = False  # reads the question segment
 
-    def scores(self, inputs: SelectionInputs) -> torch.Tensor: ...
+    def scores(self, inputs: SelectionInputs) -> torch.Tensor:
+        raise NotImplementedError
+
+    def scoring_flops(self, tokens: int) -> int:
+        """FLOPs of matrix products of its own when scoring one example of ``tokens`` tokens.
+
+        The attention a policy reads is the layer's own and the probes are priced by
+        ``LookaheadProbes.flops``, so the built-in policies add nothing here.
+        """
+        return 0
 
 
-# A policy that reads ``SelectionInputs.previous`` sets ``needs_previous = True``; the engine carries
-# scores from layer to layer only for such a policy, so the others pay nothing for it.
-# A policy whose scoring runs matrix products of its own also defines ``extra_flops(tokens) -> int``,
-# the FLOPs of scoring one example of that many tokens at a dropping layer; ``dynlen.engine.costs`` charges it.
+class AcceleratedSelection(Protocol):
+    """A native implementation of one policy's dropping layer (``dynlen.engine.kernels.selection``).
+
+    ``drop`` returns ``(context, slots)``: the kept slots per example, and the kept rows' attention
+    context when it computed the attention too (a policy that reads attention), else None, and
+    the engine attends the kept queries itself. It returns None when it cannot run this layer
+    (the engine then uses torch's ops).
+    """
+
+    def drop(self, kernels, job: DropJob) -> tuple[torch.Tensor | None, torch.Tensor] | None: ...
+
+
+@dataclass
+class DropJob:
+    """One dropping layer as a native implementation sees it: per-example bounds on the host."""
+
+    layer: int
+    query: torch.Tensor
+    key: torch.Tensor
+    value: torch.Tensor
+    probe_inputs: tuple[torch.Tensor, ...]  # the probe's first map's columns of the projection, if run there
+    probes: object | None
+    current: list[int]  # real slots per example now
+    counts: list[int]  # slots to keep per example
+    protected: list[int]  # leading slots that must stay per example
+    scaling: float
+
 
 POLICIES: dict[str, SignificancePolicy] = {}
+ACCELERATED: dict[str, AcceleratedSelection] = {}
 
 
 def register_policy(policy: SignificancePolicy) -> SignificancePolicy:
-    """Add ``policy`` under its name (a benchmark may register its own, e.g. an oracle)."""
+    """Add ``policy`` under its name (a benchmark may register its own, e.g. an oracle); a name is taken once."""
+    if not isinstance(policy, SignificancePolicy):
+        raise TypeError(f"{type(policy).__name__} is not a SignificancePolicy")
+    if not policy.name or policy.name.endswith("+question"):
+        raise ValueError("a policy needs a name without '+question' (keeping the question is for every policy)")
+    if policy.name in POLICIES:
+        raise ValueError(f"significance policy {policy.name!r} is already registered")
     POLICIES[policy.name] = policy
     return policy
+
+
+def register_accelerated(name: str, implementation: AcceleratedSelection) -> AcceleratedSelection:
+    """Register the native implementation of the policy ``name``; one per policy."""
+    if name not in POLICIES:
+        raise ValueError(f"no significance policy {name!r} to accelerate")
+    if name in ACCELERATED:
+        raise ValueError(f"significance policy {name!r} already has an accelerated implementation")
+    ACCELERATED[name] = implementation
+    return implementation
 
 
 def get_policy(name: str) -> SignificancePolicy:
@@ -113,20 +169,12 @@ def attention_received(
 def lookahead_probability(inputs: SelectionInputs) -> torch.Tensor:
     """(batch, slots) the probe's start + end probability, each a softmax over the real slots."""
     if inputs.probe_inputs is not None:
-        logits = inputs.probes.from_inputs(inputs.layer, inputs.probe_inputs, inputs.question)
+        logits = inputs.probes.from_inputs(inputs.layer, inputs.probe_inputs)
     else:
-        logits = inputs.probes(inputs.layer, inputs.hidden, inputs.question)
+        logits = inputs.probes(inputs.layer, inputs.hidden)
     if inputs.valid is not None:
         logits = logits.masked_fill(~inputs.valid[:, :, None], torch.finfo(logits.dtype).min)
     return logits.softmax(dim=1).sum(dim=-1)
-
-
-def attention_from(probs: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """(batch, keys) attention each key receives from the queries, each weighted by ``weights`` (batch, queries), heads averaged.
-
-    Padded queries must carry weight 0; padded keys receive (next to) nothing, as softmax gave them.
-    """
-    return (weights.to(probs.dtype)[:, None, :] @ probs.mean(dim=1)).squeeze(1)
 
 
 def _rank(scores: torch.Tensor) -> torch.Tensor:
@@ -134,33 +182,25 @@ def _rank(scores: torch.Tensor) -> torch.Tensor:
     return scores.argsort(dim=1).argsort(dim=1).to(scores.dtype) / max(1, scores.shape[1] - 1)
 
 
-class Attention:
+class Attention(SignificancePolicy):
     name = "attention"
-    needs_attention, needs_probes, needs_question = True, False, False
+    needs_attention = True
 
     def scores(self, inputs: SelectionInputs) -> torch.Tensor:
         return attention_received(inputs.probs, inputs.valid)
 
 
-class QuestionAttention:
-    name = "question-attention"
-    needs_attention, needs_probes, needs_question = True, False, True
-
-    def scores(self, inputs: SelectionInputs) -> torch.Tensor:
-        return attention_received(inputs.probs, inputs.valid, queries=inputs.question)
-
-
-class Lookahead:
+class Lookahead(SignificancePolicy):
     name = "lookahead"
-    needs_attention, needs_probes, needs_question = False, True, False
+    needs_probes = True
 
     def scores(self, inputs: SelectionInputs) -> torch.Tensor:
         return lookahead_probability(inputs)
 
 
-class LookaheadAttention:
+class LookaheadAttention(SignificancePolicy):
     name = "lookahead-attention"
-    needs_attention, needs_probes, needs_question = True, True, False
+    needs_attention = needs_probes = True
 
     def scores(self, inputs: SelectionInputs) -> torch.Tensor:
         attention = attention_received(inputs.probs, inputs.valid)
@@ -171,37 +211,7 @@ class LookaheadAttention:
         return _rank(attention) + LOOKAHEAD_WEIGHT * _rank(probe)
 
 
-class LookaheadEvidence:
-    name = "lookahead-evidence"
-    needs_attention, needs_probes, needs_question = True, True, False
-
-    def scores(self, inputs: SelectionInputs) -> torch.Tensor:
-        probe = lookahead_probability(inputs)  # padded slots already 0
-        return probe + attention_from(inputs.probs, probe)
-
-    def extra_flops(self, tokens: int) -> int:
-        """The weighted sum of the head-averaged attention rows: one (1 x tokens) @ (tokens x tokens) product."""
-        return 2 * tokens * tokens
-
-
-class LookaheadMemory:
-    name = "lookahead-memory"
-    needs_attention, needs_probes, needs_question = False, True, False
-    needs_previous = True
-
-    def scores(self, inputs: SelectionInputs) -> torch.Tensor:
-        probe = lookahead_probability(inputs)
-        return probe if inputs.previous is None else torch.maximum(probe, inputs.previous)
-
-
-for _policy in (
-    Attention(),
-    QuestionAttention(),
-    Lookahead(),
-    LookaheadAttention(),
-    LookaheadEvidence(),
-    LookaheadMemory(),
-):
+for _policy in (Attention(), Lookahead(), LookaheadAttention()):
     register_policy(_policy)
 
 

@@ -54,20 +54,27 @@ def run_search(settings: SearchSettings, budget: Budget | None) -> Path | None:
     """
     settings.check()
     settings = settings.resolved()
-    if settings.threads:
+    if settings.load.threads:
         import torch
 
-        torch.set_num_threads(settings.threads)
+        torch.set_num_threads(settings.load.threads)
     started = time.time()
     worker = Worker(settings)
     try:
         worker.claim()
         data, search_data, heldout_data = split_data(settings)
         study = worker.open(data.fingerprint, model_fingerprint(settings.model))
-        tokenizer = load_tokenizer(settings.model)
-        model = load_qa_model(settings.model)
+        load = settings.load
+        tokenizer = load_tokenizer(settings.model, revision=load.revision, trust_remote_code=load.trust_remote_code)
+        model = load_qa_model(settings.model, **load.from_pretrained())
         runner = QARunner(
-            settings.model, search_data, settings.batch_size, model=model, tokenizer=tokenizer, progress=False
+            settings.model,
+            search_data,
+            settings.batch_size,
+            model=model,
+            tokenizer=tokenizer,
+            progress=False,
+            device=load.device,
         )
         for tail in search_tails(settings.significance, settings.precision):  # one line if the model cannot
             runner.adaptive.check_policy(*parse_selection(tail.partition("/")[0]))
@@ -114,10 +121,11 @@ def write_results(
         model=runner.model,
         tokenizer=runner.tokenizer,
         progress=False,
+        device=runner.device,
     )
     scorer = HeldOutScorer(settings, heldout_runner, study)
     to_score = points_to_rescore(points, settings.cost, settings.max_rescore)
-    for p in tqdm(to_score, desc="re-scoring on held-out", unit="config"):
+    for p in tqdm(to_score, desc="re-scoring on held-out", unit="config", disable=settings.load.quiet):
         p.heldout = scorer.score(p.length_config)
     info = run_info(settings, budget, study, points, search_data, heldout_data, started)
     write_run(Path(settings.run_dir), info, points)

@@ -22,10 +22,9 @@ from tqdm import tqdm
 
 from dynlen.errors import UserError
 from dynlen.search import storage as st
-from dynlen.search.settings import OPTION, SearchSettings, cost_name, make_sampler
+from dynlen.search.settings import SearchSettings, cost_name, make_sampler
 from dynlen.search.space import baseline_params, late_params, search_tails
 
-LEGACY_STUDY_NAME = "dynlen"  # the one fixed name every run used before names came from the run folder
 COMPLETE = optuna.trial.TrialState.COMPLETE
 RUNNING = optuna.trial.TrialState.RUNNING
 FAIL = optuna.trial.TrialState.FAIL
@@ -58,7 +57,7 @@ class Worker:
                 raise UserError(
                     f"another process is already searching with {database} (SQLite serves one process); "
                     "wait for it, or run many workers on a server storage: "
-                    "--storage postgresql://user@host/db (make search WORKERS=3 STORAGE=...)"
+                    "--storage postgresql://user@host/db, the same command on each machine"
                 )
         self.lock = st.StudyLock(self.url, self.settings.name)
 
@@ -100,9 +99,8 @@ class Worker:
             self.storage = st.make_storage(self.url, heartbeat, 3 * heartbeat if heartbeat else None, patience)
             self._patient(False)
         storage = self.storage
-        name = self._study_name(storage)
         study = optuna.create_study(
-            study_name=name,
+            study_name=self.settings.name,
             storage=storage,
             directions=["maximize", "minimize"],
             load_if_exists=True,
@@ -117,15 +115,6 @@ class Worker:
         if self.sqlite:
             recover_orphans(study)
         return study
-
-    def _study_name(self, storage: optuna.storages.BaseStorage) -> str:
-        """The run's name; a run folder made before names were derived keeps its one old study."""
-        if self.settings.study_name or not self.settings.default_storage:
-            return self.settings.name
-        names = [s.study_name for s in optuna.study.get_all_study_summaries(storage, include_best_trial=False)]
-        if names == [LEGACY_STUDY_NAME] and self.settings.name != LEGACY_STUDY_NAME:
-            return LEGACY_STUDY_NAME
-        return self.settings.name
 
     def enqueue_baselines(self, num_layers: int) -> None:
         """Keep-all, the constant ratios and the late-drop seeds, queued once per study however many workers start.
@@ -223,11 +212,11 @@ def check_identity(study: optuna.Study, settings: SearchSettings, identity: dict
         return
     changed = differing_keys(stored, identity)
     if changed:
-        what = "; ".join(f"{OPTION.get(k, k)} was {stored[k]!r}, now {identity[k]!r}" for k in changed)
+        what = "; ".join(f"{settings.changed(k)} was {stored[k]!r}, now {identity[k]!r}" for k in changed)
         raise UserError(
             f"study {study.study_name!r} ({settings.run_dir}) was made with other settings: {what}. "
-            "Re-run with the stored values to resume, or start fresh with another --run-dir (RUN=) or "
-            "--study-name, or delete the run folder"
+            "Re-run with the stored values to resume, or start fresh with another --run (RUN=), "
+            "or delete the run folder"
         )
     if any(k not in stored for k in identity):
         study.set_user_attr("settings", {**identity, **stored})
@@ -263,7 +252,7 @@ def run_trials(
     if done >= target:
         print(f"study already has {done} completed trials (asked for {target}); re-scoring only")
         return
-    bar = tqdm(total=target - done, desc=f"search ({done} done before)", unit="trial")
+    bar = tqdm(total=target - done, desc=f"search ({done} done before)", unit="trial", disable=settings.load.quiet)
 
     def tick(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         bar.update(1)

@@ -22,6 +22,7 @@ from dynlen.bench.model_io import check_vocabulary_fits, load_tokenizer
 from dynlen.bench.squad import load_squad
 from dynlen.engine.probes import CONFIG_KEY as PROBES_CONFIG_KEY
 from dynlen.errors import UserError
+from dynlen.options import option, same_option
 from dynlen.training.recipe import (
     TrainingRecipe,
     already_built,
@@ -47,19 +48,13 @@ class Recipe(TrainingRecipe):
     # 0.8 of an epoch of the full train set (4,427 steps of 16): sized so that `make model` fits in
     # at most about 2.5 hours on a 2-core bf16 CPU (1.19 s a step measured on one with attention
     # dropout 0.1, 1.84 s on a slower one without); a GPU runs more epochs in minutes (--epochs).
-    epochs: float = 0.8
-    learning_rate: float = 1e-4
-    # Dropout on the attention probabilities (None: the encoder config's own, 0.1 for MiniLM). Off by
-    # default: it forces SDPA off its fused kernel onto the math path and its random masks (heads x
-    # tokens x tokens per feature and layer) make a CPU step 1.54x slower; the Drop-and-Restore engine never
-    # applies it either. Models trained before the option existed used the config's value.
-    attention_dropout: float | None = 0.0
+    epochs: float = same_option(TrainingRecipe, "epochs", 0.8)
+    learning_rate: float = same_option(TrainingRecipe, "learning_rate", 1e-4)
+    # Off by default (the encoder config's own is 0.1 for MiniLM): see TrainingRecipe.attention_dropout.
+    attention_dropout: float | None = same_option(TrainingRecipe, "attention_dropout", 0.0)
     # Part of the key: a step count stops training early and spreads the learning-rate schedule over
-    # it, so a 12-step smoke model is not the standard model. Models trained before it was recorded
-    # ran their epochs (--max-steps was a smoke-run option then, as now).
-    max_steps: int | None = None
-
-    PREDATED = {"attention_dropout": None}
+    # it, so a 12-step smoke model is not the standard model.
+    max_steps: int | None = option(None, "stop after this many steps (smoke runs) (default: the epochs)")
 
     def check(self) -> None:
         """One line before any data is read for an option that would only fail (or train nothing) later."""
@@ -83,7 +78,7 @@ def train(recipe: Recipe, out: Path, threads: int | None = None, save_every: int
         print(f"{out} already holds a model trained with this recipe; nothing to do (delete it to rebuild)")
         return out
     if save_every < 1:
-        raise UserError(f"--save-every must be at least 1 step, got {save_every}")
+        raise UserError(f"save_every must be at least 1 step, got {save_every}")
     writable_folder(out)  # checkpoints go there: a read-only or full disk is found now, not after the first save
     device = training_device()
     precision = resolve_precision(recipe.precision, device)

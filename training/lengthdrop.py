@@ -20,13 +20,14 @@ uninterrupted run. An output folder whose ``training.json`` records the same rec
 
 from __future__ import annotations
 
+import argparse
 import functools
 import json
 import os
 import random
 import sys
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -38,12 +39,13 @@ from dynlen.atomic import writable_folder, write_text_atomic
 from dynlen.bench.features import Features, cached_features
 from dynlen.bench.model_io import check_vocabulary_fits, load_qa_model, load_tokenizer
 from dynlen.bench.squad import load_squad
-from dynlen.engine.adaptive import LengthAdaptiveQA, adapter_for, reached_last_layer
+from dynlen.engine.adaptive import LengthAdaptiveQA, reached_last_layer
 from dynlen.engine.config import LengthConfig, cumulative_ratios, parse_selection
 from dynlen.engine.probes import CONFIG_KEY as PROBES_CONFIG_KEY
 from dynlen.engine.probes import DEFAULT_WIDTH, LookaheadProbes, load_probes
-from dynlen.engine.significance import question_segment
+from dynlen.engine.significance import SELECTION_HELP
 from dynlen.errors import UserError
+from dynlen.options import flag, option, same_option
 from dynlen.training.recipe import (
     TrainingRecipe,
     already_built,
@@ -66,13 +68,6 @@ MAX_FILE_BYTES = 16 * 1024 * 1024  # every file of the saved model folder should
 # While training, the probes ride on the model as a submodule, so that the Trainer's optimizer,
 # checkpoints and exact resume cover them; they are detached before the model is saved.
 PROBES_ATTR = "dynlen_lookahead_probes"
-PROBE_INITS = ("saved", "fresh")
-# Which positions a sub-model's KL to the full model covers: "all" real positions (the paper), or
-# only those the sub-model "kept" to the last layer. A dropped token's logits come from its
-# restored early-layer state; matching them pulls the early layers and the span head towards
-# answering from shallow states, which the full model then pays for: "kept" is the default since it
-# measured better at keep-all and when dropping (docs/results.md, "Why keep-all falls").
-SUB_MODEL_LOSSES = ("all", "kept")
 # The probe supervision the command line picks under a look-ahead policy (``--probe-supervision auto``):
 # 0.5 measured flatter than 0 and than 1.0 (docs/results.md, "Token retention"). The recipe's own
 # default stays 0, what models trained before the option did.
@@ -82,6 +77,17 @@ LOOKAHEAD_SUPERVISION = 0.5
 # model. A step count rather than an epoch share, so the default does not depend on how many
 # features the train set makes.
 DEFAULT_MAX_STEPS = 600
+AUTO_SUPERVISION = "auto"
+
+
+def weight_or_auto(text: str) -> float | str:
+    """``--probe-supervision``: a weight, or ``auto`` (resolved by the command once the selection is known)."""
+    if text == AUTO_SUPERVISION:
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a weight such as 0 or 0.5, or 'auto'") from None
 
 
 @dataclass(frozen=True)
@@ -94,95 +100,93 @@ class LengthDropRecipe(TrainingRecipe):
     # About 600 steps of 16 on the full train set, the run ``DEFAULT_MAX_STEPS`` sets on the command
     # line; trained by epochs when no step count is given. Twice the steps with larger drops was no
     # flatter (docs/results.md).
-    epochs: float = 0.11
-    learning_rate: float = 5e-5
-    teacher: str | None = None
-    bound: float = 0.2
-    num_sub_models: int = 2
-    # weight of each sub-model's KL to the full model against the task loss (the paper: 1). In
-    # short runs from a fine-tuned model the sub-models' terms pull the encoder's full-length
-    # behaviour down (docs/results.md); a smaller weight trades drop cost for keep-all accuracy.
-    sub_model_weight: float = 1.0
-    sub_model_loss: str = "kept"  # one of SUB_MODEL_LOSSES
-    layerdrop: float = 0.0  # chance that a sub-model bypasses a layer (LayerDrop); 0 = off
-    max_steps: int | None = None  # part of the key: it sets the learning-rate schedule
-    # The token selection the sub-models train under. With a look-ahead policy the probes are
-    # created and trained in the same run (KL to the full model's span distributions, on its
-    # layer inputs, detached unless probe_supervision > 0), so the encoder learns to answer from
-    # the tokens the probes keep.
-    significance: str = "attention"
-    probe_width: int = DEFAULT_WIDTH
-    probe_learning_rate: float = 2e-3
-    probe_first_layer: int = 1  # layer 0 reads the embeddings, which have not seen the question
-    # "saved": start from the probes saved with the start model when they cover the same layers at
-    # the same width (their ranking is sensible from the first step, so the sub-models never train
-    # on randomly chosen tokens); "fresh": new random probes. Without saved probes both are fresh.
-    probe_init: str = "saved"
-    # Weight of the probes' KL in the encoder's gradient. 0: the probes read detached states, so they
-    # learn to read the encoder and the encoder never learns to be read. > 0: the KL also reaches
-    # the layers below each probe, scaled by this weight (deep supervision), so early layers learn to
-    # show the answer the last layer will give, which is what the first drops are chosen by.
-    probe_supervision: float = 0.0
-    # Dropout on the full model's attention probabilities. None keeps the start model's own: a
-    # fine-tune from ``dynlen finetune`` saved 0 there. From a pretrained encoder (whose config says
-    # 0.1) pass 0 to train as that fine-tune does; the sub-models' engine never applies it anyway.
-    attention_dropout: float | None = None
-    # The configuration a user will serve (its precise label; its selection is ``significance``),
-    # or None. It takes the smallest sub-model's place in every step, so the shared weights learn
-    # to answer at that shape itself, which the random sub-models (each layer keeping at least
-    # ``1 - bound`` of the one before) never reach when it drops harder, e.g. a last layer that
-    # computes only a few answer candidates. The full model keeps its task loss.
-    target_config: str | None = None
-
-    # Models trained before ``sub_model_loss`` existed matched the full model at every position.
-    PREDATED = {"sub_model_loss": "all"}
+    epochs: float = same_option(TrainingRecipe, "epochs", 0.11)
+    learning_rate: float = same_option(TrainingRecipe, "learning_rate", 5e-5)
+    teacher: str | None = option(
+        None,
+        "larger fine-tuned QA model with the same tokenizer; adds KL to its predictions (temperature 1) to the "
+        "full model's loss (default: none)",
+    )
+    bound: float = option(0.2, "largest share of the previous layer's tokens a layer may drop, in [0, 1)")
+    num_sub_models: int = option(2, "random sub-models per step, besides the full and the smallest one")
+    # The paper's weight is 1. In short runs from a fine-tuned model the sub-models' terms pull the
+    # encoder's full-length behaviour down (docs/results.md); a smaller weight trades drop cost for
+    # keep-all accuracy.
+    sub_model_weight: float = option(1.0, "weight of each sub-model's KL to the full model against the task loss")
+    max_steps: int | None = option(
+        None,
+        "optimiser steps: the run's length and its learning-rate schedule, in place of --epochs (part of the "
+        f"recipe; 0: train --epochs instead) (default: {DEFAULT_MAX_STEPS} unless --epochs is given)",
+    )
+    # With a look-ahead policy the probes are created and trained in the same run (KL to the full
+    # model's span distributions, on its layer inputs, detached unless probe_supervision > 0), so the
+    # encoder learns to answer from the tokens the probes keep.
+    significance: str = option(
+        "attention",
+        "token selection the sub-models train under (a look-ahead one trains the model's probes in the same run): "
+        f"{SELECTION_HELP}, so the model trains under the selection it is served with",
+    )
+    probe_width: int = option(DEFAULT_WIDTH, "hidden units per look-ahead probe", cli=False)
+    probe_learning_rate: float = option(2e-3, "the probes' peak learning rate", cli=False)
+    probe_first_layer: int = option(
+        1, "first layer with a probe (layer 0 reads the embeddings, which have not seen the question)", cli=False
+    )
+    # 0: the probes read detached states, so they learn to read the encoder and the encoder never
+    # learns to be read. > 0: the KL also reaches the layers below each probe, scaled by this weight
+    # (deep supervision), so early layers learn to show the answer the last layer will give, which
+    # is what the first drops are chosen by.
+    probe_supervision: float = option(
+        0.0,
+        "weight of the probes' KL in the encoder's gradient (0: probes read detached states); auto: "
+        f"{LOOKAHEAD_SUPERVISION:g} under a look-ahead policy (the best measured), 0 otherwise",
+        type=weight_or_auto,
+    )
+    # What the options this version no longer offers always do, for reading stored recipes
+    # (``training.recipe.same_recipe``): each sub-model's KL covers only the positions it kept to
+    # the last layer (restored states then get no gradient; it measured better than every position),
+    # the probes start from the start model's saved ones when they fit, no layer is bypassed, and
+    # the smallest sub-model is the sandwich's own.
+    RETIRED = {"sub_model_loss": "kept", "probe_init": "saved", "layerdrop": 0.0, "target_config": None}
 
     def check(self) -> None:
-        """Reject options that would only fail (or silently do nothing) hours later."""
+        """Reject options that would only fail (or silently do nothing) hours later, naming each by its flag."""
+        name = functools.partial(flag, LengthDropRecipe)
         if not 0.0 <= self.bound < 1.0:
-            raise UserError(f"--bound must be in [0, 1): the share of tokens a layer may drop; got {self.bound:g}")
-        if not 0.0 <= self.layerdrop < 1.0:
             raise UserError(
-                f"--layerdrop must be in [0, 1): the chance a sub-model skips a layer; got {self.layerdrop:g}"
+                f"{name('bound')} must be in [0, 1): the share of tokens a layer may drop; got {self.bound:g}"
             )
         check_attention_dropout(self.attention_dropout)
-        if self.sub_model_weight < 0:
-            raise UserError(f"--sub-model-weight must be 0 or more; got {self.sub_model_weight:g}")
-        if self.sub_model_loss not in SUB_MODEL_LOSSES:
-            raise UserError(
-                f"--sub-model-loss must be one of {', '.join(SUB_MODEL_LOSSES)}; got {self.sub_model_loss!r}"
-            )
-        if self.num_sub_models < 0:
-            raise UserError(f"--num-sub-models must be 0 or more; got {self.num_sub_models}")
+        for field_name in (
+            "sub_model_weight",
+            "num_sub_models",
+            "probe_width",
+            "probe_first_layer",
+            "probe_supervision",
+        ):
+            if getattr(self, field_name) < 0:
+                raise UserError(f"{name(field_name)} must be 0 or more; got {getattr(self, field_name):g}")
         if self.batch_size < 1:
-            raise UserError(f"--batch-size must be at least 1; got {self.batch_size}")
+            raise UserError(f"{name('batch_size')} must be at least 1; got {self.batch_size}")
         if self.epochs <= 0 and not self.max_steps:
-            raise UserError(f"--epochs must be positive; got {self.epochs:g}")
+            raise UserError(f"{name('epochs')} must be positive; got {self.epochs:g}")
         if self.max_steps is not None and self.max_steps < 1:
-            raise UserError(f"--max-steps must be at least 1; got {self.max_steps}")
-        if self.learning_rate <= 0:
-            raise UserError(f"--lr must be positive; got {self.learning_rate:g}")
+            raise UserError(f"{name('max_steps')} must be at least 1; got {self.max_steps}")
+        for field_name in ("learning_rate", "probe_learning_rate"):
+            if getattr(self, field_name) <= 0:
+                raise UserError(f"{name(field_name)} must be positive; got {getattr(self, field_name):g}")
         from dynlen.engine.significance import POLICIES
 
         policy, _ = parse_selection(self.significance)
         if policy not in POLICIES:
             raise UserError(
-                f"--significance {self.significance!r}: unknown policy; choose one of {', '.join(sorted(POLICIES))} "
-                "(optionally with +question)"
+                f"{name('significance')} {self.significance!r}: unknown policy; choose one of "
+                f"{', '.join(sorted(POLICIES))} (optionally with +question)"
             )
-        if self.probe_width < 0 or self.probe_first_layer < 0 or self.probe_learning_rate <= 0:
-            raise UserError("--probe-width and --probe-first-layer must be 0 or more, --probe-lr positive")
-        if self.probe_supervision < 0:
-            raise UserError(f"--probe-supervision must be 0 or more; got {self.probe_supervision:g}")
         if self.probe_supervision and not self.trains_probes:
             raise UserError(
-                "--probe-supervision needs look-ahead probes to supervise: train under a lookahead policy "
-                "(--significance lookahead+question)"
+                f"{name('probe_supervision')} needs look-ahead probes to supervise: train under a lookahead policy "
+                f"({name('significance')} lookahead+question)"
             )
-        if self.target_config is not None:
-            LengthConfig.parse(self.target_config)  # its syntax now; its depth once the model is loaded
-        if self.probe_init not in PROBE_INITS:
-            raise UserError(f"--probe-init must be one of {', '.join(PROBE_INITS)}; got {self.probe_init!r}")
 
     @property
     def trains_probes(self) -> bool:
@@ -206,43 +210,15 @@ def random_config(num_layers: int, bound: float, rng: random.Random, full_layers
 
 
 def sub_model_configs(
-    num_layers: int,
-    bound: float,
-    count: int,
-    seed: int,
-    step: int,
-    full_layers: int = 0,
-    target: LengthConfig | None = None,
+    num_layers: int, bound: float, count: int, seed: int, step: int, full_layers: int = 0
 ) -> list[LengthConfig]:
-    """The smallest sub-model (or ``target``, the configuration to serve, in its place) plus ``count`` random ones.
+    """The smallest sub-model plus ``count`` random ones.
 
     Drawn from (seed, step) alone, so a resumed run redraws exactly the sub-models it lost.
     """
     rng = random.Random(f"lengthdrop:{seed}:{step}")
-    lower = target if target is not None else smallest_config(num_layers, bound, full_layers)
+    lower = smallest_config(num_layers, bound, full_layers)
     return [lower] + [random_config(num_layers, bound, rng, full_layers) for _ in range(count)]
-
-
-def check_target_depth(recipe: LengthDropRecipe, num_layers: int, model_name: str) -> None:
-    """One line when the recipe's target configuration has another depth than the model's ``num_layers``."""
-    if recipe.target_config is not None:
-        LengthConfig.parse(recipe.target_config).check_layers(num_layers, model_name)
-
-
-def layer_skips(num_layers: int, probability: float, count: int, seed: int, step: int) -> list[frozenset[int]]:
-    """LayerDrop: for each of ``count`` sub-models, the layers it bypasses this step.
-
-    Each layer is skipped with ``probability``, but never all of them. Drawn from (seed, step) on
-    a stream of its own, so turning LayerDrop on leaves the sub-models' lengths unchanged.
-    """
-    rng = random.Random(f"layerdrop:{seed}:{step}")
-    skips = []
-    for _ in range(count):
-        skipped = {i for i in range(num_layers) if rng.random() < probability}
-        if len(skipped) == num_layers:
-            skipped.discard(num_layers - 1)
-        skips.append(frozenset(skipped))
-    return skips
 
 
 # --- losses ---------------------------------------------------------------------------------
@@ -305,18 +281,18 @@ def sandwich_loss(
     batch: dict[str, torch.Tensor],
     configs: Sequence[LengthConfig],
     teacher: nn.Module | None = None,
-    skips: Sequence[Collection[int]] | None = None,
     probes: LookaheadProbes | None = None,
     sub_model_weight: float = 1.0,
-    sub_model_loss: str = "kept",
     probe_supervision: float = 0.0,
 ) -> tuple[torch.Tensor, StepLosses]:
     """The full model's task loss (plus its KL to the teacher) plus each sub-model's KL to the full model.
 
     Each sub-model's KL counts ``sub_model_weight`` times (the logged ``sub_kl`` stay unweighted).
-    With ``sub_model_loss="kept"`` it covers only the positions the sub-model computed on through
-    its last layer, against the full model's distribution renormalised over them, so restored
-    states get no gradient.
+    It covers only the positions the sub-model computed on through its last layer, against the
+    full model's distribution renormalised over them, so restored states get no gradient: a dropped
+    token's logits come from its restored early-layer state, and matching them pulls the early
+    layers and the span head towards answering from shallow states, which the full model then pays
+    for (docs/results.md, "Why keep-all falls").
 
     The sub-models' target is the full model's detached logits, so the gradient of the sum is
     the sum of the separate backward passes of the paper's training loop. All forwards' graphs
@@ -337,10 +313,7 @@ def sandwich_loss(
     task = span_task_loss(full.start_logits, full.end_logits, mask, batch["start_positions"], batch["end_positions"])
     loss, losses = task, StepLosses(task=task.detach())
     if probes is not None:
-        question = question_segment(inputs[0], qa.sep_token_id) if probes.needs_question else None
-        probe_kl = probe_loss(
-            probes, full.hidden_states, (full.start_logits, full.end_logits), mask, question, probe_supervision
-        )
+        probe_kl = probe_loss(probes, full.hidden_states, (full.start_logits, full.end_logits), mask, probe_supervision)
         loss = loss + probe_kl
         losses.probe_kl = probe_kl.detach()
     if teacher is not None:
@@ -348,10 +321,9 @@ def sandwich_loss(
         loss = loss + kd
         losses.teacher_kl = kd.detach()
     target = (full.start_logits.detach(), full.end_logits.detach())
-    kept_only = sub_model_loss == "kept"
-    for index, config in enumerate(configs):
-        out = qa(*inputs, config=config, skip=skips[index] if skips else (), trace=kept_only)
-        covered = reached_last_layer(out, mask) if kept_only else mask
+    for config in configs:
+        out = qa(*inputs, config=config, trace=True)
+        covered = reached_last_layer(out, mask)
         kl = span_kl((out.start_logits, out.end_logits), target, covered)
         loss = loss + sub_model_weight * kl
         losses.sub_kl.append(kl.detach())
@@ -363,18 +335,16 @@ def probe_loss(
     hidden_states: Sequence[torch.Tensor],
     target: tuple[torch.Tensor, torch.Tensor],
     attention_mask: torch.Tensor,
-    question: torch.Tensor | None = None,
     supervision: float = 0.0,
 ) -> torch.Tensor:
     """Sum over the probed layers of KL(full model's span distributions || the probe's).
 
     The probes get the whole gradient; the states they read pass ``supervision`` times it on to the
-    encoder (0: detached). ``question`` (batch, tokens) marks the question segment, for probes that
-    match against it.
+    encoder (0: detached).
     """
     total = target[0].new_zeros((), dtype=torch.float32)
     for layer in probes.layer_ids:
-        logits = probes(layer, scale_gradient(hidden_states[layer], supervision), question)
+        logits = probes(layer, scale_gradient(hidden_states[layer], supervision))
         total = total + span_kl((logits[..., 0].float(), logits[..., 1].float()), target, attention_mask)
     return total
 
@@ -410,8 +380,6 @@ class LengthDropLoss:
     ) -> None:
         super().__init__(*args, **kwargs)
         self.recipe, self.teacher, self.sep_token_id = recipe, teacher, sep_token_id
-        # parsed once; its depth was checked against the model before training started
-        self._target = None if recipe.target_config is None else LengthConfig.parse(recipe.target_config)
         self._qa: LengthAdaptiveQA | None = None
         self._window: dict[str, tuple[torch.Tensor, int]] = {}  # sums and counts since the last log
 
@@ -443,22 +411,11 @@ class LengthDropLoss:
         full_layers = r.probe_first_layer if r.trains_probes else 0  # no probe there: nothing to select by
         configs = [
             c.with_selection(policy, keep_question)
-            for c in sub_model_configs(
-                qa.num_layers, r.bound, r.num_sub_models, r.seed, step, full_layers, self._target
-            )
+            for c in sub_model_configs(qa.num_layers, r.bound, r.num_sub_models, r.seed, step, full_layers)
         ]
-        skips = layer_skips(qa.num_layers, r.layerdrop, len(configs), r.seed, step) if r.layerdrop else None
         with self.accelerator.autocast():
             loss, losses = sandwich_loss(
-                qa,
-                inputs,
-                configs,
-                self.teacher,
-                skips,
-                qa.probes,
-                r.sub_model_weight,
-                r.sub_model_loss,
-                r.probe_supervision,
+                qa, inputs, configs, self.teacher, qa.probes, r.sub_model_weight, r.probe_supervision
             )
         self._remember(losses)
         return (loss, losses) if return_outputs else loss
@@ -536,15 +493,18 @@ def _warn_big_files(out: Path) -> None:
 def attach_probes(model: nn.Module, recipe: LengthDropRecipe) -> tuple[LookaheadProbes, str]:
     """Probes for layers ``probe_first_layer``.. of ``model``, riding on the model; and where they came from.
 
-    With ``probe_init="saved"`` and probes saved with the start model that cover exactly these
-    layers at this width, training starts from those (``"saved"``); otherwise from new probes
-    seeded by the recipe (``"fresh"``).
+    With probes saved with the start model that cover exactly these layers at this width, training
+    starts from those (``"saved"``: their ranking is sensible from the first step, so the
+    sub-models never train on randomly chosen tokens); otherwise from new probes seeded by the
+    recipe (``"fresh"``).
     """
     layers = model.config.num_hidden_layers
     if recipe.probe_first_layer >= layers:
-        raise UserError(f"--probe-first-layer {recipe.probe_first_layer} is past the model's {layers} layers")
+        raise UserError(
+            f"{flag(LengthDropRecipe, 'probe_first_layer')} {recipe.probe_first_layer} is past the model's {layers} layers"
+        )
     wanted = list(range(recipe.probe_first_layer, layers))
-    saved = load_probes(model) if recipe.probe_init == "saved" else None
+    saved = load_probes(model)
     if saved is not None and saved.layer_ids == wanted and saved.width == recipe.probe_width:
         probes, origin = saved.float(), "saved"
     else:
@@ -552,11 +512,6 @@ def attach_probes(model: nn.Module, recipe: LengthDropRecipe) -> tuple[Lookahead
             torch.manual_seed(recipe.seed)
             probes = LookaheadProbes(model.config.hidden_size, wanted, recipe.probe_width)
         origin = "fresh"
-    if probes.needs_question and not parse_selection(recipe.significance)[1]:
-        raise UserError(
-            f"the start model's look-ahead probes match tokens against the question, so --significance "
-            f"{recipe.significance!r} must keep it: use '{recipe.significance}+question' (or --probe-init fresh)"
-        )
     model.add_module(PROBES_ATTR, probes)
     return probes, origin
 
@@ -602,7 +557,7 @@ def train_lengthdrop(recipe: LengthDropRecipe, out: Path, save_every: int = 200,
     """Train on ``transformers.Trainer`` (resuming from OUT/checkpoints, or skipping when built) and save a HF folder."""
     recipe.check()
     if save_every < 1:
-        raise UserError(f"--save-every must be at least 1; got {save_every}")
+        raise UserError(f"save_every must be at least 1; got {save_every}")
     if already_built(out, recipe):
         remove_checkpoints(out)
         print(f"{out} already holds a model trained with this recipe; nothing to do (delete it to rebuild)")
@@ -621,7 +576,6 @@ def train_lengthdrop(recipe: LengthDropRecipe, out: Path, save_every: int = 200,
         recipe.base, config_options=dropout
     )  # first: a model or its saved probes that cannot load fail before encoding
     check_vocabulary_fits(tokenizer, model, recipe.base)
-    check_target_depth(recipe, len(adapter_for(model, False).layers), recipe.base)  # before any output or encoding
     folder = checkpoint_folder(out, recipe)
     probe_origin = attach_probes(model, recipe)[1] if recipe.trains_probes else None
     feats = _load_features(recipe, tokenizer)
@@ -640,7 +594,7 @@ def train_lengthdrop(recipe: LengthDropRecipe, out: Path, save_every: int = 200,
     resume = last_checkpoint(folder)
     print(
         f"LengthDrop on {recipe.base}: {len(feats)} features, {precision} on {device}, "
-        f"full model + {'the target ' + recipe.target_config if recipe.target_config else 'smallest'} + "
+        "full model + smallest + "
         f"{recipe.num_sub_models} random sub-models per step (bound {recipe.bound:g}, "
         f"selecting by {recipe.significance}"
         + (f", probes ({probe_origin}) trained alongside" if probe_origin else "")

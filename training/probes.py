@@ -5,11 +5,6 @@ distributions (KL divergence, no labels needed), so the probes rank tokens by wh
 will want. The encoder runs once over the training features (keep-all, no gradients), its hidden
 states are kept in memory as float16, and the probes train on them for a few passes: minutes on a
 2-core CPU for a 6-layer model. Only SQuAD *train* data is used, never dev.
-
-Two options change the target: a temperature above 1 softens the final distributions (the KL
-printed is then to the softened target, so it is not comparable across temperatures), and a gold
-weight adds the cross-entropy of the train set's answer span, for probes that learn the answer and
-not only the model's guess of it.
 """
 
 from __future__ import annotations
@@ -28,8 +23,9 @@ from dynlen.bench.features import build_features, collate
 from dynlen.bench.model_io import check_config_json, check_vocabulary_fits, load_qa_model, load_tokenizer
 from dynlen.bench.squad import SquadData, load_squad
 from dynlen.engine.probes import CONFIG_KEY, DEFAULT_WIDTH, LookaheadProbes
-from dynlen.engine.significance import question_segment
 from dynlen.errors import UserError
+from dynlen.options import flag, option
+from dynlen.training.recipe import without_retired
 
 FULL_TRAIN_SET = "../shared/data/squad/train-v1.1.json"  # the probes sample it; the model's own recipe may use less
 
@@ -38,37 +34,40 @@ FULL_TRAIN_SET = "../shared/data/squad/train-v1.1.json"  # the probes sample it;
 class ProbeRecipe:
     """Everything the probes depend on; stored in the model's config entry, so a re-run is idempotent."""
 
-    train: str
-    features: int = 3000
-    width: int = DEFAULT_WIDTH
-    match_heads: int = 0  # > 0: each probe also matches tokens against the question (dynlen.engine.probes)
-    first_layer: int = 1  # layer 0 reads the embeddings, which have not seen the question
-    epochs: int = 4
-    learning_rate: float = 2e-3
-    batch_size: int = 32
-    seed: int = 0
-    temperature: float = 1.0  # > 1 softens the model's final distributions the probes learn
-    gold_weight: float = 0.0  # weight of the gold span's cross-entropy beside the KL (0: no labels)
+    train: str = option(FULL_TRAIN_SET, "SQuAD 1.1 training JSON (never the dev set)")
+    features: int = option(3000, "training features sampled", cli=False)
+    width: int = option(DEFAULT_WIDTH, "probe hidden width (0: linear)")
+    first_layer: int = option(
+        1, "first probed layer, 0-based (layer 0 reads the embeddings, which have not seen the question)", cli=False
+    )
+    epochs: int = option(4, "passes over the sampled features", cli=False)
+    learning_rate: float = option(2e-3, "probe learning rate", cli=False)
+    batch_size: int = option(32, "features per step", cli=False)
+    seed: int = option(0, "seeds the feature sample, its order and the probes' initial weights", cli=False)
+
+    # What the options this version no longer offers always do: the probes learn the model's own
+    # final distributions as they are (no temperature, no gold-span term) from its states alone.
+    RETIRED = {"match_heads": 0, "temperature": 1.0, "gold_weight": 0.0}
 
     def check(self) -> None:
         for name in ("features", "epochs", "batch_size"):
             if getattr(self, name) < 1:
-                raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        if self.width < 0 or self.first_layer < 0 or self.match_heads < 0 or self.learning_rate <= 0:
-            raise UserError("--width, --match-heads and --first-layer must be >= 0 and --lr > 0")
-        if self.temperature <= 0 or self.gold_weight < 0:
-            raise UserError(
-                f"--temperature must be > 0 and --gold-weight >= 0, got {self.temperature} and {self.gold_weight}"
-            )
-        if self.match_heads and not self.width:
-            raise UserError("--match-heads needs a hidden layer: pass --width > 0")
+                raise UserError(f"{flag(ProbeRecipe, name)} must be at least 1, got {getattr(self, name)}")
+        for name in ("width", "first_layer"):
+            if getattr(self, name) < 0:
+                raise UserError(f"{flag(ProbeRecipe, name)} must be 0 or more, got {getattr(self, name)}")
+        if self.learning_rate <= 0:
+            raise UserError(f"{flag(ProbeRecipe, 'learning_rate')} must be positive, got {self.learning_rate:g}")
 
     def same_as(self, stored: object) -> bool:
-        """Whether a stored recipe is this one, reading options it predates as their defaults."""
+        """Whether a stored recipe is this one, reading options it lacks as their defaults."""
         if not isinstance(stored, dict):
             return False
+        current = without_retired(stored, self.RETIRED)
+        if current is None:
+            return False
         try:
-            return asdict(ProbeRecipe(**stored)) == asdict(self)
+            return asdict(ProbeRecipe(**current)) == asdict(self)
         except TypeError:  # an option this version no longer knows
             return False
 
@@ -81,11 +80,8 @@ def _masked_log_softmax(logits: torch.Tensor, valid: torch.Tensor) -> torch.Tens
 class _Batch:
     hidden: torch.Tensor  # (layers, batch, tokens, hidden) float16
     valid: torch.Tensor  # (batch, tokens)
-    question: torch.Tensor  # (batch, tokens) [CLS] question [SEP]
     start: torch.Tensor  # (batch, tokens) target log-probabilities
     end: torch.Tensor
-    gold_start: torch.Tensor  # (batch,) the gold span's token positions ([CLS] when not in the window)
-    gold_end: torch.Tensor
 
 
 def _sample(data: SquadData, count: int, seed: int) -> SquadData:
@@ -97,21 +93,19 @@ def _sample(data: SquadData, count: int, seed: int) -> SquadData:
 
 def collect(model: nn.Module, tokenizer, data: SquadData, recipe: ProbeRecipe, layers: list[int]) -> list[_Batch]:
     """The frozen model's per-layer input states and final span distributions, batched by length."""
-    feats = build_features(_sample(data, recipe.features, recipe.seed).examples, tokenizer, with_labels=True)
+    feats = build_features(_sample(data, recipe.features, recipe.seed).examples, tokenizer)
     order = sorted(range(min(recipe.features, len(feats))), key=lambda i: len(feats.input_ids[i]))
     batches = []
     with torch.inference_mode():
         for k in tqdm(range(0, len(order), recipe.batch_size), desc="encoding train features", unit="batch"):
             chunk = order[k : k + recipe.batch_size]
             b = collate(feats, chunk, tokenizer.pad_token_id or 0)
-            gold_start, gold_end = b.pop("start_positions"), b.pop("end_positions")
             out = model(**b, output_hidden_states=True)
             valid = b["attention_mask"].bool()
             hidden = torch.stack([out.hidden_states[i] for i in layers]).half()
-            start = _masked_log_softmax(out.start_logits.float() / recipe.temperature, valid)
-            end = _masked_log_softmax(out.end_logits.float() / recipe.temperature, valid)
-            question = question_segment(b["input_ids"], tokenizer.sep_token_id)
-            batches.append(_Batch(hidden, valid, question, start, end, gold_start, gold_end))
+            start = _masked_log_softmax(out.start_logits.float(), valid)
+            end = _masked_log_softmax(out.end_logits.float(), valid)
+            batches.append(_Batch(hidden, valid, start, end))
     return batches
 
 
@@ -119,14 +113,6 @@ def _kl(target: torch.Tensor, logits: torch.Tensor, valid: torch.Tensor) -> torc
     """Mean over the batch of KL(target || softmax(logits)) over the real tokens."""
     log_p = _masked_log_softmax(logits, valid)
     return (target.exp() * (target - log_p)).masked_fill(~valid, 0.0).sum(dim=-1).mean()
-
-
-def _gold(logits: torch.Tensor, batch: _Batch) -> torch.Tensor:
-    """Cross-entropy of the gold start and end tokens under the probe's start and end distributions."""
-    # clone: the positions were made under inference mode, which autograd refuses as an index
-    start = _masked_log_softmax(logits[..., 0], batch.valid).gather(1, batch.gold_start[:, None].clone())
-    end = _masked_log_softmax(logits[..., 1], batch.valid).gather(1, batch.gold_end[:, None].clone())
-    return -(start + end).mean()
 
 
 def fit(probes: LookaheadProbes, batches: list[_Batch], recipe: ProbeRecipe) -> list[float]:
@@ -145,11 +131,9 @@ def fit(probes: LookaheadProbes, batches: list[_Batch], recipe: ProbeRecipe) -> 
             batch = batches[k]
             loss = torch.zeros(())
             for j, layer in enumerate(probes.layer_ids):
-                logits = probes(layer, batch.hidden[j].float(), batch.question)
+                logits = probes(layer, batch.hidden[j].float())
                 kl = _kl(batch.start, logits[..., 0], batch.valid) + _kl(batch.end, logits[..., 1], batch.valid)
                 loss = loss + kl
-                if recipe.gold_weight:
-                    loss = loss + recipe.gold_weight * _gold(logits, batch)
                 totals[j] += float(kl.detach())
             optimizer.zero_grad()
             loss.backward()
@@ -185,11 +169,13 @@ def train_probes(model_dir: str, recipe: ProbeRecipe, retrain: bool = False) -> 
     check_vocabulary_fits(tokenizer, model, str(model_dir))
     num_layers = model.config.num_hidden_layers
     if recipe.first_layer >= num_layers:
-        raise UserError(f"--first-layer {recipe.first_layer} is past the model's {num_layers} layers")
+        raise UserError(
+            f"{flag(ProbeRecipe, 'first_layer')} {recipe.first_layer} is past the model's {num_layers} layers"
+        )
     layers = list(range(recipe.first_layer, num_layers))
     batches = collect(model, tokenizer, data, recipe, layers)
     torch.manual_seed(recipe.seed)  # the probes' initial weights too, so one recipe gives one set of probes
-    probes = LookaheadProbes(model.config.hidden_size, layers, recipe.width, recipe.match_heads)
+    probes = LookaheadProbes(model.config.hidden_size, layers, recipe.width)
     kl = fit(probes, batches, recipe)
     provenance = {
         "recipe": asdict(recipe),

@@ -9,6 +9,7 @@ Both run on ``transformers.Trainer`` (:mod:`training.trainer`).
 
 from __future__ import annotations
 
+import argparse
 import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -17,32 +18,57 @@ import torch
 
 from dynlen.bench.device import resolve_device
 from dynlen.errors import UserError
+from dynlen.options import flag, option
 
+PRECISIONS = ("auto", "bf16", "fp32")
 # The official SQuAD 1.1 training set (442 articles, 87,599 questions; its md5 is checked on load).
 DEFAULT_TRAIN_SET = "../shared/data/squad/train-v1.1.json"
 
 
+def dropout_or_none(text: str) -> float | None:
+    """A dropout probability from the command line, or ``none`` for the model config's own (checked by the recipe)."""
+    if text.lower() == "none":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a probability such as 0 or 0.1, or 'none'") from None
+
+
 @dataclass(frozen=True)
 class TrainingRecipe:
-    """The fields every training's recipe has; each recipe sets its own ``epochs`` and ``learning_rate`` defaults."""
+    """The fields every training's recipe has, each option declared once; a recipe sets its own
+    ``epochs`` and ``learning_rate`` defaults (``same_option``)."""
 
-    base: str
-    train: str
-    epochs: float
-    learning_rate: float
-    batch_size: int = 16
-    max_length: int = 384
-    stride: int = 128
-    warmup: float = 0.1
-    weight_decay: float = 0.01
-    seed: int = 0
-    precision: str = "auto"  # bf16 mixed precision where the hardware has it; the saved weights stay float32
+    base: str = option(help="model to start from: folder or hub id", flag="--model")
+    train: str = option(help="SQuAD 1.1 training JSON, or hub:rajpurkar/squad:train (never the dev set)")
+    epochs: float = option(help="passes over the training features")
+    learning_rate: float = option(help="peak AdamW learning rate (linear warmup and decay)", flag="--lr")
+    batch_size: int = option(16, "features per step (length-grouped)", cli=False)
+    max_length: int = option(384, "tokens per feature", cli=False)
+    stride: int = option(128, "overlap between windows of long contexts", cli=False)
+    warmup: float = option(0.1, "share of steps spent warming up", cli=False)
+    weight_decay: float = option(0.01, "AdamW decay (none on biases and norms)", cli=False)
+    seed: int = option(0, "seeds data order, dropout and (LengthDrop) the sub-model draws", cli=False)
+    precision: str = option(
+        "auto",
+        "auto: bf16 mixed precision where the CPU/GPU computes it natively, else fp32 (weights saved float32)",
+        choices=PRECISIONS,
+    )
+    # Dropout on the attention probabilities. Off is 1.54x faster a step on a 2-core CPU: it forces
+    # SDPA off its fused kernel onto the math path, and the Drop-and-Restore engine never applies it.
+    attention_dropout: float | None = option(
+        None,
+        "dropout on the attention probabilities ('none': the start model's config's own; 0: off, 1.54x faster "
+        "steps on a 2-core CPU)",
+        type=dropout_or_none,
+    )
 
 
 def check_attention_dropout(p: float | None) -> None:
     """One line when ``--attention-dropout`` is not a probability (None keeps the config's own)."""
     if p is not None and not 0.0 <= p < 1.0:
-        raise UserError(f"--attention-dropout must be in [0, 1), got {p:g}")
+        raise UserError(f"{flag(TrainingRecipe, 'attention_dropout')} must be in [0, 1), got {p:g}")
 
 
 def attention_dropout_option(base: str, p: float | None) -> dict:
@@ -94,29 +120,39 @@ def already_built(out: Path, recipe) -> bool:
 
 
 def differences(stored: dict, recipe) -> str:
-    """Which recipe fields differ and how (stored -> now), reading fields a stored recipe predates as their defaults."""
-    predated = getattr(type(recipe), "PREDATED", {})
-    wanted = asdict(recipe)
-    filled = {**{f.name: f.default for f in fields(type(recipe))}, **predated, **stored}
+    """Which recipe fields differ and how (stored -> now), reading fields a stored recipe lacks as their defaults."""
+    retired = getattr(type(recipe), "RETIRED", {})
+    wanted = {**asdict(recipe), **retired}
+    filled = {**{f.name: f.default for f in fields(type(recipe))}, **retired, **stored}
     trained, trains = _as_trained(filled), _as_trained(wanted)
     changed = sorted(k for k in set(trained) | set(trains) if filled.get(k) != wanted.get(k))
     return "differs in: " + ", ".join(f"{k} ({filled.get(k)!r} stored, {wanted.get(k)!r} now)" for k in changed)
 
 
 def same_recipe(stored: dict | None, recipe) -> bool:
-    """Whether a stored recipe equals ``recipe``, reading options it predates as their defaults.
+    """Whether a stored recipe equals ``recipe``, reading options it lacks as their defaults.
 
-    A recipe written before an option existed was trained without it, i.e. with its default,
-    so adding an option must not make finished models look stale. Where the old behaviour is not
-    today's default, the recipe class names it in ``PREDATED``.
+    A recipe written before an option existed was trained without it, i.e. with its default, so
+    adding an option must not make finished models look stale. An option this version no longer
+    offers matches only at the value the recipe class names in ``RETIRED`` (what this version
+    always does), so a model trained with it set otherwise is never taken for this recipe.
     """
     if not isinstance(stored, dict):
         return False
-    predated = getattr(type(recipe), "PREDATED", {})  # options whose value before they existed is not today's default
-    try:
-        return _as_trained(asdict(type(recipe)(**{**predated, **stored}))) == _as_trained(asdict(recipe))
-    except TypeError:  # an option this version no longer knows
+    current = without_retired(stored, getattr(type(recipe), "RETIRED", {}))
+    if current is None:
         return False
+    try:
+        return _as_trained(asdict(type(recipe)(**current))) == _as_trained(asdict(recipe))
+    except TypeError:  # an option this version does not know
+        return False
+
+
+def without_retired(stored: dict, retired: dict) -> dict | None:
+    """``stored`` without the retired options, or None when one of them holds another value than ``retired`` says."""
+    if any(key in stored and stored[key] != value for key, value in retired.items()):
+        return None
+    return {k: v for k, v in stored.items() if k not in retired}
 
 
 def _as_trained(recipe: dict) -> dict:

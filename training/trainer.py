@@ -21,11 +21,10 @@ import torch
 from dynlen.atomic import write_text_atomic
 from dynlen.bench.features import Features, collate
 from dynlen.errors import UserError
-from dynlen.training.recipe import differences, same_recipe
+from dynlen.training.recipe import PRECISIONS, differences, same_recipe
 
 CHECKPOINTS = "checkpoints"  # inside the output folder; removed once the model is saved
 RECIPE_FILE = "recipe.json"
-PRECISIONS = ("auto", "bf16", "fp32")
 
 
 def hardware_has_bf16(device: torch.device) -> bool:

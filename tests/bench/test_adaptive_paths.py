@@ -97,23 +97,3 @@ def test_restore_keeps_padding_rows_at_zero_hidden():
     bias = model.qa_outputs.bias
     assert torch.allclose(out.start_logits[1, 6:], bias[0].expand(14))
     assert torch.allclose(out.end_logits[1, 6:], bias[1].expand(14))
-
-
-@pytest.mark.parametrize("skip", [{1}, {0, 2}, {3}])
-def test_skipped_layers_equal_a_model_without_them(skip):
-    """LayerDrop's bypass: skipping layers equals removing them, and they drop no tokens."""
-    full = tiny_bert(seed=3)
-    pruned = tiny_bert(seed=3)
-    kept_layers = [layer for i, layer in enumerate(pruned.bert.encoder.layer) if i not in skip]
-    pruned.bert.encoder.layer = torch.nn.ModuleList(kept_layers)
-    rows = [_ids(30, 1), _ids(22, 2)]
-    ids, mask, types = _padded(rows)
-    with torch.inference_mode():
-        got = LengthAdaptiveQA(full)(ids, mask, types, LengthConfig.parse("ratios:1,0.8,0.6,0.5"), skip=skip)
-        kept_ratios = [v for i, v in enumerate((1.0, 0.8, 0.6, 0.5)) if i not in skip]
-        want = LengthAdaptiveQA(pruned)(ids, mask, types, LengthConfig("ratios", tuple(kept_ratios)))
-    assert torch.allclose(got.start_logits, want.start_logits, atol=1e-5)
-    assert torch.allclose(got.end_logits, want.end_logits, atol=1e-5)
-    for i in skip:
-        before = got.real_lengths if i == 0 else got.kept[i - 1]
-        assert torch.equal(got.kept[i], before)

@@ -229,6 +229,13 @@ def test_top_k_lists_distinct_spans_best_first(answerer):
     assert len(batched) == 2 and all(isinstance(r, list) and len(r) == 2 for r in batched)
 
 
+def test_the_pipelines_deprecated_topk_warns_naming_the_version_that_removes_it(answerer):
+    question, context = _pairs()[0]
+    with pytest.warns(DeprecationWarning, match="write top_k= .removed in dynlen 0.2.0"):
+        old = answerer(question, context, topk=2)
+    assert old == answerer(question, context, top_k=2)
+
+
 def test_handle_impossible_answer_ranks_the_empty_answer_among_the_spans(answerer):
     question, context = _pairs()[0]
     many = answerer(question, context, top_k=1000, handle_impossible_answer=True)

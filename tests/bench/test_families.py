@@ -17,7 +17,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from dynlen.engine.adaptive import LengthAdaptiveQA
 from dynlen.engine.config import LengthConfig
 from dynlen.engine.costs import example_flops
-from dynlen.engine.significance import POLICIES, SelectionInputs
+from dynlen.engine.significance import POLICIES, SelectionInputs, SignificancePolicy
 from dynlen.errors import UserError
 
 VOCAB = 60
@@ -234,11 +234,10 @@ def test_family_formula_equals_flop_counter_under_eager(name, spec):
     assert counter.get_total_flops() == example_flops(ad.cost_shape(), config, length)
 
 
-class _LeadingTokens:
+class _LeadingTokens(SignificancePolicy):
     """A policy that reads neither attention nor probes: the earliest tokens stay."""
 
     name = "test-leading"
-    needs_attention, needs_probes, needs_question = False, False, False
 
     def scores(self, inputs: SelectionInputs) -> torch.Tensor:
         return -inputs.positions.to(inputs.hidden.dtype)

@@ -15,8 +15,7 @@ from dynlen.engine.costs import example_flops
 from dynlen.engine.probes import WEIGHTS_FILE, LookaheadProbes, load_probes
 from dynlen.engine.significance import (
     POLICIES,
-    SelectionInputs,
-    attention_from,
+    SignificancePolicy,
     get_policy,
     question_lengths,
     question_segment,
@@ -37,21 +36,20 @@ def _inputs(length: int = 24, question: int = 7, seed: int = 0) -> tuple[torch.T
     return ids, types
 
 
-def _probes(model, width: int = 0, match_heads: int = 0) -> LookaheadProbes:
+def _probes(model, width: int = 0) -> LookaheadProbes:
     """Random probes for layers 2.. of ``model`` (layer 1 reads the embeddings and has none)."""
     layers = list(range(1, model.config.num_hidden_layers))
-    probes = LookaheadProbes(model.config.hidden_size, layers, width, match_heads)
+    probes = LookaheadProbes(model.config.hidden_size, layers, width)
     torch.manual_seed(1)
     for p in probes.parameters():
         torch.nn.init.normal_(p, std=0.5)
     return probes.eval()
 
 
-class _Fixed:
+class _Fixed(SignificancePolicy):
     """A test policy: scores are a fixed per-position table (higher keeps)."""
 
     name = "test-fixed"
-    needs_attention, needs_probes, needs_question = False, False, False
 
     def __init__(self, table: torch.Tensor):
         self.table = table
@@ -61,8 +59,7 @@ class _Fixed:
 
 
 def test_registry_names_the_known_policies():
-    known = {"attention", "question-attention", "lookahead", "lookahead-attention", "lookahead-evidence"}
-    assert known | {"lookahead-memory"} <= set(POLICIES)
+    assert {"attention", "lookahead", "lookahead-attention"} <= set(POLICIES)
     with pytest.raises(UserError, match="unknown significance policy 'nope'.*attention"):
         get_policy("nope")
     with pytest.raises(UserError, match="unknown significance policy"):
@@ -91,7 +88,7 @@ def test_question_segment_ends_at_the_first_separator():
 
 @pytest.mark.parametrize(
     "policy",
-    ["attention", "question-attention", "lookahead", "lookahead-attention", "lookahead-evidence", "lookahead-memory"],
+    ["attention", "lookahead", "lookahead-attention"],
 )
 def test_keep_all_is_the_stock_model_under_every_policy(policy):
     model = tiny_bert()
@@ -106,7 +103,7 @@ def test_keep_all_is_the_stock_model_under_every_policy(policy):
 
 @pytest.mark.parametrize(
     "policy",
-    ["attention", "question-attention", "lookahead", "lookahead-attention", "lookahead-evidence", "lookahead-memory"],
+    ["attention", "lookahead", "lookahead-attention"],
 )
 @pytest.mark.parametrize("kernels", [False, True])
 def test_question_kept_until_the_last_layer(policy, kernels, monkeypatch):
@@ -153,7 +150,7 @@ def test_lookahead_keeps_what_the_policy_scores_highest(monkeypatch):
     qa = LengthAdaptiveQA(model, kernels=False, sep_token_id=SEP)
     table = torch.zeros(1, 24)
     table[0, [5, 9, 17, 21, 22]] = torch.tensor([5.0, 4.0, 3.0, 2.0, 1.0])
-    register_policy(_Fixed(table))
+    monkeypatch.setitem(POLICIES, "test-fixed", _Fixed(table))
     seen = []
     original = LengthAdaptiveQA._dropping_layer
 
@@ -167,90 +164,6 @@ def test_lookahead_keeps_what_the_policy_scores_highest(monkeypatch):
     with torch.no_grad():
         qa(ids, torch.ones_like(ids), types, LengthConfig("counts", (24, 4, 4, 4), significance="test-fixed"))
     assert seen[0] == [0, 5, 9, 17]
-
-
-@pytest.mark.parametrize("padded", [False, True])
-def test_each_dropping_layer_sees_the_scores_its_slots_had_at_the_previous_one(padded, monkeypatch):
-    """The engine hands a policy its own last scores, moved along with each example's kept slots."""
-
-    class _Recording:
-        name = "test-recording"
-        needs_attention, needs_probes, needs_question = False, False, False
-        needs_previous = True
-
-        def __init__(self):
-            self.calls = []
-
-        def scores(self, inputs):
-            scores = (inputs.positions * (inputs.layer + 2) % 7).to(torch.float32)  # differs per layer and slot
-            self.calls.append((inputs.positions.clone(), inputs.previous, scores.clone()))  # the engine overwrites them
-            return scores
-
-    policy = _Recording()
-    monkeypatch.setitem(POLICIES, policy.name, policy)
-    qa = LengthAdaptiveQA(tiny_bert(), kernels=False, sep_token_id=SEP)
-    ids = torch.cat([_inputs(seed=0)[0], _inputs(seed=1)[0]])
-    mask = torch.ones_like(ids)
-    if padded:
-        mask[1, 18:] = 0  # the second example has 18 real tokens
-    with torch.no_grad():
-        qa(ids, mask, torch.zeros_like(ids), LengthConfig.parse("ratios:1,0.5,0.3,0.2@test-recording"))
-    assert len(policy.calls) == 3 and policy.calls[0][1] is None
-    for (positions, _, scores), (later, previous, _) in zip(policy.calls, policy.calls[1:]):
-        for row in range(2):
-            by_position = dict(zip(positions[row].tolist(), scores[row].tolist()))
-            real = later[row] < (18 if padded and row == 1 else 24)
-            for position, carried, is_real in zip(later[row].tolist(), previous[row].tolist(), real.tolist()):
-                if is_real:
-                    assert carried == by_position[position]
-
-
-def test_lookahead_memory_keeps_what_an_earlier_probe_found_likely():
-    class _Probe:
-        def __call__(self, layer, hidden, question=None):
-            logits = torch.full((1, 5, 2), -8.0)
-            logits[0, 3] = 4.0  # this layer's favourite
-            return logits
-
-    previous = torch.tensor([[0.0, 1.9, 0.0, 0.0, 0.1]])  # the previous layer's favourite was slot 1
-    inputs = SelectionInputs(2, torch.zeros(1, 5, 4), None, None, None, _Probe(), None, previous)
-    scores = get_policy("lookahead-memory").scores(inputs)
-    plain = get_policy("lookahead").scores(inputs)
-    assert scores[0, 1] == 1.9 and plain[0, 1] < 0.01
-    assert scores[0, 3] == plain[0, 3] > 1.9
-    first = SelectionInputs(2, torch.zeros(1, 5, 4), None, None, None, _Probe())
-    torch.testing.assert_close(get_policy("lookahead-memory").scores(first), plain)
-
-
-def test_attention_from_weights_each_query_and_averages_heads():
-    probs = torch.softmax(torch.randn(2, 3, 5, 5), dim=-1)
-    weights = torch.zeros(2, 5)
-    weights[0, 1] = 1.0
-    weights[1, 2], weights[1, 4] = 0.25, 0.75
-    got = attention_from(probs, weights)
-    heads = probs.mean(dim=1)
-    torch.testing.assert_close(got[0], heads[0, 1])
-    torch.testing.assert_close(got[1], 0.25 * heads[1, 2] + 0.75 * heads[1, 4])
-
-
-def test_lookahead_evidence_keeps_what_the_likely_answer_reads():
-    """Of two tokens the probe scores alike and low, the one the probe's favourite attends to ranks higher."""
-
-    class _Probe:
-        def __call__(self, layer, hidden, question=None):
-            logits = torch.full((1, 6, 2), -8.0)
-            logits[0, 2] = 4.0  # the likely answer
-            logits[0, 4, :] = logits[0, 5, :] = -6.0  # alike, both far below it
-            return logits
-
-    probs = torch.full((1, 2, 6, 6), 0.02)
-    probs[0, :, 2, 5] = 0.9  # the answer reads token 5
-    probs = probs / probs.sum(dim=-1, keepdim=True)
-    inputs = SelectionInputs(1, torch.zeros(1, 6, 4), None, probs, None, _Probe())
-    scores = get_policy("lookahead-evidence").scores(inputs)
-    assert scores[0].argmax() == 2 and scores[0, 5] > scores[0, 4]
-    plain = get_policy("lookahead").scores(inputs)
-    torch.testing.assert_close(plain[0, 5], plain[0, 4])
 
 
 def test_a_policy_that_needs_probes_refuses_a_model_without_them():
@@ -270,18 +183,18 @@ def test_probes_cover_the_dropping_layers():
     qa(ids, torch.ones_like(ids), types, LengthConfig.parse("ratios:1,1,0.5,0.5@lookahead"))  # layers 3-4 drop
 
 
-@pytest.mark.parametrize("policy", ["lookahead", "lookahead-attention", "lookahead-evidence", "attention"])
-@pytest.mark.parametrize("width,match_heads", [(0, 0), (8, 0), (8, 2)])
-def test_formula_equals_flop_counter_with_probes(policy, width, match_heads):
-    """Probe FLOPs are counted (question matching by the question's length), and 'lookahead' pays scores only for the kept queries."""
+@pytest.mark.parametrize("policy", ["lookahead", "lookahead-attention", "attention"])
+@pytest.mark.parametrize("width", [0, 8])
+def test_formula_equals_flop_counter_with_probes(policy, width):
+    """Probe FLOPs are counted, and 'lookahead' pays scores only for the kept queries."""
     model = tiny_bert(attn="eager")
-    probes = _probes(model, width=width, match_heads=match_heads)
+    probes = _probes(model, width=width)
     qa = LengthAdaptiveQA(model, kernels=False, probes=probes, sep_token_id=SEP)
     ids, types = _inputs(length=23)
     config = LengthConfig.parse(f"ratios:1,0.6,0.4,0.2@{policy}+question")
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         qa(ids, torch.ones_like(ids), types, config=config, attention="eager")
-    assert counter.get_total_flops() == example_flops(qa.cost_shape(), config, 23, probes.flops, question_length=8)
+    assert counter.get_total_flops() == example_flops(qa.cost_shape(), config, 23, probes.flops)
 
 
 def test_lookahead_costs_less_than_attention_for_the_same_budget():
@@ -308,41 +221,6 @@ def test_probes_save_and_load_with_the_model(tmp_path):
     (folder / WEIGHTS_FILE).unlink()
     with pytest.raises(UserError, match="lookahead_probes.safetensors is missing"):
         load_probes(AutoModelForQuestionAnswering.from_pretrained(folder))
-
-
-def test_question_matching_probes_read_the_question_and_refuse_to_run_without_it():
-    model = tiny_bert()
-    probes = _probes(model, width=8, match_heads=2)
-    qa = LengthAdaptiveQA(model, probes=probes, sep_token_id=SEP)
-    ids, types = _inputs()
-    with pytest.raises(UserError, match="must keep it: use 'lookahead\\+question'"):
-        qa(ids, torch.ones_like(ids), types, LengthConfig.parse("ratios:1,0.5,0.5,0.5@lookahead"))
-    hidden = torch.randn(1, 24, model.config.hidden_size)
-    question = torch.zeros(1, 24, dtype=torch.bool)
-    question[0, :8] = True
-    other = hidden.clone()
-    other[0, 1:7] += 1.0  # change the question's tokens only
-    with torch.no_grad():
-        before, after = probes(1, hidden, question), probes(1, other, question)
-    assert not torch.allclose(before[0, 8:], after[0, 8:]), "context logits must depend on the question"
-    kept = qa(ids, torch.ones_like(ids), types, LengthConfig.parse("ratios:1,0.5,0.5,0.5@lookahead+question"))
-    assert kept.start_logits.shape == (1, 24)
-
-
-def test_question_matching_probes_save_and_load_with_the_model(tmp_path):
-    folder = save_tiny_model(tmp_path / "m")
-    from transformers import AutoModelForQuestionAnswering
-
-    model = AutoModelForQuestionAnswering.from_pretrained(folder)
-    probes = _probes(model, width=8, match_heads=2)
-    probes.save(folder)
-    loaded = load_probes(AutoModelForQuestionAnswering.from_pretrained(folder))
-    assert loaded is not None and loaded.match_heads == 2 and loaded.needs_question
-    hidden = torch.randn(1, 10, model.config.hidden_size)
-    question = torch.arange(10)[None, :] < 4
-    assert torch.equal(loaded(2, hidden, question), probes(2, hidden, question))
-    with pytest.raises(UserError, match="need a hidden layer"):
-        LookaheadProbes(model.config.hidden_size, [1], 0, 2)
 
 
 def _spy_kept(monkeypatch) -> list:
@@ -376,12 +254,11 @@ def test_probes_run_inside_the_projection_choose_as_the_probe_module_does(spec, 
     torch.testing.assert_close(fused.start_logits, whole.start_logits, atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("match_heads", [0, 2])  # question-matching probes read the followed question mask
 @pytest.mark.parametrize("spec", ["ratios:1,0.6,0.45,0.35", "counts:24,10,5,3"])
-def test_kept_question_follows_the_slots_in_a_padded_batch(spec, match_heads, monkeypatch):
+def test_kept_question_follows_the_slots_in_a_padded_batch(spec, monkeypatch):
     """The question, kept, stays the leading slots of every row: a padded batch keeps what each example keeps alone."""
     model = tiny_bert()
-    qa = LengthAdaptiveQA(model, probes=_probes(model, width=8, match_heads=match_heads), sep_token_id=SEP)
+    qa = LengthAdaptiveQA(model, probes=_probes(model, width=8), sep_token_id=SEP)
     short, short_types = _inputs(length=14, question=9, seed=2)  # a question longer than some layers keep
     long, long_types = _inputs(length=24, question=5, seed=3)
     ids = torch.zeros(2, 24, dtype=torch.long)
@@ -424,3 +301,57 @@ def test_following_a_kept_question_equals_gathering_its_mask():
         selection.follow(slots, lead, slot_real)
         assert torch.equal(selection.question, want), counts
         assert selection.question_lead == [min(4, counts[0]), min(7, counts[1])]
+
+
+def test_a_name_is_registered_once_and_a_kernel_accelerates_a_registered_policy_once(monkeypatch):
+    from dynlen.engine.significance import ACCELERATED, register_accelerated
+
+    monkeypatch.setattr("dynlen.engine.significance.POLICIES", dict(POLICIES))
+    monkeypatch.setattr("dynlen.engine.significance.ACCELERATED", dict(ACCELERATED))
+    with pytest.raises(ValueError, match="'attention' is already registered"):
+        register_policy(get_policy("attention").__class__())
+    with pytest.raises(ValueError, match="already has an accelerated implementation"):
+        register_accelerated("lookahead", object())
+    with pytest.raises(ValueError, match="no significance policy 'nope'"):
+        register_accelerated("nope", object())
+    with pytest.raises(ValueError, match="without '\\+question'"):
+        register_policy(type("Kept", (SignificancePolicy,), {"name": "fixed+question"})())
+
+
+def test_a_registered_accelerated_implementation_runs_the_policys_dropping_layers(monkeypatch):
+    """The forward asks the registry, not the policy's name: a test policy's own native implementation is called."""
+    from dynlen.engine import significance
+
+    table = torch.zeros(1, 24)
+    table[0, [5, 9, 17]] = torch.tensor([3.0, 2.0, 1.0])
+    calls = []
+
+    class _Native:
+        def drop(self, kernels, job):
+            calls.append((job.layer, list(job.counts)))
+            slots = torch.tensor([[0, 5, 9, 17]])[:, : job.counts[0]]
+            return None, slots  # the engine attends the kept queries itself
+
+    monkeypatch.setitem(POLICIES, "test-fixed", _Fixed(table))
+    monkeypatch.setitem(significance.ACCELERATED, "test-fixed", _Native())
+    qa = LengthAdaptiveQA(tiny_bert(), kernels=True, sep_token_id=SEP)
+    with torch.no_grad():
+        if qa._native_drop(torch.zeros(1, 1, 1), None, torch.tensor([1])) is None:
+            pytest.skip("the native kernels are not available here")
+    ids, types = _inputs()
+    kept = _spy_kept(monkeypatch)
+    with torch.no_grad():
+        qa(ids, torch.ones_like(ids), types, LengthConfig("counts", (24, 4, 4, 4), significance="test-fixed"))
+    assert calls == [(1, [4])] and kept[0] == [[0, 5, 9, 17]]
+
+
+def test_the_forward_and_the_flops_formula_never_name_a_policy():
+    """What a policy reads is asked of its type; no policy's name appears in engine/adaptive.py or engine/costs.py."""
+    import ast
+    from pathlib import Path
+
+    engine = Path(__file__).resolve().parents[2] / "engine"
+    for name in ("adaptive.py", "costs.py"):
+        tree = ast.parse((engine / name).read_text())
+        strings = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+        assert not strings & set(POLICIES), (name, strings & set(POLICIES))

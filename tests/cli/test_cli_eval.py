@@ -56,6 +56,14 @@ def test_eval_writes_metrics_and_official_predictions(tmp_path, model_dir, squad
     assert len(kept) == 4 and kept[0] > kept[1] > kept[2] > kept[3] > 1
     lat = metrics["latency"]
     assert lat["ms_per_feature_min"] <= lat["ms_per_feature"] <= lat["ms_per_feature_max"]
+    assert metrics["loading"] == {
+        "device": "auto",
+        "dtype": None,
+        "revision": None,
+        "trust_remote_code": False,
+        "threads": None,
+        "quiet": True,
+    }, "how the model was loaded is recorded with the figures"
     measured = Measurement.from_json(metrics)  # metrics.json reads back as the one measurement type
     assert measured.f1 == metrics["f1"] and measured.config == LengthConfig.parse("ratios:1,0.7,0.5,0.3")
     assert measured.latency_speedup_vs_keep_all == sp["latency_vs_keep_all"] and measured.tokens_kept_per_layer == kept

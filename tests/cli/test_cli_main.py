@@ -36,21 +36,22 @@ def test_every_sub_command_help_shows_defaults(capsys):
             assert "(default:" in text, name
 
 
-def test_run_and_model_are_spelled_one_way_with_the_old_spellings_hidden(capsys):
+def test_run_and_model_are_spelled_one_way(capsys):
     parser = build_parser()
     search = parser.parse_args(["search", "--run", "results/x"])
     assert search.run_dir == "results/x"
-    assert parser.parse_args(["search", "--run-dir", "results/y"]).run_dir == "results/y"
     assert parser.parse_args(["search"]).run_dir == "results/default"
-    assert parser.parse_args(["finetune", "--base", "enc"]).model == "enc"
-    assert parser.parse_args(["finetune", "--model", "enc2"]).model == "enc2"
-    report = parser.parse_args(["report", "results/z"])
-    assert str(report.run_dir) == "results/z"
+    assert parser.parse_args(["finetune", "--model", "enc2"]).base == "enc2"
+    report = parser.parse_args(["report", "--run", "results/z"])
+    assert str(report.run) == "results/z"
     for name in ("search", "finetune"):
         with pytest.raises(SystemExit):
             main([name, "--help"])
         text = capsys.readouterr().out
         assert "--run-dir" not in text and "--base" not in text
+    for old in (["search", "--run-dir", "reports/y"], ["finetune", "--base", "enc"]):
+        with pytest.raises(SystemExit):
+            parser.parse_args(old)
 
 
 def test_report_without_a_run_is_one_line(capsys):

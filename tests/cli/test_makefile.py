@@ -13,12 +13,18 @@ ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
 
 
-def _dry_run(*args: str) -> str:
+def _dry_run(*args: str, cwd: Path = ROOT) -> str:
     done = subprocess.run(
-        ["make", "--no-print-directory", "-n", *args], cwd=ROOT, capture_output=True, text=True, timeout=60
+        ["make", "--no-print-directory", "-n", *args], cwd=cwd, capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0, done.stderr
     return done.stdout
+
+
+def _fresh_checkout(tmp_path: Path) -> Path:
+    """The Makefile in a folder with no models/: what a new checkout has before `make model`."""
+    shutil.copy(ROOT / "Makefile", tmp_path / "Makefile")
+    return tmp_path
 
 
 @pytest.mark.parametrize(
@@ -33,8 +39,8 @@ def test_pareto_never_trains_a_model_it_was_not_asked_to_build(model):
 
 def test_pareto_builds_the_default_model_when_missing(tmp_path):
     """The default is the LengthDrop model: the standard fine-tune and its probes come first, then LengthDrop."""
-    standard, lengthdrop = tmp_path / "standard", tmp_path / "lengthdrop"
-    out = _dry_run("pareto", f"STANDARD_MODEL={standard}", f"LENGTHDROP_MODEL={lengthdrop}")
+    standard, lengthdrop = "models/minilm-squad", "models/minilm-squad-lengthdrop"
+    out = _dry_run("pareto", cwd=_fresh_checkout(tmp_path))
     steps = [
         f"finetune --out {standard}",
         f"probes --model {standard}",
@@ -47,12 +53,23 @@ def test_pareto_builds_the_default_model_when_missing(tmp_path):
 
 def test_bench_retention_scores_both_models_and_builds_only_its_own(tmp_path):
     """Its fixed-budget step reads STANDARD and LENGTHDROP; a folder of the user's is read as given, never built."""
-    standard, lengthdrop = tmp_path / "standard", tmp_path / "lengthdrop"
-    out = _dry_run("bench-retention", f"STANDARD_MODEL={standard}", f"LENGTHDROP_MODEL={lengthdrop}")
+    standard, lengthdrop = "models/minilm-squad", "models/minilm-squad-lengthdrop"
+    fresh = _fresh_checkout(tmp_path)
+    out = _dry_run("bench-retention", cwd=fresh)
     assert f"finetune --out {standard}" in out and f"lengthdrop --model {standard}" in out
     assert f"retention.py --models {standard},{lengthdrop}" in out
-    own = _dry_run("bench-retention", "STANDARD=/no/such/folder", f"LENGTHDROP_MODEL={lengthdrop}")
+    own = _dry_run("bench-retention", "STANDARD=/no/such/folder", cwd=fresh)
     assert "--out /no/such/folder" not in own and "retention.py --models /no/such/folder," in own
+    assert f"lengthdrop --model /no/such/folder --out {lengthdrop}" in own, "its own LengthDrop folder is built"
+
+
+def test_args_pass_through_to_the_command_and_win_over_quick(tmp_path):
+    out = _dry_run("pareto", "MODEL=org/model", "QUICK=1", "ARGS=--trials 50 --cost latency")
+    assert "search --model org/model --run reports/quick" in out
+    assert out.index("--trials 12") < out.index("--trials 50"), "the user's ARGS come last, so they win"
+    assert (
+        _dry_run("eval", "ARGS=--config ratios:1,0.5 --limit 10").strip().endswith("--config ratios:1,0.5 --limit 10")
+    )
 
 
 def test_model_builds_the_standard_model_then_lengthdrop_from_it():
@@ -76,7 +93,7 @@ def test_help_lists_every_target_and_the_variables():
     phony = next(line for line in (ROOT / "Makefile").read_text().splitlines() if line.startswith(".PHONY:"))
     for target in phony.split(":", 1)[1].split():
         assert f"  {target} " in done.stdout, target
-    for variable in ("MODEL", "RUN", "QUICK", "BUDGET", "COST", "TRIALS", "DATA", "TORCH"):
+    for variable in ("MODEL", "STANDARD", "LENGTHDROP", "RUN", "QUICK", "BUDGET", "ARGS", "TORCH"):
         assert f"  {variable}=" in done.stdout
 
 

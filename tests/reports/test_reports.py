@@ -208,7 +208,7 @@ def test_frontier_rows_cover_both_frontiers_and_baselines():
 
 
 def test_cli_prints_paths_and_headline(run_dir, tmp_path, capsys):
-    assert main(["report", str(run_dir), "--out", str(tmp_path / "cli")]) == 0
+    assert main(["report", "--run", str(run_dir), "--out", str(tmp_path / "cli")]) == 0
     out = capsys.readouterr().out
     assert "pareto.png" in out and "FLOPs: 2.50x" in out
     assert read_run(run_dir)[0].name == "synthetic"
@@ -223,7 +223,10 @@ def test_cli_help_exits_zero():
 
 def test_missing_run_folder_is_a_one_line_error(tmp_path):
     done = subprocess.run(
-        [sys.executable, "-m", "dynlen", "report", str(tmp_path / "nope")], cwd=ROOT, capture_output=True, text=True
+        [sys.executable, "-m", "dynlen", "report", "--run", str(tmp_path / "nope")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
     )
     assert done.returncode == 2
     assert done.stderr.startswith("error: ") and len(done.stderr.strip().splitlines()) == 1

@@ -88,7 +88,7 @@ def test_unreachable_flops_budget_is_refused_before_the_first_trial(tmp_path, mo
     from dynlen.cli.main import main
 
     run_dir = tmp_path / "run"
-    args = ["search", "--model", str(model_dir), "--data", str(squad_file), "--run-dir", str(run_dir)]
+    args = ["search", "--model", str(model_dir), "--data", str(squad_file), "--run", str(run_dir)]
     args += ["--trials", "6", "--search-questions", "0", "--heldout-questions", "0", "--no-report"]
     assert main([*args, "--budget", "flops-speedup>=100"]) == 2
     err = capsys.readouterr().err.strip().splitlines()

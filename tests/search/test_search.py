@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import optuna
@@ -257,7 +258,11 @@ def test_rescoring_takes_every_frontier_point_near_keep_all_before_thinning_the_
 
 @pytest.mark.parametrize(
     "change, option",
-    [({"seed": 1}, "--seed"), ({"sampler": "nsga2"}, "--sampler"), ({"heldout_questions": 3}, "--heldout-questions")],
+    [
+        ({"seed": 1}, "seed"),
+        ({"latency_repeats": 2}, "--latency-repeats"),
+        ({"heldout_questions": 3}, "--heldout-questions"),
+    ],
 )
 def test_resume_with_settings_that_change_numbers_is_refused(finished_run, change, option):
     settings, _ = finished_run
@@ -281,6 +286,7 @@ def test_run_json_names_the_study_and_hides_passwords(finished_run):
     settings, run_dir = finished_run
     info, _ = read_run(run_dir)
     assert info.sampler == settings.sampler and info.extra["study"] == "run"
+    assert info.extra["settings"]["load"] == dataclasses.asdict(settings.load), "how the model was loaded is recorded"
     shown = SearchSettings(**{**settings.__dict__, "storage": "postgresql://u:secret@h/db"}).public()
     assert "secret" not in shown["storage"]
 

@@ -94,16 +94,8 @@ def test_auto_significance_follows_whether_the_model_has_probes(tmp_path, model_
 
 
 def test_a_search_refuses_a_policy_the_model_cannot_run_before_its_first_trial(tmp_path, model_dir, squad_file):
-    import shutil
-
-    from transformers import AutoModelForQuestionAnswering
-
-    folder = tmp_path / "matching-probes"
-    shutil.copytree(model_dir, folder)
-    model = AutoModelForQuestionAnswering.from_pretrained(folder)
-    LookaheadProbes(model.config.hidden_size, [1, 2, 3], 8, match_heads=2).save(folder)
-    settings = _settings(tmp_path, folder, squad_file, trials=3, significance="attention,lookahead")
-    with pytest.raises(UserError, match="use 'lookahead\\+question'"):
+    settings = _settings(tmp_path, model_dir, squad_file, trials=3, significance="attention,lookahead")
+    with pytest.raises(UserError, match="'lookahead' needs look-ahead probes"):
         run_search(settings, None)
     study = optuna.load_study(study_name=settings.name, storage=settings.storage_url)
     assert study.trials == [], "the refusal came after trials were queued or run"

@@ -36,7 +36,7 @@ def _command(model_dir, squad_file, run_dir, trials, *extra, slow=False):
         str(model_dir),
         "--data",
         str(squad_file),
-        "--run-dir",
+        "--run",
         str(run_dir),
         "--trials",
         str(trials),
@@ -44,14 +44,10 @@ def _command(model_dir, squad_file, run_dir, trials, *extra, slow=False):
         "0",
         "--heldout-questions",
         "0",
-        "--batch-size",
-        "4",
         "--latency-sample",
         "2",
         "--latency-repeats",
         "40" if slow else "1",
-        "--threads",
-        "1",
         "--max-rescore",
         "2",
         "--no-report",
@@ -63,7 +59,7 @@ def _command(model_dir, squad_file, run_dir, trials, *extra, slow=False):
 
 
 def _start(cmd, log: Path) -> subprocess.Popen:
-    env = {**os.environ, "DYNLEN_KERNELS": "off", "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "DYNLEN_KERNELS": "off", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
 
 
