@@ -51,7 +51,7 @@ from dynlen.bench.squad import Example
 from dynlen.engine.adaptive import LengthAdaptiveQA
 from dynlen.engine.config import LengthConfig, resolve_config
 from dynlen.errors import UserError
-from dynlen.options import option
+from dynlen.options import int_at_least, option
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -348,7 +348,7 @@ class AnswerSettings:
     max_length: int = option(MAX_LENGTH, "tokens per window, question included", flag="--max-seq-len")
     stride: int = option(DOC_STRIDE, "tokens two windows of a long context share", flag="--doc-stride")
     max_answer_length: int = option(30, "longest answer in tokens")
-    top_k: int = option(1, "answers per question; above 1 each result is a list")
+    top_k: int = option(1, "answers per question; above 1 each result is a list", type=int_at_least(1))
     handle_impossible_answer: bool = option(
         False, "allow the empty answer when the model rates 'no answer' above every span", cli=False
     )

@@ -16,7 +16,7 @@ from dynlen.bench.squad import DEFAULT_DEV_SET, limit_examples, load_squad
 from dynlen.cli.options import add_options, values
 from dynlen.engine.config import resolve_config
 from dynlen.engine.costs import check_flops_consistent
-from dynlen.options import option
+from dynlen.options import int_at_least, option
 
 HELP = "evaluate one model x data x length configuration"
 DESCRIPTION = (
@@ -41,11 +41,11 @@ class EvalSettings:
         "length configuration: 'keep-all', a JSON file, or inline values such as '269,253,252,202,104,34' "
         "(counts at 384) or 'ratios:1,0.9,0.8,0.7,0.6,0.5@lookahead+question'",
     )
-    limit: int | None = option(None, "evaluate only the first N questions (default: all)")
+    limit: int | None = option(None, "evaluate only the first N questions (default: all)", type=int_at_least(1))
     out: str = option("runs/eval", "folder for metrics.json and predictions.json")
-    batch_size: int = option(32, "evaluation batch size, length-sorted with dynamic padding")
-    latency_sample: int = option(16, "features timed for latency")
-    latency_repeats: int = option(5, "timed rounds after one warm-up round")
+    batch_size: int = option(32, "evaluation batch size, length-sorted with dynamic padding", type=int_at_least(1))
+    latency_sample: int = option(16, "features timed for latency", type=int_at_least(1))
+    latency_repeats: int = option(5, "timed rounds after one warm-up round", type=int_at_least(1))
     latency_batch_size: int = option(1, "batch size of latency timing", cli=False)
     no_latency: bool = option(False, "skip latency timing (FLOPs are still exact)")
     no_bert_base_latency: bool = option(False, "do not time the BERT-base reference (it is the slowest part)")

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from dynlen.bench.regress import BASELINE, check, load_baseline, update
-from dynlen.cli.argtypes import int_at_least
+from dynlen.options import int_at_least
 
 HELP = "fail when the speedup of the committed reference configurations regresses"
 DESCRIPTION = "Fail when the speedup of the committed reference configurations regresses."
@@ -19,7 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", required=True)
     c = sub.add_parser("check", help="re-measure and compare with the committed baseline (exit 1 on regression)")
     c.add_argument("--baseline", default=str(BASELINE), help="committed baseline JSON (default: %(default)s)")
-    c.add_argument("--repeats", type=int, default=REPEATS, help="interleaved latency rounds (default: %(default)s)")
+    c.add_argument(
+        "--repeats", type=int_at_least(1), default=REPEATS, help="interleaved latency rounds (default: %(default)s)"
+    )
     c.add_argument("--no-latency", action="store_true", help="check FLOPs only (default: off)")
     u = sub.add_parser("update", help="measure the reference configurations and write the baseline")
     u.add_argument(

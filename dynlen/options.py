@@ -9,8 +9,11 @@ come from one place. A field declared with ``cli=False`` is a setting of the Pyt
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
-from collections.abc import Iterator
+import math
+import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,3 +59,39 @@ def flag(cls: type, name: str) -> str:
         if f.name == name:
             return (spec.flag or "--" + name.replace("_", "-")) if spec.cli else name
     raise KeyError(f"{cls.__name__} declares no option {name!r}")
+
+
+# --- range-checked argparse types, declared on the fields that need them ---------------------------
+def int_at_least(minimum: int, meaning: str = "") -> Callable[[str], int]:
+    """An argparse ``type``: a whole number no smaller than ``minimum`` (a count, a size, a step)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(f"{text!r}: give a whole number of at least {minimum}{meaning}")
+        return value
+
+    return parse
+
+
+def positive_float(text: str) -> float:
+    """An argparse ``type``: a finite number above 0 (a learning rate, an epoch count)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text!r}: give a number above 0, e.g. 0.0001 or 2")
+    return value
+
+
+def threads(text: str) -> int:
+    """An argparse ``type``: torch CPU threads, 1 up to this machine's CPU count (more only oversubscribes)."""
+    cpus = os.cpu_count() or 1
+    value = int_at_least(1)(text)
+    if value > cpus:
+        raise argparse.ArgumentTypeError(f"{text!r}: this machine has {cpus} CPUs; give 1 to {cpus} threads")
+    return value

@@ -21,7 +21,7 @@ from dynlen.engine.precision import DEFAULT_PRECISION
 from dynlen.engine.probes import AUTO_SIGNIFICANCE, auto_significance
 from dynlen.engine.significance import SELECTION_HELP
 from dynlen.errors import UserError
-from dynlen.options import flag, option
+from dynlen.options import flag, int_at_least, option
 from dynlen.search.budget import SYNTAX
 from dynlen.search.space import parse_precisions
 
@@ -57,7 +57,7 @@ class SearchSettings:
     model: str = option(DEFAULT_MODEL_DIR, "QA model folder or hub id")
     data: str = option(DEFAULT_DEV_SET, "SQuAD 1.1 JSON")
     run_dir: str = option("results/default", "run folder: study.db, run.json, trials.json, report", flag="--run")
-    trials: int = option(100, "total completed trials wanted, baselines included")
+    trials: int = option(100, "total completed trials wanted, baselines included", type=int_at_least(1))
     cost: str = option("flops", "second objective", choices=COSTS)
     budget: str | None = option(None, f"constraint: {SYNTAX} (relative to the model's keep-all) (default: none)")
     sampler: str = option("tpe", "the sampler: TPE (multivariate), the one measured best", cli=False)
@@ -72,8 +72,8 @@ class SearchSettings:
         "(default: SQLite in the run folder, one process)",
     )
     batch_size: int = option(32, "evaluation batch size", cli=False)
-    latency_sample: int = option(16, "features timed per latency measurement")
-    latency_repeats: int = option(3, "timed rounds per latency measurement")
+    latency_sample: int = option(16, "features timed per latency measurement", type=int_at_least(1))
+    latency_repeats: int = option(3, "timed rounds per latency measurement", type=int_at_least(1))
     latency_batch_size: int = option(1, "batch size of latency timing", cli=False)
     max_rescore: int = option(
         16,
@@ -89,6 +89,7 @@ class SearchSettings:
         30,
         "seconds between a trial's heartbeats on a server storage; a trial silent for 3 beats (its worker "
         "was killed) is failed and retried",
+        type=int_at_least(1),
     )
     significance: str = option(
         AUTO_SIGNIFICANCE,

@@ -22,7 +22,7 @@ from dynlen.bench.model_io import check_vocabulary_fits, load_tokenizer
 from dynlen.bench.squad import load_squad
 from dynlen.engine.probes import CONFIG_KEY as PROBES_CONFIG_KEY
 from dynlen.errors import UserError
-from dynlen.options import option, same_option
+from dynlen.options import int_at_least, option, same_option
 from dynlen.training.recipe import (
     TrainingRecipe,
     already_built,
@@ -54,7 +54,9 @@ class Recipe(TrainingRecipe):
     attention_dropout: float | None = same_option(TrainingRecipe, "attention_dropout", 0.0)
     # Part of the key: a step count stops training early and spreads the learning-rate schedule over
     # it, so a 12-step smoke model is not the standard model.
-    max_steps: int | None = option(None, "stop after this many steps (smoke runs) (default: the epochs)")
+    max_steps: int | None = option(
+        None, "stop after this many steps (smoke runs) (default: the epochs)", type=int_at_least(1)
+    )
 
     def check(self) -> None:
         """One line before any data is read for an option that would only fail (or train nothing) later."""

@@ -45,7 +45,7 @@ from dynlen.engine.probes import CONFIG_KEY as PROBES_CONFIG_KEY
 from dynlen.engine.probes import DEFAULT_WIDTH, LookaheadProbes, load_probes
 from dynlen.engine.significance import SELECTION_HELP
 from dynlen.errors import UserError
-from dynlen.options import flag, option, same_option
+from dynlen.options import flag, int_at_least, option, same_option
 from dynlen.training.recipe import (
     TrainingRecipe,
     already_built,
@@ -117,6 +117,7 @@ class LengthDropRecipe(TrainingRecipe):
         None,
         "optimiser steps: the run's length and its learning-rate schedule, in place of --epochs (part of the "
         f"recipe; 0: train --epochs instead) (default: {DEFAULT_MAX_STEPS} unless --epochs is given)",
+        type=int_at_least(0, " (0: train --epochs instead)"),
     )
     # With a look-ahead policy the probes are created and trained in the same run (KL to the full
     # model's span distributions, on its layer inputs, detached unless probe_supervision > 0), so the

@@ -18,7 +18,7 @@ import torch
 
 from dynlen.bench.device import resolve_device
 from dynlen.errors import UserError
-from dynlen.options import flag, option
+from dynlen.options import flag, option, positive_float
 
 PRECISIONS = ("auto", "bf16", "fp32")
 # The official SQuAD 1.1 training set (442 articles, 87,599 questions; its md5 is checked on load).
@@ -42,8 +42,10 @@ class TrainingRecipe:
 
     base: str = option(help="model to start from: folder or hub id", flag="--model")
     train: str = option(help="SQuAD 1.1 training JSON, or hub:rajpurkar/squad:train (never the dev set)")
-    epochs: float = option(help="passes over the training features")
-    learning_rate: float = option(help="peak AdamW learning rate (linear warmup and decay)", flag="--lr")
+    epochs: float = option(help="passes over the training features", type=positive_float)
+    learning_rate: float = option(
+        help="peak AdamW learning rate (linear warmup and decay)", flag="--lr", type=positive_float
+    )
     batch_size: int = option(16, "features per step (length-grouped)", cli=False)
     max_length: int = option(384, "tokens per feature", cli=False)
     stride: int = option(128, "overlap between windows of long contexts", cli=False)

@@ -65,7 +65,7 @@ def test_bench_retention_scores_both_models_and_builds_only_its_own(tmp_path):
 
 def test_args_pass_through_to_the_command_and_win_over_quick(tmp_path):
     out = _dry_run("pareto", "MODEL=org/model", "QUICK=1", "ARGS=--trials 50 --cost latency")
-    assert "search --model org/model --run reports/quick" in out
+    assert "search --model org/model --run results/quick" in out
     assert out.index("--trials 12") < out.index("--trials 50"), "the user's ARGS come last, so they win"
     assert (
         _dry_run("eval", "ARGS=--config ratios:1,0.5 --limit 10").strip().endswith("--config ratios:1,0.5 --limit 10")

@@ -376,7 +376,7 @@ def test_a_truncated_run_file_is_one_line(run_dir, tmp_path, capsys, name, comma
     path = run_dir / name
     path.write_text(path.read_text()[:-25])  # a disk that filled up during a write without a rename
     argv = (
-        ["report", str(run_dir), "--out", str(tmp_path / "r")]
+        ["report", "--run", str(run_dir), "--out", str(tmp_path / "r")]
         if command == "report"
         else ["choose", "--run", str(run_dir)]
     )

@@ -20,27 +20,23 @@ COMMON = {"base", "train", "epochs", "learning_rate", "batch_size", "max_length"
 COMMON |= {"seed", "precision"}
 FINETUNE_FIELDS = COMMON | {"attention_dropout", "max_steps"}
 LENGTHDROP_FIELDS = COMMON | {
-    "teacher", "bound", "num_sub_models", "sub_model_weight", "sub_model_loss", "layerdrop", "max_steps",
-    "significance", "probe_width", "probe_learning_rate", "probe_first_layer", "probe_init", "probe_supervision",
-    "attention_dropout", "target_config",
+    "teacher", "bound", "num_sub_models", "sub_model_weight", "max_steps", "significance", "probe_width",
+    "probe_learning_rate", "probe_first_layer", "probe_supervision", "attention_dropout",
 }  # fmt: skip
 
-# Options that do not change the weights: where they go, how often a checkpoint is written, threads.
-NOT_WEIGHTS = {"--out", "--save-every", "--threads"}
+# Options that do not change the weights: where they go (checkpoint spacing and threads are settings
+# of the Python API, not options).
+NOT_WEIGHTS = {"--out"}
 # A non-default value for every option that does change them.
 FINETUNE_OPTIONS = {
-    "--model": "other-encoder", "--train": "other.json", "--epochs": "2", "--lr": "0.001", "--batch-size": "8",
-    "--max-length": "256", "--stride": "64", "--attention-dropout": "0.1", "--seed": "1", "--precision": "fp32",
-    "--max-steps": "12",
+    "--model": "other-encoder", "--train": "other.json", "--epochs": "2", "--lr": "0.001",
+    "--attention-dropout": "0.1", "--precision": "fp32", "--max-steps": "12",
 }  # fmt: skip
 LENGTHDROP_OPTIONS = {
     "--model": "other-model", "--train": "other.json", "--teacher": "big-model", "--bound": "0.3",
-    "--num-sub-models": "3", "--sub-model-weight": "0.5", "--sub-model-loss": "all",
-    "--target-config": "ratios:0.5", "--layerdrop": "0.1", "--significance": "lookahead",
-    "--probe-width": "8", "--probe-lr": "0.01", "--probe-supervision": "0.5", "--probe-first-layer": "2",
-    "--probe-init": "fresh", "--epochs": "2", "--lr": "0.001", "--batch-size": "8", "--warmup": "0.2",
-    "--weight-decay": "0.1", "--max-length": "256", "--stride": "64", "--attention-dropout": "0.1",
-    "--seed": "1", "--max-steps": "12", "--precision": "fp32",
+    "--num-sub-models": "3", "--sub-model-weight": "0.5", "--significance": "lookahead",
+    "--probe-supervision": "0.5", "--epochs": "2", "--lr": "0.001", "--attention-dropout": "0.1",
+    "--max-steps": "12", "--precision": "fp32",
 }  # fmt: skip
 
 
