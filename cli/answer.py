@@ -23,8 +23,9 @@ DESCRIPTION = (
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model",
-        default=DEFAULT_MODEL_DIR,
-        help="*ForQuestionAnswering model: local folder or hub id (default: %(default)s)",
+        default=None,
+        help="*ForQuestionAnswering model: local folder or hub id (default: the model a `choose` output given as "
+        f"--config records, else {DEFAULT_MODEL_DIR})",
     )
     parser.add_argument(
         "--config",

@@ -11,13 +11,23 @@ HELP = "train the look-ahead probes the 'lookahead' significance policies read (
 DESCRIPTION = (
     "Train one small span probe per layer of a fine-tuned QA model (encoder frozen) to predict the model's "
     "final start/end distributions; saved into the model folder (lookahead_probes.safetensors + a config.json "
-    "entry). Idempotent: probes trained with the same recipe are left alone."
+    "entry), or with --out into a new folder holding a copy of the model. Idempotent: probes trained with the same recipe are left alone."
 )
 FORMATTER = argparse.ArgumentDefaultsHelpFormatter
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default=STANDARD_MODEL_DIR, help="fine-tuned QA model folder (probes go inside)")
+    parser.add_argument(
+        "--model",
+        default=STANDARD_MODEL_DIR,
+        help="fine-tuned QA model folder (probes go inside) or, with --out, a hub id",
+    )
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="save a copy of the model with its probes in this new folder instead (a read-only folder or a hub "
+        "model); then use --model OUT",
+    )
     parser.add_argument("--train", default=FULL_TRAIN_SET, help="SQuAD 1.1 training JSON (never the dev set)")
     parser.add_argument("--features", type=int, default=ProbeRecipe.features, help="training features sampled")
     parser.add_argument("--width", type=int, default=ProbeRecipe.width, help="probe hidden width (0: linear)")
@@ -63,4 +73,4 @@ def run(args: argparse.Namespace) -> None:
         temperature=args.temperature,
         gold_weight=args.gold_weight,
     )
-    train_probes(args.model, recipe, retrain=args.retrain)
+    train_probes(args.model, recipe, retrain=args.retrain, out=args.out)

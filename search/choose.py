@@ -7,7 +7,7 @@ from pathlib import Path
 
 from dynlen.errors import UserError
 from dynlen.search.budget import Budget
-from dynlen.search.records import TrialPoint, read_run
+from dynlen.search.records import RunInfo, TrialPoint, read_run
 
 
 class NothingMeetsBudget(UserError):
@@ -32,7 +32,7 @@ def choose(run_dir: Path, budget: Budget | None) -> tuple[TrialPoint, dict]:
         "config": best.config,
         "label": best.label,
         "model": info.model,
-        "weights_sha": _weights_sha(info.model),  # the Answerer refuses this choice for other weights
+        "weights_sha": _weights_sha(info),  # the Answerer refuses this choice for other weights
         "num_layers": best.length_config.num_layers,
         "run": str(run_dir),
         "budget": str(budget) if budget else None,
@@ -43,14 +43,19 @@ def choose(run_dir: Path, budget: Budget | None) -> tuple[TrialPoint, dict]:
     return best, record
 
 
-def _weights_sha(model: str) -> str | None:
-    """The run's model's weights fingerprint, when the model can be loaded here (None otherwise)."""
+def _weights_sha(info: RunInfo) -> str:
+    """The run's model's weights fingerprint: recorded by the search, else read from the model now."""
+    if info.extra.get("weights_sha"):
+        return info.extra["weights_sha"]
     from dynlen.bench.model_io import load_qa_model, weights_fingerprint
 
     try:
-        return weights_fingerprint(load_qa_model(model))
-    except UserError:
-        return None
+        return weights_fingerprint(load_qa_model(info.model))
+    except UserError as exc:
+        raise UserError(
+            f"the run's model {info.model!r} cannot be loaded here to fingerprint the choice ({exc}); "
+            "run choose where the model is, or re-run the search to record it"
+        ) from None
 
 
 def write_choice(record: dict, path: Path) -> None:
@@ -87,4 +92,12 @@ def export_model(record: dict, out: Path) -> Path:
     probes = Path(source) / WEIGHTS_FILE
     if probes.is_file():
         shutil.copy2(probes, out / WEIGHTS_FILE)
+    readable(out)
     return out
+
+
+def readable(folder: Path) -> None:
+    """Files others may read (0644; safetensors writes its files 0600): a model folder is meant to be shared."""
+    for path in folder.iterdir():
+        if path.is_file():
+            path.chmod(0o644)
