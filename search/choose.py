@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from dynlen.errors import UserError
-from dynlen.search.budget import Budget
+from dynlen.search.budget import MET, UNSURE, Budget, keep_all_noise, verdict
 from dynlen.search.records import RunInfo, TrialPoint, read_run
 
 
@@ -14,19 +14,21 @@ class NothingMeetsBudget(UserError):
     """No re-scored configuration of the run meets the budget."""
 
 
+class TooNoisyToChoose(NothingMeetsBudget):
+    """The run was timed too briefly to tell whether any configuration meets a latency budget."""
+
+
 def choose(run_dir: Path, budget: Budget | None) -> tuple[TrialPoint, dict]:
-    """The best held-out configuration meeting ``budget``, and the JSON record describing it."""
+    """The best held-out configuration meeting ``budget``, and the JSON record describing it.
+
+    A latency budget counts a configuration only when its timing rounds, widened by keep-all's
+    own noise against itself, clear the budget's edge; keep-all is never faster than itself.
+    """
     info, points = read_run(run_dir)
     scored = [p for p in points if p.heldout is not None]
     if not scored:
         raise UserError(f"{run_dir} has no held-out scores; re-run `make pareto RUN={run_dir.name}`")
-    meeting = [p for p in scored if budget is None or budget.is_met(p.heldout)]
-    if not meeting:
-        closest = min(scored, key=lambda p: budget.violation(p.heldout))
-        raise NothingMeetsBudget(
-            f"no configuration of {run_dir} meets {budget} on the held-out split; closest: {closest.label} "
-            f"({budget.name} = {budget.value(closest.heldout):.3g}, F1 {closest.heldout.f1:.2f})"
-        )
+    meeting = scored if budget is None else _meeting(run_dir, budget, scored)
     best = max(meeting, key=lambda p: (p.heldout.f1, p.heldout.flops_speedup_vs_keep_all))
     record = {
         "config": best.config,
@@ -41,6 +43,30 @@ def choose(run_dir: Path, budget: Budget | None) -> tuple[TrialPoint, dict]:
         "trial": best.number,
     }
     return best, record
+
+
+def _meeting(run_dir: Path, budget: Budget, scored: list[TrialPoint]) -> list[TrialPoint]:
+    """The points that meet ``budget`` beyond doubt; one line saying why when none does."""
+    keep_all = next((p.heldout for p in scored if p.baseline == "keep-all"), None)
+    noise = keep_all_noise(keep_all) if budget.needs_latency else 0.0
+    verdicts = {p.number: verdict(budget, p.heldout, noise, p.baseline == "keep-all") for p in scored}
+    meeting = [p for p in scored if verdicts[p.number] == MET]
+    if meeting:
+        return meeting
+    unsure = [p for p in scored if verdicts[p.number] == UNSURE]
+    if unsure:
+        own = keep_all.latency_speedup_vs_keep_all if keep_all else None
+        raise TooNoisyToChoose(
+            f"{run_dir} was timed too briefly to choose for {budget}: {len(unsure)} configuration(s) have a latency "
+            f"interval that holds {budget.threshold:g} (best: {max(unsure, key=lambda p: p.heldout.f1).label}"
+            + (f"; keep-all timed against itself reads {own:.2f}x" if own else "")
+            + "); re-run the search with more --latency-repeats and --latency-sample, or choose on FLOPs"
+        )
+    closest = min(scored, key=lambda p: budget.violation(p.heldout))
+    raise NothingMeetsBudget(
+        f"no configuration of {run_dir} meets {budget} on the held-out split; closest: {closest.label} "
+        f"({budget.name} = {budget.value(closest.heldout):.3g}, F1 {closest.heldout.f1:.2f})"
+    )
 
 
 def _weights_sha(info: RunInfo) -> str:
