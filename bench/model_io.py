@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import os
 import re
 import socket
@@ -18,6 +19,24 @@ LENGTHDROP_MODEL_DIR = "models/minilm-squad-lengthdrop"  # LengthDrop-trained fr
 # where the standard model loses 2.1 at the same shape (docs/results.md); `make model` builds both.
 DEFAULT_MODEL_DIR = LENGTHDROP_MODEL_DIR
 BUILT_MODEL_DIRS = (STANDARD_MODEL_DIR, LENGTHDROP_MODEL_DIR)
+
+
+def smoke_note(model: str) -> str | None:
+    """ "smoke model: …" for a model trained on a few articles only (``dynlen finetune --articles``), else None.
+
+    Its F1 says the whole path works, not how good the method is, so every place that shows it says so.
+    """
+    info = Path(model) / "training.json"
+    if not info.is_file():
+        return None
+    try:
+        trained = json.loads(info.read_text())
+    except json.JSONDecodeError:
+        return None
+    articles = (trained.get("recipe") or {}).get("articles")
+    if not articles:
+        return None
+    return f"smoke model: {trained.get('steps', '?')} steps on the first {articles} train articles, not a result"
 
 
 def default_encoder_dir() -> str:

@@ -46,6 +46,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--save-every", type=int, default=500, help="checkpoint every N steps (a re-run resumes)")
     parser.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (smoke runs)")
+    parser.add_argument(
+        "--articles",
+        type=int,
+        default=None,
+        help="train on the first N articles of the train set only: a smoke model, labelled so wherever its F1 "
+        "appears (default: every article)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
 
 
@@ -61,5 +68,6 @@ def run(args: argparse.Namespace) -> None:
         seed=args.seed,
         attention_dropout=args.attention_dropout,
         precision=args.precision,
+        articles=args.articles,
     )
     train(recipe, Path(args.out), args.max_steps, args.threads, args.save_every)

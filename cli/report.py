@@ -55,5 +55,7 @@ def run(args: argparse.Namespace) -> None:
     info, points = read_run(run_dir)
     for path in paths:
         print(f"wrote {path}")
+    if info.extra.get("smoke_model"):
+        print(f"{info.model}: {info.extra['smoke_model']}")
     for line in headline_lines(info, points, args.bert_f1, args.drop):
         print(line)

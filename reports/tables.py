@@ -266,6 +266,11 @@ def write_report_md(
     text = "\n\n".join(
         [
             f"# Length-configuration search: {info.name}",
+            *(
+                [f"> **{info.extra['smoke_model'].capitalize()}:** its F1 shows the whole path runs."]
+                if info.extra.get("smoke_model")
+                else []
+            ),
             headline,
             *([f"> {warning}"] if warning else []),
             *[f"> {line}" for line in noise],

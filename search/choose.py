@@ -42,6 +42,8 @@ def choose(run_dir: Path, budget: Budget | None) -> tuple[TrialPoint, dict]:
         "heldout": best.heldout.to_record(),
         "trial": best.number,
     }
+    if info.extra.get("smoke_model"):
+        record["smoke_model"] = info.extra["smoke_model"]
     return best, record
 
 

@@ -22,6 +22,7 @@ from dynlen.bench.model_io import (
     load_qa_model,
     load_tokenizer,
     model_fingerprint,
+    smoke_note,
     weights_fingerprint,
 )
 from dynlen.bench.runner import QARunner
@@ -77,7 +78,7 @@ def run_search(settings: SearchSettings, budget: Budget | None) -> Path | None:
         worker.enqueue_baselines(runner.num_layers)
         objective = Objective(settings, runner, budget, reuse=worker.stored_scores)
         print(
-            f"searching {settings.model} on {search_data.source}: {len(search_data.examples)} questions, "
+            f"searching {settings.model}{_smoke(settings.model)} on {search_data.source}: {len(search_data.examples)} questions, "
             f"{len(runner.features)} features; cost={settings.cost}, budget={budget or 'none'}, "
             f"sampler={settings.sampler} (seed {settings.seed + worker.index}), study {study.study_name!r}"
         )
@@ -93,6 +94,11 @@ def run_search(settings: SearchSettings, budget: Budget | None) -> Path | None:
         return Path(settings.run_dir)
     finally:
         worker.close()
+
+
+def _smoke(model: str) -> str:
+    note = smoke_note(model)
+    return f" ({note})" if note else ""
 
 
 def load_runner(settings: SearchSettings, search_data: SquadData, budget: Budget | None) -> QARunner:
@@ -136,6 +142,8 @@ def write_results(
         p.heldout = scorer.score(p.length_config)
     info = run_info(settings, budget, study, points, search_data, heldout_data, started)
     info.extra["weights_sha"] = weights_fingerprint(runner.model)  # a choice of this run names these weights
+    if smoke_note(settings.model):
+        info.extra["smoke_model"] = smoke_note(settings.model)
     write_run(Path(settings.run_dir), info, points)
 
 
