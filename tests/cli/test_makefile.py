@@ -76,7 +76,19 @@ def test_help_lists_every_target_and_the_variables():
     phony = next(line for line in (ROOT / "Makefile").read_text().splitlines() if line.startswith(".PHONY:"))
     for target in phony.split(":", 1)[1].split():
         assert f"  {target} " in done.stdout, target
-    for variable in ("MODEL", "RUN", "QUICK", "BUDGET", "COST", "TRIALS", "DATA", "TORCH"):
+    for variable in (
+        "MODEL",
+        "RUN",
+        "QUICK",
+        "BUDGET",
+        "COST",
+        "TRIALS",
+        "DATA",
+        "TORCH",
+        "MAX_RESCORE",
+        "WORKERS",
+        "STORAGE",
+    ):
         assert f"  {variable}=" in done.stdout
 
 
@@ -142,3 +154,10 @@ def test_quick_pareto_runs_the_whole_path_in_a_fresh_folder(tmp_path, model_dir,
         text=True,
     )
     assert "finetune" not in again.stdout, "a later quick run rebuilds the smoke model"
+
+
+def test_install_says_what_it_is_doing():
+    out = _dry_run("install")
+    assert out.count('echo "make install: ') == 3 and out.index("installing torch") < out.index(
+        "pip install --quiet 'torch"
+    )

@@ -389,3 +389,10 @@ def test_a_latency_budget_on_a_quiet_run_chooses_only_what_clears_the_edge(tmp_p
     assert best.number == 2
     best, _ = choose(tmp_path, parse_budget("latency-speedup>=0.9"))
     assert best.number == 0  # keep-all, exactly 1x itself, has the best F1
+
+
+def test_plot_names_the_data_set_not_its_path():
+    from dynlen.reports.plot import dataset_name
+
+    assert dataset_name("../shared/data/squad/dev-v1.1.json[held-out]") == "dev-v1.1[held-out]"
+    assert dataset_name("dev[1::2]") == "dev[1::2]"
