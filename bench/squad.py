@@ -225,6 +225,16 @@ def load_squad(source: str | Path) -> SquadData:
     return load_squad_file(text)
 
 
+def first_articles(data: SquadData, articles: int | None) -> SquadData:
+    """The questions of the first ``articles`` articles, in file order (a smoke model's training data)."""
+    if articles is None or articles >= len(data.titles):
+        return data
+    keep = set(data.titles[:articles])
+    return SquadData(
+        [ex for ex in data.examples if ex.title in keep], data.source, f"{data.fingerprint}-articles{articles}"
+    )
+
+
 def limit_examples(data: SquadData, limit: int | None) -> SquadData:
     """The first ``limit`` questions, in file order (what the published numbers' subsets use)."""
     if limit is None or limit <= 0 or limit >= len(data.examples):

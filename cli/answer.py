@@ -30,7 +30,11 @@ DESCRIPTION = (
 class AnswerInputs:
     """What to answer, with which model and configuration, and where the answers go."""
 
-    model: str = option(DEFAULT_MODEL_DIR, "*ForQuestionAnswering model: local folder or hub id")
+    model: str | None = option(
+        None,
+        "*ForQuestionAnswering model: local folder or hub id (default: the model a `choose` output given as "
+        f"--config records, else {DEFAULT_MODEL_DIR})",
+    )
     config: str | None = option(
         None,
         "length configuration: 'keep-all', a JSON file (e.g. the output of choose) or inline values such as "

@@ -12,7 +12,7 @@ HELP = "pick the best configuration of a run for a budget"
 DESCRIPTION = (
     "Read a finished run and print the configuration with the highest held-out F1 "
     "that meets the budget; write it as JSON that `dynlen answer --config` "
-    "and `bench.answer.Answerer` accept. Exits 1 when nothing meets the budget."
+    "and `dynlen.bench.answer.Answerer` accept. Exits 1 when nothing meets the budget."
 )
 
 
@@ -46,6 +46,8 @@ def run(args: argparse.Namespace) -> int:
     h = best.heldout
     lat = f", latency {h.latency_speedup_vs_keep_all:.2f}x" if h.latency_speedup_vs_keep_all else ""
     print(f"budget {budget or 'none'}: {best.label}")
+    if record.get("smoke_model"):
+        print(f"({record['smoke_model']}: these scores show the path runs)")
     print(
         f"held-out EM {h.exact_match:.2f} F1 {h.f1:.2f}; vs keep-all: FLOPs {h.flops_speedup_vs_keep_all:.2f}x{lat}; "
         f"vs BERT-base: FLOPs {h.flops_speedup_vs_bert_base:.2f}x"

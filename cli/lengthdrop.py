@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from dynlen.bench.model_io import LENGTHDROP_MODEL_DIR, STANDARD_MODEL_DIR
+from dynlen.bench.model_io import LENGTHDROP_MODEL_DIR, STANDARD_MODEL_DIR, check_model_source
 from dynlen.cli.options import add_options, values
 from dynlen.engine.probes import AUTO_SIGNIFICANCE, auto_significance
 from dynlen.training.lengthdrop import (
@@ -49,6 +49,7 @@ def significance_from_args(args: argparse.Namespace) -> str:
     """``--significance`` with ``auto`` replaced by the policy it means for the start model (said in one line)."""
     if args.significance != AUTO_SIGNIFICANCE:
         return args.significance
+    check_model_source(args.base)  # a missing folder or an unreachable hub: one line before reading its config
     chosen, why = auto_significance(args.base)
     print(f"significance auto -> {chosen} ({why})")
     return chosen

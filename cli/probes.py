@@ -12,7 +12,7 @@ HELP = "train the look-ahead probes the 'lookahead' significance policies read (
 DESCRIPTION = (
     "Train one small span probe per layer of a fine-tuned QA model (encoder frozen) to predict the model's "
     "final start/end distributions; saved into the model folder (lookahead_probes.safetensors + a config.json "
-    "entry). Idempotent: probes trained with the same recipe are left alone."
+    "entry), or with --out into a new folder holding a copy of the model. Idempotent: probes trained with the same recipe are left alone."
 )
 
 
@@ -20,7 +20,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model",
         default=STANDARD_MODEL_DIR,
-        help="fine-tuned QA model folder (probes go inside) (default: %(default)s)",
+        help="fine-tuned QA model folder (probes go inside) or, with --out, a hub id (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="save a copy of the model with its probes in this new folder instead (a read-only folder or a hub "
+        "model); then use --model OUT (default: none)",
     )
     add_options(parser, ProbeRecipe)
     parser.add_argument(
@@ -31,4 +37,4 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    train_probes(args.model, ProbeRecipe(**values(ProbeRecipe, args)), retrain=args.retrain)
+    train_probes(args.model, ProbeRecipe(**values(ProbeRecipe, args)), retrain=args.retrain, out=args.out)

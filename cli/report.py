@@ -37,5 +37,7 @@ def run(args: argparse.Namespace) -> None:
     info, points = read_run(args.run)
     for path in paths:
         print(f"wrote {path}")
+    if info.extra.get("smoke_model"):
+        print(f"{info.model}: {info.extra['smoke_model']}")
     for line in headline_lines(info, points, DEFAULT_BERT_F1, DEFAULT_DROP):
         print(line)

@@ -10,8 +10,11 @@ import sys
 from collections.abc import Callable
 
 
-class UserError(Exception):
-    """A problem in the user's input, with a message that says how to fix it."""
+class UserError(ValueError):
+    """A problem in the user's input, with a message that says how to fix it.
+
+    A ``ValueError``, so Python callers that already catch bad values catch these too.
+    """
 
 
 def exit_status(action: Callable[[], int | None]) -> int:

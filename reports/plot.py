@@ -353,7 +353,7 @@ def plot_pareto(
     left.set_ylim(y_low, y_high)  # before drawing: annotations are placed from the final limits
     _draw_panel(left, points, FLOPS_KEY, lines, y_low, info)
     left.set_xlabel("FLOPs speedup vs BERT-base (same inputs, real tokens)")
-    left.set_ylabel(f"F1 on held-out split ({info.heldout_split})")
+    left.set_ylabel(f"F1 on held-out split ({dataset_name(info.heldout_split)})")
     if _is_measured(points, LATENCY_KEY):
         _draw_panel(right, points, LATENCY_KEY, lines, y_low, info)
         right.set_xlabel(f"latency speedup vs BERT-base (batch size {info.latency_batch_size})")
@@ -361,10 +361,17 @@ def plot_pareto(
         _draw_unmeasured(right)
         right.set_xlabel("latency speedup vs BERT-base")
     fig.suptitle(
-        f"{display_name(info.model)}: held-out F1 on {info.heldout_split} ({info.heldout_questions} questions), {info.trials} trials",
+        f"{display_name(info.model)}{' (smoke model)' if info.extra.get('smoke_model') else ''}: held-out F1 on {dataset_name(info.heldout_split)} ({info.heldout_questions} questions), {info.trials} trials",
         fontsize=12,
     )
     return save_with_legend(fig, *_legend_entries((left, right)), out_dir / "pareto")
+
+
+def dataset_name(split: str) -> str:
+    """A split's data set for a title: ``../shared/data/squad/dev-v1.1.json[held-out]`` -> ``dev-v1.1[held-out]``."""
+    source, bracket, part = split.partition("[")
+    name = Path(source).name
+    return (name.removesuffix(".json") or source) + bracket + part
 
 
 def display_name(model: str) -> str:

@@ -13,11 +13,13 @@ from dynlen.atomic import write_text_atomic
 from dynlen.bench.measurement import INTERVAL_COLUMNS, LATENCY_SPREAD_COLUMNS, SCORE_COLUMNS, Measurement
 from dynlen.engine.config import config_cells
 from dynlen.reports.frames import frame, markdown, write_csv
-from dynlen.search.frontier import best_within, most_accurate, pareto_front
+from dynlen.search.budget import UNSURE, keep_all_noise, parse_budget, verdict
+from dynlen.search.frontier import best_within, most_accurate, pareto_front, speed_of
 from dynlen.search.records import RunInfo, TrialPoint
 
 FLOPS_KEY = "flops_speedup_vs_bert_base"
 LATENCY_KEY = "latency_speedup_vs_bert_base"
+OWN_KEYS = ("flops_speedup_vs_keep_all", "latency_speedup_vs_keep_all")  # the own-1% line speaks of the model itself
 
 # Columns added later come last, so older frontier.csv files keep their column positions; the
 # measurement's cells are read back by ``Measurement.from_csv_row`` (missing trailing columns: None).
@@ -86,14 +88,15 @@ def _describe_best(points: list[TrialPoint], key: str, floor: float, axis: str) 
     best = best_within(points, key, floor)
     if best is not None:
         h = best.heldout
+        speed = speed_of(best, h, key)
         if best.baseline == "keep-all":
-            return f"{axis}: keep-all only ({getattr(h, key):.2f}x; no configuration that drops tokens stays within)"
-        return f"{axis}: {getattr(h, key):.2f}x ({best.label}, F1 {h.f1:.2f}{interval_text(h)})"
+            return f"{axis}: keep-all only ({speed:.2f}x; no configuration that drops tokens stays within)"
+        return f"{axis}: {speed:.2f}x ({best.label}, F1 {h.f1:.2f}{interval_text(h)})"
     closest = most_accurate(points, key)
     if closest is None:
         return f"{axis}: none reaches it; no feasible point has held-out scores"
     h = closest.heldout
-    return f"{axis}: none reaches it; closest: {closest.label} (F1 {h.f1:.2f}, {getattr(h, key):.2f}x)"
+    return f"{axis}: none reaches it; closest: {closest.label} (F1 {h.f1:.2f}, {speed_of(closest, h, key):.2f}x)"
 
 
 def interval_text(scores) -> str:
@@ -103,9 +106,9 @@ def interval_text(scores) -> str:
     return f"; vs keep-all 95% interval [{scores.f1_delta_low:+.2f}, {scores.f1_delta_high:+.2f}] F1"
 
 
-def _reach(points: list[TrialPoint], floor: float) -> str:
-    flops = _describe_best(points, FLOPS_KEY, floor, "FLOPs")
-    latency = _describe_best(points, LATENCY_KEY, floor, "latency")
+def _reach(points: list[TrialPoint], floor: float, keys: tuple[str, str] = (FLOPS_KEY, LATENCY_KEY)) -> str:
+    flops = _describe_best(points, keys[0], floor, "FLOPs")
+    latency = _describe_best(points, keys[1], floor, "latency")
     return f"{flops}, {latency}"
 
 
@@ -120,9 +123,41 @@ def headline_lines(info: RunInfo, points: list[TrialPoint], bert_f1: float = 88.
     else:
         own_floor = own - drop
         lines.append(
-            f"Best speedup within {own_name} (keep-all F1 {own:.2f} − {drop:g} = {own_floor:.2f}): "
-            f"{_reach(points, own_floor)}"
+            f"Best speedup over keep-all within {own_name} (keep-all F1 {own:.2f} − {drop:g} = {own_floor:.2f}): "
+            f"{_reach(points, own_floor, OWN_KEYS)}"
         )
+    return lines
+
+
+# --- latency budgets and timing noise -----------------------------------------------------
+NOISY = 0.05  # keep-all against itself further than this from 1: ratios closer than that are not told apart
+
+
+def latency_noise_lines(info: RunInfo, points: list[TrialPoint]) -> list[str]:
+    """What the run's timing can and cannot tell: its noise when large, and the points a latency
+    budget cannot judge (their interval holds the budget's edge)."""
+    keep_all = next((p.heldout for p in points if p.baseline == "keep-all" and p.heldout is not None), None)
+    noise = keep_all_noise(keep_all)
+    lines = []
+    if noise > NOISY:
+        lines.append(
+            f"**Timed too briefly:** keep-all timed against itself strays {noise:.0%} from 1, so latency ratios "
+            f"closer than that are not told apart; re-run with more --latency-repeats and --latency-sample "
+            f"(this run: {info.extra.get('settings', {}).get('latency_repeats', '?')} rounds of "
+            f"{info.extra.get('settings', {}).get('latency_sample', '?')} features)."
+        )
+    budget = parse_budget(info.budget)
+    if budget is not None and budget.needs_latency:
+        unsure = [
+            p.label
+            for p in points
+            if p.heldout is not None and verdict(budget, p.heldout, noise, p.baseline == "keep-all") == UNSURE
+        ]
+        if unsure:
+            lines.append(
+                f"**Within timing noise of {budget}:** {', '.join(unsure)}: their latency interval holds "
+                f"{budget.threshold:g}, so this run cannot say they meet it (`dynlen choose` does not pick them)."
+            )
     return lines
 
 
@@ -228,11 +263,18 @@ def write_report_md(
     """The human summary: headline first, then the evidence, then where it came from."""
     headline = "\n".join(f"- {line}" for line in headline_lines(info, points, bert_f1, drop))
     warning = keep_all_latency_warning(points)
+    noise = latency_noise_lines(info, points)
     text = "\n\n".join(
         [
             f"# Length-configuration search: {info.name}",
+            *(
+                [f"> **{info.extra['smoke_model'].capitalize()}:** its F1 shows the whole path runs."]
+                if info.extra.get("smoke_model")
+                else []
+            ),
             headline,
             *([f"> {warning}"] if warning else []),
+            *[f"> {line}" for line in noise],
             "![Pareto frontier](pareto.png)",
             "## Held-out frontier and baselines",
             markdown_table(points),

@@ -56,6 +56,10 @@ class Budget:
             return float("inf")
         return self.threshold - value if self.op == ">=" else value - self.threshold
 
+    def violation_of(self, value: float) -> float:
+        """:meth:`violation` of a bare value of this budget's measure."""
+        return self.threshold - value if self.op == ">=" else value - self.threshold
+
     def is_met(self, scores: Measurement) -> bool:
         return self.violation(scores) <= 1e-12
 
@@ -103,3 +107,48 @@ def _round_toward(value: float, op: str) -> str:
     """A printable threshold that the cheapest configuration still meets."""
     scaled = value * 100
     return f"{(math.floor(scaled) if op == '>=' else math.ceil(scaled)) / 100:g}"
+
+
+# --- latency budgets judged with their spread ---------------------------------------------
+MET, MISSED, UNSURE = "met", "missed", "within timing noise"
+
+
+def keep_all_noise(keep_all: Measurement | None) -> float:
+    """How far keep-all timed against itself strays from 1 (median or any round): the run's timing noise."""
+    if keep_all is None or keep_all.latency_speedup_vs_keep_all is None:
+        return 0.0
+    ratios = (
+        keep_all.latency_speedup_vs_keep_all,
+        keep_all.latency_speedup_vs_keep_all_min,
+        keep_all.latency_speedup_vs_keep_all_max,
+    )
+    return max(abs(r - 1.0) for r in ratios if r is not None)
+
+
+def verdict(budget: Budget, scores: Measurement, noise: float = 0.0, reference: bool = False) -> str:
+    """Whether ``scores`` meet ``budget``; a latency budget on its rounds' range widened by ``noise``.
+
+    A point whose interval holds the budget's edge is :data:`UNSURE`: the run cannot tell it met
+    the budget. ``reference``: keep-all, whose speedup over itself is exactly 1.
+    """
+    if not budget.needs_latency:
+        return MET if budget.is_met(scores) else MISSED
+    if budget.name == "latency-speedup" and reference:
+        return MET if 1.0 >= budget.threshold else MISSED
+    low, high = _latency_interval(budget, scores, noise)
+    if low is None:
+        return MISSED
+    good, bad = (low, high) if budget.op == ">=" else (high, low)
+    if budget.violation_of(good) <= 1e-12:
+        return MET
+    return MISSED if budget.violation_of(bad) > 1e-12 else UNSURE
+
+
+def _latency_interval(budget: Budget, scores: Measurement, noise: float) -> tuple[float | None, float | None]:
+    median = budget.value(scores)
+    if median is None:
+        return None, None
+    field = budget.field
+    low = getattr(scores, f"{field}_min", None) or median
+    high = getattr(scores, f"{field}_max", None) or median
+    return min(low, median) * (1 - noise), max(high, median) * (1 + noise)

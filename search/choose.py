@@ -9,33 +9,35 @@ from pathlib import Path
 from dynlen.atomic import write_text_atomic
 from dynlen.engine.config import LengthConfig
 from dynlen.errors import UserError
-from dynlen.search.budget import Budget
-from dynlen.search.records import TrialPoint, read_run
+from dynlen.search.budget import MET, UNSURE, Budget, keep_all_noise, verdict
+from dynlen.search.records import RunInfo, TrialPoint, read_run
 
 
 class NothingMeetsBudget(UserError):
     """No re-scored configuration of the run meets the budget."""
 
 
+class TooNoisyToChoose(NothingMeetsBudget):
+    """The run was timed too briefly to tell whether any configuration meets a latency budget."""
+
+
 def choose(run_dir: Path, budget: Budget | None) -> tuple[TrialPoint, dict]:
-    """The best held-out configuration meeting ``budget``, and the JSON record describing it."""
+    """The best held-out configuration meeting ``budget``, and the JSON record describing it.
+
+    A latency budget counts a configuration only when its timing rounds, widened by keep-all's
+    own noise against itself, clear the budget's edge; keep-all is never faster than itself.
+    """
     info, points = read_run(run_dir)
     scored = [p for p in points if p.heldout is not None]
     if not scored:
         raise UserError(f"{run_dir} has no held-out scores; re-run `make pareto RUN={run_dir.name}`")
-    meeting = [p for p in scored if budget is None or budget.is_met(p.heldout)]
-    if not meeting:
-        closest = min(scored, key=lambda p: budget.violation(p.heldout))
-        raise NothingMeetsBudget(
-            f"no configuration of {run_dir} meets {budget} on the held-out split; closest: {closest.label} "
-            f"({budget.name} = {budget.value(closest.heldout):.3g}, F1 {closest.heldout.f1:.2f})"
-        )
+    meeting = scored if budget is None else _meeting(run_dir, budget, scored)
     best = max(meeting, key=lambda p: (p.heldout.f1, p.heldout.flops_speedup_vs_keep_all))
     record = {
         "config": best.config,
         "label": best.label,
         "model": info.model,
-        "weights_sha": _weights_sha(info.model),  # the Answerer refuses this choice for other weights
+        "weights_sha": _weights_sha(info),  # the Answerer refuses this choice for other weights
         "num_layers": best.length_config.num_layers,
         "run": str(run_dir),
         "budget": str(budget) if budget else None,
@@ -43,17 +45,48 @@ def choose(run_dir: Path, budget: Budget | None) -> tuple[TrialPoint, dict]:
         "heldout": best.heldout.to_record(),
         "trial": best.number,
     }
+    if info.extra.get("smoke_model"):
+        record["smoke_model"] = info.extra["smoke_model"]
     return best, record
 
 
-def _weights_sha(model: str) -> str | None:
-    """The run's model's weights fingerprint, when the model can be loaded here (None otherwise)."""
+def _meeting(run_dir: Path, budget: Budget, scored: list[TrialPoint]) -> list[TrialPoint]:
+    """The points that meet ``budget`` beyond doubt; one line saying why when none does."""
+    keep_all = next((p.heldout for p in scored if p.baseline == "keep-all"), None)
+    noise = keep_all_noise(keep_all) if budget.needs_latency else 0.0
+    verdicts = {p.number: verdict(budget, p.heldout, noise, p.baseline == "keep-all") for p in scored}
+    meeting = [p for p in scored if verdicts[p.number] == MET]
+    if meeting:
+        return meeting
+    unsure = [p for p in scored if verdicts[p.number] == UNSURE]
+    if unsure:
+        own = keep_all.latency_speedup_vs_keep_all if keep_all else None
+        raise TooNoisyToChoose(
+            f"{run_dir} was timed too briefly to choose for {budget}: {len(unsure)} configuration(s) have a latency "
+            f"interval that holds {budget.threshold:g} (best: {max(unsure, key=lambda p: p.heldout.f1).label}"
+            + (f"; keep-all timed against itself reads {own:.2f}x" if own else "")
+            + "); re-run the search with more --latency-repeats and --latency-sample, or choose on FLOPs"
+        )
+    closest = min(scored, key=lambda p: budget.violation(p.heldout))
+    raise NothingMeetsBudget(
+        f"no configuration of {run_dir} meets {budget} on the held-out split; closest: {closest.label} "
+        f"({budget.name} = {budget.value(closest.heldout):.3g}, F1 {closest.heldout.f1:.2f})"
+    )
+
+
+def _weights_sha(info: RunInfo) -> str:
+    """The run's model's weights fingerprint: recorded by the search, else read from the model now."""
+    if info.extra.get("weights_sha"):
+        return info.extra["weights_sha"]
     from dynlen.bench.model_io import load_qa_model, weights_fingerprint
 
     try:
-        return weights_fingerprint(load_qa_model(model))
-    except UserError:
-        return None
+        return weights_fingerprint(load_qa_model(info.model))
+    except UserError as exc:
+        raise UserError(
+            f"the run's model {info.model!r} cannot be loaded here to fingerprint the choice ({exc}); "
+            "run choose where the model is, or re-run the search to record it"
+        ) from None
 
 
 # the self-contained modeling file an export carries, and the class its auto_map names
@@ -108,7 +141,15 @@ def export_model(record: dict, out: Path) -> Path:
             f"BERT-layout models under attention or lookahead selection, not {model.config.model_type} "
             f"under {LengthConfig.from_dict(record['config']).selection}"
         )
+    readable(out)
     return out
+
+
+def readable(folder: Path) -> None:
+    """Files others may read (0644; safetensors writes its files 0600): a model folder is meant to be shared."""
+    for path in folder.iterdir():
+        if path.is_file():
+            path.chmod(0o644)
 
 
 def serves_itself(model, config: dict) -> bool:

@@ -21,6 +21,17 @@ def scores_on(point: TrialPoint, split: str) -> Measurement | None:
     return point.search if split == "search" else point.heldout
 
 
+def speed_of(point: TrialPoint, scores, speed_key: str) -> float | None:
+    """``scores``' speedup, where keep-all is the reference: its latency against itself is 1 by
+    definition (the ratio it measured is the timing's noise, never a speedup), and against BERT-base it
+    is the measured keep-all/BERT-base ratio."""
+    value = getattr(scores, speed_key)
+    own = scores.latency_speedup_vs_keep_all
+    if point.baseline == "keep-all" and value is not None and speed_key.startswith("latency_speedup") and own:
+        return value / own
+    return value
+
+
 def coordinates(point: TrialPoint, speed_key: str, split: str) -> tuple[float, float] | None:
     """(speedup, F1) of the point, or None when either is missing or not a finite number.
 
@@ -30,7 +41,7 @@ def coordinates(point: TrialPoint, speed_key: str, split: str) -> tuple[float, f
     scores = scores_on(point, split)
     if scores is None:
         return None
-    speed = getattr(scores, speed_key)
+    speed = speed_of(point, scores, speed_key)
     if speed is None or scores.f1 is None:
         return None
     if not (math.isfinite(speed) and math.isfinite(scores.f1)):

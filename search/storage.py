@@ -117,7 +117,7 @@ def check_reachable(url: str) -> None:
 
 
 def validate_storage(url: str) -> None:
-    """Everything that can be wrong with a storage URL, checked before data or a model loads."""
+    """Everything that can be wrong with a storage URL, checked before data or a model loads; writes nothing."""
     parse_storage_url(url)
     if is_sqlite(url):
         database = make_url(url).database
@@ -241,16 +241,22 @@ PatientStorage._get_stale_trial_ids = _patient(optuna.storages.RDBStorage._get_s
 
 
 def check_sqlite_folder(database: Path) -> None:
-    """One line when the SQLite file's folder cannot be made or written (a read-only disk, /proc)."""
+    """One line when the SQLite file's folder cannot be made or written (a read-only disk, /proc); makes nothing."""
     parent = database.parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(
-            f"--storage sqlite:///{database}: cannot create {parent} ({exc.strerror}); give a writable path"
-        ) from None
-    if not os.access(parent, os.W_OK) or (database.exists() and not os.access(database, os.W_OK)):
+    _check_creatable(parent)
+    if (parent.is_dir() and not os.access(parent, os.W_OK)) or (database.exists() and not os.access(database, os.W_OK)):
         raise UserError(f"--storage sqlite:///{database}: {parent} is not writable; give a writable path")
+
+
+def _check_creatable(folder: Path) -> None:
+    """Refuse a folder that cannot be made or written to, without making it."""
+    existing = folder.resolve()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"cannot make the run folder {folder}: {existing} is a file, not a folder; choose another run")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write the run folder {folder}: {existing} is not writable; choose another run")
 
 
 # --- locks -------------------------------------------------------------------------------
@@ -266,18 +272,28 @@ class RunLock:
         self._fh = None
 
     def acquire(self) -> bool:
+        """Take the lock (making the folder); False when another process holds it."""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fh = self.path.open("a+")
         except OSError as exc:
             raise UserError(
                 f"cannot write {self.path} ({exc.strerror}); give a run folder or storage path that is writable"
             ) from None
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.close()
-            return False
+        while True:
+            try:
+                fh = self.path.open("a+")
+            except OSError as exc:
+                raise UserError(
+                    f"cannot write {self.path} ({exc.strerror}); give a run folder or storage path that is writable"
+                ) from None
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                fh.close()
+                return False
+            if self._still_the_file(fh):
+                break
+            fh.close()  # its holder removed the file while we waited for it: lock the new one
         fh.seek(0)
         fh.truncate()
         fh.write(f"{os.getpid()}\n")
@@ -285,8 +301,31 @@ class RunLock:
         self._fh = fh
         return True
 
+    def _still_the_file(self, fh) -> bool:
+        try:
+            return os.stat(self.path).st_ino == os.fstat(fh.fileno()).st_ino
+        except FileNotFoundError:
+            return False
+
+    def held_elsewhere(self) -> bool:
+        """Whether another process holds the lock now; looks without creating anything."""
+        try:
+            fh = self.path.open("r")
+        except FileNotFoundError:
+            return False
+        with fh:
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+            return False
+
     def release(self) -> None:
+        """Drop the lock and its file: a run folder keeps no lock file once its process is done."""
         if self._fh is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
             fcntl.flock(self._fh.fileno(), fcntl.LOCK_UN)
             self._fh.close()
             self._fh = None
@@ -294,18 +333,15 @@ class RunLock:
 
 @contextlib.contextmanager
 def file_lock(path: Path) -> Iterator[bool]:
-    """A non-blocking exclusive ``flock``: yields whether this process got it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a+") as fh:
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+    """A non-blocking exclusive ``flock`` on ``path``: yields whether this process got it; the file goes with it."""
+    lock = RunLock(path.parent, path.name)
+    if not lock.acquire():
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        lock.release()
 
 
 class StudyLock:

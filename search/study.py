@@ -17,7 +17,14 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from dynlen.bench.model_io import load_qa_model, load_tokenizer, model_fingerprint
+from dynlen.bench.model_io import (
+    check_model_source,
+    load_qa_model,
+    load_tokenizer,
+    model_fingerprint,
+    smoke_note,
+    weights_fingerprint,
+)
 from dynlen.bench.runner import QARunner
 from dynlen.bench.squad import SquadData, limit_examples, load_squad, split_by_article
 from dynlen.engine.config import LengthConfig, parse_selection
@@ -48,11 +55,13 @@ def run_search(settings: SearchSettings, budget: Budget | None) -> Path | None:
     """Search, re-score the frontier on the held-out split, write run.json/trials.json.
 
     Returns the run folder, or None when another worker of the same study writes it. Everything
-    a user can get wrong is checked before the expensive step that needs it: settings and storage
-    before the data loads, the data and the run's identity before the model loads, the budget
-    before the first trial.
+    a user can get wrong is checked before anything is written, each before the expensive step
+    that needs it: settings, model source and storage before the data loads, the data before the
+    model loads, the model's policies and the budget before the study is opened. A refused
+    command leaves no run folder, study or lock behind, so its corrected form starts cleanly.
     """
     settings.check()
+    check_model_source(settings.model)  # a missing folder or an unreachable hub: one line, at once
     settings = settings.resolved()
     if settings.load.threads:
         import torch
@@ -60,30 +69,16 @@ def run_search(settings: SearchSettings, budget: Budget | None) -> Path | None:
         torch.set_num_threads(settings.load.threads)
     started = time.time()
     worker = Worker(settings)
+    worker.check()
+    data, search_data, heldout_data = split_data(settings)
+    runner = load_runner(settings, search_data, budget)
     try:
         worker.claim()
-        data, search_data, heldout_data = split_data(settings)
         study = worker.open(data.fingerprint, model_fingerprint(settings.model))
-        load = settings.load
-        tokenizer = load_tokenizer(settings.model, revision=load.revision, trust_remote_code=load.trust_remote_code)
-        model = load_qa_model(settings.model, **load.from_pretrained())
-        runner = QARunner(
-            settings.model,
-            search_data,
-            settings.batch_size,
-            model=model,
-            tokenizer=tokenizer,
-            progress=False,
-            device=load.device,
-        )
-        for tail in search_tails(settings.significance, settings.precision):  # one line if the model cannot
-            runner.adaptive.check_policy(*parse_selection(tail.partition("/")[0]))
-        if budget is not None:
-            check_reachable(budget, runner.flops(cheapest_config(runner.num_layers)), "search split")
         worker.enqueue_baselines(runner.num_layers)
         objective = Objective(settings, runner, budget, reuse=worker.stored_scores)
         print(
-            f"searching {settings.model} on {search_data.source}: {len(search_data.examples)} questions, "
+            f"searching {settings.model}{_smoke(settings.model)} on {search_data.source}: {len(search_data.examples)} questions, "
             f"{len(runner.features)} features; cost={settings.cost}, budget={budget or 'none'}, "
             f"sampler={settings.sampler} (seed {settings.seed + worker.index}), study {study.study_name!r}"
         )
@@ -99,6 +94,32 @@ def run_search(settings: SearchSettings, budget: Budget | None) -> Path | None:
         return Path(settings.run_dir)
     finally:
         worker.close()
+
+
+def _smoke(model: str) -> str:
+    note = smoke_note(model)
+    return f" ({note})" if note else ""
+
+
+def load_runner(settings: SearchSettings, search_data: SquadData, budget: Budget | None) -> QARunner:
+    """The model on the search split, after checking that it can run every policy and reach the budget."""
+    load = settings.load
+    tokenizer = load_tokenizer(settings.model, revision=load.revision, trust_remote_code=load.trust_remote_code)
+    model = load_qa_model(settings.model, **load.from_pretrained())
+    runner = QARunner(
+        settings.model,
+        search_data,
+        settings.batch_size,
+        model=model,
+        tokenizer=tokenizer,
+        progress=False,
+        device=load.device,
+    )
+    for tail in search_tails(settings.significance, settings.precision):  # one line if the model cannot
+        runner.adaptive.check_policy(*parse_selection(tail.partition("/")[0]))
+    if budget is not None:
+        check_reachable(budget, runner.flops(cheapest_config(runner.num_layers)), "search split")
+    return runner
 
 
 def write_results(
@@ -128,6 +149,9 @@ def write_results(
     for p in tqdm(to_score, desc="re-scoring on held-out", unit="config", disable=settings.load.quiet):
         p.heldout = scorer.score(p.length_config)
     info = run_info(settings, budget, study, points, search_data, heldout_data, started)
+    info.extra["weights_sha"] = weights_fingerprint(runner.model)  # a choice of this run names these weights
+    if smoke_note(settings.model):
+        info.extra["smoke_model"] = smoke_note(settings.model)
     write_run(Path(settings.run_dir), info, points)
 
 

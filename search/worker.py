@@ -39,6 +39,7 @@ class Worker:
         self.sqlite = st.parse_storage_url(self.url).get_backend_name() == "sqlite"  # bad URL: one line
         self.id = f"{socket.gethostname()}:{os.getpid()}:{int(time.time())}"
         self.run_lock: st.RunLock | None = None
+        self.created: Path | None = None  # the run folder, when this process made it
         self.lock: st.StudyLock | None = None
         self.patience = st.Patience(self.url)
         self.storage: optuna.storages.RDBStorage | None = None
@@ -46,20 +47,36 @@ class Worker:
         self.index = 0
         self.ran: list[int] = []
 
-    # --- before anything loads ------------------------------------------------------------
-    def claim(self) -> None:
-        """Check the storage and, on SQLite, become its only process (or refuse in one line)."""
+    # --- before anything loads: looks, writes nothing ------------------------------------------
+    def check(self) -> None:
+        """Refuse, in one line, a storage this process cannot use: bad URL, unreachable server,
+        unwritable folder, or (SQLite) a run folder another process is searching."""
         st.validate_storage(self.url)
+        if self.sqlite and self._run_lock().held_elsewhere():
+            raise self._busy()
+
+    # --- once everything is checked: the first writes -----------------------------------------
+    def claim(self) -> None:
+        """Make the run folder and, on SQLite, become its only process (or refuse in one line)."""
         if self.sqlite:
-            database = Path(make_url(self.url).database or Path(self.settings.run_dir) / "study.db")
-            self.run_lock = st.RunLock(database.parent, database.name + ".lock")
-            if not self.run_lock.acquire():
-                raise UserError(
-                    f"another process is already searching with {database} (SQLite serves one process); "
-                    "wait for it, or run many workers on a server storage: "
-                    "--storage postgresql://user@host/db, the same command on each machine"
-                )
+            lock = self._run_lock()
+            self.created = None if lock.path.parent.exists() else lock.path.parent
+            if not lock.acquire():
+                raise self._busy()
+            self.run_lock = lock
         self.lock = st.StudyLock(self.url, self.settings.name)
+
+    def _run_lock(self) -> st.RunLock:
+        database = Path(make_url(self.url).database or Path(self.settings.run_dir) / "study.db")
+        return st.RunLock(database.parent, database.name + ".lock")
+
+    def _busy(self) -> UserError:
+        database = self._run_lock().path.with_suffix("")
+        return UserError(
+            f"another process is already searching with {database} (SQLite serves one process); "
+            "wait for it, or run many workers on a server storage: "
+            "--storage postgresql://user@host/db, the same command on each machine"
+        )
 
     def locked(self, action: Callable[[], object]) -> object:
         """``action()`` under the study lock; started over when the server drops the connection (and the lock).
@@ -105,7 +122,14 @@ class Worker:
             directions=["maximize", "minimize"],
             load_if_exists=True,
         )
-        check_identity(study, self.settings, self.settings.identity(data_sha, model_sha))
+        identity = self.settings.identity(data_sha, model_sha)
+        if not pinned(study, identity, self.sqlite):
+            optuna.delete_study(study_name=self.settings.name, storage=storage)
+            study = optuna.create_study(
+                study_name=self.settings.name, storage=storage, directions=["maximize", "minimize"]
+            )
+            print(f"study {self.settings.name!r} had no completed trial; started it again with these settings")
+        check_identity(study, self.settings, identity)
         self.index = int(study.user_attrs.get("worker_starts", 0))
         study.set_user_attr("worker_starts", self.index + 1)
         if study.metric_names is None:  # optuna-dashboard shows these instead of values_0/1
@@ -179,10 +203,24 @@ class Worker:
                 optuna.storages.fail_stale_trials(self.study)
 
     def close(self) -> None:
+        """Release the locks; a run folder this process made and left empty goes too."""
         if self.lock is not None:
             self.lock.close()
         if self.run_lock is not None:
             self.run_lock.release()
+        if self.created is not None and self.created.is_dir() and not any(self.created.iterdir()):
+            self.created.rmdir()
+
+
+def pinned(study: optuna.Study, identity: dict, sqlite: bool) -> bool:
+    """Whether the study's stored settings bind this run: they do once a trial completed under them
+    (or, on a server, while another worker may be running one); a study that only ever failed is
+    started again with the new settings instead of refusing the command that fixes it."""
+    stored = study.user_attrs.get("settings")
+    if stored is None or not differing_keys(stored, identity):
+        return True
+    states = (COMPLETE,) if sqlite else (COMPLETE, RUNNING)  # on SQLite a RUNNING trial is a killed run's
+    return bool(study.get_trials(deepcopy=False, states=states))
 
 
 # Paths whose content has a fingerprint in the identity: the fingerprint is compared, the path only recorded,

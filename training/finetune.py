@@ -19,7 +19,7 @@ import torch
 from dynlen.atomic import writable_folder, write_text_atomic
 from dynlen.bench.features import Features, build_features
 from dynlen.bench.model_io import check_vocabulary_fits, load_tokenizer
-from dynlen.bench.squad import load_squad
+from dynlen.bench.squad import first_articles, load_squad
 from dynlen.engine.probes import CONFIG_KEY as PROBES_CONFIG_KEY
 from dynlen.errors import UserError
 from dynlen.options import int_at_least, option, same_option
@@ -57,6 +57,14 @@ class Recipe(TrainingRecipe):
     max_steps: int | None = option(
         None, "stop after this many steps (smoke runs) (default: the epochs)", type=int_at_least(1)
     )
+    # Train on the first N articles of the train set only: a smoke model (make pareto QUICK=1), whose F1
+    # is labelled as such wherever it appears; None: every article.
+    articles: int | None = option(
+        None,
+        "train on the first N articles of the train set only: a smoke model, labelled so wherever its F1 "
+        "appears (default: every article)",
+        type=int_at_least(1),
+    )
 
     def check(self) -> None:
         """One line before any data is read for an option that would only fail (or train nothing) later."""
@@ -69,6 +77,8 @@ class Recipe(TrainingRecipe):
             raise UserError(f"--lr must be positive; got {self.learning_rate:g}")
         if self.batch_size < 1:
             raise UserError(f"--batch-size must be at least 1; got {self.batch_size}")
+        if self.articles is not None and self.articles < 1:
+            raise UserError(f"--articles must be at least 1, got {self.articles}")
 
 
 def train(recipe: Recipe, out: Path, threads: int | None = None, save_every: int = 500) -> Path:
@@ -87,7 +97,7 @@ def train(recipe: Recipe, out: Path, threads: int | None = None, save_every: int
     folder = checkpoint_folder(out, recipe)
     if threads:
         torch.set_num_threads(threads)
-    data = load_squad(recipe.train)
+    data = first_articles(load_squad(recipe.train), recipe.articles)
     tokenizer = load_tokenizer(recipe.base)
     model = AutoModelForQuestionAnswering.from_pretrained(
         recipe.base, dtype=torch.float32, **attention_dropout_option(recipe.base, recipe.attention_dropout)

@@ -10,6 +10,7 @@ states are kept in memory as float16, and the probes train on them for a few pas
 from __future__ import annotations
 
 import json
+import os
 import random
 import time
 from dataclasses import asdict, dataclass
@@ -20,7 +21,13 @@ from torch import nn
 from tqdm import tqdm
 
 from dynlen.bench.features import build_features, collate
-from dynlen.bench.model_io import check_config_json, check_vocabulary_fits, load_qa_model, load_tokenizer
+from dynlen.bench.model_io import (
+    check_config_json,
+    check_model_source,
+    check_vocabulary_fits,
+    load_qa_model,
+    load_tokenizer,
+)
 from dynlen.bench.squad import SquadData, load_squad
 from dynlen.engine.probes import CONFIG_KEY, DEFAULT_WIDTH, LookaheadProbes
 from dynlen.errors import UserError
@@ -146,23 +153,16 @@ def fit(probes: LookaheadProbes, batches: list[_Batch], recipe: ProbeRecipe) -> 
     return last
 
 
-def train_probes(model_dir: str, recipe: ProbeRecipe, retrain: bool = False) -> dict:
-    """Train and save the probes into ``model_dir``; a folder whose probes came from this recipe is left alone."""
+def train_probes(model_dir: str, recipe: ProbeRecipe, retrain: bool = False, out: str | None = None) -> dict:
+    """Train and save the probes into ``model_dir``, or into ``out``: a new folder that gets a copy of the
+    model and its tokenizer beside the probes, for a model whose own folder is read-only or on the hub.
+    A folder whose probes came from this recipe is left alone."""
     recipe.check()
-    folder = Path(model_dir)
-    if not (folder / "config.json").is_file():
-        raise UserError(f"{folder} is not a model folder (no config.json); probes are saved beside the weights")
-    check_config_json(folder / "config.json")
-    stored = json.loads((folder / "config.json").read_text()).get(CONFIG_KEY, {})
-    have_weights = (folder / "lookahead_probes.safetensors").is_file()
-    if recipe.same_as(stored.get("recipe")) and have_weights:
-        print(f"{folder}: look-ahead probes already trained with this recipe; nothing to do")
-        return stored
-    if stored.get("trained_with") == "lengthdrop" and have_weights and not retrain:
-        print(
-            f"{folder}: look-ahead probes were trained with the model (LengthDrop); nothing to do (--retrain replaces them)"
-        )
-        return stored
+    folder = Path(out or model_dir)
+    check_probe_target(model_dir, folder, copy=out is not None)
+    done = _already_trained(folder, recipe, retrain)
+    if done is not None:
+        return done
     started = time.perf_counter()
     data = load_squad(recipe.train)
     tokenizer, model = load_tokenizer(model_dir), load_qa_model(model_dir).eval()
@@ -182,10 +182,53 @@ def train_probes(model_dir: str, recipe: ProbeRecipe, retrain: bool = False) -> 
         "kl_nats_per_layer": [round(x, 4) for x in kl],
         "minutes": round((time.perf_counter() - started) / 60, 2),
     }
+    if out is not None:
+        provenance["probed_model"] = model_dir
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
     probes.save(folder, provenance)
     print(
         f"{folder}: look-ahead probes for layers {layers[0] + 1}-{layers[-1] + 1} saved; final KL per layer "
         + ", ".join(f"{x:.2f}" for x in kl)
         + f" nats; {provenance['minutes']} min"
     )
+    if out is not None:
+        print(f"{folder} is {model_dir} with its probes: search or serve it with --model {folder}")
     return provenance
+
+
+def check_probe_target(model_dir: str, folder: Path, copy: bool) -> None:
+    """Refuse, before anything loads, a folder the probes cannot be saved into."""
+    if not copy:
+        if not (folder / "config.json").is_file():
+            raise UserError(
+                f"{folder} is not a model folder (no config.json); probes are saved beside the weights, "
+                "or give --out FOLDER for a copy of a hub or read-only model with its probes"
+            )
+        check_config_json(folder / "config.json")
+        if not os.access(folder, os.W_OK):
+            raise UserError(f"{folder} is not writable; give --out FOLDER for a copy of the model with its probes")
+        return
+    check_model_source(model_dir)
+    if folder.exists() and any(folder.iterdir()) and not (folder / "config.json").is_file():
+        raise UserError(f"--out {folder} exists and holds no model; give a new folder")
+    if folder.resolve() == Path(model_dir).resolve():
+        raise UserError("--out is the model's own folder; leave --out out to save the probes there")
+
+
+def _already_trained(folder: Path, recipe: ProbeRecipe, retrain: bool) -> dict | None:
+    """The stored probe entry when ``folder`` already has probes this run would not replace, else None."""
+    config = folder / "config.json"
+    if not config.is_file():
+        return None
+    stored = json.loads(config.read_text()).get(CONFIG_KEY, {})
+    have_weights = (folder / "lookahead_probes.safetensors").is_file()
+    if recipe.same_as(stored.get("recipe")) and have_weights:
+        print(f"{folder}: look-ahead probes already trained with this recipe; nothing to do")
+        return stored
+    if stored.get("trained_with") == "lengthdrop" and have_weights and not retrain:
+        print(
+            f"{folder}: look-ahead probes were trained with the model (LengthDrop); nothing to do (--retrain replaces them)"
+        )
+        return stored
+    return None

@@ -313,7 +313,8 @@ def test_loading_passes_revision_remote_code_and_the_environment_token(model_dir
 def test_python_api_errors_name_the_argument_not_a_make_variable(tmp_path):
     with pytest.raises(UserError) as missing:
         Answerer(str(tmp_path / "no-such-model"))
-    assert "model=" in str(missing.value) and "MODEL=" not in str(missing.value)
+    message = str(missing.value)
+    assert "model folder not found" in message and "MODEL=" not in message and "Give model=" not in message
     with pytest.raises(UserError, match="dtype"):
         from dynlen.bench.model_io import load_qa_model
 

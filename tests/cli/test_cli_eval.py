@@ -135,7 +135,28 @@ def test_unreachable_hub_id_offline(tmp_path, squad_file):
         "--out",
         str(tmp_path / "o"),
     )
-    assert proc.returncode == 2 and "could not load" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode == 2 and "not in the local cache" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_unreachable_hub_is_one_line_within_seconds(tmp_path, squad_file):
+    """No retries: a hub that does not answer is said once, quickly (HF_ENDPOINT: a closed local port)."""
+    import time
+
+    env = dict(os.environ, HF_ENDPOINT="http://127.0.0.1:9", PYTHONPATH=str(ROOT))
+    env.pop("HF_HUB_OFFLINE", None)
+    env.pop("TRANSFORMERS_OFFLINE", None)
+    started = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "dynlen", "eval", "--model", "someone/not-a-model", "--data", str(squad_file)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2 and time.monotonic() - started < 60
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cannot reach the Hugging Face hub" in lines[0], proc.stderr
 
 
 def test_help_lists_every_option():
@@ -154,3 +175,14 @@ def test_missing_folder_under_an_existing_directory_is_a_path(tmp_path, monkeypa
     assert _looks_like_path("models/foo")
     assert not _looks_like_path("google/bert_uncased_L-2_H-128_A-2")
     assert not _looks_like_path("bert-base-uncased")
+
+
+def test_a_folder_of_this_project_is_a_path_on_a_fresh_clone(tmp_path, monkeypatch):
+    """`models/nope` where no models/ exists yet is still a missing folder, never a hub id."""
+    from dynlen.bench.model_io import check_model_source
+    from dynlen.errors import UserError
+
+    monkeypatch.chdir(tmp_path)
+    for name in ("models/nope", "runs/x", "my model", "nope/"):
+        with pytest.raises(UserError, match="model folder not found"):
+            check_model_source(name)

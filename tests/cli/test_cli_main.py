@@ -57,3 +57,12 @@ def test_run_and_model_are_spelled_one_way(capsys):
 def test_report_without_a_run_is_one_line(capsys):
     assert main(["report"]) == 2
     assert capsys.readouterr().err.startswith("error: give the run folder")
+
+
+def test_user_error_is_a_value_error_for_python_callers():
+    from dynlen.bench.answer import Answerer
+    from dynlen.errors import UserError
+
+    assert issubclass(UserError, ValueError)
+    with pytest.raises(ValueError, match="model folder not found"):
+        Answerer("models/does-not-exist")

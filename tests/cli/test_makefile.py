@@ -100,3 +100,69 @@ def test_help_lists_every_target_and_the_variables():
 def test_targets_call_the_dynlen_command():
     out = _dry_run("eval", "report", "choose", "regress")
     assert out.count(".venv/bin/dynlen ") == 4 and "-m bench" not in out
+
+
+def test_quick_pareto_builds_its_own_smoke_model_and_never_the_default():
+    out = _dry_run("pareto", "QUICK=1")
+    assert "finetune --out models/minilm-squad-quick --articles 20 --max-steps 200" in out
+    assert "probes --model models/minilm-squad-quick" in out and "lengthdrop" not in out
+    assert "--out models/minilm-squad " not in out and "search --model models/minilm-squad-quick" in out
+    steps = ["dynlen finetune", "dynlen probes", "dynlen search", "dynlen choose --run results/quick", "dynlen answer"]
+    assert [out.index(step) for step in steps] == sorted(out.index(step) for step in steps)
+    assert "answer --config results/quick/chosen.json --question" in out
+    own = _dry_run("pareto", "QUICK=1", "MODEL=models/mine")
+    assert "finetune" not in own and "search --model models/mine" in own
+
+
+def test_full_pareto_says_how_long_the_build_takes_and_how_to_skip_it_before_building():
+    out = _dry_run("pareto")
+    note = out.index("2-2.5 hours")
+    assert "MODEL=" in out[note : out.index("\n", note)] and note < out.index("finetune --out")
+
+
+def test_quick_pareto_runs_the_whole_path_in_a_fresh_folder(tmp_path, model_dir, squad_file):
+    """A fresh clone (no models/, no results/) with a tiny recipe: build, search, report, choose, answer."""
+    import json
+    import sys
+
+    shutil.copy(ROOT / "Makefile", tmp_path / "Makefile")
+    bin_dir = Path(sys.executable).parent
+    options = [
+        f"DYNLEN={bin_dir / 'dynlen'}",
+        f"PY={sys.executable}",
+        f"QUICK_TRAIN={squad_file}",
+        f"ARGS=--data {squad_file}",
+        f"QUICK_BASE={model_dir}",
+        "QUICK_STEPS=3",
+        "QUICK_ARTICLES=2",
+    ]
+    done = subprocess.run(
+        ["make", "--no-print-directory", "pareto", "QUICK=1", *options],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    model = tmp_path / "models" / "minilm-squad-quick"
+    assert (model / "lookahead_probes.safetensors").is_file()
+    assert json.loads((model / "training.json").read_text())["recipe"]["articles"] == 2
+    run = tmp_path / "results" / "quick"
+    assert all((run / name).is_file() for name in ("pareto.png", "report.md", "chosen.json", "frontier.csv"))
+    assert "Smoke model: 3 steps on the first 2 train articles" in (run / "report.md").read_text()
+    assert json.loads((run / "chosen.json").read_text())["model"] == "models/minilm-squad-quick"
+    assert '"answer"' in done.stdout and "smoke model" in done.stdout
+    again = subprocess.run(
+        ["make", "--no-print-directory", "-n", "pareto", "QUICK=1", *options],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert "finetune" not in again.stdout, "a later quick run rebuilds the smoke model"
+
+
+def test_install_says_what_it_is_doing():
+    out = _dry_run("install")
+    assert out.count('echo "make install: ') == 3 and out.index("installing torch") < out.index(
+        "pip install --quiet 'torch"
+    )

@@ -169,7 +169,7 @@ def test_report_md_headline_and_provenance(run_dir):
     make_report(run_dir)
     text = (run_dir / "report.md").read_text()
     assert "Best speedup within BERT-1% (F1 ≥ 87.50): FLOPs: 2.50x" in text
-    assert "Best speedup within own-1% (keep-all F1 88.00 − 1 = 87.00): FLOPs: 2.80x" in text
+    assert "Best speedup over keep-all within own-1% (keep-all F1 88.00 − 1 = 87.00): FLOPs: 2.80x" in text
     assert "latency: 2.10x" in text
     assert "dev[1::2] (480 questions)" in text and "1 h 30 min" in text and "20.0" in text  # trials per hour
     assert "padded384" in text and "2 × " in text
@@ -399,3 +399,54 @@ def test_run_files_are_written_whole_or_not_at_all(run_dir, monkeypatch):
         write_run(run_dir, _info(), KNOWN)
     assert {name: (run_dir / name).read_bytes() for name in before} == before
     assert sorted(p.name for p in run_dir.iterdir()) == sorted(before)  # no temporary file left behind
+
+
+# --- latency budgets judged with their spread: choose refuses what the timing cannot tell -------
+def test_keep_all_is_never_faster_than_itself_in_the_headline(tmp_path):
+    points = [
+        _timed(_point(0, 88.0, 1.0, latency=1.2, baseline="keep-all"), 1.2, 1.1, 1.3),
+        _timed(_point(1, 87.5, 2.0, latency=0.65), 0.65, 0.6, 0.7),
+    ]
+    write_run(tmp_path, _info(), points)
+    make_report(tmp_path)
+    own = next(line for line in (tmp_path / "report.md").read_text().splitlines() if "own-1%" in line)
+    assert "latency: keep-all only (1.00x" in own and "1.20x" not in own
+
+
+def test_a_latency_budget_on_a_noisy_run_refuses_to_choose(tmp_path):
+    from dynlen.search.budget import parse_budget
+    from dynlen.search.choose import TooNoisyToChoose, choose
+
+    points = [
+        _timed(_point(0, 88.0, 1.0, latency=1.2, baseline="keep-all"), 1.2, 1.15, 1.25),
+        _timed(_point(1, 87.5, 1.5, latency=1.3), 1.3, 1.25, 1.35),
+    ]
+    write_run(tmp_path, _info(budget="latency-speedup>=1.1", cost="latency", extra={"weights_sha": "0123abcd"}), points)
+    with pytest.raises(TooNoisyToChoose, match="timed too briefly to choose for latency-speedup>=1.1.*1.20x"):
+        choose(tmp_path, parse_budget("latency-speedup>=1.1"))
+    make_report(tmp_path)
+    text = (tmp_path / "report.md").read_text()
+    assert "**Timed too briefly:**" in text and "Within timing noise of latency-speedup>=1.1" in text
+
+
+def test_a_latency_budget_on_a_quiet_run_chooses_only_what_clears_the_edge(tmp_path):
+    from dynlen.search.budget import parse_budget
+    from dynlen.search.choose import choose
+
+    points = [
+        _timed(_point(0, 88.0, 1.0, latency=1.0, baseline="keep-all"), 1.01, 0.99, 1.02),
+        _timed(_point(1, 87.9, 1.2, latency=1.12), 1.12, 1.08, 1.15),  # its interval holds 1.1
+        _timed(_point(2, 87.5, 1.6, latency=1.4), 1.4, 1.35, 1.45),
+    ]
+    write_run(tmp_path, _info(budget="latency-speedup>=1.1", cost="latency", extra={"weights_sha": "0123abcd"}), points)
+    best, _ = choose(tmp_path, parse_budget("latency-speedup>=1.1"))
+    assert best.number == 2
+    best, _ = choose(tmp_path, parse_budget("latency-speedup>=0.9"))
+    assert best.number == 0  # keep-all, exactly 1x itself, has the best F1
+
+
+def test_plot_names_the_data_set_not_its_path():
+    from dynlen.reports.plot import dataset_name
+
+    assert dataset_name("../shared/data/squad/dev-v1.1.json[held-out]") == "dev-v1.1[held-out]"
+    assert dataset_name("dev[1::2]") == "dev[1::2]"

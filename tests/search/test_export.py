@@ -127,3 +127,28 @@ def test_exported_folder_loads_without_dynlen_on_the_path(chosen, tmp_path):
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("DynlenBertForQuestionAnswering")
+
+
+def test_a_choice_names_its_model_and_is_served_without_model(chosen, model_dir, capsys):
+    from dynlen.cli.main import main
+
+    tmp, best, record = chosen
+    assert record["model"] == str(model_dir) and record["weights_sha"]
+    assert Answerer(config=str(tmp / "chosen.json")).config == best.length_config
+    args = ["answer", "--config", str(tmp / "chosen.json"), "--question", "Where did the cat sit?"]
+    assert main([*args, "--context", "The cat sat on the mat."]) == 0
+    assert json.loads(capsys.readouterr().out)["answer"]
+
+
+def test_a_choice_without_a_fingerprint_is_refused(chosen, tmp_path):
+    tmp, _, record = chosen
+    old = tmp_path / "old-chosen.json"
+    old.write_text(json.dumps({**record, "weights_sha": None}))
+    with pytest.raises(UserError, match="not its weights' fingerprint.*choose again"):
+        Answerer(config=str(old))
+
+
+def test_exported_files_are_readable_by_others(chosen, tmp_path):
+    _, _, record = chosen
+    folder = export_model(record, tmp_path / "shared")
+    assert (folder / "model.safetensors").stat().st_mode & 0o777 == 0o644

@@ -82,16 +82,78 @@ def test_negative_max_rescore_is_refused_before_the_model_loads(tmp_path, model_
     assert not (run_dir / "study.db").exists()
 
 
-def test_unreachable_flops_budget_is_refused_before_the_first_trial(tmp_path, model_dir, squad_file, capsys):
-    import optuna
+def _search_args(model, squad_file, run_dir) -> list[str]:
+    args = ["search", "--model", str(model), "--data", str(squad_file), "--run", str(run_dir)]
+    return args + ["--trials", "6", "--search-questions", "0", "--heldout-questions", "0", "--no-report"]
 
+
+def test_unreachable_flops_budget_is_refused_before_the_first_trial(tmp_path, model_dir, squad_file, capsys):
     from dynlen.cli.main import main
 
     run_dir = tmp_path / "run"
-    args = ["search", "--model", str(model_dir), "--data", str(squad_file), "--run", str(run_dir)]
-    args += ["--trials", "6", "--search-questions", "0", "--heldout-questions", "0", "--no-report"]
-    assert main([*args, "--budget", "flops-speedup>=100"]) == 2
+    assert main([*_search_args(model_dir, squad_file, run_dir), "--budget", "flops-speedup>=100"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "cannot be met" in err[0] and "flops-speedup>=" in err[0]
-    study = optuna.load_study(study_name="run", storage=f"sqlite:///{run_dir / 'study.db'}")
-    assert study.trials == []
+    assert not run_dir.exists(), "a refused search wrote into its run folder"
+
+
+@pytest.mark.parametrize(
+    "wrong, says",
+    [
+        (["--budget", "flops-speedup>=100"], "cannot be met"),
+        (["--model", "models/nope"], "model folder not found: models/nope"),
+        (["--model", "someone/not-a-model"], "cannot reach the Hugging Face hub"),
+        (["--significance", "lookahead"], "probes"),
+    ],
+)
+def test_a_refused_run_leaves_nothing_and_its_corrected_command_runs(
+    tmp_path, model_dir, squad_file, capsys, monkeypatch, wrong, says
+):
+    """The same RUN, first with a mistake, then fixed: the mistake never blocks its own fix."""
+    import time
+
+    from huggingface_hub import constants
+
+    from dynlen.cli.main import main
+
+    monkeypatch.chdir(tmp_path)  # models/nope: no models/ folder here, as on a fresh clone
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # a hub that does not answer
+    run_dir = tmp_path / "reports" / "quick"
+    right = _search_args(model_dir, squad_file, run_dir)
+    started = time.monotonic()
+    assert main([*right, *wrong]) == 2
+    assert time.monotonic() - started < 20
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and says in err[0], err
+    assert not run_dir.exists() and not (tmp_path / "reports").exists()
+    assert main(right) == 0
+    assert (run_dir / "run.json").is_file() and not list(run_dir.glob("*.lock"))
+
+
+def test_a_study_without_a_completed_trial_takes_the_new_settings(tmp_path, squad_file, capsys):
+    """A study left by a run that failed before any trial completed does not pin its settings."""
+    import optuna
+
+    from dynlen.search.worker import Worker
+
+    def opened(**change):
+        settings = SearchSettings(model="m", data=str(squad_file), run_dir=str(tmp_path / "run"), **change)
+        worker = Worker(settings)
+        worker.check()
+        worker.claim()
+        try:
+            return worker.open("data-sha", "model-sha")
+        finally:
+            worker.close()
+
+    first = opened(cost="latency")
+    first.enqueue_trial({"x": 1.0})
+    second = opened(cost="flops")
+    assert second.user_attrs["settings"]["cost"] == "flops" and second.trials == []
+    assert "started it again" in capsys.readouterr().out
+    trial = second.ask()
+    second.tell(trial, [80.0, 1.0])
+    with pytest.raises(UserError, match="--cost was 'flops', now 'latency'.*another --run"):
+        opened(cost="latency")
+    assert not list((tmp_path / "run").glob("*.lock"))
+    assert len(optuna.load_study(study_name="run", storage=f"sqlite:///{tmp_path / 'run' / 'study.db'}").trials) == 1

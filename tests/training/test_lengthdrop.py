@@ -614,7 +614,7 @@ def test_auto_significance_trains_under_the_start_models_probes_when_it_has_them
         return lengthdrop_cli.recipe_from_args(parser.parse_args(["--model", str(folder), *extra]))
 
     assert recipe_for(model_dir).significance == "attention"
-    assert "auto -> attention (the model has no look-ahead probes)" in capsys.readouterr().out
+    assert "auto -> attention (the model has no look-ahead probes" in capsys.readouterr().out
     folder = tmp_path / "with-probes"
     shutil.copytree(model_dir, folder)
     model = AutoModelForQuestionAnswering.from_pretrained(folder)

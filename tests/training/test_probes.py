@@ -30,6 +30,28 @@ def test_probes_train_save_and_load(tmp_path, model_dir, squad_file, capsys):
     assert (folder / WEIGHTS_FILE).stat().st_mtime_ns == before and "nothing to do" in capsys.readouterr().out
 
 
+def test_probes_out_saves_a_copy_of_a_read_only_model_with_its_probes(tmp_path, model_dir, squad_file, capsys):
+    """--out: the model folder is left untouched; the new folder is the model with its probes."""
+    from dynlen.engine.probes import auto_significance
+
+    source = tmp_path / "read-only"
+    shutil.copytree(model_dir, source)
+    before = {p.name: p.read_bytes() for p in source.iterdir()}
+    out = tmp_path / "with-probes"
+    recipe = ProbeRecipe(train=str(squad_file), features=12, width=8, epochs=2, batch_size=4)
+    train_probes(str(source), recipe, out=str(out))
+    assert {p.name: p.read_bytes() for p in source.iterdir()} == before
+    assert (out / WEIGHTS_FILE).is_file() and "--model " + str(out) in capsys.readouterr().out
+    assert auto_significance(str(out))[0] == "lookahead+question"
+    assert LengthAdaptiveQA(load_qa_model(str(out))).probes is not None
+    policy, why = auto_significance(str(source))
+    assert policy == "attention" and f"dynlen probes --model {source}" in why and "--out" in why
+    with pytest.raises(UserError, match="holds no model"):
+        (tmp_path / "busy").mkdir()
+        (tmp_path / "busy" / "notes.txt").write_text("x")
+        train_probes(str(source), recipe, out=str(tmp_path / "busy"))
+
+
 def test_bad_recipe_and_folder_are_one_line(tmp_path, squad_file):
     with pytest.raises(UserError, match="^epochs must be at least 1"):
         train_probes(str(tmp_path), ProbeRecipe(train=str(squad_file), epochs=0))
