@@ -43,7 +43,9 @@ class EvalSettings:
     )
     limit: int | None = option(None, "evaluate only the first N questions (default: all)", type=int_at_least(1))
     out: str = option("runs/eval", "folder for metrics.json and predictions.json")
-    batch_size: int = option(32, "evaluation batch size, length-sorted with dynamic padding", type=int_at_least(1))
+    batch_size: int = option(
+        32, "evaluation batch size, length-sorted with dynamic padding", type=int_at_least(1), cli=False
+    )
     latency_sample: int = option(16, "features timed for latency", type=int_at_least(1))
     latency_repeats: int = option(5, "timed rounds after one warm-up round", type=int_at_least(1))
     latency_batch_size: int = option(1, "batch size of latency timing", cli=False)

@@ -43,7 +43,7 @@ class ProbeRecipe:
 
     train: str = option(FULL_TRAIN_SET, "SQuAD 1.1 training JSON (never the dev set)")
     features: int = option(3000, "training features sampled", cli=False)
-    width: int = option(DEFAULT_WIDTH, "probe hidden width (0: linear)")
+    width: int = option(DEFAULT_WIDTH, "probe hidden width (0: linear)", cli=False)
     first_layer: int = option(
         1, "first probed layer, 0-based (layer 0 reads the embeddings, which have not seen the question)", cli=False
     )

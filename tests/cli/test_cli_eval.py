@@ -162,7 +162,7 @@ def test_unreachable_hub_is_one_line_within_seconds(tmp_path, squad_file):
 def test_help_lists_every_option():
     proc = _run("eval", "--help")
     assert proc.returncode == 0
-    for option in ("--model", "--data", "--config", "--limit", "--out", "--batch-size", "--no-latency"):
+    for option in ("--model", "--data", "--config", "--limit", "--out", "--no-latency"):
         assert option in proc.stdout
 
 

@@ -114,8 +114,8 @@ def test_quick_pareto_builds_its_own_smoke_model_and_never_the_default():
     assert "finetune" not in own and "search --model models/mine" in own
 
 
-def test_full_pareto_says_how_long_the_build_takes_and_how_to_skip_it_before_building():
-    out = _dry_run("pareto")
+def test_full_pareto_says_how_long_the_build_takes_and_how_to_skip_it_before_building(tmp_path):
+    out = _dry_run("pareto", cwd=_fresh_checkout(tmp_path))
     note = out.index("2-2.5 hours")
     assert "MODEL=" in out[note : out.index("\n", note)] and note < out.index("finetune --out")
 

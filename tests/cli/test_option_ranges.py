@@ -10,7 +10,6 @@ from dynlen.cli.main import main
 @pytest.mark.parametrize(
     "argv, says",
     [
-        (["eval", "--batch-size", "0"], "at least 1"),
         (["eval", "--latency-repeats", "0"], "at least 1"),
         (["eval", "--latency-sample", "-1"], "at least 1"),
         (["eval", "--limit", "-5"], "at least 1"),
