@@ -7,9 +7,11 @@ alike without leaking state between them.
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
+from dynlen.atomic import write_bytes_atomic
 from dynlen.reports.tables import FLOPS_KEY, LATENCY_KEY, line_name
 from dynlen.search.frontier import best_within, coordinates, pareto_front
 from dynlen.search.records import RunInfo, TrialPoint
@@ -397,6 +399,13 @@ def save_with_legend(fig, handles: list, labels: list[str], stem: Path) -> list[
     paths = [stem.with_suffix(".png"), stem.with_suffix(".svg")]
     # Text stays text in the SVG (editable, searchable) rather than glyph outlines.
     with matplotlib.rc_context({"svg.hashsalt": "dynlen", "svg.fonttype": "none"}):
-        fig.savefig(paths[0], dpi=150, metadata={"Software": None})
-        fig.savefig(paths[1], metadata={"Date": None})
+        _save(fig, paths[0], dpi=150, metadata={"Software": None})
+        _save(fig, paths[1], metadata={"Date": None})
     return paths
+
+
+def _save(fig, path: Path, **options) -> None:
+    """The figure rendered in memory, then written whole (a full disk leaves the previous plot)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=path.suffix.lstrip("."), **options)
+    write_bytes_atomic(path, buffer.getvalue())
