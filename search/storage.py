@@ -241,11 +241,39 @@ PatientStorage._get_stale_trial_ids = _patient(optuna.storages.RDBStorage._get_s
 
 
 def check_sqlite_folder(database: Path) -> None:
-    """One line when the SQLite file's folder cannot be made or written (a read-only disk, /proc); makes nothing."""
+    """One line when the SQLite file's folder cannot be made or written (a read-only disk, /proc); a folder
+    made to find out is removed again, so a refused run leaves nothing behind."""
     parent = database.parent
     _check_creatable(parent)
+    missing = [folder for folder in [parent, *parent.parents] if not folder.exists()]
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(
+            f"--storage sqlite:///{database}: cannot create {parent} ({exc.strerror}); give a writable path"
+        ) from None
+    finally:
+        for folder in missing:  # innermost first
+            with contextlib.suppress(OSError):
+                folder.rmdir()
     if (parent.is_dir() and not os.access(parent, os.W_OK)) or (database.exists() and not os.access(database, os.W_OK)):
         raise UserError(f"--storage sqlite:///{database}: {parent} is not writable; give a writable path")
+    if parent.is_dir():  # permissions can say yes where the file system says no (/proc, a read-only mount)
+        _check_writes(parent / (database.name + ".lock"))
+
+
+def _check_writes(path: Path) -> None:
+    """One line when ``path`` cannot be opened for writing; a file made to find out is removed again."""
+    existed = path.exists()
+    try:
+        with path.open("a"):
+            pass
+    except OSError as exc:
+        raise UserError(
+            f"cannot write {path} ({exc.strerror}); give a run folder or storage path that is writable"
+        ) from None
+    if not existed:
+        path.unlink(missing_ok=True)
 
 
 def _check_creatable(folder: Path) -> None:
