@@ -234,10 +234,14 @@ class PatientStorage(optuna.storages.RDBStorage):
 
 _NOT_RETRIED = {"upgrade", "get_current_version", "get_head_version", "get_all_versions", "remove_session"}
 _NOT_RETRIED |= {"record_heartbeat", "get_heartbeat_interval", "get_heartbeat_stale_trial_callback"}
+# The private methods Optuna's cache layer calls on the storage directly; each opens its own session,
+# so a retry starts from a fresh connection (methods handed a session are never retried on their own).
+_CALLED_BY_THE_CACHE = {"_create_new_trial", "_get_best_trial_id", "_get_stale_trial_ids", "_get_trials"}
+_CALLED_BY_THE_CACHE |= {"_set_trial_param"}
 for _name, _method in vars(optuna.storages.RDBStorage).items():
-    if inspect.isfunction(_method) and not _name.startswith("_") and _name not in _NOT_RETRIED:
+    public = not _name.startswith("_") and _name not in _NOT_RETRIED
+    if inspect.isfunction(_method) and (public or _name in _CALLED_BY_THE_CACHE):
         setattr(PatientStorage, _name, _patient(_method))
-PatientStorage._get_stale_trial_ids = _patient(optuna.storages.RDBStorage._get_stale_trial_ids)
 
 
 def check_sqlite_folder(database: Path) -> None:

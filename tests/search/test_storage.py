@@ -53,3 +53,18 @@ def test_an_outage_is_told_from_other_errors():
     lost = sqlalchemy.exc.OperationalError("SELECT 1", {}, Exception("server closed the connection unexpectedly"))
     assert storage.outage_cause(lost) == "server closed the connection unexpectedly"
     assert storage.outage_cause(ValueError("Cannot tell a FAIL trial.")) is None
+
+
+def test_every_storage_call_of_the_cache_layer_is_retried():
+    """Optuna's cache calls some private storage methods directly: each must wait out an outage too."""
+    import inspect
+    import re
+
+    import optuna
+
+    source = inspect.getsource(optuna.storages._cached_storage)
+    called = set(re.findall(r"_backend\.(\w+)", source)) - storage._NOT_RETRIED
+    unwrapped = [
+        name for name in called if getattr(storage.PatientStorage, name) is getattr(optuna.storages.RDBStorage, name)
+    ]
+    assert unwrapped == []
