@@ -18,7 +18,7 @@ from dynlen.training.lengthdrop import LengthDropRecipe
 
 COMMON = {"base", "train", "epochs", "learning_rate", "batch_size", "max_length", "stride", "warmup", "weight_decay"}
 COMMON |= {"seed", "precision"}
-FINETUNE_FIELDS = COMMON | {"attention_dropout", "max_steps"}
+FINETUNE_FIELDS = COMMON | {"attention_dropout", "max_steps", "articles"}
 LENGTHDROP_FIELDS = COMMON | {
     "teacher", "bound", "num_sub_models", "sub_model_weight", "max_steps", "significance", "probe_width",
     "probe_learning_rate", "probe_first_layer", "probe_supervision", "attention_dropout",
@@ -30,7 +30,7 @@ NOT_WEIGHTS = {"--out"}
 # A non-default value for every option that does change them.
 FINETUNE_OPTIONS = {
     "--model": "other-encoder", "--train": "other.json", "--epochs": "2", "--lr": "0.001",
-    "--attention-dropout": "0.1", "--precision": "fp32", "--max-steps": "12",
+    "--attention-dropout": "0.1", "--precision": "fp32", "--max-steps": "12", "--articles": "2",
 }  # fmt: skip
 LENGTHDROP_OPTIONS = {
     "--model": "other-model", "--train": "other.json", "--teacher": "big-model", "--bound": "0.3",
