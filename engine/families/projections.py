@@ -14,6 +14,11 @@ from torch import nn
 
 from dynlen.engine.kernels import native_kernels
 
+# From this many rows on (a padded batch, not batch 1), torch's own bf16 GEMM (oneDNN) beats the packed
+# kernel: its per-call weight reordering is paid off, its blocking is better (2 threads, AVX512-BF16:
+# 1.06-1.29x at 2,048 rows; the kernel wins up to 512 rows, 1.3x at 512, 3x at 16; benchmarks/precision.py).
+ONEDNN_BF16_ROWS = 1024
+
 
 class Projections:
     """The Linear modules of a layer, run through cached inference weights when no gradient is wanted.
@@ -95,7 +100,8 @@ class _InferenceWeights:
     def apply(self, hidden: torch.Tensor, kernels: bool, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         on_cpu = kernels and hidden.dtype == torch.float32 and hidden.device.type == "cpu"
         kernel = native_kernels() if on_cpu and self.weight.dtype == torch.float32 else None
-        if dtype == torch.bfloat16 and kernel is not None and kernel.has_bf16():
+        rows = hidden.numel() // hidden.shape[-1]
+        if dtype == torch.bfloat16 and kernel is not None and kernel.has_bf16() and rows < ONEDNN_BF16_ROWS:
             return self._run(kernel.packed_linear_bf16, self._copy("bf16", kernel.pack_weight_bf16), hidden)
         if dtype == torch.int8 and kernel is not None and kernel.has_vnni():
             return self._run(kernel.packed_linear_int8, self._copy("int8", kernel.pack_weight_int8), hidden)
