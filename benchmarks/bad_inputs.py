@@ -95,9 +95,9 @@ def evaluate(base: Path, *args: str, model: str | None = None, data: str | None 
 
 def search(base: Path, *args: str, run: str = "search-run") -> list[str]:
     return [
-        "search", "--model", str(base / "model"), "--data", str(base / "squad.json"), "--run-dir",
+        "search", "--model", str(base / "model"), "--data", str(base / "squad.json"), "--run",
         str(base / run), "--trials", "6", "--search-questions", "0", "--heldout-questions", "0",
-        "--batch-size", "4", "--latency-sample", "2", "--latency-repeats", "1", "--no-report", *args,
+        "--latency-sample", "2", "--latency-repeats", "1", "--no-report", *args,
     ]  # fmt: skip
 
 
@@ -149,7 +149,7 @@ CONFIG_CASES: list[Case] = [
 OPTION_CASES: list[Case] = [
     (f"option: {' '.join(argv)}", lambda b, a=argv: evaluate(b, *a) if a[0].startswith("--") else list(a))
     for argv in [
-        ("--threads", "-3"), ("--threads", "100000"), ("--batch-size", "0"), ("--latency-repeats", "0"),
+        ("--limit", "abc"), ("--precision-of-nothing", "1"), ("--latency-repeats", "0"),
         ("--limit", "-5"), ("--latency-sample", "0"), ("finetune", "--lr", "-1"), ("finetune", "--max-steps", "-3"),
         ("finetune", "--epochs", "0"), ("lengthdrop", "--max-steps", "-3"), ("search", "--trials", "0"),
         ("search", "--heartbeat", "0"), ("answer", "--top-k", "0"),
@@ -163,11 +163,11 @@ STORAGE_CASES: list[Case] = [
     ]
 ]  # fmt: skip
 RUN_CASES: list[Case] = [
-    ("run: truncated run.json (report)", lambda b: ["report", _run_copy(b, "r1", "run.json"), "--out", str(b / "r")]),
-    ("run: truncated trials.json (report)", lambda b: ["report", _run_copy(b, "r2", "trials.json"), "--out", str(b / "r")]),
+    ("run: truncated run.json (report)", lambda b: ["report", "--run", _run_copy(b, "r1", "run.json"), "--out", str(b / "r")]),
+    ("run: truncated trials.json (report)", lambda b: ["report", "--run", _run_copy(b, "r2", "trials.json"), "--out", str(b / "r")]),
     ("run: truncated run.json (choose)", lambda b: ["choose", "--run", _run_copy(b, "c1", "run.json")]),
     ("run: truncated trials.json (choose)", lambda b: ["choose", "--run", _run_copy(b, "c2", "trials.json")]),
-    ("run: no run folder (report)", lambda b: ["report", str(b / "no-run")]),
+    ("run: no run folder (report)", lambda b: ["report", "--run", str(b / "no-run")]),
 ]  # fmt: skip
 OUT_CASES: list[Case] = [("out: --out under a file", lambda b: evaluate(b, "--out", str(b / "squad.json" / "out")))]
 CASES = SQUAD_CASES + MODEL_CASES + CONFIG_CASES + OPTION_CASES + STORAGE_CASES + RUN_CASES + OUT_CASES
