@@ -1,6 +1,7 @@
 // What dynlen's kernels share: AVX-512 vector helpers and the rule that picks the kept slots.
 #pragma once
 
+#include <ATen/Parallel.h>
 #include <immintrin.h>
 
 #include <algorithm>
@@ -9,6 +10,17 @@
 #include <vector>
 
 namespace dynlen_kernels {
+
+// Every (panel, block of up to ``rows`` rows) pair of a packed GEMM, the panels shared out over
+// torch's intra-op threads: the one driver of the fp32, bf16 and int8 small-GEMM kernels.
+template <class Block>
+void for_each_panel_block(int64_t panels, int64_t M, int rows, const Block& block) {
+  at::parallel_for(0, panels, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t p = begin; p < end; ++p) {
+      for (int64_t m0 = 0; m0 < M; m0 += rows) block(p, m0, static_cast<int>(std::min<int64_t>(rows, M - m0)));
+    }
+  });
+}
 
 constexpr int64_t kLanes = 16;
 

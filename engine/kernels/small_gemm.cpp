@@ -11,6 +11,8 @@
 #include <ATen/Parallel.h>
 #include <immintrin.h>
 
+#include "common.h"
+
 namespace {
 
 constexpr int64_t kPanel = 32;
@@ -73,13 +75,8 @@ torch::Tensor packed_linear(torch::Tensor x, torch::Tensor panels, torch::Tensor
   const float* W = panels.data_ptr<float>();
   const float* B = bias.data_ptr<float>();
   float* Y = y.data_ptr<float>();
-  at::parallel_for(0, P, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t p = begin; p < end; ++p) {
-      for (int64_t m0 = 0; m0 < M; m0 += kRows) {
-        const int rows = static_cast<int>(std::min<int64_t>(kRows, M - m0));
-        kBlocks[rows](X + m0 * K, K, W + p * K * kPanel, B + p * kPanel, Y + m0 * N + p * kPanel, N);
-      }
-    }
+  dynlen_kernels::for_each_panel_block(P, M, kRows, [&](int64_t p, int64_t m0, int rows) {
+    kBlocks[rows](X + m0 * K, K, W + p * K * kPanel, B + p * kPanel, Y + m0 * N + p * kPanel, N);
   });
   return y;
 }

@@ -15,6 +15,8 @@
 #include <ATen/Parallel.h>
 #include <immintrin.h>
 
+#include "common.h"
+
 #include <cstring>
 
 namespace {
@@ -104,13 +106,8 @@ torch::Tensor packed_linear_bf16(torch::Tensor x, torch::Tensor panels, torch::T
   const auto* W = reinterpret_cast<const uint16_t*>(panels.data_ptr<at::BFloat16>());
   const float* B = bias.data_ptr<float>();
   float* Y = y.data_ptr<float>();
-  at::parallel_for(0, P, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t p = begin; p < end; ++p) {
-      for (int64_t m0 = 0; m0 < M; m0 += kRows) {
-        const int rows = static_cast<int>(std::min<int64_t>(kRows, M - m0));
-        kBlocks[rows](XP + m0 * K2, K2, W + p * K2 * kPanel * 2, B + p * kPanel, Y + m0 * N + p * kPanel, N);
-      }
-    }
+  dynlen_kernels::for_each_panel_block(P, M, kRows, [&](int64_t p, int64_t m0, int rows) {
+    kBlocks[rows](XP + m0 * K2, K2, W + p * K2 * kPanel * 2, B + p * kPanel, Y + m0 * N + p * kPanel, N);
   });
   return y;
 }

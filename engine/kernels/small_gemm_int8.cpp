@@ -13,6 +13,8 @@
 #include <ATen/Parallel.h>
 #include <immintrin.h>
 
+#include "common.h"
+
 #include <cmath>
 
 namespace {
@@ -126,14 +128,9 @@ torch::Tensor packed_linear_int8(torch::Tensor x, torch::Tensor panels, torch::T
   const int32_t* SH = shift.data_ptr<int32_t>();
   const float* B = bias.data_ptr<float>();
   float* Y = y.data_ptr<float>();
-  at::parallel_for(0, P, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t p = begin; p < end; ++p) {
-      for (int64_t m0 = 0; m0 < M; m0 += kRows) {
-        const int rows = static_cast<int>(std::min<int64_t>(kRows, M - m0));
-        kBlocks[rows](XP + m0 * K4, K4, W + p * K4 * kPanel * 4, XS + m0, WS + p * kPanel, SH + p * kPanel,
-                      B + p * kPanel, Y + m0 * N + p * kPanel, N);
-      }
-    }
+  dynlen_kernels::for_each_panel_block(P, M, kRows, [&](int64_t p, int64_t m0, int rows) {
+    kBlocks[rows](XP + m0 * K4, K4, W + p * K4 * kPanel * 4, XS + m0, WS + p * kPanel, SH + p * kPanel,
+                    B + p * kPanel, Y + m0 * N + p * kPanel, N);
   });
   return y;
 }
