@@ -118,6 +118,9 @@ def test_a_refused_run_leaves_nothing_and_its_corrected_command_runs(
 
     monkeypatch.chdir(tmp_path)  # models/nope: no models/ folder here, as on a fresh clone
     monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # a hub that does not answer
+    # online as a user is, whatever the caller set (CI runs with HF_HUB_OFFLINE=1)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     run_dir = tmp_path / "reports" / "quick"
     right = _search_args(model_dir, squad_file, run_dir)
     started = time.monotonic()
