@@ -33,6 +33,7 @@ from dynlen.engine.families import ADAPTERS, adapter_for
 from dynlen.engine.families.bert import BertLayoutAdapter
 from dynlen.engine.kernels import native_kernels
 from dynlen.engine.kernels import selection as _native_selection  # noqa: F401 - registers the kernels
+from dynlen.engine.merging import merge_state
 from dynlen.engine.precision import get_precision
 from dynlen.engine.probes import LookaheadProbes, load_probes
 from dynlen.engine.significance import (
@@ -359,6 +360,7 @@ class LengthAdaptiveQA(nn.Module):
         restore: _Restore | None = None
         native = None  # the kernels module, once the first dropping layer finds it usable
         selection: _Selection | None = None
+        merge = None  # what dropped tokens leave behind, once the first layer drops (dynlen.engine.merging)
         kept_trace: list = []
         current = lengths
         last = len(layers) - 1
@@ -367,7 +369,10 @@ class LengthAdaptiveQA(nn.Module):
                 if restore is None:  # the first dropping layer: decided once per forward
                     restore = _Restore(hidden, width, mask)
                     selection = self._selection(config, input_ids, plan, lengths)
-                    native = None if selection.accelerated is None else self._native_drop(hidden, mask, real)
+                    merge = merge_state(config.retention, hidden, width)
+                    native = None  # the native drop attends without a bias: merged slots need one
+                    if selection.accelerated is not None and merge is None:
+                        native = self._native_drop(hidden, mask, real)
                 else:
                     restore.write(hidden, positions, mask)
                 job = None if native is None else (native, current, plan[index], index)
@@ -383,28 +388,37 @@ class LengthAdaptiveQA(nn.Module):
                     attention,
                     counts=plan[index],
                     final=index == last,
+                    merge=merge,
                 )
                 current = plan[index]
                 if trace:
                     kept_trace.append((index, positions, mask))
             else:
-                hidden = self._full_layer(layer, hidden, mask, attention)
+                hidden = self._full_layer(layer, hidden, mask, attention, merge)
         final = hidden if restore is None else restore.finish(hidden, positions, mask)
         start, end = ad.span_head(final)
         return AdaptiveOutput(start, end, keep, real, kept_trace if trace else None)
 
     def _full_layer(
-        self, layer: nn.Module, hidden: torch.Tensor, valid: torch.Tensor | None, attention: str
+        self, layer: nn.Module, hidden: torch.Tensor, valid: torch.Tensor | None, attention: str, merge=None
     ) -> torch.Tensor:
+        """Every slot attends and is computed on; a merge's summary slots run beside the real ones."""
         ad = self.adapter
-        inputs = ad.project_qkv(layer, hidden)
+        width = hidden.shape[1]
+        extra = None if merge is None else merge.extra
+        keys_mask = valid if merge is None else merge.key_bias(valid, width)
+        inputs = ad.project_qkv(layer, _with_extra(hidden, extra))
         q, k, v = inputs.query, inputs.key, inputs.value
         if attention == "eager":
-            context = _attention_probs(q, k, valid, ad.scaling) @ v
+            context = _attention_probs(q, k, keys_mask, ad.scaling) @ v
         else:
-            mask = None if valid is None else valid[:, None, None, :]
+            mask = None if keys_mask is None else keys_mask[:, None, None, :]
             context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=ad.scaling)
-        return ad.finish_layer(layer, _merge_heads(context), inputs.carry)
+        out = ad.finish_layer(layer, _merge_heads(context), inputs.carry)
+        if extra is None:
+            return out
+        merge.extra = out[:, width:]
+        return out[:, :width]
 
     def check_policy(self, name: str, keep_question: bool) -> SignificancePolicy:
         """The policy ``name``, refused in one line when this model cannot run it (a search checks before its trials)."""
@@ -465,6 +479,7 @@ class LengthAdaptiveQA(nn.Module):
         attention: str = "sdpa",
         counts: list[int] | None = None,
         final: bool = False,
+        merge=None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Attention over all current tokens as keys; context, projection and FFN only for the kept ones.
 
@@ -477,6 +492,10 @@ class LengthAdaptiveQA(nn.Module):
         module, real slots now, slots to keep per example) hands the layer to the policy's
         accelerated implementation, which picks the same tokens (and, for a policy that reads
         attention, gives the same context) to float32 rounding.
+
+        ``merge`` (``dynlen.engine.merging``) folds the dropped tokens into what stays: its summary
+        slots, if any, attend and are computed on beside the real slots (as keys and values only in
+        the encoder's last layer, whose summaries nothing reads), and are never selected or dropped.
         """
         ad = self.adapter
         counts = keep.tolist() if counts is None else counts
@@ -484,38 +503,56 @@ class LengthAdaptiveQA(nn.Module):
         reads_attention = selection is None or selection.policy.needs_attention
         # Only the kept tokens' queries are needed unless the policy reads every query's attention.
         late = not reads_attention and ad.late_query
-        inputs = ad.project_qkv(layer, hidden, () if selection is None else selection.probe_linears(index), not late)
+        width = hidden.shape[1]
+        extra = None if merge is None else merge.extra
+        keys_mask = valid if merge is None else merge.key_bias(valid, width)
+        # with summary slots the probes read the real slots alone: their FLOPs stay per real token
+        probe_linears = () if selection is None or extra is not None else selection.probe_linears(index)
+        inputs = ad.project_qkv(layer, _with_extra(hidden, extra), probe_linears, not late)
+        queried = None if extra is None or final else slice(width, None)  # summary rows that stay queries
         done = None if native is None else self._accelerated(native, selection, index, inputs, counts, lead, ad)
         context = None
         if done is not None:
             context, slots = done
-            width = slots.shape[1]
-            slot_real = None if min(counts) == width else torch.arange(width)[None, :] < keep[:, None]
+            kept = slots.shape[1]
+            slot_real = None if min(counts) == kept else torch.arange(kept)[None, :] < keep[:, None]
         elif reads_attention:
-            probs = _attention_probs(inputs.query, inputs.key, valid, ad.scaling)
+            probs = _attention_probs(inputs.query, inputs.key, keys_mask, ad.scaling)
+            real = probs if extra is None else probs[:, :, :width, :width]
             significance = (
                 None
                 if selection is None
-                else selection.significance(index, hidden, valid, positions, probs, inputs.extra)
+                else selection.significance(index, hidden, valid, positions, real, inputs.extra)
             )
-            slots, slot_real = _select_kept(probs, valid, counts, significance, lead=lead, owned=True)
-            context = _merge_heads(_take_rows(probs, slots, dim=2) @ inputs.value)
+            slots, slot_real = _select_kept(real, valid, counts, significance, lead=lead, owned=True)
+            rows = _take_rows(probs, slots, dim=2)
+            if queried is not None:
+                rows = torch.cat([rows, probs[:, :, queried]], dim=2)
+            context = _merge_heads(rows @ inputs.value)
         else:
             significance = selection.significance(index, hidden, valid, positions, probe_inputs=inputs.extra)
             slots, slot_real = _select_kept(None, valid, counts, significance, lead=lead, owned=True)
-        carry = tuple(_take_rows(t, slots, dim=1) for t in inputs.carry)
+        carry = tuple(_with_extra(_take_rows(t, slots, dim=1), _rows(t, queried, 1)) for t in inputs.carry)
         if context is None:  # the kept queries attend over every current key
-            query = ad.project_query(layer, carry) if late else _take_rows(inputs.query, slots, dim=2)
-            if attention == "eager":  # explicit products, which FlopCounterMode sees (CPU flash SDPA it does not)
-                context = _merge_heads(_attention_probs(query, inputs.key, valid, ad.scaling) @ inputs.value)
+            if late:
+                query = ad.project_query(layer, carry)
             else:
-                mask = None if valid is None else valid[:, None, None, :]
+                query = _with_extra(_take_rows(inputs.query, slots, dim=2), _rows(inputs.query, queried, 2), dim=2)
+            if attention == "eager":  # explicit products, which FlopCounterMode sees (CPU flash SDPA it does not)
+                context = _merge_heads(_attention_probs(query, inputs.key, keys_mask, ad.scaling) @ inputs.value)
+            else:
+                mask = None if keys_mask is None else keys_mask[:, None, None, :]
                 context = _merge_heads(
                     F.scaled_dot_product_attention(query, inputs.key, inputs.value, attn_mask=mask, scale=ad.scaling)
                 )
         if selection is not None and not final:  # no later layer reads the selection state
             selection.follow(slots, lead, slot_real)
         out = ad.finish_layer(layer, context, carry)
+        if merge is not None and not final:  # after the last layer nothing reads what was merged
+            kept = slots.shape[1]
+            real_key = inputs.key if extra is None else inputs.key[:, :, :width]
+            out_extra = None if queried is None else out[:, kept:]
+            out = merge.after_drop(hidden, real_key, slots, slot_real, valid, positions, out[:, :kept], out_extra)
         return out, _take_rows(positions, slots, dim=1), slot_real
 
     @staticmethod
@@ -541,13 +578,29 @@ class LengthAdaptiveQA(nn.Module):
 def _attention_probs(q: torch.Tensor, k: torch.Tensor, valid: torch.Tensor | None, scaling: float) -> torch.Tensor:
     """Softmax attention probabilities (batch, heads, queries, keys).
 
-    The scaling multiplies q (tokens x head_dim per head) rather than the scores (tokens
-    squared per head): one pass over a tensor a fifth the size at 150 tokens.
+    ``valid`` (batch, keys) is a boolean mask, or a float bias added to every query's scores
+    (a merge's log counts, -inf where masked). The scaling multiplies q (tokens x head_dim per
+    head) rather than the scores (tokens squared per head): one pass over a tensor a fifth the
+    size at 150 tokens.
     """
     scores = (q * scaling) @ k.transpose(-1, -2)
-    if valid is not None:
+    if valid is not None and valid.dtype == torch.bool:
         scores = scores.masked_fill(~valid[:, None, None, :], torch.finfo(scores.dtype).min)
+    elif valid is not None:
+        scores = scores + valid[:, None, None, :]
     return scores.softmax(dim=-1)
+
+
+def _with_extra(rows: torch.Tensor, extra: torch.Tensor | None, dim: int = 1) -> torch.Tensor:
+    """``rows`` with a merge's summary rows after them along ``dim`` (nothing to add: ``rows`` itself)."""
+    return rows if extra is None else torch.cat([rows, extra], dim=dim)
+
+
+def _rows(tensor: torch.Tensor | None, part: slice | None, dim: int) -> torch.Tensor | None:
+    """``tensor``'s ``part`` along ``dim``, or None when there is no part (or no tensor)."""
+    if part is None or tensor is None:
+        return None
+    return tensor[(slice(None),) * dim + (part,)]
 
 
 def _merge_heads(context: torch.Tensor) -> torch.Tensor:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Literal
 
 from dynlen.atomic import write_text_atomic
+from dynlen.engine.merging import DEFAULT_RETENTION, RETENTIONS, get_retention
 from dynlen.engine.precision import DEFAULT_PRECISION, get_precision
 from dynlen.errors import UserError
 
@@ -44,6 +45,7 @@ class LengthConfig:
     )
     keep_question: bool = False  # the question segment ([CLS] question [SEP]) always stays
     precision: str = DEFAULT_PRECISION  # the matrix products' precision: a name in dynlen.engine.precision.PRECISIONS
+    retention: str = DEFAULT_RETENTION  # what dropped tokens leave behind: a name in dynlen.engine.merging.RETENTIONS
 
     def __post_init__(self) -> None:
         self._check_selection()
@@ -74,6 +76,9 @@ class LengthConfig:
         if not isinstance(self.precision, str):
             raise UserError(f"precision must be a name such as 'bf16', got {self.precision!r}")
         get_precision(self.precision)
+        if not isinstance(self.retention, str):
+            raise UserError(f"retention must be a name such as 'drop', got {self.retention!r}")
+        get_retention(self.retention)
 
     def with_selection(self, significance: str, keep_question: bool) -> LengthConfig:
         """The same token budget under another significance policy."""
@@ -83,6 +88,10 @@ class LengthConfig:
         """The same token budget and selection with the products at another precision."""
         return replace(self, precision=precision)
 
+    def with_retention(self, retention: str) -> LengthConfig:
+        """The same token budget, selection and precision, with dropped tokens kept as ``retention`` says."""
+        return replace(self, retention=retention)
+
     @property
     def selection(self) -> str:
         """The policy as one word: ``attention``, ``lookahead+question``, ..."""
@@ -90,8 +99,10 @@ class LengthConfig:
 
     @property
     def tail(self) -> str:
-        """What follows '@' in a label: the selection, and '/precision' unless float32 (``lookahead+question/bf16``)."""
-        return self.selection + ("" if self.precision == DEFAULT_PRECISION else f"/{self.precision}")
+        """What follows '@' in a label: the selection, '/precision' unless float32 and '/retention' unless drop
+        (``lookahead+question/bf16``, ``attention/merge-window``)."""
+        precision = "" if self.precision == DEFAULT_PRECISION else f"/{self.precision}"
+        return self.selection + precision + ("" if self.retention == DEFAULT_RETENTION else f"/{self.retention}")
 
     def _check_value(self, layer: int, value: float) -> None:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
@@ -170,6 +181,8 @@ class LengthConfig:
             out["keep_question"] = self.keep_question
         if self.precision != DEFAULT_PRECISION:
             out["precision"] = self.precision
+        if self.retention != DEFAULT_RETENTION:
+            out["retention"] = self.retention
         return out
 
     @classmethod
@@ -185,7 +198,8 @@ class LengthConfig:
         values = raw["values"]
         config = cls(raw["kind"], tuple(values), int(raw.get("max_length", COUNTS_MAX_LENGTH)))
         config = config.with_selection(raw.get("significance", DEFAULT_SIGNIFICANCE), raw.get("keep_question", False))
-        return config.with_precision(raw.get("precision", DEFAULT_PRECISION))
+        config = config.with_precision(raw.get("precision", DEFAULT_PRECISION))
+        return config.with_retention(raw.get("retention", DEFAULT_RETENTION))
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict())
@@ -251,10 +265,17 @@ class LengthConfig:
 
 
 def apply_tail(config: LengthConfig, tail: str) -> LengthConfig:
-    """``config`` under what a label's '@' part names: 'lookahead+question', 'attention/bf16', ..."""
-    selection, _, precision = tail.partition("/")
+    """``config`` under what a label's '@' part names: 'lookahead+question', 'attention/bf16',
+    'lookahead+question/bf16/merge-window': the selection, then a precision and a retention, each optional."""
+    selection, *parts = tail.split("/")
     config = config.with_selection(*parse_selection(selection))
-    return config.with_precision(precision.strip() or DEFAULT_PRECISION)
+    precision, retention = DEFAULT_PRECISION, DEFAULT_RETENTION
+    for part in (p.strip() for p in parts):
+        if part in RETENTIONS:
+            retention = part
+        elif part:
+            precision = part
+    return config.with_precision(precision).with_retention(retention)
 
 
 def parse_selection(text: str) -> tuple[str, bool]:
@@ -333,7 +354,12 @@ def check_config_fields(raw: dict) -> None:
             )
         if not math.isfinite(value):
             raise UserError(f"configuration 'values': layer {layer} is {value}, not a finite number")
-    for key, kind, example in (("significance", str, '"attention"'), ("keep_question", bool, "true")):
+    for key, kind, example in (
+        ("significance", str, '"attention"'),
+        ("keep_question", bool, "true"),
+        ("precision", str, '"bf16"'),
+        ("retention", str, '"merge-window"'),
+    ):
         if key in raw and not isinstance(raw[key], kind):
             raise UserError(f"configuration {key!r} is {raw[key]!r}, not a {kind.__name__}; write e.g. {example}")
     if "max_length" in raw:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from dynlen.engine.config import COUNTS_MAX_LENGTH, LengthConfig
+from dynlen.engine.merging import get_retention
 
 
 class CostShape(Protocol):
@@ -119,28 +120,46 @@ def example_layer_flops(
     queries where the shape has ``query_flops``; one that reads the look-ahead probes pays
     ``probe_flops(n_in)`` (``LookaheadProbes.flops``) at every layer where the feature drops
     tokens, and every policy its own ``scoring_flops``.
+
+    A retention that merges (``dynlen.engine.merging``) adds its similarity products at every
+    dropping layer but the last, and its summary slots to every layer after the first drop: they
+    run as queries too, except in the encoder's last layer when it drops (keys and values only).
     """
     from dynlen.engine.significance import get_policy
 
     policy = get_policy(config.significance)
-    out, n_in = [], length
-    for n_out in config.keep_counts(length):
-        flops = shape.layer_flops(n_in, n_out)
-        if n_out < n_in:
-            flops += _selection_flops(shape, policy, n_in, n_out, probe_flops)
+    retention = get_retention(config.retention)
+    out, n_in, summaries = [], length, 0
+    keeps = config.keep_counts(length)
+    for index, n_out in enumerate(keeps):
+        final = index == len(keeps) - 1
+        dropping = n_out < n_in
+        rows_in, rows_out = n_in + summaries, n_out + (0 if final and dropping else summaries)
+        flops = shape.layer_flops(rows_in, rows_out)
+        if dropping:
+            flops += _selection_flops(shape, policy, n_in, rows_in, rows_out, probe_flops)
+            if not final:
+                flops += retention.merge_flops(shape.score_flops, n_in, n_out)
+                summaries = retention.summary_slots(length)
         out.append(flops)
         n_in = n_out
     return out
 
 
-def _selection_flops(shape: CostShape, policy, n_in: int, n_out: int, probe_flops: ProbeFlops | None) -> int:
-    """What a dropping layer's policy adds to (or saves on) the family's layer FLOPs."""
+def _selection_flops(
+    shape: CostShape, policy, n_in: int, rows_in: int, rows_out: int, probe_flops: ProbeFlops | None
+) -> int:
+    """What a dropping layer's policy adds to (or saves on) the family's layer FLOPs.
+
+    ``n_in`` real tokens are ranked; ``rows_in`` slots (real and summary) enter the layer and
+    ``rows_out`` leave it as queries.
+    """
     flops = policy.scoring_flops(n_in)
     if not policy.needs_attention:
-        flops -= shape.score_flops(n_in - n_out, n_in)
+        flops -= shape.score_flops(rows_in - rows_out, rows_in)
         late_query = getattr(shape, "query_flops", None)  # families whose adapter has late_query
         if late_query is not None:
-            flops -= late_query(n_in - n_out)
+            flops -= late_query(rows_in - rows_out)
     if policy.needs_probes and probe_flops is not None:
         flops += probe_flops(n_in)
     return flops

@@ -50,6 +50,7 @@ def test_breaking_the_dropping_fails_the_check(tmp_path, monkeypatch, capsys):
         attention="sdpa",
         counts=None,
         final=False,
+        **rest,
     ):
         # the bug: tokens are "dropped" but every slot stays in the tensors (torch's path, which the
         # FLOP count runs: FlopCounterMode cannot see inside the native kernel)
@@ -66,6 +67,7 @@ def test_breaking_the_dropping_fails_the_check(tmp_path, monkeypatch, capsys):
             attention,
             counts=[hidden.shape[1]] * hidden.shape[0],
             final=final,
+            **rest,
         )
 
     monkeypatch.setattr(LengthAdaptiveQA, "_dropping_layer", keep_everything)
