@@ -36,7 +36,7 @@ from dynlen.bench.postprocess import best_feature_spans, predict_answers
 from dynlen.bench.runner import QARunner
 from dynlen.bench.squad import limit_examples, load_squad, split_by_article
 from dynlen.bench.uncertainty import paired_interval, per_question_f1
-from dynlen.engine.config import LengthConfig, parse_selection
+from dynlen.engine.config import LengthConfig, apply_tail
 from dynlen.engine.significance import POLICIES as REGISTERED
 from dynlen.engine.significance import (
     SelectionInputs,
@@ -140,7 +140,7 @@ def measure(
     ``own`` (features, 2), the model's own keep-all spans, adds how often those reach each layer.
     """
     config = LengthConfig.keep_all(runner.num_layers) if spec == "keep-all" else LengthConfig.parse(spec)
-    config = config.with_selection(*parse_selection(selection))
+    config = apply_tail(config, selection)
     feats = cached_features(runner.data, runner.tokenizer, with_labels=True)
     batches = [
         (idx, collate(feats, idx, runner.pad_id)) for idx in length_sorted_batches(feats.lengths, runner.batch_size)
@@ -204,12 +204,23 @@ def run_model(model: str, data, configs: list[str], policies: list[str], oracles
     oracles["self-oracle"].spans = reference["_own_spans"]
     rows = [reference]
     for spec in configs:
+        dropped: dict[str, dict] = {}  # the drop row of each selection at this shape, for merges to pair with
         for policy in policies:
             row = measure(runner, list(oracles.values()), spec, policy, own=oracles["self-oracle"].spans)
             row["f1_delta_low"], row["f1_delta_high"] = paired_interval(
                 row["_per_question"], reference["_per_question"]
             )
             row["f1_delta"] = row["f1"] - reference["f1"]
+            named = apply_tail(LengthConfig.keep_all(1), policy)
+            selection = named.with_retention("drop").tail
+            if named.retention == "drop":
+                dropped[selection] = row
+            elif selection in dropped:  # a merge against dropping at the same shape, question by question
+                base = dropped[selection]
+                row["f1_vs_drop"] = row["f1"] - base["f1"]
+                row["f1_vs_drop_low"], row["f1_vs_drop_high"] = paired_interval(
+                    row["_per_question"], base["_per_question"]
+                )
             rows.append(row)
             print(
                 f"{model} {row['config']:36} {policy:30} F1 {row['f1']:.2f} ({row['f1_delta']:+.2f}, 95% "
@@ -247,6 +258,15 @@ def write(rows: list[dict], out: Path) -> None:
         axis=1,
     )
     table = table.drop(columns=["f1_delta_low", "f1_delta_high"])
+    if "f1_vs_drop" in frame:
+        table["f1_vs_drop"] = frame.apply(
+            lambda r: (
+                ""
+                if pd.isna(r.f1_vs_drop)
+                else f"{r.f1_vs_drop:+.2f} [{r.f1_vs_drop_low:+.2f}, {r.f1_vs_drop_high:+.2f}]"
+            ),
+            axis=1,
+        )
     for column in ("answer_survival", "own_answer_survival"):
         table[column] = table[column].map(lambda v: "" if pd.isna(v) else f"{v:.1%}")
     (out / "retention.md").write_text(table.to_markdown(index=False, floatfmt=".2f") + "\n")
@@ -258,7 +278,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--models", default=DEFAULT_MODEL_DIR, help="comma-separated QA model folders (default: %(default)s)"
     )
-    parser.add_argument("--questions", type=int, default=1000, help="questions scored (default: %(default)s)")
+    parser.add_argument(
+        "--questions", type=int, default=1000, help="questions scored; 0: the whole split (default: %(default)s)"
+    )
     parser.add_argument(
         "--split",
         choices=("held-out", "search"),
@@ -266,7 +288,12 @@ def main(argv: list[str] | None = None) -> int:
         help="article-level half of dev to score: the held-out one, or the search one for tuning a policy (default: %(default)s)",
     )
     parser.add_argument("--configs", default=";".join(CONFIGS), help="';'-separated length configurations")
-    parser.add_argument("--policies", default=",".join(POLICIES), help="comma-separated policies (default: all)")
+    parser.add_argument(
+        "--policies",
+        default=",".join(POLICIES),
+        help="comma-separated policies, each optionally with /precision and /retention as in a label's tail "
+        "(lookahead+question/merge-window) (default: all)",
+    )
     return harness.run(_run, parser.parse_args(argv), argv, __file__)
 
 
@@ -276,8 +303,8 @@ def _registered(policy: SignificancePolicy) -> SignificancePolicy:
 
 
 def _run(args: argparse.Namespace, figures: harness.Figures) -> None:
-    if args.questions < 1:
-        raise UserError(f"--questions must be at least 1, got {args.questions}")
+    if args.questions < 0:
+        raise UserError(f"--questions must be 0 (every question of the split) or more, got {args.questions}")
     quiet_libraries()
     for policy in (QuestionAttention(),):
         _registered(policy)
@@ -287,7 +314,7 @@ def _run(args: argparse.Namespace, figures: harness.Figures) -> None:
     for spec in configs:
         LengthConfig.parse(spec)  # one line for a bad configuration before any model loads
     for policy in policies:
-        LengthConfig.keep_all(1).with_selection(*parse_selection(policy))
+        apply_tail(LengthConfig.keep_all(1), policy)
     searched, heldout = split_by_article(load_squad(args.data))
     data = limit_examples(heldout if args.split == "held-out" else searched, args.questions)
     rows = []

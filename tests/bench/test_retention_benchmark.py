@@ -39,3 +39,13 @@ def test_each_oracle_keeps_its_span_to_the_last_layer(model_dir, squad_file, tmp
     assert rows["self-oracle"]["own_answer_survival_per_layer"] == [1.0] * 4
     # without the protection, attention received drops the random model's own answers
     assert rows["attention"]["own_answer_survival"] < 1.0
+
+
+def test_a_merge_is_paired_with_dropping_at_the_same_shape(model_dir, squad_file, tmp_path):
+    rows = _rows(model_dir, squad_file, tmp_path, "attention,attention/merge-window", "ratios:1,0.5,0.4,0.3")
+    drop, merged = rows["attention"], rows["attention/merge-window"]
+    assert "f1_vs_drop" not in drop
+    assert merged["f1_vs_drop"] == pytest.approx(merged["f1"] - drop["f1"])
+    assert merged["f1_vs_drop_low"] <= merged["f1_vs_drop"] <= merged["f1_vs_drop_high"]
+    assert merged["flops_speedup_vs_keep_all"] < drop["flops_speedup_vs_keep_all"]  # summary slots cost FLOPs
+    assert "f1_vs_drop" in (tmp_path / "retention.md").read_text()
