@@ -33,7 +33,7 @@ from dynlen.engine.families import ADAPTERS, adapter_for
 from dynlen.engine.families.bert import BertLayoutAdapter
 from dynlen.engine.kernels import native_kernels
 from dynlen.engine.kernels import selection as _native_selection  # noqa: F401 - registers the kernels
-from dynlen.engine.merging import merge_state
+from dynlen.engine.merging import get_retention
 from dynlen.engine.precision import get_precision
 from dynlen.engine.probes import LookaheadProbes, load_probes
 from dynlen.engine.significance import (
@@ -369,7 +369,7 @@ class LengthAdaptiveQA(nn.Module):
                 if restore is None:  # the first dropping layer: decided once per forward
                     restore = _Restore(hidden, width, mask)
                     selection = self._selection(config, input_ids, plan, lengths)
-                    merge = merge_state(config.retention, hidden, width)
+                    merge = get_retention(config.retention).state(hidden, width)
                     native = None  # the native drop attends without a bias: merged slots need one
                     if selection.accelerated is not None and merge is None:
                         native = self._native_drop(hidden, mask, real)

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the configuration reads this registry, and must not need torch to be imported
@@ -36,34 +35,50 @@ from dynlen.errors import UserError
 WINDOW = 32  # positions per summary slot under merge-window
 
 
-@dataclass(frozen=True)
 class Retention:
-    """One rule for dropped tokens: its name in a configuration and the extra FLOPs it costs."""
+    """One rule for dropped tokens: its name in a configuration, the state a forward keeps for it,
+    and what it costs beyond dropping. ``drop`` itself: nothing kept, nothing added."""
 
-    name: str
-    help: str
-    window: int = 0  # positions per summary slot; 0: no summary slots
+    name = "drop"
+    help = "dropped tokens leave for good; restored from their last state before the span head"
+
+    def state(self, hidden: torch.Tensor, width: int) -> NearestMerge | WindowMerge | None:
+        """The forward's state, made at its first dropping layer from that layer's input (None: drop)."""
+        return None
 
     def summary_slots(self, length: int) -> int:
         """Summary slots an example of ``length`` real tokens carries after its first dropping layer."""
-        return math.ceil(length / self.window) if self.window else 0
+        return 0
 
     def merge_flops(self, score_flops: Callable[[int, int], int], n_in: int, n_out: int) -> int:
-        """Matrix products of the merge at one dropping layer: the nearest rule's key cosines, every
-        incoming token against every kept one, cost what attention scores of that shape cost."""
-        return score_flops(n_in, n_out) if self.name == "merge-nearest" else 0
+        """Matrix products of the merge at one dropping layer (``score_flops``: the family's attention scores)."""
+        return 0
 
 
-RETENTIONS: dict[str, Retention] = {
-    r.name: r
-    for r in (
-        Retention("drop", "dropped tokens leave for good; restored from their last state before the span head"),
-        Retention("merge-nearest", "each dropped token is folded into its most similar kept token (key cosine)"),
-        Retention(
-            "merge-window", f"dropped tokens are folded into one summary slot per {WINDOW} positions", window=WINDOW
-        ),
-    )
-}
+class NearestRetention(Retention):
+    name = "merge-nearest"
+    help = "each dropped token is folded into its most similar kept token (key cosine)"
+
+    def state(self, hidden: torch.Tensor, width: int) -> NearestMerge:
+        return NearestMerge(hidden)
+
+    def merge_flops(self, score_flops: Callable[[int, int], int], n_in: int, n_out: int) -> int:
+        """Key cosines of every incoming token against every kept one: what attention scores of that shape cost."""
+        return score_flops(n_in, n_out)
+
+
+class WindowRetention(Retention):
+    name = "merge-window"
+    help = f"dropped tokens are folded into one summary slot per {WINDOW} positions"
+
+    def state(self, hidden: torch.Tensor, width: int) -> WindowMerge:
+        return WindowMerge(hidden, width, WINDOW)
+
+    def summary_slots(self, length: int) -> int:
+        return math.ceil(length / WINDOW)
+
+
+RETENTIONS: dict[str, Retention] = {r.name: r for r in (Retention(), NearestRetention(), WindowRetention())}
 DEFAULT_RETENTION = "drop"
 
 
@@ -163,13 +178,3 @@ class WindowMerge:
         count_add = self.counts.new_zeros(self.counts.shape).scatter_add_(1, window, weight)
         self.extra, self.counts = _weighted_mean(states, self.counts, add, count_add)
         return out
-
-
-def merge_state(name: str, hidden: torch.Tensor, width: int) -> NearestMerge | WindowMerge | None:
-    """The forward's merge state for retention ``name`` (None for ``drop``), made at the first dropping layer."""
-    retention = get_retention(name)
-    if retention.window:
-        return WindowMerge(hidden, width, retention.window)
-    if retention.name == "merge-nearest":
-        return NearestMerge(hidden)
-    return None
