@@ -153,6 +153,11 @@ def readable(folder: Path) -> None:
 
 
 def serves_itself(model, config: dict) -> bool:
-    """Whether the export's own modeling file (``bench/modeling_dynlen.py``) can run this model and selection."""
+    """Whether the export's own modeling file (``bench/modeling_dynlen.py``) can run this model and selection
+    (it drops; a merging retention is served by dynlen's engine only)."""
     selection = LengthConfig.from_dict(config)
-    return model.config.model_type == "bert" and selection.significance in ("attention", "lookahead")
+    return (
+        model.config.model_type == "bert"
+        and selection.significance in ("attention", "lookahead")
+        and selection.retention == "drop"
+    )
