@@ -213,7 +213,9 @@ def _retention_rows(folder: Path, root: Path) -> list[dict]:
             "FLOPs speedup": _x(r["flops_speedup_vs_keep_all"]),
             "F1": _f1(r["f1"]),
             "F1 − keep-all [95%]": _delta(r.get("f1_delta"), r.get("f1_delta_low"), r.get("f1_delta_high")),
-            "F1 − drop, same shape [95%]": _delta(r.get("f1_vs_drop"), r.get("f1_vs_drop_low"), r.get("f1_vs_drop_high")),
+            "F1 − drop, same shape [95%]": _delta(
+                r.get("f1_vs_drop"), r.get("f1_vs_drop_low"), r.get("f1_vs_drop_high")
+            ),
             "answers kept": _share(r.get("answer_survival")),
             "own answers kept": _share(r.get("own_answer_survival")),
             "reproduce with": command,
