@@ -179,7 +179,7 @@ bench-lengthdrop: ## the same search on STANDARD and LENGTHDROP, compared
 # whole held-out half: F1 with paired intervals and answer survival per retention rule, and the same
 # with the gold answer kept (oracle+question), which says what merged context is worth once the answer stays.
 MERGE_SHAPES := ratios:1,1,0.7,0.49,0.343,0.0515;ratios:1,1,0.595,0.354,0.2106,0.0316;ratios:1,1,0.485,0.2352,0.1141,0.0171
-MERGE_POLICIES := lookahead+question,lookahead+question/merge-nearest,lookahead+question/merge-window,oracle+question,oracle+question/merge-window
+MERGE_POLICIES := lookahead+question,lookahead+question/merge-nearest,lookahead+question/merge-window,lookahead+question/merge-window-flat,oracle+question,oracle+question/merge-window
 bench-merge: $(call built,$(LENGTHDROP)) $(BUILD_ON_DEMAND) ## drop vs merge-nearest vs merge-window at three shapes on LENGTHDROP, held-out half -> results/merge
 	$(PY) benchmarks/retention.py --models $(LENGTHDROP) --questions 0 --configs "$(MERGE_SHAPES)" \
 		--policies $(MERGE_POLICIES) --out results/merge $(ARGS)

@@ -13,6 +13,10 @@ dropping the distractors it knows are wrong), and ``self-oracle`` keeps the span
 answers at keep-all, knowing nothing of the gold: what attention-chosen context costs once a
 policy keeps the model's own final answer.
 
+A policy may carry a retention (``lookahead+question/merge-window``): each merge row is then
+paired with dropping at the same shape. ``merge-window-flat`` exists only here: summary slots
+attended as one token each, the ablation of proportional attention.
+
 Writes ``retention.json``, ``retention.csv`` and ``retention.md`` to ``--out``.
 """
 
@@ -37,6 +41,7 @@ from dynlen.bench.runner import QARunner
 from dynlen.bench.squad import limit_examples, load_squad, split_by_article
 from dynlen.bench.uncertainty import paired_interval, per_question_f1
 from dynlen.engine.config import LengthConfig, apply_tail
+from dynlen.engine.merging import RETENTIONS, WINDOW, WindowMerge, WindowRetention, register_retention
 from dynlen.engine.significance import POLICIES as REGISTERED
 from dynlen.engine.significance import (
     SelectionInputs,
@@ -95,6 +100,16 @@ class SpanOracle(SignificancePolicy):
         start, end, pos = self.current[:, :1], self.current[:, 1:], inputs.positions
         inside = (pos >= start) & (pos <= end) & (start > 0)
         return attention.masked_fill(inside, float("inf"))
+
+
+class FlatWindow(WindowRetention):
+    """``merge-window`` without proportional attention: a summary slot weighs as one token. Benchmark only."""
+
+    name = "merge-window-flat"
+    help = "merge-window with every summary slot attended as one token"
+
+    def state(self, hidden: torch.Tensor, width: int) -> WindowMerge:
+        return WindowMerge(hidden, width, WINDOW, proportional=False)
 
 
 class _Traced(torch.nn.Module):
@@ -308,6 +323,8 @@ def _run(args: argparse.Namespace, figures: harness.Figures) -> None:
     quiet_libraries()
     for policy in (QuestionAttention(),):
         _registered(policy)
+    if FlatWindow.name not in RETENTIONS:
+        register_retention(FlatWindow())
     oracles = {name: _registered(SpanOracle(name)) for name in ("oracle", "self-oracle")}
     configs = [c.strip() for c in args.configs.split(";") if c.strip()]
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]

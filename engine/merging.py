@@ -82,6 +82,18 @@ RETENTIONS: dict[str, Retention] = {r.name: r for r in (Retention(), NearestRete
 DEFAULT_RETENTION = "drop"
 
 
+def register_retention(retention: Retention) -> Retention:
+    """Add ``retention`` under its name (a benchmark may register a variant); a name is taken once."""
+    from dynlen.engine.precision import PRECISIONS
+
+    if not isinstance(retention, Retention):
+        raise TypeError(f"{type(retention).__name__} is not a Retention")
+    if retention.name in RETENTIONS or retention.name in PRECISIONS or "/" in retention.name:
+        raise ValueError(f"retention name {retention.name!r} is taken or not a plain word")
+    RETENTIONS[retention.name] = retention
+    return retention
+
+
 def get_retention(name: str) -> Retention:
     if name not in RETENTIONS:
         raise UserError(f"unknown retention {name!r}; choose one of {', '.join(RETENTIONS)}")
@@ -152,8 +164,8 @@ class WindowMerge:
     through every later layer beside the real slots and hands its output back.
     """
 
-    def __init__(self, hidden: torch.Tensor, width: int, window: int) -> None:
-        self.window = window
+    def __init__(self, hidden: torch.Tensor, width: int, window: int, proportional: bool = True) -> None:
+        self.window, self.proportional = window, proportional
         self.extra: torch.Tensor | None = None
         self.counts = hidden.new_zeros(hidden.shape[0], math.ceil(width / window))
 
@@ -165,7 +177,8 @@ class WindowMerge:
         if self.extra is None:
             return None if valid is None else _masked(self.counts.new_zeros(valid.shape), valid)
         real = _masked(self.counts.new_zeros(self.counts.shape[0], width), valid)
-        return torch.cat([real, self.counts.log()], dim=1)
+        held = self.counts if self.proportional else self.counts.clamp_max(1.0)  # flat: one token's weight
+        return torch.cat([real, held.log()], dim=1)
 
     def after_drop(self, hidden, key, slots, slot_real, valid, positions, out, out_extra) -> torch.Tensor:
         """``out`` unchanged; the dropped tokens' input states folded into their windows' summary slots."""

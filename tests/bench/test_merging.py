@@ -145,3 +145,18 @@ def test_native_kernels_and_torch_ops_agree_under_merging(retention):
     fast = _run(LengthAdaptiveQA(model, probes=probes, sep_token_id=SEP), ids, types, spec)
     plain = _run(LengthAdaptiveQA(model, kernels=False, probes=probes, sep_token_id=SEP), ids, types, spec)
     torch.testing.assert_close(fast, plain, atol=2e-4, rtol=1e-4)
+
+
+def test_a_variant_registers_once_under_a_plain_new_name():
+    from dynlen.engine.merging import Retention, register_retention
+
+    class Drop2(Retention):
+        name = "merge-window"
+
+    with pytest.raises(ValueError, match="taken"):
+        register_retention(Drop2())
+    Drop2.name = "bf16"
+    with pytest.raises(ValueError, match="taken"):
+        register_retention(Drop2())
+    with pytest.raises(TypeError):
+        register_retention(object())

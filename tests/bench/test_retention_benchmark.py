@@ -42,10 +42,18 @@ def test_each_oracle_keeps_its_span_to_the_last_layer(model_dir, squad_file, tmp
 
 
 def test_a_merge_is_paired_with_dropping_at_the_same_shape(model_dir, squad_file, tmp_path):
-    rows = _rows(model_dir, squad_file, tmp_path, "attention,attention/merge-window", "ratios:1,0.5,0.4,0.3")
+    rows = _rows(
+        model_dir,
+        squad_file,
+        tmp_path,
+        "attention,attention/merge-window,attention/merge-window-flat",
+        "ratios:1,0.5,0.4,0.3",
+    )
     drop, merged = rows["attention"], rows["attention/merge-window"]
     assert "f1_vs_drop" not in drop
     assert merged["f1_vs_drop"] == pytest.approx(merged["f1"] - drop["f1"])
     assert merged["f1_vs_drop_low"] <= merged["f1_vs_drop"] <= merged["f1_vs_drop_high"]
     assert merged["flops_speedup_vs_keep_all"] < drop["flops_speedup_vs_keep_all"]  # summary slots cost FLOPs
     assert "f1_vs_drop" in (tmp_path / "retention.md").read_text()
+    flat = rows["attention/merge-window-flat"]  # the ablation: same slots, no proportional attention
+    assert flat["flops_speedup_vs_keep_all"] == merged["flops_speedup_vs_keep_all"] and "f1_vs_drop" in flat
