@@ -125,6 +125,8 @@ def export_model(record: dict, out: Path) -> Path:
         "budget": record["budget"],
         "heldout": record["heldout"],
     }
+    if getattr(model.config, "sep_token_id", None) is None:
+        model.config.sep_token_id = tokenizer.sep_token_id  # the modeling file finds the question by it
     remote = serves_itself(model, record["config"])
     if remote:
         model.config.auto_map = {"AutoModelForQuestionAnswering": f"{MODELING_FILE.stem}.{REMOTE_CLASS}"}
