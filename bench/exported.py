@@ -199,7 +199,7 @@ def export_program(model: nn.Module, path, batch_dynamic: bool = True) -> torch.
     longest = int(model.config.max_position_embeddings)
     example = _example_inputs(model, 2, 16)
     seq = torch.export.Dim("seq", min=2, max=longest)
-    dims = {0: torch.export.Dim("batch", min=1, max=1024), 1: seq} if batch_dynamic else {1: seq}
+    dims = {0: torch.export.Dim("batch", min=1), 1: seq} if batch_dynamic else {1: seq}
     try:
         with torch.no_grad():
             exported = torch.export.export(

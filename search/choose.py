@@ -189,14 +189,19 @@ def write_readme(out: Path, record: dict, remote: bool, why_not: str | None) -> 
     else:
         lines += [
             f"- with torch alone: `{PROGRAM_FILE}` is the same drop as a `torch.export` program, saved by torch "
-            f"{torch.__version__} (batch and sequence length dynamic, any padding; padded positions read float32's "
-            "minimum):",
+            f"{torch.__version__} (any batch size, 2 to {_longest(out)} tokens, any padding; padded positions read "
+            "float32's minimum):",
             "",
             "```python",
             LOAD_SNIPPET,
             "```",
         ]
     write_text_atomic(out / README_FILE, "\n".join(lines) + "\n")
+
+
+def _longest(folder: Path) -> int:
+    """The longest input the folder's model takes (its position table)."""
+    return int(json.loads((folder / "config.json").read_text())["max_position_embeddings"])
 
 
 def readable(folder: Path) -> None:
