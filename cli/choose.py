@@ -24,7 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--export",
         default=None,
         help="also write a Hugging Face model folder that serves the choice by itself (weights, tokenizer, "
-        "probes, and the configuration in config.json) (default: none)",
+        "probes, the configuration in config.json, its own modeling file and, where torch.export takes it, "
+        "dynlen_exported.pt2; its README.md says how to load each) (default: none)",
     )
 
 

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from dynlen.atomic import write_text_atomic
+from dynlen.bench.exported import LOAD_SNIPPET, PROGRAM_FILE
 from dynlen.engine.config import LengthConfig
 from dynlen.errors import UserError
 from dynlen.search.budget import MET, UNSURE, Budget, keep_all_noise, verdict
@@ -92,6 +93,7 @@ def _weights_sha(info: RunInfo) -> str:
 # the self-contained modeling file an export carries, and the class its auto_map names
 MODELING_FILE = Path(importlib.util.find_spec("dynlen.bench.modeling_dynlen").origin)
 REMOTE_CLASS = "DynlenBertForQuestionAnswering"
+README_FILE = "README.md"
 
 
 def write_choice(record: dict, path: Path) -> None:
@@ -125,6 +127,8 @@ def export_model(record: dict, out: Path) -> Path:
         "budget": record["budget"],
         "heldout": record["heldout"],
     }
+    if getattr(model.config, "sep_token_id", None) is None:
+        model.config.sep_token_id = tokenizer.sep_token_id  # the modeling file finds the question by it
     remote = serves_itself(model, record["config"])
     if remote:
         model.config.auto_map = {"AutoModelForQuestionAnswering": f"{MODELING_FILE.stem}.{REMOTE_CLASS}"}
@@ -135,14 +139,69 @@ def export_model(record: dict, out: Path) -> Path:
         shutil.copy2(probes, out / WEIGHTS_FILE)
     if remote:
         shutil.copy2(MODELING_FILE, out / MODELING_FILE.name)
+        why_not = write_program(out)
     else:
-        print(
-            f"note: {out} loads as the stock model outside dynlen: the self-contained drop runs "
-            f"BERT-layout models under attention or lookahead selection, not {model.config.model_type} "
-            f"under {LengthConfig.from_dict(record['config']).selection}"
+        why_not = (
+            f"the self-contained drop runs BERT-layout models under attention or lookahead selection, not "
+            f"{model.config.model_type} under {LengthConfig.from_dict(record['config']).selection}"
         )
+        print(f"note: {out} loads as the stock model outside dynlen: {why_not}")
+    if why_not:
+        print(f"note: no {PROGRAM_FILE} in {out}: {why_not}")
+    write_readme(out, record, remote, why_not)
     readable(out)
     return out
+
+
+def write_program(out: Path) -> str | None:
+    """Export the folder's own remote-code model to ``out/dynlen_exported.pt2``; None, or why no program was written."""
+    from dynlen.bench.exported import Unexportable, export_program
+    from dynlen.bench.modeling_dynlen import DynlenBertForQuestionAnswering
+
+    model = DynlenBertForQuestionAnswering.from_pretrained(out).eval()
+    try:
+        export_program(model, out / PROGRAM_FILE)
+    except Unexportable as exc:
+        return str(exc)
+    return None
+
+
+def write_readme(out: Path, record: dict, remote: bool, why_not: str | None) -> None:
+    """How to load the folder three ways, so whoever receives it needs no dynlen documentation."""
+    import torch
+
+    lines = [
+        f"# {Path(record['model']).name}: {record['label']}",
+        "",
+        f"A question-answering model with the length configuration `{record['label']}` chosen from "
+        f"`{record['run']}` (budget: {record['budget'] or 'none'}); the configuration is `dynlen_length_config` "
+        "in config.json.",
+        "",
+        "- with dynlen: `dynlen answer --model THIS_FOLDER ...` or `dynlen.bench.answer.Answerer(THIS_FOLDER)`.",
+    ]
+    if remote:
+        lines.append(
+            "- with transformers alone: `AutoModelForQuestionAnswering.from_pretrained(THIS_FOLDER, "
+            "trust_remote_code=True)` runs the drops through `modeling_dynlen.py`."
+        )
+    if why_not:
+        lines += ["", f"No `{PROGRAM_FILE}`: {why_not}."]
+    else:
+        lines += [
+            f"- with torch alone: `{PROGRAM_FILE}` is the same drop as a `torch.export` program, saved by torch "
+            f"{torch.__version__} (any batch size, 2 to {_longest(out)} tokens, any padding; padded positions read "
+            "float32's minimum):",
+            "",
+            "```python",
+            LOAD_SNIPPET,
+            "```",
+        ]
+    write_text_atomic(out / README_FILE, "\n".join(lines) + "\n")
+
+
+def _longest(folder: Path) -> int:
+    """The longest input the folder's model takes (its position table)."""
+    return int(json.loads((folder / "config.json").read_text())["max_position_embeddings"])
 
 
 def readable(folder: Path) -> None:

@@ -152,3 +152,45 @@ def test_exported_files_are_readable_by_others(chosen, tmp_path):
     _, _, record = chosen
     folder = export_model(record, tmp_path / "shared")
     assert (folder / "model.safetensors").stat().st_mode & 0o777 == 0o644
+
+
+def _program_inputs(tokenizer, question: str, context: str) -> tuple:
+    enc = tokenizer(question, context, return_tensors="pt")
+    return enc["input_ids"], enc["attention_mask"], enc["token_type_ids"]
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_the_exported_program_gives_the_remote_models_logits_at_any_length(model_dir, precision, tmp_path):
+    """dynlen_exported.pt2 loads with torch alone and gives the remote-code model's logits, drops included."""
+    import torch
+    from transformers import AutoModelForQuestionAnswering
+
+    config = LengthConfig.from_dict({"kind": "ratios", "values": [1.0, 0.7, 0.5, 0.3], "keep_question": True})
+    record = {"model": str(model_dir), "config": config.with_precision(precision).to_dict(), "label": "drop"}
+    folder = export_model({**record, "run": "r", "budget": None, "heldout": None}, tmp_path / "exported")
+    program = torch.export.load(str(folder / "dynlen_exported.pt2")).module()
+    remote, stock = _remote(folder), AutoModelForQuestionAnswering.from_pretrained(model_dir).eval()
+    qa = Answerer(folder)
+    short = _program_inputs(qa.tokenizer, "Who?", "The dog.")
+    long = _program_inputs(qa.tokenizer, "What colour were the eyes?", "It was a black cat with green eyes. " * 6)
+    batch = qa.tokenizer(["Who?", "Why?"], ["The dog.", "It was a black cat with green eyes."], padding=True)
+    padded = tuple(torch.tensor(batch[k]) for k in ("input_ids", "attention_mask", "token_type_ids"))
+    tolerance = {"atol": 1e-5, "rtol": 1e-5} if precision == "fp32" else {"atol": 1e-2, "rtol": 1e-2}
+    assert short[0].shape[1] != long[0].shape[1]
+    with torch.no_grad():
+        for ids, mask, types in (short, long, padded):
+            theirs = remote(input_ids=ids, attention_mask=mask, token_type_ids=types)
+            ours = program(ids, mask, types)
+            torch.testing.assert_close(ours[0], theirs.start_logits, **tolerance)
+            torch.testing.assert_close(ours[1], theirs.end_logits, **tolerance)
+        kept = stock(input_ids=long[0], attention_mask=long[1], token_type_ids=long[2]).start_logits
+        assert (ours_long := program(*long)[0]).shape == kept.shape and not torch.allclose(ours_long, kept, atol=1e-3)
+    assert "torch.export.load" in (folder / "README.md").read_text()
+
+
+def test_an_int8_choice_says_why_it_has_no_program(model_dir, tmp_path):
+    config = LengthConfig.from_dict({"kind": "ratios", "values": [1.0, 0.7, 0.5, 0.3]}).with_precision("int8")
+    record = {"model": str(model_dir), "config": config.to_dict(), "label": "drop", "run": "r"}
+    folder = export_model({**record, "budget": None, "heldout": None}, tmp_path / "exported")
+    assert not (folder / "dynlen_exported.pt2").exists()
+    assert "No `dynlen_exported.pt2`: precision int8" in (folder / "README.md").read_text()
