@@ -88,11 +88,39 @@ def cpu_has_bf16() -> bool:
     return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
 
 
-def needs_compiling() -> bool:
-    """Whether loading will compile: no built module in torch's extension cache, or one older than a source."""
+def build_directory() -> Path:
+    """Where torch's extension cache builds (and keeps) this version's module."""
     from torch.utils.cpp_extension import _get_build_directory
 
-    built = Path(_get_build_directory(NAME, verbose=False)) / f"{NAME}.so"
+    return Path(_get_build_directory(NAME, verbose=False))
+
+
+@contextmanager
+def build_lock(directory: Path) -> Iterator[None]:
+    """One build at a time per machine, under a lock the OS releases when its holder dies.
+
+    torch's own build lock is a plain file that every later process waits on forever once a build
+    is killed (Ctrl-C during the first run, a killed test): held by nobody while this lock is ours,
+    so it is removed here.
+    """
+    try:
+        import fcntl
+    except ImportError:  # no POSIX locks: torch's own file lock alone
+        yield
+        return
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / "dynlen-build.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            (directory / "lock").unlink(missing_ok=True)
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def needs_compiling() -> bool:
+    """Whether loading will compile: no built module in torch's extension cache, or one older than a source."""
+    built = build_directory() / f"{NAME}.so"
     if not built.is_file():
         return True
     return built.stat().st_mtime < max(path.stat().st_mtime for path in SOURCES + HEADERS)
@@ -136,10 +164,11 @@ def native_kernels() -> ModuleType | None:
                 extra_cflags=["-O3", "-mavx512f", "-mfma", "-fopenmp"],
                 verbose=False,
             )
-            if not needs_compiling():
-                return load(**options)
-            with elapsed_bar("compiling the native kernels (once per machine, about a minute)"):
-                return load(**options)
+            with build_lock(build_directory()):
+                if not needs_compiling():
+                    return load(**options)
+                with elapsed_bar("compiling the native kernels (once per machine, about a minute)"):
+                    return load(**options)
         except Exception as exc:  # a failed build must not stop inference: torch's GEMM still works
             reason = f"build failed: {str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__}"
     print(f"note: native kernels off ({reason}); using torch's own ops", file=sys.stderr)

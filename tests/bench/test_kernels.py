@@ -284,6 +284,22 @@ def test_compiling_is_told_apart_from_loading_a_built_module(tmp_path, monkeypat
     assert kernels.needs_compiling(), "a module older than a source is rebuilt"
 
 
+def test_a_build_killed_midway_does_not_block_the_next_run(tmp_path):
+    """torch waits forever on the lock file a killed build leaves; the build lock clears it, one holder at a time."""
+    import fcntl
+
+    from dynlen.engine.kernels import build_lock
+
+    (tmp_path / "lock").write_text("")  # what a build killed midway leaves behind
+    with build_lock(tmp_path):
+        assert not (tmp_path / "lock").exists()
+        with open(tmp_path / "dynlen-build.lock") as other:  # another process's try: the lock is held
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    with open(tmp_path / "dynlen-build.lock") as other:
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released once the build is done
+
+
 def test_elapsed_bar_names_the_step_on_stderr(capsys):
     from dynlen.engine.kernels import elapsed_bar
 
