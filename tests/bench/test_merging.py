@@ -1,21 +1,28 @@
-"""Merged context: dropped tokens folded into kept or summary slots, with proportional attention."""
+"""Merged context: the engine's retention hooks, driven by the merge rules the retention benchmark registers
+(dropped tokens folded into kept or summary slots, with proportional attention)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from fixtures import tiny_bert
+from fixtures import load_benchmark, tiny_bert
 from torch.utils.flop_counter import FlopCounterMode
 
 from dynlen.engine.adaptive import LengthAdaptiveQA, _attention_probs
 from dynlen.engine.config import LengthConfig, config_cells, config_from_cells
 from dynlen.engine.costs import example_flops
-from dynlen.engine.merging import RETENTIONS, WINDOW, NearestMerge
+from dynlen.engine.merging import RETENTIONS
 from dynlen.engine.probes import LookaheadProbes
 from dynlen.errors import UserError
 
 SEP = 3
 MERGES = ("merge-nearest", "merge-window")
+RULES = load_benchmark("retention")  # where the merge rules live: measured, they bought nothing over dropping
+
+
+@pytest.fixture(autouse=True)
+def _merges_registered():
+    RULES.register_merges()
 
 
 def _inputs(length: int, question: int = 7, seed: int = 0, batch: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
@@ -51,7 +58,7 @@ def test_retention_is_part_of_the_configuration_and_its_label():
     assert config_from_cells(config_cells(config)) == config
     assert LengthConfig.parse("1,0.5@attention/merge-nearest").retention == "merge-nearest"
     assert "retention" not in LengthConfig.parse("1,0.5").to_dict()
-    with pytest.raises(UserError, match="unknown retention 'merge-all'"):
+    with pytest.raises(UserError, match="unknown retention 'merge-all'.*benchmarks/retention.py"):
         LengthConfig("ratios", (1.0,), retention="merge-all")
     with pytest.raises(UserError, match="'retention' is 3, not a str"):
         LengthConfig.from_dict({"kind": "ratios", "values": [1.0], "retention": 3})
@@ -61,7 +68,7 @@ def test_a_slot_holding_c_tokens_is_attended_as_c_copies():
     """Proportional attention: log-count bias on one key == that key repeated."""
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(1, 2, 3, 4, generator=g) for _ in range(3))
-    merge = NearestMerge(torch.zeros(1, 3, 8))
+    merge = RULES.NearestMerge(torch.zeros(1, 3, 8))
     merge.counts = torch.tensor([[1.0, 3.0, 2.0]])
     biased = _attention_probs(q, k, merge.key_bias(None, 3), 0.5) @ v
     repeat = torch.tensor([0, 1, 1, 1, 2, 2])
@@ -92,7 +99,7 @@ def test_summary_slots_cost_flops_and_nearest_its_similarities():
     for retention in MERGES:
         merged = example_flops(shape, LengthConfig.parse(f"ratios:1,0.5,0.3,0.2@attention/{retention}"), 150)
         assert merged > drop
-    assert RETENTIONS["merge-window"].summary_slots(150) == -(-150 // WINDOW)
+    assert RETENTIONS["merge-window"].summary_slots(150) == -(-150 // RULES.WINDOW)
 
 
 @pytest.mark.parametrize("retention", MERGES)
