@@ -36,6 +36,7 @@ from dynlen.bench.runner import QARunner
 from dynlen.bench.squad import limit_examples, load_squad, split_by_article
 from dynlen.bench.uncertainty import paired_interval
 from dynlen.engine.config import LengthConfig, resolve_config
+from dynlen.engine.merge_rules import register_merges
 from dynlen.engine.precision import get_precision, resolve_precision
 from dynlen.errors import UserError
 
@@ -223,6 +224,7 @@ def run(args: argparse.Namespace, figures: harness.Figures) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     quiet_libraries()
+    register_merges()  # a shape may name a measured merge rule (…@lookahead+question/merge-window)
     runner = QARunner(args.model, limit_examples(load_squad(args.data), QUESTIONS), progress=False, device=args.device)
     shapes = [resolve_config(c.strip(), runner.num_layers) for c in args.configs.split(";") if c.strip()]
     for shape in shapes:

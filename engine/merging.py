@@ -16,8 +16,8 @@ Dropped positions are restored from their own last state under every rule. The F
 (its summary slots' layers, its matrix products) are counted by ``dynlen.engine.costs`` through
 :meth:`Retention.summary_slots` and :meth:`Retention.merge_flops`. Two merge rules, into the most
 similar kept token and into one summary slot per window of positions, were measured against
-dropping and bought nothing (``docs/rejected.md``); they are registered by
-``benchmarks/retention.py``, which measures them.
+dropping and bought nothing (``docs/rejected.md``): they live in ``dynlen.engine.merge_rules``,
+registered only by ``register_merges()`` (the benchmarks that measure them call it).
 """
 
 from __future__ import annotations
@@ -72,6 +72,6 @@ def get_retention(name: str) -> Retention:
     if name not in RETENTIONS:
         raise UserError(
             f"unknown retention {name!r}; choose one of {', '.join(RETENTIONS)} (the merge rules measured in "
-            "docs/rejected.md are registered by benchmarks/retention.py)"
+            "docs/rejected.md need dynlen.engine.merge_rules.register_merges() first)"
         )
     return RETENTIONS[name]

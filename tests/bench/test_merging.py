@@ -1,13 +1,14 @@
-"""Merged context: the engine's retention hooks, driven by the merge rules the retention benchmark registers
+"""Merged context: the engine's retention hooks, driven by the measured merge rules
 (dropped tokens folded into kept or summary slots, with proportional attention)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from fixtures import load_benchmark, tiny_bert
+from fixtures import tiny_bert
 from torch.utils.flop_counter import FlopCounterMode
 
+from dynlen.engine import merge_rules
 from dynlen.engine.adaptive import LengthAdaptiveQA, _attention_probs
 from dynlen.engine.config import LengthConfig, config_cells, config_from_cells
 from dynlen.engine.costs import example_flops
@@ -17,7 +18,7 @@ from dynlen.errors import UserError
 
 SEP = 3
 MERGES = ("merge-nearest", "merge-window")
-RULES = load_benchmark("retention")  # where the merge rules live: measured, they bought nothing over dropping
+RULES = merge_rules  # measured against dropping and set aside: registered here, as the benchmarks do
 
 
 @pytest.fixture(autouse=True)
@@ -58,7 +59,7 @@ def test_retention_is_part_of_the_configuration_and_its_label():
     assert config_from_cells(config_cells(config)) == config
     assert LengthConfig.parse("1,0.5@attention/merge-nearest").retention == "merge-nearest"
     assert "retention" not in LengthConfig.parse("1,0.5").to_dict()
-    with pytest.raises(UserError, match="unknown retention 'merge-all'.*benchmarks/retention.py"):
+    with pytest.raises(UserError, match="unknown retention 'merge-all'.*register_merges"):
         LengthConfig("ratios", (1.0,), retention="merge-all")
     with pytest.raises(UserError, match="'retention' is 3, not a str"):
         LengthConfig.from_dict({"kind": "ratios", "values": [1.0], "retention": 3})
