@@ -97,6 +97,17 @@ class Result:
         return path
 
 
+def write_tables(out: str | Path | None, stem: str, report: dict, markdown: str) -> None:
+    """A benchmark's own record beside its result.json: ``stem``.json (every figure) and ``stem``.md (the tables)."""
+    if not out:
+        return
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
+    (folder / f"{stem}.md").write_text(markdown)
+    print(f"wrote {folder / f'{stem}.json'} and {stem}.md")
+
+
 def _git(*args: str) -> str | None:
     try:
         done = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10, check=True)

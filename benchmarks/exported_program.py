@@ -20,7 +20,6 @@ and the largest logit difference to the remote-code model. Writes ``exported_pro
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
 import tempfile
@@ -186,12 +185,7 @@ def run(args: argparse.Namespace, figures: harness.Figures) -> None:
             md.append(markdown(name, entry))
             print(md[-1])
     figures.update(headline(report))
-    if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "exported_program.json").write_text(json.dumps(report, indent=2) + "\n")
-        (out / "exported_program.md").write_text("\n".join(md))
-        print(f"wrote {out / 'exported_program.json'} and exported_program.md")
+    harness.write_tables(args.out, "exported_program", report, "\n".join(md))
 
 
 def _timing_rows(timings: dict[str, Timing], features: int, precision: str) -> dict:

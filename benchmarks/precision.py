@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import shlex
 import sys
 from pathlib import Path
@@ -270,12 +269,8 @@ def run(args: argparse.Namespace, figures: harness.Figures) -> None:
                 )
                 print(md[-1])
     figures.update(headline(report))
-    if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "precision.json").write_text(json.dumps(report, indent=2) + "\n")
-        (out / "precision.md").write_text(f"# Length x precision\n\n`{report['command']}`\n\n" + "\n".join(md))
-        print(f"wrote {out / 'precision.json'} and precision.md")
+    head = f"# Length x precision\n\n`{report['command']}`\n\n"
+    harness.write_tables(args.out, "precision", report, head + "\n".join(md))
 
 
 def headline(report: dict) -> harness.Figures:
