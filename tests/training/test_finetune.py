@@ -38,15 +38,20 @@ def test_training_changes_the_weights_towards_the_labels(model_dir, squad_file, 
     assert json.loads((out / "training.json").read_text())["final_loss"] is not None
 
 
-def test_a_killed_run_resumes_to_the_same_weights_as_an_uninterrupted_one(model_dir, squad_file, tmp_path, monkeypatch):
+def _whole_and_killed_at_4(model_dir, squad_file, tmp_path, monkeypatch):
+    """An uninterrupted run's folder, and one of the same recipe killed after step 4 (checkpoints every 2)."""
     whole = tmp_path / "whole"
     finetune.train(_recipe(model_dir, squad_file), whole, save_every=2)
-
     resumed = tmp_path / "resumed"
     with monkeypatch.context() as patch:
         kill_after(finetune, 4, patch)
         with pytest.raises(KilledAt):
             finetune.train(_recipe(model_dir, squad_file), resumed, save_every=2)
+    return whole, resumed
+
+
+def test_a_killed_run_resumes_to_the_same_weights_as_an_uninterrupted_one(model_dir, squad_file, tmp_path, monkeypatch):
+    whole, resumed = _whole_and_killed_at_4(model_dir, squad_file, tmp_path, monkeypatch)
     assert tr.last_checkpoint(resumed / tr.CHECKPOINTS).endswith("checkpoint-4")
     assert not (resumed / "training.json").exists()
     finetune.train(_recipe(model_dir, squad_file), resumed, save_every=2)
@@ -214,13 +219,7 @@ def test_a_checkpoint_with_a_truncated_file_falls_back_to_the_one_before(tmp_pat
 
 
 def test_a_rerun_over_a_truncated_checkpoint_trains_to_the_same_weights(model_dir, squad_file, tmp_path, monkeypatch):
-    whole = tmp_path / "whole"
-    finetune.train(_recipe(model_dir, squad_file), whole, save_every=2)
-    resumed = tmp_path / "resumed"
-    with monkeypatch.context() as patch:
-        kill_after(finetune, 4, patch)
-        with pytest.raises(KilledAt):
-            finetune.train(_recipe(model_dir, squad_file), resumed, save_every=2)
+    whole, resumed = _whole_and_killed_at_4(model_dir, squad_file, tmp_path, monkeypatch)
     weights = resumed / tr.CHECKPOINTS / "checkpoint-4" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # a disk that filled up mid-copy
     finetune.train(_recipe(model_dir, squad_file), resumed, save_every=2)
