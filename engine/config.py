@@ -24,7 +24,7 @@ from typing import Literal
 
 from dynlen.atomic import write_text_atomic
 from dynlen.engine.merging import DEFAULT_RETENTION, RETENTIONS, get_retention
-from dynlen.engine.precision import DEFAULT_PRECISION, get_precision
+from dynlen.engine.precision import DEFAULT_PRECISION, PRECISIONS, get_precision
 from dynlen.errors import UserError
 
 Kind = Literal["ratios", "counts"]
@@ -273,8 +273,14 @@ def apply_tail(config: LengthConfig, tail: str) -> LengthConfig:
     for part in (p.strip() for p in parts):
         if part in RETENTIONS:
             retention = part
-        elif part:
+        elif part in PRECISIONS:
             precision = part
+        elif part:
+            raise UserError(
+                f"unknown precision {part!r} in {tail!r}, and no retention of that name: precisions are "
+                f"{', '.join(PRECISIONS)}; retentions are {', '.join(RETENTIONS)} (the measured merge rules "
+                "need dynlen.engine.merge_rules.register_merges() first)"
+            )
     return config.with_precision(precision).with_retention(retention)
 
 

@@ -61,6 +61,8 @@ def test_retention_is_part_of_the_configuration_and_its_label():
     assert "retention" not in LengthConfig.parse("1,0.5").to_dict()
     with pytest.raises(UserError, match="unknown retention 'merge-all'.*register_merges"):
         LengthConfig("ratios", (1.0,), retention="merge-all")
+    with pytest.raises(UserError, match="unknown precision 'bf17'.*no retention of that name"):
+        LengthConfig.parse("1,0.5@attention/bf17")
     with pytest.raises(UserError, match="'retention' is 3, not a str"):
         LengthConfig.from_dict({"kind": "ratios", "values": [1.0], "retention": 3})
 
